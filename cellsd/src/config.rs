@@ -1,0 +1,667 @@
+//! A VP's definition: the OCI runtime spec for the runtime part (process,
+//! namespaces, mounts, devices, resources, capabilities) and the
+//! cells-specific settings beside it. Stored as `<state>/vps/NAME/vp.json`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::name::{self, NameError};
+
+/// Current on-disk format of vp.json.
+pub const CONFIG_VERSION: u32 = 1;
+/// Each VP's user namespace maps this many ids (root = first one).
+pub const ID_RANGE: u32 = 65536;
+/// Default first host id of slot 0; VP slot N maps to base + N * ID_RANGE.
+pub const DEFAULT_ID_BASE: u32 = 1_000_000;
+/// Default pids limit: Android starts hundreds of processes; this bounds a
+/// fork bomb without getting in a phone's way.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+/// Smallest memory limit accepted: below this the VP's init cannot start.
+pub const MIN_MEMORY: u64 = 16 << 20;
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Capabilities taken out of every VP's bounding set: loading modules, raw
+/// I/O, creating device nodes, rebooting, setting the clock, MAC policy and
+/// the audit configuration are the host's business, never a VP's.
+pub const DROPPED_CAPS: &[&str] = &[
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_MKNOD",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_TIME",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_AUDIT_CONTROL",
+];
+
+/// Linux capability names by number (linux/capability.h).
+pub const CAP_NAMES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+pub fn cap_number(name: &str) -> Option<u32> {
+    CAP_NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+}
+
+/// Paths masked inside every VP, as container runtimes do: kernel memory,
+/// keys and timing side channels, firmware tables.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths made read-only inside every VP: global kernel knobs.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Character devices every VP's /dev holds (besides console, ptmx and pts,
+/// which the runtime creates per VP): (name, major, minor).
+pub const DEVICES: &[(&str, i64, i64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("invalid memory size '{0}': give a number with an optional K, M, G or T suffix, at least 16M (for example 512M)")]
+    BadMemory(String),
+    #[error("invalid CPU limit '{0}': give the number of CPUs as a positive number, for example 1 or 0.5")]
+    BadCpus(String),
+    #[error("invalid pids limit {0}: give a number of at least 16")]
+    BadPids(i64),
+    #[error("invalid hostname '{0}': use 1 to 63 characters from a-z, A-Z, 0-9 and '-'")]
+    BadHostname(String),
+    #[error("building the OCI runtime spec failed: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid VP definition ({source}); move it away or fix it, then restart cellsd")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path} has format version {found}, this cellsd reads version {CONFIG_VERSION}: use a matching cellsd")]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// What `cellctl create` asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateOptions {
+    pub template: String,
+    pub hostname: Option<String>,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+    /// No user namespace: VP root is host root (minus the dropped capabilities).
+    pub privileged: bool,
+}
+
+/// Settings that are the project's own, not the OCI runtime's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellsSettings {
+    pub template: String,
+    /// Index of the VP's id range: host ids id_base + slot * ID_RANGE ...
+    pub slot: u32,
+    pub privileged: bool,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VpConfig {
+    pub version: u32,
+    pub name: String,
+    pub cells: CellsSettings,
+    pub runtime: Spec,
+}
+
+/// Parse "512M", "2G", "1048576", "64MiB" (binary units).
+pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::BadMemory(s.to_string());
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(bad()),
+            };
+            (&t[..t.len() - 1], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if bytes < MIN_MEMORY || bytes > i64::MAX as u64 {
+        return Err(bad());
+    }
+    Ok(bytes)
+}
+
+pub fn parse_cpus(s: &str) -> Result<f64, ConfigError> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::BadCpus(s.to_string()))?;
+    check_cpus(v).map_err(|_| ConfigError::BadCpus(s.to_string()))
+}
+
+fn check_cpus(v: f64) -> Result<f64, ConfigError> {
+    // 0.01 CPU is the smallest quota the kernel accepts at our period (1 ms).
+    if !v.is_finite() || !(0.01..=1024.0).contains(&v) {
+        return Err(ConfigError::BadCpus(v.to_string()));
+    }
+    Ok(v)
+}
+
+pub fn validate_hostname(h: &str) -> Result<(), ConfigError> {
+    let ok = !h.is_empty()
+        && h.len() <= 63
+        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !h.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadHostname(h.to_string()))
+    }
+}
+
+impl CreateOptions {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        name::validate("template", &self.template)?;
+        if let Some(h) = &self.hostname {
+            validate_hostname(h)?;
+        }
+        if let Some(m) = self.memory {
+            if m < MIN_MEMORY {
+                return Err(ConfigError::BadMemory(m.to_string()));
+            }
+        }
+        if let Some(c) = self.cpus {
+            check_cpus(c)?;
+        }
+        if let Some(p) = self.pids {
+            if p < 16 {
+                return Err(ConfigError::BadPids(p));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn caps(names: impl Iterator<Item = &'static str>) -> Capabilities {
+    names
+        .filter_map(|n| serde_json::from_value::<Capability>(serde_json::Value::from(n)).ok())
+        .collect()
+}
+
+/// The OCI runtime spec of a VP.
+pub fn build_spec(
+    name: &str,
+    opts: &CreateOptions,
+    host_id: u32,
+    data_dir: &Path,
+) -> Result<Spec, ConfigError> {
+    let kept = || {
+        CAP_NAMES
+            .iter()
+            .copied()
+            .filter(|c| !DROPPED_CAPS.contains(c))
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps(kept()))
+        .effective(caps(kept()))
+        .permitted(caps(kept()))
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .args(vec!["/init".to_string()])
+        .env(vec![
+            "PATH=/system/bin:/system/xbin:/bin".to_string(),
+            "HOME=/data".to_string(),
+            "TERM=linux".to_string(),
+            "ANDROID_ROOT=/system".to_string(),
+            "ANDROID_DATA=/data".to_string(),
+            format!("CELLS_VP={name}"),
+        ])
+        .cwd("/")
+        .no_new_privileges(false)
+        .capabilities(capabilities)
+        .build()?;
+
+    let mount = |dest: &str, typ: &str, src: &str, options: &[&str]| {
+        MountBuilder::default()
+            .destination(dest)
+            .typ(typ)
+            .source(src)
+            .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+    };
+    let mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source(data_dir)
+            .options(vec![
+                "rbind".to_string(),
+                "rw".to_string(),
+                "nosuid".to_string(),
+                "nodev".to_string(),
+            ])
+            .build()?,
+    ];
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ];
+    if !opts.privileged {
+        namespaces.push(LinuxNamespaceType::User);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let devices = DEVICES
+        .iter()
+        .map(|(n, major, minor)| {
+            LinuxDeviceBuilder::default()
+                .path(format!("/dev/{n}"))
+                .typ(LinuxDeviceType::C)
+                .major(*major)
+                .minor(*minor)
+                .file_mode(0o666u32)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut resources = LinuxResourcesBuilder::default().pids(
+        LinuxPidsBuilder::default()
+            .limit(opts.pids.unwrap_or(DEFAULT_PIDS_LIMIT))
+            .build()?,
+    );
+    if let Some(m) = opts.memory {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(m as i64).build()?);
+    }
+    if let Some(c) = opts.cpus {
+        let quota = (c * CPU_PERIOD_US as f64).round() as i64;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()?,
+        );
+    }
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .devices(devices)
+        .resources(resources.build()?)
+        .cgroups_path(format!("cells/{name}"))
+        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .rootfs_propagation("private");
+    if !opts.privileged {
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(host_id)
+            .size(ID_RANGE)
+            .build()?;
+        linux = linux.uid_mappings(vec![map]).gid_mappings(vec![map]);
+    }
+
+    let mut annotations = HashMap::new();
+    annotations.insert("org.cells.vp".to_string(), name.to_string());
+    annotations.insert("org.cells.template".to_string(), opts.template.clone());
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(RootBuilder::default().path("rootfs").readonly(false).build()?)
+        .hostname(opts.hostname.clone().unwrap_or_else(|| name.to_string()))
+        .process(process)
+        .mounts(mounts)
+        .linux(linux.build()?)
+        .annotations(annotations)
+        .build()?)
+}
+
+impl VpConfig {
+    pub fn new(
+        name: &str,
+        opts: &CreateOptions,
+        slot: u32,
+        id_base: u32,
+        data_dir: &Path,
+        created: u64,
+    ) -> Result<Self, ConfigError> {
+        name::validate("VP", name)?;
+        opts.validate()?;
+        let host_id = id_base + slot * ID_RANGE;
+        Ok(Self {
+            version: CONFIG_VERSION,
+            name: name.to_string(),
+            cells: CellsSettings {
+                template: opts.template.clone(),
+                slot,
+                privileged: opts.privileged,
+                created,
+            },
+            runtime: build_spec(name, opts, host_id, data_dir)?,
+        })
+    }
+
+    /// Host uid/gid that VP root maps to, or None for a privileged VP.
+    pub fn host_root_id(&self) -> Option<u32> {
+        self.runtime
+            .linux()
+            .as_ref()?
+            .uid_mappings()
+            .as_ref()?
+            .iter()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    }
+
+    pub fn hostname(&self) -> &str {
+        self.runtime.hostname().as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn memory_limit(&self) -> Option<i64> {
+        self.resources()?.memory().as_ref()?.limit()
+    }
+
+    pub fn pids_limit(&self) -> Option<i64> {
+        Some(self.resources()?.pids().as_ref()?.limit())
+    }
+
+    /// CPU limit as a number of CPUs.
+    pub fn cpus(&self) -> Option<f64> {
+        let cpu = self.resources()?.cpu().as_ref()?;
+        Some(cpu.quota()? as f64 / cpu.period()? as f64)
+    }
+
+    fn resources(&self) -> Option<&oci_spec::runtime::LinuxResources> {
+        self.runtime.linux().as_ref()?.resources().as_ref()
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain data structures cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn from_json(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
+        }
+        let probe: Probe = serde_json::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if probe.version != CONFIG_VERSION {
+            return Err(ConfigError::Version {
+                path: path.to_path_buf(),
+                found: probe.version,
+            });
+        }
+        let cfg: VpConfig = serde_json::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        name::validate("VP", &cfg.name)?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> CreateOptions {
+        CreateOptions {
+            template: "minimal".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_memory("16777216").unwrap(), 16 << 20);
+        for bad in ["", "M", "12X", "-5M", "1M", "99999999999T", "1.5G"] {
+            let e = parse_memory(bad).unwrap_err();
+            assert!(e.to_string().contains("invalid memory size"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn cpu_limits() {
+        assert_eq!(parse_cpus("1.5").unwrap(), 1.5);
+        for bad in ["0", "-1", "abc", "NaN", "inf", "5000"] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn spec_has_every_namespace_and_maps_root() {
+        let cfg = VpConfig::new("work", &opts(), 2, 1_000_000, Path::new("/s/data"), 7).unwrap();
+        let linux = cfg.runtime.linux().as_ref().unwrap();
+        let ns: Vec<_> = linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        for t in [
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Cgroup,
+            LinuxNamespaceType::User,
+        ] {
+            assert!(ns.contains(&t), "{t:?} missing");
+        }
+        assert_eq!(cfg.host_root_id(), Some(1_000_000 + 2 * ID_RANGE));
+        assert_eq!(cfg.hostname(), "work");
+        assert_eq!(cfg.pids_limit(), Some(DEFAULT_PIDS_LIMIT));
+        assert_eq!(cfg.memory_limit(), None);
+    }
+
+    #[test]
+    fn privileged_has_no_user_namespace() {
+        let o = CreateOptions {
+            privileged: true,
+            ..opts()
+        };
+        let cfg = VpConfig::new("p", &o, 0, 1_000_000, Path::new("/d"), 0).unwrap();
+        assert_eq!(cfg.host_root_id(), None);
+        let ns = cfg.runtime.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    }
+
+    #[test]
+    fn limits_land_in_resources() {
+        let o = CreateOptions {
+            hostname: Some("personal".into()),
+            memory: Some(512 << 20),
+            cpus: Some(0.5),
+            pids: Some(100),
+            ..opts()
+        };
+        let cfg = VpConfig::new("personal", &o, 0, 1_000_000, Path::new("/d"), 0).unwrap();
+        assert_eq!(cfg.memory_limit(), Some(512 << 20));
+        assert_eq!(cfg.cpus(), Some(0.5));
+        assert_eq!(cfg.pids_limit(), Some(100));
+    }
+
+    #[test]
+    fn bounding_set_lacks_dangerous_capabilities() {
+        let cfg = VpConfig::new("w", &opts(), 0, 1_000_000, Path::new("/d"), 0).unwrap();
+        let bounding = cfg
+            .runtime
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .clone()
+            .unwrap();
+        let names: Vec<String> = bounding
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_string())
+            .collect();
+        for d in DROPPED_CAPS {
+            assert!(!names.iter().any(|n| n == d), "{d} still in bounding set");
+        }
+        assert!(names.iter().any(|n| n == "CAP_SYS_ADMIN"));
+    }
+
+    #[test]
+    fn json_round_trip_and_version_check() {
+        let cfg = VpConfig::new("w", &opts(), 0, 1_000_000, Path::new("/d"), 0).unwrap();
+        let text = cfg.to_json();
+        let back = VpConfig::from_json(Path::new("vp.json"), &text).unwrap();
+        assert_eq!(cfg, back);
+        let future = text.replacen("\"version\": 1", "\"version\": 99", 1);
+        let e = VpConfig::from_json(Path::new("vp.json"), &future).unwrap_err();
+        assert!(e.to_string().contains("version 99"), "{e}");
+        let e = VpConfig::from_json(Path::new("vp.json"), "{").unwrap_err();
+        assert!(e.to_string().contains("not a valid VP definition"), "{e}");
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        let o = CreateOptions {
+            hostname: Some("bad host".into()),
+            ..opts()
+        };
+        let e = VpConfig::new("w", &o, 0, 1, Path::new("/d"), 0).unwrap_err();
+        assert!(e.to_string().contains("invalid hostname 'bad host'"));
+        let o = CreateOptions {
+            template: "Bad".into(),
+            ..Default::default()
+        };
+        let e = VpConfig::new("w", &o, 0, 1, Path::new("/d"), 0).unwrap_err();
+        assert!(e.to_string().contains("template name 'Bad'"), "{e}");
+    }
+}

@@ -1,0 +1,18 @@
+//! cellsd: the cells daemon and its runtime library.
+//!
+//! Module map (see docs/ARCHITECTURE.md):
+//! - [`name`], [`config`], [`layout`]: VP names, definitions, where things live;
+//! - [`cgroup`], [`rootfs`], [`sys`]: the kernel mechanisms;
+//! - [`monitor`], [`execer`]: the re-exec'd, single-threaded helpers that
+//!   start a VP and run commands inside it;
+//! - [`template`]: building template root filesystems;
+//! - [`api`], [`daemon`], [`server`]: the D-Bus control API and the VP manager.
+
+pub mod cgroup;
+pub mod config;
+pub mod execer;
+pub mod layout;
+pub mod monitor;
+pub mod name;
+pub mod rootfs;
+pub mod sys;

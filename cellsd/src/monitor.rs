@@ -1,0 +1,684 @@
+//! The VP monitor: the re-exec'd, single-threaded helper that starts one VP
+//! and stays with it until it ends (`cellsd __monitor`).
+//!
+//! cellsd never forks from its async runtime; it execs itself as a monitor,
+//! hands it a [`MonitorRequest`] on stdin and reads [`MonitorEvent`]s from
+//! stdout. The monitor:
+//! 1. enters a private mount namespace (nothing it mounts is seen by the host);
+//! 2. clones the VP's init into new pid, user, uts, ipc and net namespaces;
+//! 3. writes the init's uid/gid maps, mounts the template read-only and
+//!    idmapped (host root appears as VP root) as overlay's lower layer under
+//!    the VP's writable upper layer, and puts the init in the VP's cgroup;
+//! 4. reports the init's pid and waits for cellsd's "go" (cellsd opens a pidfd
+//!    first, so the pid cannot be reused unseen);
+//! 5. lets the init build its filesystem (rootfs.rs), pivot_root and exec;
+//! 6. then relays the VP's console (a pty) to a log file and to clients of its
+//!    console socket, reaps the init, and removes the VP's cgroup when it ends.
+//!
+//! The monitor runs in its own session, so the VP survives a crash or restart
+//! of cellsd; cellsd finds it again through `<run>/vps/NAME/run.json`.
+
+use std::ffi::CString;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::LinuxNamespaceType;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::VpCgroup;
+use crate::config::{cap_number, VpConfig};
+use crate::{rootfs, sys};
+
+/// Console log is rotated (to console.log.1) past this size.
+pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorRequest {
+    pub config: VpConfig,
+    /// The template build's rootfs: the shared, read-only lower layer.
+    pub template_rootfs: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// `<run>/vps/NAME`: holds the mount points and the console socket.
+    pub run_dir: PathBuf,
+    pub console_log: PathBuf,
+    pub console_socket: PathBuf,
+    pub run_state: PathBuf,
+    pub cgroup: VpCgroup,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MonitorEvent {
+    /// The VP's init exists (blocked) with this host pid.
+    Init { pid: i32 },
+    /// The init has exec'd.
+    Started,
+    Failed { error: String },
+}
+
+fn log(msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("[{}.{:03}] monitor: {msg}", now.as_secs(), now.subsec_millis());
+}
+
+fn emit(ev: &MonitorEvent) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string(ev).unwrap_or_default());
+    let _ = out.flush();
+}
+
+/// Namespace flags the init is cloned with (mount and cgroup come later:
+/// the init unshares them itself once the monitor has prepared the mounts
+/// and moved it into its cgroup).
+pub fn clone_flags(cfg: &VpConfig) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    let ns = cfg
+        .runtime
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for n in ns {
+        flags |= match n.typ() {
+            LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+            LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            _ => CloneFlags::empty(),
+        };
+    }
+    flags
+}
+
+/// The capability numbers of the VP's bounding set.
+pub fn bounding_set(cfg: &VpConfig) -> Vec<u32> {
+    cfg.runtime
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .map(|set| {
+            set.iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .filter_map(|v| v.as_str().and_then(cap_number))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Drop every capability outside `keep` from the bounding set.
+pub fn restrict_bounding_set(keep: &[u32]) -> std::io::Result<()> {
+    for cap in 0..=sys::last_cap() {
+        if !keep.contains(&cap) {
+            sys::capbset_drop(cap)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mark every fd from 3 up close-on-exec, so nothing of the monitor or of
+/// cellsd leaks into the VP.
+pub fn cloexec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+    // SAFETY: close_range only changes fd flags.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+}
+
+/// Unblock every signal and restore default dispositions before exec.
+pub fn reset_signals() {
+    let _ = SigSet::empty().thread_set_mask();
+    for s in 1..32 {
+        if s == libc::SIGKILL || s == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring SIG_DFL is always valid.
+        unsafe { libc::signal(s, libc::SIG_DFL) };
+    }
+}
+
+/// Turn up the loopback interface of the (new) network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: ioctl on a fresh socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// execve with a PATH search taken from `env`; returns only on failure.
+pub fn exec_in_path(args: &[String], env: &[String]) -> std::io::Error {
+    let Some(prog) = args.first() else {
+        return std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command");
+    };
+    let cargs: Vec<CString> = match args.iter().map(|a| CString::new(a.as_str())).collect() {
+        Ok(v) => v,
+        Err(_) => return std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in argument"),
+    };
+    let cenv: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_str()).ok()).collect();
+    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+
+    let candidates: Vec<String> = if prog.contains('/') {
+        vec![prog.clone()]
+    } else {
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/system/bin:/bin");
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{prog}"))
+            .collect()
+    };
+    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
+    for c in candidates {
+        let Ok(cpath) = CString::new(c) else { continue };
+        // SAFETY: argv and envp are NULL-terminated arrays of valid C strings.
+        unsafe { libc::execve(cpath.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        let e = std::io::Error::last_os_error();
+        // Keep the most telling error: "permission denied" beats "not found".
+        if e.raw_os_error() != Some(libc::ENOENT) || last.raw_os_error() == Some(libc::ENOENT) {
+            last = e;
+        }
+    }
+    last
+}
+
+/// Entry point of `cellsd __monitor`. Returns the process exit code.
+pub fn main() -> i32 {
+    // Own session: a Ctrl-C at the terminal that started cellsd must not
+    // reach the VPs, and the VP outlives cellsd.
+    let _ = nix::unistd::setsid();
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        emit(&MonitorEvent::Failed {
+            error: format!("reading the monitor request: {e}"),
+        });
+        return 1;
+    }
+    let req: MonitorRequest = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            emit(&MonitorEvent::Failed {
+                error: format!("bad monitor request: {e}"),
+            });
+            return 1;
+        }
+    };
+    log(&format!("starting VP {}", req.config.name));
+    match start(&req) {
+        Ok(vp) => {
+            let code = supervise(&req, vp);
+            log(&format!("VP {} ended ({code})", req.config.name));
+            0
+        }
+        Err(e) => {
+            log(&format!("start failed: {e}"));
+            emit(&MonitorEvent::Failed { error: e });
+            1
+        }
+    }
+}
+
+/// What the monitor holds of a started VP.
+struct StartedVp {
+    init: libc::pid_t,
+    master: OwnedFd,
+    /// Kept open so the master never sees a hang-up between console users.
+    _slave: OwnedFd,
+    signals: SignalFd,
+}
+
+fn errstr<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
+    let cfg = &req.config;
+    let userns_root = cfg.host_root_id();
+    let lower = req.run_dir.join("lower");
+    let rootfs = req.run_dir.join("rootfs");
+    for d in [&lower, &rootfs] {
+        std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
+    }
+
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errstr("unshare(mount namespace)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(errstr("make / private"))?;
+
+    // The console: a pty from the host's devpts; the VP sees the slave as
+    // /dev/console. The slave is owned by VP root so the VP may reopen it.
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(errstr("open /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(errstr("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(errstr("unlockpt"))?;
+    let slave_path = PathBuf::from(nix::pty::ptsname_r(&master).map_err(errstr("ptsname"))?);
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&slave_path)
+        .map_err(errstr("open console pty"))?
+        .into();
+    if let Some(id) = userns_root {
+        nix::unistd::fchown(&slave, Some(Uid::from_raw(id)), Some(Gid::from_raw(id + 5)))
+            .map_err(errstr("chown console pty"))?;
+    }
+    // SAFETY: PtyMaster owns a valid fd; we take it over.
+    let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
+
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(errstr("block signals"))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(errstr("signalfd"))?;
+
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
+
+    // SAFETY: the monitor is single-threaded (a fresh exec of cellsd).
+    let pid = unsafe { sys::clone_process(clone_flags(cfg).bits()) }
+        .map_err(errstr("clone the VP's init"))?;
+    if pid == 0 {
+        drop(go_w);
+        drop(err_r);
+        init_child(req, go_r, err_w, slave.as_raw_fd(), &rootfs, &slave_path);
+    }
+    drop(go_r);
+    drop(err_w);
+
+    let fail = |e: String| -> String {
+        // SAFETY: kill + reap our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let _ = req.cgroup.destroy(Duration::from_secs(5));
+        e
+    };
+
+    prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
+
+    emit(&MonitorEvent::Init { pid });
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if line.trim() != "go" {
+        return Err(fail("cellsd did not confirm the start".into()));
+    }
+    nix::unistd::write(&go_w, b"g").map_err(|e| fail(format!("release init: {e}")))?;
+    drop(go_w);
+
+    // The error pipe is close-on-exec in the child: EOF means exec succeeded.
+    let mut err = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut err);
+    if !err.is_empty() {
+        return Err(fail(err));
+    }
+    emit(&MonitorEvent::Started);
+    // cellsd's pipes are not needed any more; the VP must not depend on them.
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 onto stdin/stdout.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+    Ok(StartedVp {
+        init: pid,
+        master,
+        _slave: slave,
+        signals,
+    })
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Monitor side of the start, between clone and "go".
+fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Result<(), String> {
+    let cfg = &req.config;
+    let linux = cfg.runtime.linux().as_ref();
+    let userns = if cfg.host_root_id().is_some() {
+        for (file, maps) in [
+            ("uid_map", linux.and_then(|l| l.uid_mappings().clone())),
+            ("gid_map", linux.and_then(|l| l.gid_mappings().clone())),
+        ] {
+            let text: String = maps
+                .unwrap_or_default()
+                .iter()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                .collect();
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::write(&path, text).map_err(errstr(&format!("write {path}")))?;
+        }
+        let ns: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map_err(errstr("open the VP's user namespace"))?
+            .into();
+        Some(ns)
+    } else {
+        None
+    };
+
+    // The template, read-only and (with a user namespace) idmapped so that
+    // its root-owned files appear owned by VP root. One shared copy on disk.
+    let tree = sys::open_tree_clone(&req.template_rootfs, false)
+        .map_err(errstr(&format!("open_tree {}", req.template_rootfs.display())))?;
+    let mut attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV;
+    if userns.is_some() {
+        attrs |= sys::MOUNT_ATTR_IDMAP;
+    }
+    sys::mount_setattr(&tree, attrs, userns.as_ref(), false).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) && userns.is_some() {
+            format!(
+                "idmapped mount of {} failed ({e}): its filesystem does not support idmapped mounts; \
+                 put the state dir on ext4, xfs, btrfs or tmpfs (Linux 6.3+), or create the VP with --privileged",
+                req.template_rootfs.display()
+            )
+        } else {
+            format!("mount_setattr {}: {e}", req.template_rootfs.display())
+        }
+    })?;
+    sys::move_mount(&tree, lower).map_err(errstr("attach the template"))?;
+
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        req.upper.display(),
+        req.work.display()
+    );
+    mount(Some("overlay"), rootfs, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+        .map_err(errstr("mount the VP's overlay root"))?;
+
+    req.cgroup
+        .create(linux.and_then(|l| l.resources().as_ref()))
+        .map_err(|e| e.to_string())?;
+    req.cgroup.add(pid).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The VP's init before exec: runs in the clone child, inside the new
+/// namespaces. Never returns.
+fn init_child(
+    req: &MonitorRequest,
+    go: OwnedFd,
+    err: OwnedFd,
+    console: RawFd,
+    rootfs: &Path,
+    console_path: &Path,
+) -> ! {
+    let mut b = [0u8; 1];
+    match nix::unistd::read(&go, &mut b) {
+        Ok(1) => {}
+        // The monitor gave up (or died): leave quietly.
+        // SAFETY: _exit is always safe.
+        _ => unsafe { libc::_exit(1) },
+    }
+    let e = match setup_and_exec(req, console, rootfs, console_path) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = nix::unistd::write(&err, e.as_bytes());
+    // SAFETY: _exit is always safe.
+    unsafe { libc::_exit(127) }
+}
+
+fn setup_and_exec(
+    req: &MonitorRequest,
+    console: RawFd,
+    rootfs: &Path,
+    console_path: &Path,
+) -> Result<std::convert::Infallible, String> {
+    let cfg = &req.config;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
+        .map_err(errstr("unshare(mount, cgroup namespaces)"))?;
+    if cfg.host_root_id().is_some() {
+        let root_g = Gid::from_raw(0);
+        let root_u = Uid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g).map_err(errstr("setresgid(0)"))?;
+        nix::unistd::setgroups(&[]).map_err(errstr("setgroups"))?;
+        nix::unistd::setresuid(root_u, root_u, root_u).map_err(errstr("setresuid(0)"))?;
+    }
+    nix::unistd::sethostname(cfg.hostname()).map_err(errstr("sethostname"))?;
+    if let Err(e) = loopback_up() {
+        return Err(format!("bring up lo: {e}"));
+    }
+    let steps = rootfs::plan(&cfg.runtime, rootfs, console_path).map_err(|e| e.to_string())?;
+    rootfs::apply(rootfs, &steps).map_err(|e| e.to_string())?;
+    rootfs::pivot(rootfs).map_err(|e| e.to_string())?;
+
+    nix::unistd::setsid().map_err(errstr("setsid"))?;
+    // SAFETY: dup2 of a valid fd onto 0, 1, 2.
+    unsafe {
+        for fd in 0..3 {
+            if libc::dup2(console, fd) < 0 {
+                return Err(format!("dup2 console: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    restrict_bounding_set(&bounding_set(cfg)).map_err(errstr("drop capabilities"))?;
+    let process = cfg.runtime.process().as_ref().ok_or("VP spec has no process")?;
+    std::env::set_current_dir(process.cwd()).map_err(errstr("chdir"))?;
+    cloexec_from(3);
+    reset_signals();
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let e = exec_in_path(&args, &env);
+    Err(format!("exec {:?} in the VP: {e}", args.first()))
+}
+
+/// Console output is kept in a log that is rotated once it passes
+/// CONSOLE_LOG_MAX, so a chatty VP cannot fill the disk.
+struct ConsoleLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl ConsoleLog {
+    fn open(path: &Path) -> Self {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok();
+        let size = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.len()).unwrap_or(0);
+        Self {
+            path: path.to_path_buf(),
+            file,
+            size,
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        if self.size + data.len() as u64 > CONSOLE_LOG_MAX {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            let _ = std::fs::rename(&self.path, &old);
+            *self = Self::open(&self.path);
+        }
+        if let Some(f) = self.file.as_mut() {
+            if f.write_all(data).is_ok() {
+                self.size += data.len() as u64;
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+/// Relay the console and wait for the init to end. Returns its wait status
+/// as a shell would print it.
+fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
+    let mut log_file = ConsoleLog::open(&req.console_log);
+    let _ = std::fs::remove_file(&req.console_socket);
+    let listener = UnixListener::bind(&req.console_socket).ok();
+    if let Some(l) = &listener {
+        let _ = l.set_nonblocking(true);
+        let _ = std::fs::set_permissions(
+            &req.console_socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        );
+    }
+    set_nonblocking(vp.master.as_raw_fd());
+    let mut clients: Vec<UnixStream> = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    let status = loop {
+        let mut fds = vec![
+            libc::pollfd {
+                fd: vp.signals.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: vp.master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: listener.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        for c in &clients {
+            fds.push(libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue; // EINTR
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            // SAFETY: reading into our own buffer.
+            let r = unsafe { libc::read(vp.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if r > 0 {
+                let data = &buf[..r as usize];
+                log_file.write(data);
+                // A console user that cannot keep up loses output rather
+                // than stalling the VP.
+                clients.retain_mut(|c| match c.write(data) {
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                });
+            }
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            if let Some(l) = &listener {
+                while let Ok((c, _)) = l.accept() {
+                    let _ = c.set_nonblocking(true);
+                    clients.push(c);
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let re = fds[3 + i].revents;
+            if re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
+                continue;
+            }
+            match c.read(&mut buf) {
+                Ok(0) => gone.push(i),
+                Ok(n) => {
+                    // SAFETY: writing our buffer to the pty master.
+                    unsafe { libc::write(vp.master.as_raw_fd(), buf.as_ptr().cast(), n) };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => gone.push(i),
+            }
+        }
+        for i in gone.into_iter().rev() {
+            clients.remove(i);
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            let mut ended = None;
+            while let Ok(Some(si)) = vp.signals.read_signal() {
+                match si.ssi_signo as i32 {
+                    libc::SIGCHLD => {
+                        let mut st = 0;
+                        // SAFETY: reaping our own child.
+                        let r = unsafe { libc::waitpid(vp.init, &mut st, libc::WNOHANG) };
+                        if r == vp.init {
+                            ended = Some(st);
+                        }
+                    }
+                    // The host is shutting us down: let the VP shut down cleanly.
+                    libc::SIGTERM | libc::SIGINT => {
+                        // SAFETY: signalling our own child.
+                        unsafe { libc::kill(vp.init, libc::SIGTERM) };
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(st) = ended {
+                break st;
+            }
+        }
+    };
+    // Keep the last words of the console.
+    loop {
+        // SAFETY: reading into our own buffer (non-blocking).
+        let r = unsafe { libc::read(vp.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r <= 0 {
+            break;
+        }
+        log_file.write(&buf[..r as usize]);
+    }
+    let how = if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    };
+    log_file.write(format!("\r\n[cells] init of VP {} ended: {how}\r\n", req.config.name).as_bytes());
+    drop(clients);
+    let _ = std::fs::remove_file(&req.console_socket);
+    if let Err(e) = req.cgroup.destroy(Duration::from_secs(10)) {
+        log(&format!("removing cgroup: {e}"));
+    }
+    let _ = std::fs::remove_file(&req.run_state);
+    how
+}

@@ -1,0 +1,243 @@
+//! Thin, safe wrappers over the Linux system calls the runtime needs that
+//! neither std nor nix wrap: the new mount API (open_tree, mount_setattr,
+//! move_mount), pidfds, pivot_root, raw clone and the capability bounding set.
+//!
+//! Every wrapper returns `std::io::Result` with the errno of the failed call;
+//! callers add context (which path, which VP).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub const OPEN_TREE_CLONE: u32 = 1;
+pub const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x0000_0004;
+pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+pub const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `struct mount_attr` from <linux/mount.h>.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+pub fn cstr(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Clone the mount at `path` into a new detached mount (`open_tree` with
+/// OPEN_TREE_CLONE). The result can be changed with [`mount_setattr`] and
+/// attached with [`move_mount`].
+pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as u32;
+    }
+    // SAFETY: c is a valid NUL-terminated string; the kernel returns a new fd.
+    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })?;
+    // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Set attributes on a detached mount; `userns` is required with
+/// MOUNT_ATTR_IDMAP and names the user namespace whose id mapping is applied.
+pub fn mount_setattr(
+    mount: &OwnedFd,
+    attr_set: u64,
+    userns: Option<&OwnedFd>,
+    recursive: bool,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set,
+        userns_fd: userns.map(|f| f.as_raw_fd() as u64).unwrap_or(0),
+        ..Default::default()
+    };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: attr is a properly laid out struct mount_attr living across the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Attach a detached mount at `target`.
+pub fn move_mount(mount: &OwnedFd, target: &Path) -> io::Result<()> {
+    let c = cstr(target)?;
+    // SAFETY: both strings are valid for the duration of the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn pidfd_send_signal(pidfd: &impl AsRawFd, signal: i32) -> io::Result<()> {
+    // SAFETY: null siginfo is allowed and means "as kill(2) would send it".
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn setns(fd: &impl AsRawFd, nstype: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) } as libc::c_long)?;
+    Ok(())
+}
+
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
+    let a = cstr(new_root)?;
+    let b = cstr(put_old)?;
+    // SAFETY: both strings are valid for the duration of the call.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, a.as_ptr(), b.as_ptr()) })?;
+    Ok(())
+}
+
+/// fork(2) as a raw clone with extra namespace flags: the child starts in new
+/// namespaces (with CLONE_NEWPID it is pid 1 of the new pid namespace).
+///
+/// Only call this from a single-threaded process (the re-exec'd helpers):
+/// the child continues on a copy of the caller's stack, as after fork.
+///
+/// # Safety
+/// The caller must be single-threaded; in the child only async-signal-safe
+/// work should happen until exec or _exit, as after fork(2).
+pub unsafe fn clone_process(namespace_flags: libc::c_int) -> io::Result<libc::pid_t> {
+    let flags = (namespace_flags | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a NULL stack makes clone behave like fork (copy-on-write stack).
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0usize,
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0usize,
+        )
+    })?;
+    Ok(ret as libc::pid_t)
+}
+
+/// The highest capability number this kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Drop one capability from the calling thread's bounding set.
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        // EINVAL: the kernel does not know this capability; nothing to drop.
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+pub fn capbset_read(cap: u32) -> bool {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 }
+}
+
+/// Process start time (field 22 of /proc/PID/stat, clock ticks since boot):
+/// together with the pid it names one process across pid reuse.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; the
+    // fields after the last ')' are fixed.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Mark an fd close-on-exec (or not).
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an fd number; errors are reported.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_is_stable() {
+        let pid = std::process::id() as i32;
+        let a = process_start_time(pid).expect("own stat readable");
+        let b = process_start_time(pid).expect("own stat readable");
+        assert_eq!(a, b);
+        assert!(process_start_time(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn cstr_rejects_nul() {
+        assert!(cstr(Path::new("a\0b")).is_err());
+        assert!(cstr(Path::new("/ok")).is_ok());
+    }
+}
