@@ -16,3 +16,4 @@ pub mod monitor;
 pub mod name;
 pub mod rootfs;
 pub mod sys;
+pub mod template;

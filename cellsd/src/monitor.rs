@@ -475,6 +475,17 @@ fn setup_and_exec(
         nix::unistd::setgroups(&[]).map_err(errstr("setgroups"))?;
         nix::unistd::setresuid(root_u, root_u, root_u).map_err(errstr("setresuid(0)"))?;
     }
+    // The overlay came from the monitor's (more privileged) mount namespace,
+    // so it is locked here and pivot_root refuses a locked mount. A bind of
+    // it onto itself is this namespace's own mount (runc does the same).
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(errstr("bind the VP's root onto itself"))?;
     nix::unistd::sethostname(cfg.hostname()).map_err(errstr("sethostname"))?;
     if let Err(e) = loopback_up() {
         return Err(format!("bring up lo: {e}"));
@@ -605,16 +616,9 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
                 });
             }
         }
-        if fds[2].revents & libc::POLLIN != 0 {
-            if let Some(l) = &listener {
-                while let Ok((c, _)) = l.accept() {
-                    let _ = c.set_nonblocking(true);
-                    clients.push(c);
-                }
-            }
-        }
         let mut gone = Vec::new();
-        for (i, c) in clients.iter_mut().enumerate() {
+        // Only the clients that were polled (fds[3..]); new ones come below.
+        for (i, c) in clients.iter_mut().enumerate().take(fds.len() - 3) {
             let re = fds[3 + i].revents;
             if re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
                 continue;
@@ -631,6 +635,14 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
         }
         for i in gone.into_iter().rev() {
             clients.remove(i);
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            if let Some(l) = &listener {
+                while let Ok((c, _)) = l.accept() {
+                    let _ = c.set_nonblocking(true);
+                    clients.push(c);
+                }
+            }
         }
         if fds[0].revents & libc::POLLIN != 0 {
             let mut ended = None;

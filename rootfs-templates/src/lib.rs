@@ -1,0 +1,6 @@
+//! Programs installed into the rootfs templates. They run inside VPs whose
+//! root has no C library, so they are linked statically (see .cargo/config.toml).
+//!
+//! - `cells-init`: the VP's pid 1 (`/init` -> `/system/bin/init`).
+
+pub mod services;

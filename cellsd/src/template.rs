@@ -1,0 +1,653 @@
+//! Templates: the shared, read-only base filesystems VPs start from.
+//!
+//! A recipe lives in `rootfs-templates/NAME/template.toml` (see
+//! rootfs-templates/README.md). Building one produces an immutable build
+//! directory `<state>/templates/NAME/builds/N/rootfs`; `current` then points
+//! at it (an atomic symlink swap). A build is never written again: a rebuild
+//! makes build N+1, VPs that run keep the build they started with (their
+//! overlay's lower layer), and old builds are deleted once no running VP
+//! uses them. VPs only ever see a build through a read-only mount.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{write_atomic, Layout};
+use crate::name::{self, NameError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("unknown template '{name}': no recipe at {path}; available: {available}")]
+    UnknownRecipe {
+        name: String,
+        path: PathBuf,
+        available: String,
+    },
+    #[error("recipe {path} is invalid: {msg}")]
+    BadRecipe { path: PathBuf, msg: String },
+    #[error("{path} is not a statically linked program; {fix}")]
+    NotStatic { path: PathBuf, fix: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template '{0}' is not built: run `cellctl template build {0}` first")]
+    NotBuilt(String),
+}
+
+fn ioe<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TemplateError + 'a {
+    move |source| TemplateError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Busybox {
+    /// Debian's busybox-static on the host.
+    pub path: PathBuf,
+    pub dest: String,
+    /// Directory in the rootfs that gets a symlink per applet.
+    pub applets: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    /// A program of this project, built statically next to cellsd.
+    pub name: String,
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub dirs: Vec<String>,
+    /// Octal modes for some of `dirs`, e.g. "/tmp" = "1777".
+    #[serde(default)]
+    pub modes: BTreeMap<String, String>,
+    /// link path -> target.
+    #[serde(default)]
+    pub symlinks: BTreeMap<String, String>,
+    pub busybox: Option<Busybox>,
+    #[serde(default)]
+    pub programs: Vec<Program>,
+    /// Folder (relative to the recipe) copied into the rootfs as is.
+    pub files: Option<String>,
+}
+
+/// One step of a build, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuildStep {
+    Dir { path: String, mode: u32 },
+    Symlink { link: String, target: String },
+    Copy { src: PathBuf, dest: String, mode: u32 },
+}
+
+impl BuildStep {
+    fn describe(&self) -> String {
+        match self {
+            BuildStep::Dir { path, .. } => format!("mkdir {path}"),
+            BuildStep::Symlink { link, target } => format!("ln -s {target} {link}"),
+            BuildStep::Copy { dest, .. } => format!("install {dest}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BuildInfo {
+    pub template: String,
+    pub build: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub description: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Where recipes and project programs are found.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The rootfs-templates folder.
+    pub recipes: PathBuf,
+    /// Folder with the project's statically built programs (cells-init ...).
+    pub programs: PathBuf,
+}
+
+/// A path inside the rootfs: absolute, no "..".
+fn rootfs_path(recipe: &Path, p: &str) -> Result<String, TemplateError> {
+    let path = Path::new(p);
+    let ok = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !ok {
+        return Err(TemplateError::BadRecipe {
+            path: recipe.to_path_buf(),
+            msg: format!("'{p}' must be an absolute path without '..'"),
+        });
+    }
+    Ok(p.to_string())
+}
+
+pub fn recipe_path(src: &Sources, template: &str) -> PathBuf {
+    src.recipes.join(template).join("template.toml")
+}
+
+/// Names of all recipes in the sources.
+pub fn available_recipes(src: &Sources) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(&src.recipes)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("template.toml").is_file())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn load_recipe(src: &Sources, template: &str) -> Result<Recipe, TemplateError> {
+    name::validate("template", template)?;
+    let path = recipe_path(src, template);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let avail = available_recipes(src);
+            return Err(TemplateError::UnknownRecipe {
+                name: template.to_string(),
+                path,
+                available: if avail.is_empty() {
+                    "none".into()
+                } else {
+                    avail.join(", ")
+                },
+            });
+        }
+        Err(e) => return Err(ioe("read", &path)(e)),
+    };
+    toml::from_str(&text).map_err(|e| TemplateError::BadRecipe {
+        path: path.clone(),
+        msg: e.to_string(),
+    })
+}
+
+/// True if the ELF file has no program interpreter (PT_INTERP), i.e. runs
+/// in a rootfs without a dynamic loader.
+pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    f.by_ref().take(64 * 1024).read_to_end(&mut buf)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF file");
+    if buf.len() < 64 || &buf[..4] != b"\x7fELF" || buf[4] != 2 {
+        return Err(bad());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([buf[o], buf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(buf[0x20..0x28].try_into().map_err(|_| bad())?) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        if o + 4 > buf.len() {
+            return Err(bad());
+        }
+        let p_type = u32::from_le_bytes(buf[o..o + 4].try_into().map_err(|_| bad())?);
+        if p_type == 3 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Applet names of a busybox binary (`busybox --list`).
+pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, TemplateError> {
+    let out = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(ioe("run", busybox))?;
+    let list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .map(String::from)
+        .collect();
+    if list.is_empty() {
+        return Err(TemplateError::BadRecipe {
+            path: busybox.to_path_buf(),
+            msg: "`busybox --list` printed no applets".into(),
+        });
+    }
+    Ok(list)
+}
+
+fn parse_mode(recipe: &Path, s: &str) -> Result<u32, TemplateError> {
+    u32::from_str_radix(s, 8).map_err(|_| TemplateError::BadRecipe {
+        path: recipe.to_path_buf(),
+        msg: format!("mode '{s}' is not octal"),
+    })
+}
+
+/// Every file below `dir`, as (host path, path relative to dir), sorted.
+fn walk(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, TemplateError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(ioe("read", &d))? {
+            let e = e.map_err(ioe("read", &d))?;
+            let p = e.path();
+            let ft = e.file_type().map_err(ioe("stat", &p))?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap_or(&p).to_path_buf();
+                out.push((p, rel));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// The ordered steps of a build. Pure apart from reading the recipe's files
+/// folder; `applets` is the busybox applet list.
+pub fn plan(
+    src: &Sources,
+    template: &str,
+    recipe: &Recipe,
+    applets: &[String],
+) -> Result<Vec<BuildStep>, TemplateError> {
+    let rpath = recipe_path(src, template);
+    let mut steps = Vec::new();
+    for d in &recipe.dirs {
+        let path = rootfs_path(&rpath, d)?;
+        let mode = match recipe.modes.get(d) {
+            Some(m) => parse_mode(&rpath, m)?,
+            None => 0o755,
+        };
+        steps.push(BuildStep::Dir { path, mode });
+    }
+    if let Some(bb) = &recipe.busybox {
+        let dest = rootfs_path(&rpath, &bb.dest)?;
+        let dir = rootfs_path(&rpath, &bb.applets)?;
+        steps.push(BuildStep::Copy {
+            src: bb.path.clone(),
+            dest: dest.clone(),
+            mode: 0o755,
+        });
+        let dest_name = Path::new(&dest)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for a in applets {
+            if *a == dest_name {
+                continue;
+            }
+            steps.push(BuildStep::Symlink {
+                link: format!("{}/{a}", dir.trim_end_matches('/')),
+                target: dest_name.clone(),
+            });
+        }
+    }
+    for p in &recipe.programs {
+        steps.push(BuildStep::Copy {
+            src: src.programs.join(&p.name),
+            dest: rootfs_path(&rpath, &p.dest)?,
+            mode: 0o755,
+        });
+    }
+    if let Some(files) = &recipe.files {
+        let base = src.recipes.join(template).join(files);
+        for (host, rel) in walk(&base)? {
+            let meta = std::fs::metadata(&host).map_err(ioe("stat", &host))?;
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            steps.push(BuildStep::Copy {
+                src: host,
+                dest: format!("/{}", rel.display()),
+                mode,
+            });
+        }
+    }
+    for (link, target) in &recipe.symlinks {
+        steps.push(BuildStep::Symlink {
+            link: rootfs_path(&rpath, link)?,
+            target: target.clone(),
+        });
+    }
+    Ok(steps)
+}
+
+fn check_sources(src: &Sources, recipe: &Recipe) -> Result<(), TemplateError> {
+    if let Some(bb) = &recipe.busybox {
+        match is_static_elf(&bb.path) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(TemplateError::NotStatic {
+                    path: bb.path.clone(),
+                    fix: "install Debian's busybox-static: apt-get install busybox-static".into(),
+                })
+            }
+            Err(e) => {
+                return Err(TemplateError::NotStatic {
+                    path: bb.path.clone(),
+                    fix: format!(
+                        "({e}); install Debian's busybox-static: apt-get install busybox-static"
+                    ),
+                })
+            }
+        }
+    }
+    for p in &recipe.programs {
+        let path = src.programs.join(&p.name);
+        if !matches!(is_static_elf(&path), Ok(true)) {
+            return Err(TemplateError::NotStatic {
+                path,
+                fix: "build the project first (`cargo build --release` at the repository root) \
+                      or point cellsd --programs-dir at the folder holding it"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Id of the build `current` points at, if the template is built.
+pub fn current_build(layout: &Layout, template: &str) -> Option<String> {
+    let target = std::fs::read_link(layout.template_current(template)).ok()?;
+    let id = target.file_name()?.to_str()?.to_string();
+    layout
+        .template_build_rootfs(template, &id)
+        .is_dir()
+        .then_some(id)
+}
+
+pub fn build_info(layout: &Layout, template: &str, build: &str) -> Option<BuildInfo> {
+    let p = layout.template_builds(template).join(build).join("build.json");
+    serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+}
+
+/// Names of the templates that have a current build.
+pub fn built_templates(layout: &Layout) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(layout.templates_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .filter(|t| current_build(layout, t).is_some())
+        .collect();
+    v.sort();
+    v
+}
+
+fn next_build_id(layout: &Layout, template: &str) -> u64 {
+    std::fs::read_dir(layout.template_builds(template))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .trim_end_matches(".partial")
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// Build `template`: runs the whole recipe into a new build directory and
+/// makes it current. `progress(done, total, step)` is called as it goes.
+pub fn build(
+    layout: &Layout,
+    src: &Sources,
+    template: &str,
+    mut progress: impl FnMut(u64, u64, &str),
+) -> Result<BuildInfo, TemplateError> {
+    let recipe = load_recipe(src, template)?;
+    check_sources(src, &recipe)?;
+    let applets = match &recipe.busybox {
+        Some(bb) => busybox_applets(&bb.path)?,
+        None => Vec::new(),
+    };
+    let steps = plan(src, template, &recipe, &applets)?;
+    let builds = layout.template_builds(template);
+    std::fs::create_dir_all(&builds).map_err(ioe("mkdir", &builds))?;
+    let id = next_build_id(layout, template).to_string();
+    let partial = builds.join(format!("{id}.partial"));
+    let rootfs = partial.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(ioe("mkdir", &rootfs))?;
+    std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o755))
+        .map_err(ioe("chmod", &rootfs))?;
+
+    let total = steps.len() as u64;
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let result = (|| {
+        for (i, step) in steps.iter().enumerate() {
+            progress(i as u64, total, &step.describe());
+            apply_step(&rootfs, step, &mut files, &mut bytes)?;
+        }
+        Ok::<(), TemplateError>(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    let info = BuildInfo {
+        template: template.to_string(),
+        build: id.clone(),
+        created: now_secs(),
+        description: recipe.description.clone(),
+        files,
+        bytes,
+    };
+    let info_path = partial.join("build.json");
+    write_atomic(
+        &info_path,
+        serde_json::to_string_pretty(&info).unwrap_or_default().as_bytes(),
+    )
+    .map_err(ioe("write", &info_path))?;
+    let done = builds.join(&id);
+    std::fs::rename(&partial, &done).map_err(ioe("rename", &partial))?;
+    // Swap `current` atomically: a new symlink renamed over the old one.
+    let current = layout.template_current(template);
+    let tmp = layout.template_dir(template).join(".current.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(format!("builds/{id}"), &tmp).map_err(ioe("symlink", &tmp))?;
+    std::fs::rename(&tmp, &current).map_err(ioe("rename", &current))?;
+    progress(total, total, "done");
+    Ok(info)
+}
+
+fn apply_step(
+    rootfs: &Path,
+    step: &BuildStep,
+    files: &mut u64,
+    bytes: &mut u64,
+) -> Result<(), TemplateError> {
+    let at = |p: &str| rootfs.join(p.trim_start_matches('/'));
+    match step {
+        BuildStep::Dir { path, mode } => {
+            let p = at(path);
+            std::fs::create_dir_all(&p).map_err(ioe("mkdir", &p))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+                .map_err(ioe("chmod", &p))?;
+        }
+        BuildStep::Symlink { link, target } => {
+            let p = at(link);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(ioe("mkdir", parent))?;
+            }
+            let _ = std::fs::remove_file(&p);
+            symlink(target, &p).map_err(ioe("symlink", &p))?;
+            *files += 1;
+        }
+        BuildStep::Copy { src, dest, mode } => {
+            let p = at(dest);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(ioe("mkdir", parent))?;
+            }
+            *bytes += std::fs::copy(src, &p).map_err(ioe("copy", src))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+                .map_err(ioe("chmod", &p))?;
+            *files += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Delete the builds of `template` that are neither current nor in `in_use`
+/// (builds that running VPs have as their lower layer). Returns what was removed.
+pub fn gc(layout: &Layout, template: &str, in_use: &[String]) -> Vec<String> {
+    let current = current_build(layout, template);
+    let mut removed = Vec::new();
+    for e in std::fs::read_dir(layout.template_builds(template))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(id) = e.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        let keep = Some(&id) == current.as_ref() || in_use.contains(&id);
+        if !keep && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed.push(id);
+        }
+    }
+    removed
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("cells-tpl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn sources(root: &Path, recipe: &str) -> Sources {
+        let r = root.join("recipes/t");
+        std::fs::create_dir_all(r.join("files/system/etc")).unwrap();
+        std::fs::write(r.join("template.toml"), recipe).unwrap();
+        std::fs::write(r.join("files/system/etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        Sources {
+            recipes: root.join("recipes"),
+            programs: root.join("bin"),
+        }
+    }
+
+    const RECIPE: &str = r#"
+description = "test"
+dirs = ["/system", "/system/bin", "/tmp"]
+files = "files"
+[modes]
+"/tmp" = "1777"
+[symlinks]
+"/etc" = "system/etc"
+"#;
+
+    #[test]
+    fn plan_orders_dirs_files_then_links() {
+        let root = tmp("plan");
+        let src = sources(&root, RECIPE);
+        let recipe = load_recipe(&src, "t").unwrap();
+        let steps = plan(&src, "t", &recipe, &[]).unwrap();
+        assert_eq!(steps[0], BuildStep::Dir { path: "/system".into(), mode: 0o755 });
+        assert!(steps.contains(&BuildStep::Dir { path: "/tmp".into(), mode: 0o1777 }));
+        assert!(matches!(steps.last(), Some(BuildStep::Symlink { link, .. }) if link == "/etc"));
+        assert!(steps.iter().any(|s| matches!(s, BuildStep::Copy { dest, mode: 0o644, .. } if dest == "/system/etc/hosts")));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn busybox_applets_become_symlinks() {
+        let root = tmp("bb");
+        let src = sources(
+            &root,
+            "[busybox]\npath = \"/bin/busybox\"\ndest = \"/system/bin/busybox\"\napplets = \"/system/bin\"\n",
+        );
+        let recipe = load_recipe(&src, "t").unwrap();
+        let applets = vec!["sh".to_string(), "ls".to_string(), "busybox".to_string()];
+        let steps = plan(&src, "t", &recipe, &applets).unwrap();
+        assert!(steps.contains(&BuildStep::Symlink { link: "/system/bin/sh".into(), target: "busybox".into() }));
+        assert!(!steps.iter().any(|s| matches!(s, BuildStep::Symlink { link, .. } if link == "/system/bin/busybox")));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn bad_recipes_are_named() {
+        let root = tmp("bad");
+        let src = sources(&root, "dirs = [\"../escape\"]\n");
+        let recipe = load_recipe(&src, "t").unwrap();
+        let e = plan(&src, "t", &recipe, &[]).unwrap_err();
+        assert!(e.to_string().contains("absolute path without '..'"), "{e}");
+        let src = sources(&root, "unknown_key = 1\n");
+        let e = load_recipe(&src, "t").unwrap_err();
+        assert!(e.to_string().contains("is invalid"), "{e}");
+        let e = load_recipe(&src, "nope").unwrap_err();
+        assert!(e.to_string().contains("unknown template 'nope'") && e.to_string().contains("available: t"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn build_is_atomic_and_gc_keeps_in_use() {
+        let root = tmp("build");
+        let src = sources(&root, RECIPE);
+        let layout = Layout::new(root.join("state"), root.join("run"));
+        let mut calls = 0;
+        let b1 = build(&layout, &src, "t", |_, _, _| calls += 1).unwrap();
+        assert!(calls > 3);
+        assert_eq!(current_build(&layout, "t").as_deref(), Some("1"));
+        let rootfs = layout.template_build_rootfs("t", "1");
+        assert_eq!(std::fs::read_link(rootfs.join("etc")).unwrap(), Path::new("system/etc"));
+        let mode = std::fs::metadata(rootfs.join("tmp")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777);
+        assert_eq!(build_info(&layout, "t", "1").unwrap(), b1);
+
+        let b2 = build(&layout, &src, "t", |_, _, _| {}).unwrap();
+        assert_eq!(b2.build, "2");
+        assert_eq!(current_build(&layout, "t").as_deref(), Some("2"));
+        // Build 1 is in use by a running VP: kept. Then unused: removed.
+        assert!(gc(&layout, "t", &["1".into()]).is_empty());
+        assert_eq!(gc(&layout, "t", &[]), vec!["1".to_string()]);
+        assert!(layout.template_build_rootfs("t", "2").is_dir());
+        assert_eq!(built_templates(&layout), vec!["t".to_string()]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn static_check() {
+        // Debian's busybox-static (a project dependency) is static.
+        if Path::new("/bin/busybox").exists() {
+            assert!(is_static_elf(Path::new("/bin/busybox")).unwrap());
+        }
+        // A dynamically linked system program is not.
+        assert!(!is_static_elf(Path::new("/usr/bin/env")).unwrap());
+        assert!(is_static_elf(Path::new("/etc/hostname")).is_err());
+    }
+}
