@@ -17,3 +17,6 @@ pub mod name;
 pub mod rootfs;
 pub mod sys;
 pub mod template;
+pub mod api;
+pub mod daemon;
+pub mod server;

@@ -1,8 +1,158 @@
+//! cellsd: the privileged daemon that runs virtual phones.
+//!
+//! `cellsd [--state-dir DIR] [--run-dir DIR] ...` serves the control API on
+//! `<run-dir>/cellsd.sock`. The same binary is re-exec'd as its own helpers
+//! (`__monitor`, `__exec`), which must be dispatched before any thread or
+//! async runtime exists.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use cellsd::daemon::{check_state_dir, DaemonConfig, Manager};
+use cellsd::layout::{Layout, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
+use cellsd::template::Sources;
+
+#[derive(Parser, Debug)]
+#[command(name = "cellsd", version, about = "The cells daemon: runs isolated virtual phones (VPs) on one Linux kernel")]
+struct Args {
+    /// Persistent state: VP definitions, writable layers, /data, templates.
+    #[arg(long, env = "CELLS_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Volatile state: the control socket (<run-dir>/cellsd.sock) and running VPs.
+    #[arg(long, env = "CELLS_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// Folder of template recipes (default: the repository's rootfs-templates).
+    #[arg(long, env = "CELLS_TEMPLATES_DIR")]
+    templates_dir: Option<PathBuf>,
+    /// Folder of the statically built programs installed into templates
+    /// (default: the folder of the cellsd executable).
+    #[arg(long, env = "CELLS_PROGRAMS_DIR")]
+    programs_dir: Option<PathBuf>,
+    /// First host uid/gid of the VPs' user namespaces (each VP gets 65536 ids).
+    #[arg(long, default_value_t = cellsd::config::DEFAULT_ID_BASE)]
+    id_base: u32,
+    /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
+    #[arg(long, env = "CELLS_LOG", default_value = "info")]
+    log: String,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
+    // Helpers first: they are single-threaded and must stay so.
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.get(1).map(String::as_str) {
         Some("__monitor") => std::process::exit(cellsd::monitor::main()),
-        Some("__exec") => std::process::exit(cellsd::execer::main(args.get(2).map(String::as_str).unwrap_or(""))),
+        Some("__exec") => {
+            std::process::exit(cellsd::execer::main(argv.get(2).map(String::as_str).unwrap_or("")))
+        }
         _ => {}
     }
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("cellsd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn default_templates_dir(exe: &std::path::Path) -> PathBuf {
+    // Installed next to the binary (share/cells/rootfs-templates), else the
+    // source tree this binary was built from.
+    let installed = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|p| p.join("share/cells/rootfs-templates"));
+    match installed {
+        Some(p) if p.is_dir() => p,
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rootfs-templates")),
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cellsd must run as root (it creates namespaces, mounts and cgroups): run it with sudo");
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let state = std::path::absolute(&args.state_dir).context("state dir")?;
+    let run_dir = std::path::absolute(&args.run_dir).context("run dir")?;
+    check_state_dir(&state).map_err(anyhow::Error::msg)?;
+    check_state_dir(&run_dir).map_err(anyhow::Error::msg)?;
+    // 0711: VPs' user namespaces must traverse to their own folders.
+    for (d, mode) in [(&state, 0o711), (&run_dir, 0o755)] {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
+    let layout = Layout::new(&state, &run_dir);
+
+    // One cellsd per run dir.
+    let lock_path = run_dir.join("cellsd.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("open {}", lock_path.display()))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(layout.pid_file()).unwrap_or_default();
+        bail!(
+            "another cellsd (pid {}) already serves {}: stop it first, or give this one another --run-dir",
+            pid.trim(),
+            run_dir.display()
+        );
+    }
+
+    let exe = std::fs::read_link("/proc/self/exe").context("find own executable")?;
+    let sources = Sources {
+        recipes: args.templates_dir.unwrap_or_else(|| default_templates_dir(&exe)),
+        programs: args
+            .programs_dir
+            .unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default()),
+    };
+    let cfg = DaemonConfig {
+        layout: layout.clone(),
+        sources,
+        id_base: args.id_base,
+        self_exe: exe,
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mgr = Manager::new(cfg).map_err(|e| anyhow::anyhow!(e.message()))?;
+        let listener = cellsd::server::bind(&layout.socket())
+            .with_context(|| format!("bind {}", layout.socket().display()))?;
+        let mut pidf = std::fs::File::create(layout.pid_file())?;
+        writeln!(pidf, "{}", std::process::id())?;
+        tracing::info!(
+            socket = %layout.socket().display(),
+            state = %layout.state.display(),
+            vps = mgr.list().len(),
+            "cellsd ready"
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = cellsd::server::serve(listener, mgr) => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        // VPs keep running under their monitors; the next cellsd adopts them.
+        let _ = std::fs::remove_file(layout.socket());
+        let _ = std::fs::remove_file(layout.pid_file());
+        tracing::info!("cellsd stopped (running VPs keep running)");
+        drop(lock);
+        Ok(())
+    })
 }

@@ -290,12 +290,16 @@ pub fn plan(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Applets never shadow the recipe's own programs and files (busybox
+        // has an `init` applet; /system/bin/init is cells-init).
+        let own: Vec<String> = recipe.programs.iter().map(|p| p.dest.clone()).collect();
         for a in applets {
-            if *a == dest_name {
+            let link = format!("{}/{a}", dir.trim_end_matches('/'));
+            if *a == dest_name || own.contains(&link) {
                 continue;
             }
             steps.push(BuildStep::Symlink {
-                link: format!("{}/{a}", dir.trim_end_matches('/')),
+                link,
                 target: dest_name.clone(),
             });
         }
@@ -502,6 +506,13 @@ fn apply_step(
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(ioe("mkdir", parent))?;
             }
+            // Replace, never write through: the destination may be a symlink
+            // (an applet) whose target must stay as it is.
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ioe("replace", &p)(e)),
+            }
             *bytes += std::fs::copy(src, &p).map_err(ioe("copy", src))?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
                 .map_err(ioe("chmod", &p))?;
@@ -589,13 +600,16 @@ files = "files"
         let root = tmp("bb");
         let src = sources(
             &root,
-            "[busybox]\npath = \"/bin/busybox\"\ndest = \"/system/bin/busybox\"\napplets = \"/system/bin\"\n",
+            "[busybox]\npath = \"/bin/busybox\"\ndest = \"/system/bin/busybox\"\napplets = \"/system/bin\"\n\
+             [[programs]]\nname = \"cells-init\"\ndest = \"/system/bin/init\"\n",
         );
         let recipe = load_recipe(&src, "t").unwrap();
-        let applets = vec!["sh".to_string(), "ls".to_string(), "busybox".to_string()];
+        let applets = vec!["sh".to_string(), "init".to_string(), "busybox".to_string()];
         let steps = plan(&src, "t", &recipe, &applets).unwrap();
         assert!(steps.contains(&BuildStep::Symlink { link: "/system/bin/sh".into(), target: "busybox".into() }));
         assert!(!steps.iter().any(|s| matches!(s, BuildStep::Symlink { link, .. } if link == "/system/bin/busybox")));
+        // The init applet would shadow the recipe's own /system/bin/init.
+        assert!(!steps.iter().any(|s| matches!(s, BuildStep::Symlink { link, .. } if link == "/system/bin/init")));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -1,0 +1,1070 @@
+//! The VP manager: the daemon's state and every operation of the API.
+//!
+//! It owns the VP definitions (state dir), knows which VPs run (through a
+//! pidfd on each VP's init), spawns the monitor and exec helpers by exec'ing
+//! cellsd itself (never a bare fork from the async runtime), and publishes
+//! [`Event`]s that the server turns into D-Bus signals.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{CellsError, TemplateInfo, VpInfo};
+use crate::cgroup::{Hierarchy, VpCgroup};
+use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
+use crate::execer::ExecRequest;
+use crate::layout::{write_atomic, Layout};
+use crate::monitor::{bounding_set, MonitorEvent, MonitorRequest};
+use crate::template::{self, Sources};
+use crate::{name, sys};
+
+/// How long a start may take before cellsd gives up on the monitor.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default grace between SIGTERM and SIGKILL on stop.
+pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub layout: Layout,
+    pub sources: Sources,
+    /// First host id of VP id ranges.
+    pub id_base: u32,
+    /// The cellsd executable, re-exec'd as the monitor and exec helpers.
+    pub self_exe: PathBuf,
+}
+
+/// What happened, for the D-Bus signals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    VpState {
+        name: String,
+        state: String,
+    },
+    TemplateProgress {
+        template: String,
+        done: u64,
+        total: u64,
+        step: String,
+    },
+}
+
+/// A running VP's identity, persisted as `<run>/vps/NAME/run.json` so that a
+/// restarted cellsd finds its VPs again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    pub init_pid: i32,
+    pub init_start_time: u64,
+    pub monitor_pid: i32,
+    pub monitor_start_time: u64,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub template_build: String,
+}
+
+impl RunState {
+    /// True if the recorded init is still the process with that pid.
+    pub fn init_alive(&self) -> bool {
+        sys::process_start_time(self.init_pid) == Some(self.init_start_time)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Stopped => "stopped",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+struct Vp {
+    config: VpConfig,
+    phase: Phase,
+    run: Option<Running>,
+    /// Serializes start/stop/destroy of this VP.
+    op: Arc<tokio::sync::Mutex<()>>,
+}
+
+struct Running {
+    state: RunState,
+    pidfd: Arc<OwnedFd>,
+    /// Becomes true once the VP has ended and been cleaned up.
+    ended: watch::Receiver<bool>,
+}
+
+struct Inner {
+    vps: BTreeMap<String, Vp>,
+    foreground: Option<String>,
+}
+
+struct ExecEntry {
+    pid: i32,
+    status: watch::Receiver<Option<i32>>,
+}
+
+pub struct Manager {
+    cfg: DaemonConfig,
+    hierarchy: Hierarchy,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Event>,
+    execs: Mutex<HashMap<u64, ExecEntry>>,
+    next_exec: AtomicU64,
+    build_lock: tokio::sync::Mutex<()>,
+}
+
+fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
+    move |e| CellsError::Failed(format!("{what}: {e}"))
+}
+
+fn unix_now() -> u64 {
+    template::now_secs()
+}
+
+impl Manager {
+    /// Load every VP definition and find the VPs that still run.
+    pub fn new(cfg: DaemonConfig) -> Result<Arc<Self>, CellsError> {
+        let hierarchy = Hierarchy::detect().map_err(|e| CellsError::Failed(e.to_string()))?;
+        let (events, _) = broadcast::channel(1024);
+        let mgr = Arc::new(Self {
+            cfg,
+            hierarchy,
+            inner: Mutex::new(Inner {
+                vps: BTreeMap::new(),
+                foreground: None,
+            }),
+            events,
+            execs: Mutex::new(HashMap::new()),
+            next_exec: AtomicU64::new(1),
+            build_lock: tokio::sync::Mutex::new(()),
+        });
+        mgr.load()?;
+        Ok(mgr)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.cfg.layout
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, ev: Event) {
+        let _ = self.events.send(ev);
+    }
+
+    fn emit_state(&self, name: &str, state: &str) {
+        tracing::info!(vp = name, state, "VP state");
+        self.emit(Event::VpState {
+            name: name.to_string(),
+            state: state.to_string(),
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every
+        // update is a single assignment); keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cgroup_of(&self, cfg: &VpConfig) -> VpCgroup {
+        let rel = cfg
+            .runtime
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .unwrap_or_else(|| PathBuf::from(format!("cells/{}", cfg.name)));
+        VpCgroup::new(self.hierarchy.clone(), rel)
+    }
+
+    fn load(self: &Arc<Self>) -> Result<(), CellsError> {
+        let dir = self.cfg.layout.vps_dir();
+        std::fs::create_dir_all(&dir).map_err(failed("create the state dir"))?;
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(failed("read the state dir"))?
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let Some(name) = e.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            if name::validate("VP", &name).is_err() {
+                continue;
+            }
+            let path = self.cfg.layout.vp_config(&name);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(_) => continue, // a destroy that was cut short; nothing to run
+            };
+            let config = match VpConfig::from_json(&path, &text) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Never delete what we cannot read: the VP's data is there.
+                    tracing::error!("skipping VP {name}: {e}");
+                    continue;
+                }
+            };
+            let run = self.adopt(&config);
+            let phase = if run.is_some() {
+                Phase::Running
+            } else {
+                Phase::Stopped
+            };
+            let mut inner = self.lock();
+            if run.is_some() && inner.foreground.is_none() {
+                inner.foreground = Some(name.clone());
+            }
+            inner.vps.insert(
+                name,
+                Vp {
+                    config,
+                    phase,
+                    run,
+                    op: Arc::new(tokio::sync::Mutex::new(())),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A VP found running after a cellsd restart: watch it again. A VP whose
+    /// init is gone gets its leftovers (cgroup, run state) removed.
+    fn adopt(self: &Arc<Self>, config: &VpConfig) -> Option<Running> {
+        let name = &config.name;
+        let path = self.cfg.layout.vp_run_state(name);
+        let state: Option<RunState> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(state) = state.filter(RunState::init_alive) {
+            if let Ok(pidfd) = sys::pidfd_open(state.init_pid) {
+                // The pid could have been reused between the check and the open.
+                if state.init_alive() {
+                    tracing::info!(vp = name.as_str(), pid = state.init_pid, "adopted running VP");
+                    return Some(self.watch(name.clone(), state, pidfd));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        let cg = self.cgroup_of(config);
+        if cg.exists() {
+            if let Err(e) = cg.destroy(Duration::from_secs(5)) {
+                tracing::warn!("leftover cgroup of {name}: {e}");
+            }
+        }
+        None
+    }
+
+    /// Watch a running VP's init; when it ends, clean up and mark it stopped.
+    fn watch(self: &Arc<Self>, name: String, state: RunState, pidfd: OwnedFd) -> Running {
+        let pidfd = Arc::new(pidfd);
+        let (tx, rx) = watch::channel(false);
+        let mgr = Arc::clone(self);
+        let fd = Arc::clone(&pidfd);
+        let st = state.clone();
+        tokio::spawn(async move {
+            wait_pidfd(&fd).await;
+            mgr.finish(&name, &st).await;
+            let _ = tx.send(true);
+        });
+        Running {
+            state,
+            pidfd,
+            ended: rx,
+        }
+    }
+
+    /// After a VP's init ended: wait for its monitor's cleanup, make sure no
+    /// cgroup is left, mark it stopped, hand the foreground on.
+    async fn finish(self: &Arc<Self>, name: &str, st: &RunState) {
+        if let Ok(mfd) = sys::pidfd_open(st.monitor_pid) {
+            if sys::process_start_time(st.monitor_pid) == Some(st.monitor_start_time) {
+                let _ = tokio::time::timeout(Duration::from_secs(15), wait_pidfd(&mfd)).await;
+            }
+        }
+        let cfg = {
+            let inner = self.lock();
+            inner.vps.get(name).map(|v| v.config.clone())
+        };
+        if let Some(cfg) = cfg {
+            let cg = self.cgroup_of(&cfg);
+            let _ = tokio::task::spawn_blocking(move || {
+                if cg.exists() {
+                    if let Err(e) = cg.destroy(Duration::from_secs(5)) {
+                        tracing::warn!("cgroup cleanup: {e}");
+                    }
+                }
+            })
+            .await;
+        }
+        let _ = std::fs::remove_file(self.cfg.layout.vp_run_state(name));
+        {
+            let mut inner = self.lock();
+            if let Some(vp) = inner.vps.get_mut(name) {
+                vp.phase = Phase::Stopped;
+                vp.run = None;
+            }
+            if inner.foreground.as_deref() == Some(name) {
+                inner.foreground = next_running(&inner, name);
+            }
+        }
+        self.emit_state(name, "stopped");
+        self.template_gc().await;
+    }
+
+    fn op_lock(&self, name: &str) -> Result<Arc<tokio::sync::Mutex<()>>, CellsError> {
+        name::validate("VP", name)?;
+        let inner = self.lock();
+        inner
+            .vps
+            .get(name)
+            .map(|v| Arc::clone(&v.op))
+            .ok_or_else(|| CellsError::unknown_vp(name))
+    }
+
+    pub fn list(&self) -> Vec<VpInfo> {
+        let inner = self.lock();
+        inner.vps.keys().filter_map(|n| info_of(&inner, n)).collect()
+    }
+
+    pub fn status(&self, name: &str) -> Result<VpInfo, CellsError> {
+        name::validate("VP", name)?;
+        let inner = self.lock();
+        info_of(&inner, name).ok_or_else(|| CellsError::unknown_vp(name))
+    }
+
+    pub fn create(&self, name: &str, opts: CreateOptions) -> Result<(), CellsError> {
+        name::validate("VP", name)?;
+        opts.validate()
+            .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+        self.check_template_known(&opts.template)?;
+        let layout = &self.cfg.layout;
+        let mut inner = self.lock();
+        if inner.vps.contains_key(name) || layout.vp_dir(name).exists() {
+            return Err(CellsError::AlreadyExists(format!(
+                "a VP named '{name}' already exists: pick another name, or remove it with `cellctl destroy {name}`"
+            )));
+        }
+        let used: Vec<u32> = inner.vps.values().map(|v| v.config.cells.slot).collect();
+        let slot = (0..).find(|s| !used.contains(s)).unwrap_or(0);
+        if self.cfg.id_base.checked_add((slot + 1) * ID_RANGE).is_none() {
+            return Err(CellsError::Failed("no free user id range left".into()));
+        }
+        let config = VpConfig::new(
+            name,
+            &opts,
+            slot,
+            self.cfg.id_base,
+            &layout.vp_data(name),
+            unix_now(),
+        )
+        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+        let result = (|| -> std::io::Result<()> {
+            // state/vps is 0711 and vps/NAME belongs to VP root (0700): the
+            // VP's user namespace must reach /data's source to bind it, and
+            // no other host user gets in.
+            let vps = layout.vps_dir();
+            std::fs::create_dir_all(&vps)?;
+            std::fs::set_permissions(&vps, std::fs::Permissions::from_mode(0o711))?;
+            let dir = layout.vp_dir(name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            let owner = config.host_root_id();
+            if let Some(id) = owner {
+                chown(&dir, Some(id), Some(id))?;
+            }
+            for (d, mode) in [
+                (layout.vp_upper(name), 0o755),
+                (layout.vp_data(name), 0o771),
+                (layout.vp_work(name), 0o700),
+            ] {
+                std::fs::create_dir_all(&d)?;
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
+                // The upper layer's root and /data belong to VP root.
+                if d != layout.vp_work(name) {
+                    if let Some(id) = owner {
+                        chown(&d, Some(id), Some(id))?;
+                    }
+                }
+            }
+            write_atomic(&layout.vp_config(name), config.to_json().as_bytes())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(layout.vp_dir(name));
+            return Err(CellsError::Failed(format!("creating VP '{name}': {e}")));
+        }
+        inner.vps.insert(
+            name.to_string(),
+            Vp {
+                config,
+                phase: Phase::Stopped,
+                run: None,
+                op: Arc::new(tokio::sync::Mutex::new(())),
+            },
+        );
+        drop(inner);
+        self.emit_state(name, "created");
+        Ok(())
+    }
+
+    fn check_template_known(&self, t: &str) -> Result<(), CellsError> {
+        name::validate("template", t)?;
+        let has_recipe = template::recipe_path(&self.cfg.sources, t).is_file();
+        let built = template::current_build(&self.cfg.layout, t).is_some();
+        if has_recipe || built {
+            return Ok(());
+        }
+        let mut known = template::available_recipes(&self.cfg.sources);
+        known.extend(template::built_templates(&self.cfg.layout));
+        known.sort();
+        known.dedup();
+        Err(CellsError::UnknownTemplate(format!(
+            "unknown template '{t}': known templates are {}; see `cellctl template list`",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
+        let op = self.op_lock(name)?;
+        let _guard = op.lock().await;
+        let config = {
+            let mut inner = self.lock();
+            let vp = inner
+                .vps
+                .get_mut(name)
+                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            if vp.phase != Phase::Stopped {
+                return Err(CellsError::already_running(name));
+            }
+            vp.phase = Phase::Starting;
+            vp.config.clone()
+        };
+        match self.spawn_vp(&config).await {
+            Ok(running) => {
+                let mut inner = self.lock();
+                if let Some(vp) = inner.vps.get_mut(name) {
+                    vp.phase = Phase::Running;
+                    vp.run = Some(running);
+                }
+                if inner.foreground.is_none() {
+                    inner.foreground = Some(name.to_string());
+                }
+                drop(inner);
+                self.emit_state(name, "running");
+                Ok(())
+            }
+            Err(e) => {
+                let mut inner = self.lock();
+                if let Some(vp) = inner.vps.get_mut(name) {
+                    vp.phase = Phase::Stopped;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn spawn_vp(self: &Arc<Self>, config: &VpConfig) -> Result<Running, CellsError> {
+        let name = config.name.as_str();
+        let layout = &self.cfg.layout;
+        let t = &config.cells.template;
+        let build = match template::current_build(layout, t) {
+            Some(b) => b,
+            None => {
+                self.check_template_known(t)?;
+                return Err(CellsError::TemplateNotBuilt(format!(
+                    "template '{t}' of VP '{name}' is not built: run `cellctl template build {t}`, then start the VP again"
+                )));
+            }
+        };
+        let run_dir = layout.vp_run_dir(name);
+        std::fs::create_dir_all(&run_dir).map_err(failed("create the run dir"))?;
+        let req = MonitorRequest {
+            config: config.clone(),
+            template_rootfs: layout.template_build_rootfs(t, &build),
+            upper: layout.vp_upper(name),
+            work: layout.vp_work(name),
+            run_dir: run_dir.clone(),
+            console_log: layout.vp_console_log(name),
+            console_socket: layout.vp_console_socket(name),
+            run_state: layout.vp_run_state(name),
+            cgroup: self.cgroup_of(config),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.vp_monitor_log(name))
+            .map_err(failed("open the monitor log"))?;
+        let mut child = tokio::process::Command::new(&self.cfg.self_exe)
+            .arg("__monitor")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(failed("spawn the VP monitor"))?;
+        let monitor_pid = child.id().unwrap_or(0) as i32;
+        let monitor_start_time = sys::process_start_time(monitor_pid).unwrap_or(0);
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(CellsError::Failed("monitor pipes missing".into()));
+        };
+        let mut events = BufReader::new(stdout).lines();
+        let mut line = serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()))?;
+        line.push('\n');
+
+        let result = tokio::time::timeout(START_TIMEOUT, async {
+            stdin.write_all(line.as_bytes()).await.map_err(failed("talk to the monitor"))?;
+            let pid = match next_event(&mut events).await? {
+                MonitorEvent::Init { pid } => pid,
+                MonitorEvent::Failed { error } => return Err(start_failed(name, &error)),
+                other => return Err(CellsError::Failed(format!("monitor said {other:?}"))),
+            };
+            // The init waits for "go": it cannot exit, so the pid is ours.
+            let pidfd = sys::pidfd_open(pid).map_err(failed("pidfd_open of the VP's init"))?;
+            let state = RunState {
+                init_pid: pid,
+                init_start_time: sys::process_start_time(pid).unwrap_or(0),
+                monitor_pid,
+                monitor_start_time,
+                started_at: unix_now(),
+                template_build: build.clone(),
+            };
+            write_atomic(
+                &layout.vp_run_state(name),
+                serde_json::to_string_pretty(&state).unwrap_or_default().as_bytes(),
+            )
+            .map_err(failed("write the run state"))?;
+            stdin.write_all(b"go\n").await.map_err(failed("talk to the monitor"))?;
+            match next_event(&mut events).await? {
+                MonitorEvent::Started => Ok((state, pidfd)),
+                MonitorEvent::Failed { error } => Err(start_failed(name, &error)),
+                other => Err(CellsError::Failed(format!("monitor said {other:?}"))),
+            }
+        })
+        .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(CellsError::Failed(format!(
+                "VP '{name}' did not start within {}s; see {}",
+                START_TIMEOUT.as_secs(),
+                layout.vp_monitor_log(name).display()
+            ))),
+        };
+        match result {
+            Ok((state, pidfd)) => {
+                // tokio reaps the monitor when it exits (the Child is dropped
+                // without kill_on_drop); the VP's end is seen on the pidfd.
+                drop(child);
+                Ok(self.watch(name.to_string(), state, pidfd))
+            }
+            Err(e) => {
+                let _ = child.kill().await;
+                let _ = std::fs::remove_file(layout.vp_run_state(name));
+                let cg = self.cgroup_of(config);
+                let _ = tokio::task::spawn_blocking(move || cg.destroy(Duration::from_secs(5))).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn stop(self: &Arc<Self>, name: &str, timeout_secs: u32) -> Result<(), CellsError> {
+        let op = self.op_lock(name)?;
+        let _guard = op.lock().await;
+        let (pidfd, mut ended) = {
+            let mut inner = self.lock();
+            let vp = inner
+                .vps
+                .get_mut(name)
+                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            let Some(run) = vp.run.as_ref().filter(|_| vp.phase == Phase::Running) else {
+                return Err(CellsError::not_running(name));
+            };
+            let r = (Arc::clone(&run.pidfd), run.ended.clone());
+            vp.phase = Phase::Stopping;
+            r
+        };
+        self.emit_state(name, "stopping");
+        // cells-init ends every process of the VP on SIGTERM, then itself.
+        let _ = sys::pidfd_send_signal(&*pidfd, libc::SIGTERM);
+        let graceful = tokio::time::timeout(
+            Duration::from_secs(timeout_secs.max(1) as u64),
+            ended.wait_for(|e| *e),
+        )
+        .await
+        .is_ok();
+        if !graceful {
+            tracing::warn!(vp = name, "did not stop in {timeout_secs}s; killing it");
+            let _ = sys::pidfd_send_signal(&*pidfd, libc::SIGKILL);
+            if tokio::time::timeout(Duration::from_secs(30), ended.wait_for(|e| *e))
+                .await
+                .is_err()
+            {
+                return Err(CellsError::Failed(format!(
+                    "VP '{name}' did not end after SIGKILL; see {}",
+                    self.cfg.layout.vp_monitor_log(name).display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn destroy(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
+        let op = self.op_lock(name)?;
+        let _guard = op.lock().await;
+        {
+            let inner = self.lock();
+            let vp = inner
+                .vps
+                .get(name)
+                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            if vp.phase != Phase::Stopped {
+                return Err(CellsError::Running(format!(
+                    "VP '{name}' is {}: stop it first with `cellctl stop {name}`",
+                    vp.phase.as_str()
+                )));
+            }
+        }
+        let dir = self.cfg.layout.vp_dir(name);
+        let run_dir = self.cfg.layout.vp_run_dir(name);
+        // Remove the definition first: a destroy cut short leaves no half VP.
+        let _ = std::fs::remove_file(self.cfg.layout.vp_config(name));
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            std::fs::remove_dir_all(&dir)
+        })
+        .await
+        .map_err(|e| CellsError::Failed(e.to_string()))?
+        .map_err(failed("removing the VP's files"))?;
+        self.lock().vps.remove(name);
+        self.emit_state(name, "destroyed");
+        Ok(())
+    }
+
+    /// Start a command in a running VP with the caller's stdio.
+    pub fn exec_start(
+        self: &Arc<Self>,
+        name: &str,
+        args: Vec<String>,
+        env: Vec<String>,
+        cwd: String,
+        stdio: [OwnedFd; 3],
+    ) -> Result<u64, CellsError> {
+        name::validate("VP", name)?;
+        if args.is_empty() {
+            return Err(CellsError::InvalidArgument(
+                "no command given: `cellctl exec VP -- COMMAND [ARGS...]`".into(),
+            ));
+        }
+        let (config, state) = {
+            let inner = self.lock();
+            let vp = inner
+                .vps
+                .get(name)
+                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            match (&vp.run, vp.phase) {
+                (Some(r), Phase::Running) => (vp.config.clone(), r.state.clone()),
+                _ => return Err(CellsError::not_running(name)),
+            }
+        };
+        let mut full_env = config
+            .runtime
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default();
+        for e in env {
+            let key = e.split('=').next().unwrap_or("").to_string();
+            full_env.retain(|x| x.split('=').next() != Some(key.as_str()));
+            full_env.push(e);
+        }
+        let req = ExecRequest {
+            vp: name.to_string(),
+            init_pid: state.init_pid,
+            init_start_time: state.init_start_time,
+            userns: config.host_root_id().is_some(),
+            cgroup: self.cgroup_of(&config),
+            args,
+            env: full_env,
+            cwd: if cwd.is_empty() { "/".into() } else { cwd },
+            bounding: bounding_set(&config),
+        };
+        let json = serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()))?;
+        let [i, o, e] = stdio;
+        let mut child = tokio::process::Command::new(&self.cfg.self_exe)
+            .arg("__exec")
+            .arg(json)
+            .stdin(Stdio::from(i))
+            .stdout(Stdio::from(o))
+            .stderr(Stdio::from(e))
+            .spawn()
+            .map_err(failed("spawn the exec helper"))?;
+        let pid = child.id().unwrap_or(0) as i32;
+        let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, ExecEntry { pid, status: rx });
+        let mgr = Arc::clone(self);
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(st) => st
+                    .code()
+                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&st).unwrap_or(0)),
+                Err(_) => 125,
+            };
+            let _ = tx.send(Some(code));
+            // Nobody asked for the status within a minute: forget it.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            mgr.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
+        Ok(id)
+    }
+
+    pub async fn exec_wait(&self, id: u64) -> Result<i32, CellsError> {
+        let mut rx = {
+            let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+            execs
+                .get(&id)
+                .map(|e| e.status.clone())
+                .ok_or_else(|| CellsError::InvalidArgument(format!("no exec with id {id}")))?
+        };
+        let code = rx
+            .wait_for(|s| s.is_some())
+            .await
+            .map(|s| s.unwrap_or(125))
+            .unwrap_or(125);
+        self.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        Ok(code)
+    }
+
+    pub fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CellsError> {
+        if !(1..=64).contains(&signal) {
+            return Err(CellsError::InvalidArgument(format!("invalid signal {signal}")));
+        }
+        let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        let e = execs
+            .get(&id)
+            .ok_or_else(|| CellsError::InvalidArgument(format!("no exec with id {id}")))?;
+        if e.status.borrow().is_none() {
+            // SAFETY: signalling the exec helper we spawned (still unreaped).
+            unsafe { libc::kill(e.pid, signal) };
+        }
+        Ok(())
+    }
+
+    /// A connection to the VP's console (a stream socket to its monitor).
+    pub fn console(&self, name: &str) -> Result<OwnedFd, CellsError> {
+        name::validate("VP", name)?;
+        {
+            let inner = self.lock();
+            let vp = inner
+                .vps
+                .get(name)
+                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            if vp.phase != Phase::Running {
+                return Err(CellsError::not_running(name));
+            }
+        }
+        let s = std::os::unix::net::UnixStream::connect(self.cfg.layout.vp_console_socket(name))
+            .map_err(failed("connect to the VP's console"))?;
+        Ok(OwnedFd::from(s))
+    }
+
+    pub async fn template_build(self: &Arc<Self>, t: &str) -> Result<String, CellsError> {
+        name::validate("template", t)?;
+        let _guard = match self.build_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                return Err(CellsError::Busy(
+                    "another template build is running; wait for it to finish".into(),
+                ))
+            }
+        };
+        let layout = self.cfg.layout.clone();
+        let sources = self.cfg.sources.clone();
+        let mgr = Arc::clone(self);
+        let tname = t.to_string();
+        let info = tokio::task::spawn_blocking(move || {
+            let mut last = (0u64, std::time::Instant::now());
+            template::build(&layout, &sources, &tname, |done, total, step| {
+                // At most ~100 progress signals, and not more than every 20 ms.
+                let pct = if total == 0 { 100 } else { done * 100 / total };
+                if done == total || pct > last.0 && last.1.elapsed() >= Duration::from_millis(20) {
+                    last = (pct, std::time::Instant::now());
+                    mgr.emit(Event::TemplateProgress {
+                        template: tname.clone(),
+                        done,
+                        total,
+                        step: step.to_string(),
+                    });
+                }
+            })
+        })
+        .await
+        .map_err(|e| CellsError::Failed(e.to_string()))?
+        .map_err(|e| match e {
+            template::TemplateError::UnknownRecipe { .. } => CellsError::UnknownTemplate(e.to_string()),
+            template::TemplateError::Name(n) => CellsError::InvalidName(n.to_string()),
+            other => CellsError::Failed(other.to_string()),
+        })?;
+        tracing::info!(template = t, build = info.build.as_str(), files = info.files, "template built");
+        self.template_gc().await;
+        Ok(info.build)
+    }
+
+    /// Remove template builds that are neither current nor used by a running VP.
+    async fn template_gc(&self) {
+        let in_use: Vec<(String, String)> = {
+            let inner = self.lock();
+            inner
+                .vps
+                .values()
+                .filter_map(|v| {
+                    v.run
+                        .as_ref()
+                        .map(|r| (v.config.cells.template.clone(), r.state.template_build.clone()))
+                })
+                .collect()
+        };
+        let layout = self.cfg.layout.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in template::built_templates(&layout) {
+                let used: Vec<String> = in_use
+                    .iter()
+                    .filter(|(tt, _)| *tt == t)
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                for b in template::gc(&layout, &t, &used) {
+                    tracing::info!(template = t.as_str(), build = b.as_str(), "removed old template build");
+                }
+            }
+        })
+        .await;
+    }
+
+    pub fn template_list(&self) -> Vec<TemplateInfo> {
+        let layout = &self.cfg.layout;
+        let mut names = template::available_recipes(&self.cfg.sources);
+        names.extend(template::built_templates(layout));
+        names.sort();
+        names.dedup();
+        let inner = self.lock();
+        names
+            .into_iter()
+            .map(|n| {
+                let build = template::current_build(layout, &n);
+                let info = build.as_ref().and_then(|b| template::build_info(layout, &n, b));
+                let description = info.as_ref().map(|i| i.description.clone()).unwrap_or_else(|| {
+                    template::load_recipe(&self.cfg.sources, &n)
+                        .map(|r| r.description)
+                        .unwrap_or_default()
+                });
+                TemplateInfo {
+                    built: build.is_some(),
+                    recipe: template::recipe_path(&self.cfg.sources, &n).is_file(),
+                    build: build.unwrap_or_default(),
+                    created: info.as_ref().map(|i| i.created).unwrap_or(0),
+                    description,
+                    files: info.as_ref().map(|i| i.files).unwrap_or(0),
+                    bytes: info.as_ref().map(|i| i.bytes).unwrap_or(0),
+                    vps: inner
+                        .vps
+                        .values()
+                        .filter(|v| v.config.cells.template == n)
+                        .count() as u32,
+                    name: n,
+                }
+            })
+            .collect()
+    }
+}
+
+fn start_failed(name: &str, error: &str) -> CellsError {
+    CellsError::Failed(format!("starting VP '{name}' failed: {error}"))
+}
+
+async fn next_event(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Result<MonitorEvent, CellsError> {
+    match lines.next_line().await {
+        Ok(Some(l)) => serde_json::from_str(&l)
+            .map_err(|e| CellsError::Failed(format!("bad monitor event '{l}': {e}"))),
+        Ok(None) => Err(CellsError::Failed(
+            "the VP monitor exited during the start; see its log in the run dir".into(),
+        )),
+        Err(e) => Err(CellsError::Failed(format!("reading the monitor: {e}"))),
+    }
+}
+
+/// Wait until the process behind a pidfd has exited (a pidfd becomes
+/// readable when its process exits).
+async fn wait_pidfd(fd: &OwnedFd) {
+    let registered = fd.try_clone().ok().and_then(|dup| {
+        // SAFETY: the AsyncFd owns `dup`, so the fd stays open while registered.
+        unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) }.ok()
+    });
+    if let Some(afd) = registered {
+        let _ = afd.readable().await;
+        return;
+    }
+    // Not registrable (should not happen): poll it.
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: a single pollfd with a zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The running VP after `after` in name order (wrapping), if any.
+fn next_running(inner: &Inner, after: &str) -> Option<String> {
+    let running: Vec<&String> = inner
+        .vps
+        .iter()
+        .filter(|(n, v)| v.phase == Phase::Running && n.as_str() != after)
+        .map(|(n, _)| n)
+        .collect();
+    running
+        .iter()
+        .find(|n| n.as_str() > after)
+        .or_else(|| running.first())
+        .map(|n| n.to_string())
+}
+
+fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
+    let vp = inner.vps.get(name)?;
+    let cfg = &vp.config;
+    let run = vp.run.as_ref();
+    let started = run.map(|r| r.state.started_at).unwrap_or(0);
+    Some(VpInfo {
+        name: name.to_string(),
+        state: vp.phase.as_str().to_string(),
+        pid: run.map(|r| r.state.init_pid as u32).unwrap_or(0),
+        template: cfg.cells.template.clone(),
+        template_build: run.map(|r| r.state.template_build.clone()).unwrap_or_default(),
+        hostname: cfg.hostname().to_string(),
+        foreground: inner.foreground.as_deref() == Some(name),
+        privileged: cfg.cells.privileged,
+        started_at: started,
+        uptime_secs: if started > 0 {
+            unix_now().saturating_sub(started)
+        } else {
+            0
+        },
+        created: cfg.cells.created,
+        memory_limit: cfg.memory_limit().unwrap_or(0).max(0) as u64,
+        cpus: cfg.cpus().unwrap_or(0.0),
+        pids_limit: cfg.pids_limit().unwrap_or(0).max(0) as u64,
+    })
+}
+
+/// Parse the `a{sv}` options of `Create`.
+pub fn create_options(
+    opts: &HashMap<String, zbus::zvariant::OwnedValue>,
+) -> Result<CreateOptions, CellsError> {
+    use zbus::zvariant::Value;
+    let bad = |k: &str, want: &str| {
+        CellsError::InvalidArgument(format!("option '{k}' must be {want}"))
+    };
+    let mut o = CreateOptions::default();
+    for (k, v) in opts {
+        let v: &Value = v;
+        let text = || match v {
+            Value::Str(s) => Some(s.to_string()),
+            _ => None,
+        };
+        match k.as_str() {
+            "template" => o.template = text().ok_or_else(|| bad(k, "a string"))?,
+            "hostname" => o.hostname = Some(text().ok_or_else(|| bad(k, "a string"))?),
+            "memory" => {
+                let s = match v {
+                    Value::Str(s) => s.to_string(),
+                    Value::U64(n) => n.to_string(),
+                    Value::I64(n) => n.to_string(),
+                    _ => return Err(bad(k, "a size such as \"512M\"")),
+                };
+                o.memory = Some(
+                    config::parse_memory(&s).map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                );
+            }
+            "cpus" => {
+                o.cpus = Some(match v {
+                    Value::F64(f) => *f,
+                    Value::Str(s) => config::parse_cpus(s)
+                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                    _ => return Err(bad(k, "a number of CPUs")),
+                })
+            }
+            "pids" => {
+                o.pids = Some(match v {
+                    Value::U32(n) => *n as i64,
+                    Value::I32(n) => *n as i64,
+                    Value::U64(n) => *n as i64,
+                    Value::I64(n) => *n,
+                    _ => return Err(bad(k, "an integer")),
+                })
+            }
+            "privileged" => {
+                o.privileged = match v {
+                    Value::Bool(b) => *b,
+                    _ => return Err(bad(k, "a boolean")),
+                }
+            }
+            other => {
+                return Err(CellsError::InvalidArgument(format!(
+                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, privileged"
+                )))
+            }
+        }
+    }
+    if o.template.is_empty() {
+        return Err(CellsError::InvalidArgument(
+            "no template given: pass --template NAME (see `cellctl template list`)".into(),
+        ));
+    }
+    Ok(o)
+}
+
+/// Check that the state dir can hold overlay paths (overlay's option string
+/// cannot quote ',' or ':').
+pub fn check_state_dir(p: &Path) -> Result<(), String> {
+    let s = p.to_string_lossy();
+    if s.contains(',') || s.contains(':') || s.contains('\\') {
+        return Err(format!(
+            "state dir '{s}' contains ',', ':' or '\\', which overlayfs options cannot carry: choose another path"
+        ));
+    }
+    if !p.is_absolute() {
+        return Err(format!("state dir '{s}' must be an absolute path"));
+    }
+    Ok(())
+}

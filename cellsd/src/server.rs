@@ -1,0 +1,293 @@
+//! The D-Bus server: one peer-to-peer connection per client on
+//! `<run>/cellsd.sock`, each serving `org.cells.Manager1` and receiving the
+//! signals, and each authorized by its peer credentials (root, or a member of
+//! the `cells` group if that group exists).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use tokio::net::{UnixListener, UnixStream};
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{self, OwnedValue};
+
+use crate::api::{CellsError, TemplateInfo, VpInfo, OBJECT_PATH};
+use crate::daemon::{create_options, Event, Manager};
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: u32,
+    pub authorized: bool,
+}
+
+/// gid of the `cells` group, if the system has one.
+pub fn cells_group() -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == "cells").then_some(())?;
+        f.next()?;
+        f.next()?.parse().ok()
+    })
+}
+
+/// Is the peer root or in the `cells` group (primary or supplementary)?
+fn authorize(uid: u32, gid: u32, pid: Option<i32>) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let Some(cells) = cells_group() else {
+        return false;
+    };
+    if gid == cells {
+        return true;
+    }
+    // Supplementary groups are not in SO_PEERCRED; read them from /proc.
+    pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:").map(|g| g.to_string()))
+        })
+        .map(|g| g.split_whitespace().any(|x| x.parse() == Ok(cells)))
+        .unwrap_or(false)
+}
+
+/// The interface object of one connection.
+pub struct ManagerIface {
+    mgr: Arc<Manager>,
+    peer: Peer,
+}
+
+impl ManagerIface {
+    fn check(&self) -> Result<(), CellsError> {
+        if self.peer.authorized {
+            Ok(())
+        } else {
+            Err(CellsError::AccessDenied(format!(
+                "uid {} may not control cellsd: run cellctl as root{}",
+                self.peer.uid,
+                if cells_group().is_some() {
+                    " or as a member of the 'cells' group"
+                } else {
+                    " (or create a 'cells' group and add the user to it)"
+                }
+            )))
+        }
+    }
+}
+
+#[zbus::interface(name = "org.cells.Manager1")]
+impl ManagerIface {
+    /// The cellsd version.
+    async fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// Define a new VP. Options: template (s, required), hostname (s),
+    /// memory (s, e.g. "512M"), cpus (s or d), pids (u), privileged (b).
+    async fn create(&self, name: &str, options: HashMap<String, OwnedValue>) -> Result<(), CellsError> {
+        self.check()?;
+        let opts = create_options(&options)?;
+        self.mgr.create(name, opts)
+    }
+
+    /// Start a VP; returns once its init runs.
+    async fn start(&self, name: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.start(name).await
+    }
+
+    /// Stop a VP: SIGTERM to its init, SIGKILL after timeout_secs (0 = default 10).
+    async fn stop(&self, name: &str, timeout_secs: u32) -> Result<(), CellsError> {
+        self.check()?;
+        let t = if timeout_secs == 0 {
+            crate::daemon::DEFAULT_STOP_TIMEOUT
+        } else {
+            timeout_secs
+        };
+        self.mgr.stop(name, t).await
+    }
+
+    /// Remove a stopped VP and all its files (writable layer, /data).
+    async fn destroy(&self, name: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.destroy(name).await
+    }
+
+    async fn list(&self) -> Result<Vec<VpInfo>, CellsError> {
+        self.check()?;
+        Ok(self.mgr.list())
+    }
+
+    async fn status(&self, name: &str) -> Result<VpInfo, CellsError> {
+        self.check()?;
+        self.mgr.status(name)
+    }
+
+    /// Run argv inside a running VP with the given stdio; returns an id for
+    /// ExecWait (the exit status) and ExecSignal.
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_start(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: &str,
+        stdin: zvariant::OwnedFd,
+        stdout: zvariant::OwnedFd,
+        stderr: zvariant::OwnedFd,
+    ) -> Result<u64, CellsError> {
+        self.check()?;
+        let stdio: [OwnedFd; 3] = [stdin.into(), stdout.into(), stderr.into()];
+        self.mgr.exec_start(name, argv, env, cwd.to_string(), stdio)
+    }
+
+    async fn exec_wait(&self, id: u64) -> Result<i32, CellsError> {
+        self.check()?;
+        self.mgr.exec_wait(id).await
+    }
+
+    async fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.exec_signal(id, signal)
+    }
+
+    /// A stream socket attached to the VP's console.
+    async fn console(&self, name: &str) -> Result<zvariant::OwnedFd, CellsError> {
+        self.check()?;
+        Ok(self.mgr.console(name)?.into())
+    }
+
+    /// Build a template from its recipe; returns the new build's id.
+    async fn template_build(&self, name: &str) -> Result<String, CellsError> {
+        self.check()?;
+        self.mgr.template_build(name).await
+    }
+
+    async fn template_list(&self) -> Result<Vec<TemplateInfo>, CellsError> {
+        self.check()?;
+        Ok(self.mgr.template_list())
+    }
+
+    /// A VP changed state: created, starting, running, stopping, stopped, destroyed.
+    #[zbus(signal)]
+    async fn vp_state_changed(emitter: &SignalEmitter<'_>, name: &str, state: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn template_build_progress(
+        emitter: &SignalEmitter<'_>,
+        template: &str,
+        done: u64,
+        total: u64,
+        step: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// Stock D-Bus clients (gdbus, busctl with --address) treat any address as
+/// a message bus and first call `org.freedesktop.DBus.Hello`. This answers
+/// that and the match-rule calls, so they work on the peer-to-peer socket.
+struct BusShim {
+    unique_name: String,
+}
+
+#[zbus::interface(name = "org.freedesktop.DBus")]
+impl BusShim {
+    async fn hello(&self) -> String {
+        self.unique_name.clone()
+    }
+    async fn add_match(&self, _rule: &str) {}
+    async fn remove_match(&self, _rule: &str) {}
+    async fn get_id(&self) -> String {
+        zbus::Guid::generate().to_string()
+    }
+}
+
+/// Bind the control socket: mode 0600, or 0660 with group `cells`.
+pub fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    match cells_group() {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        }
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
+    }
+    Ok(listener)
+}
+
+static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Accept clients forever.
+pub async fn serve(listener: UnixListener, mgr: Arc<Manager>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                continue;
+            }
+        };
+        let mgr = Arc::clone(&mgr);
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, mgr).await {
+                tracing::debug!("client connection: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
+    let cred = stream.peer_cred().map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    let peer = Peer {
+        uid: cred.uid(),
+        authorized: authorize(cred.uid(), cred.gid(), cred.pid()),
+    };
+    // Subscribe before serving so no event between the two is lost.
+    let mut events = mgr.subscribe();
+    let guid = zbus::Guid::generate();
+    let conn = zbus::connection::Builder::unix_stream(stream)
+        .server(guid)?
+        .p2p()
+        .serve_at(OBJECT_PATH, ManagerIface { mgr, peer })?
+        .serve_at(
+            "/org/freedesktop/DBus",
+            BusShim {
+                unique_name: format!(":1.{}", NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            },
+        )?
+        .build()
+        .await?;
+    let emitter = SignalEmitter::new(&conn, OBJECT_PATH)?;
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                if !peer.authorized {
+                    continue;
+                }
+                let res = match ev {
+                    Ok(Event::VpState { name, state }) => {
+                        ManagerIface::vp_state_changed(&emitter, &name, &state).await
+                    }
+                    Ok(Event::TemplateProgress { template, done, total, step }) => {
+                        ManagerIface::template_build_progress(&emitter, &template, done, total, &step).await
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(_) => return Ok(()),
+                };
+                if res.is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+            _ = &mut closed => return Ok(()),
+        }
+    }
+}
