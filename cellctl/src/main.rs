@@ -1,1 +1,401 @@
-fn main(){}
+//! cellctl: the control CLI of cells. Talks D-Bus (org.cells.Manager1) to
+//! cellsd over its peer-to-peer socket.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use zbus::zvariant::Value;
+
+use cellsd::api::{CellsError, Manager1Proxy, TemplateInfo, VpInfo};
+use cellsd::layout::{DEFAULT_RUN_DIR, SOCKET_NAME};
+
+mod console;
+mod table;
+
+/// Byte that detaches `cellctl console` (Ctrl-]).
+pub const DETACH_KEY: u8 = 0x1d;
+
+#[derive(Parser)]
+#[command(
+    name = "cellctl",
+    version,
+    about = "Control cells virtual phones (VPs) through cellsd",
+    after_help = "The daemon's socket is <run-dir>/cellsd.sock (default /run/cells/cellsd.sock); \
+                  set it with --socket or CELLS_SOCKET."
+)]
+struct Cli {
+    /// Path of cellsd's control socket.
+    #[arg(long, global = true, env = "CELLS_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build and list templates (the shared read-only base filesystems).
+    #[command(subcommand)]
+    Template(TemplateCmd),
+    /// Define a new VP on a template.
+    Create(CreateArgs),
+    /// Start VPs; returns once each VP's init runs.
+    Start {
+        #[arg(required = true, value_name = "VP")]
+        names: Vec<String>,
+    },
+    /// Stop VPs: SIGTERM to the VP's init, SIGKILL after the timeout.
+    Stop {
+        #[arg(required = true, value_name = "VP")]
+        names: Vec<String>,
+        /// Seconds to wait for a clean shutdown before killing.
+        #[arg(long, default_value_t = 10)]
+        timeout: u32,
+    },
+    /// Remove stopped VPs with their writable layer and /data.
+    Destroy {
+        #[arg(required = true, value_name = "VP")]
+        names: Vec<String>,
+    },
+    /// List VPs: name, state, init pid, template, uptime.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one VP.
+    Status {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a running VP; its stdin, stdout, stderr and exit
+    /// status are this command's.
+    Exec(ExecArgs),
+    /// Attach to the console of a VP's init (detach with Ctrl-]).
+    Console { name: String },
+}
+
+#[derive(Subcommand)]
+enum TemplateCmd {
+    /// Build a template from rootfs-templates/NAME (a new immutable build;
+    /// running VPs keep the build they started with).
+    Build { name: String },
+    /// List templates: recipes and builds.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// VP name: 1 to 32 characters from a-z, 0-9 and '-'.
+    name: String,
+    /// Template the VP starts from (see `cellctl template list`).
+    #[arg(long)]
+    template: String,
+    /// Host name inside the VP (default: the VP's name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory limit, e.g. 512M or 2G.
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPU limit in CPUs, e.g. 1.5.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Maximum number of processes (default 4096).
+    #[arg(long)]
+    pids: Option<u32>,
+    /// No user namespace: VP root is host root (less isolation).
+    #[arg(long)]
+    privileged: bool,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    name: String,
+    /// Working directory inside the VP.
+    #[arg(long, short = 'w', default_value = "/")]
+    cwd: String,
+    /// Extra environment variables, KEY=VALUE.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// A failure, printed as `cellctl: MESSAGE` with exit status 1.
+struct Failure(String);
+
+impl From<CellsError> for Failure {
+    fn from(e: CellsError) -> Self {
+        Failure(e.message())
+    }
+}
+
+impl From<zbus::Error> for Failure {
+    fn from(e: zbus::Error) -> Self {
+        // Errors of our interface carry their own message; others as is.
+        Failure(CellsError::from(e).message())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn socket_path(cli: &Option<PathBuf>) -> PathBuf {
+    cli.clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR).join(SOCKET_NAME))
+}
+
+fn in_cells_group() -> bool {
+    let Some(gid) = cellsd::server::cells_group() else {
+        return false;
+    };
+    nix::unistd::getgroups()
+        .map(|g| g.iter().any(|x| x.as_raw() == gid))
+        .unwrap_or(false)
+        || nix::unistd::getegid().as_raw() == gid
+}
+
+async fn connect(path: &PathBuf) -> Result<zbus::Connection, Failure> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && !in_cells_group() {
+        return Err(Failure(
+            "cellctl must run as root (or as a member of the 'cells' group): run it with sudo"
+                .into(),
+        ));
+    }
+    let stream = match tokio::net::UnixStream::connect(path).await {
+        Ok(s) => s,
+        Err(e) => {
+            use std::io::ErrorKind::*;
+            let msg = match e.kind() {
+                NotFound | ConnectionRefused => format!(
+                    "cellsd is not running (nothing answers at {}): start it with `cellsd &` \
+                     (with --run-dir DIR if you use another run dir), or point cellctl at its \
+                     socket with --socket PATH or CELLS_SOCKET",
+                    path.display()
+                ),
+                PermissionDenied => format!(
+                    "permission denied on {}: run cellctl as root (or as a member of the 'cells' group)",
+                    path.display()
+                ),
+                _ => format!("cannot connect to cellsd at {}: {e}", path.display()),
+            };
+            return Err(Failure(msg));
+        }
+    };
+    Ok(zbus::connection::Builder::unix_stream(stream)
+        .p2p()
+        .build()
+        .await?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(msg)) => {
+            eprintln!("cellctl: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn proxy(conn: &zbus::Connection) -> Result<Manager1Proxy<'static>, Failure> {
+    Ok(Manager1Proxy::builder(conn)
+        .destination("org.cells")?
+        .build()
+        .await?)
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let conn = connect(&socket_path(&cli.socket)).await?;
+    let p = proxy(&conn).await?;
+    match cli.command {
+        Command::Template(TemplateCmd::Build { name }) => template_build(&p, &name).await,
+        Command::Template(TemplateCmd::List { json }) => {
+            let list: Vec<TemplateInfo> = p.template_list().await?;
+            if json {
+                let v: Vec<_> = list.iter().map(TemplateInfo::to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", table::templates(&list));
+            }
+            Ok(0)
+        }
+        Command::Create(a) => {
+            let mut o: HashMap<&str, Value<'_>> = HashMap::new();
+            o.insert("template", Value::from(a.template.as_str()));
+            if let Some(h) = &a.hostname {
+                o.insert("hostname", Value::from(h.as_str()));
+            }
+            if let Some(m) = &a.memory {
+                o.insert("memory", Value::from(m.as_str()));
+            }
+            if let Some(c) = &a.cpus {
+                o.insert("cpus", Value::from(c.as_str()));
+            }
+            if let Some(n) = a.pids {
+                o.insert("pids", Value::from(n));
+            }
+            if a.privileged {
+                o.insert("privileged", Value::from(true));
+            }
+            p.create(&a.name, o).await?;
+            Ok(0)
+        }
+        Command::Start { names } => {
+            for n in names {
+                p.start(&n).await?;
+            }
+            Ok(0)
+        }
+        Command::Stop { names, timeout } => {
+            for n in names {
+                p.stop(&n, timeout).await?;
+            }
+            Ok(0)
+        }
+        Command::Destroy { names } => {
+            for n in names {
+                p.destroy(&n).await?;
+            }
+            Ok(0)
+        }
+        Command::List { json } => {
+            let list: Vec<VpInfo> = p.list().await?;
+            if json {
+                let v: Vec<_> = list.iter().map(VpInfo::to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", table::vps(&list));
+            }
+            Ok(0)
+        }
+        Command::Status { name, json } => {
+            let s = p.status(&name).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s.to_json()).unwrap_or_default()
+                );
+            } else {
+                print!("{}", table::status(&s));
+            }
+            Ok(0)
+        }
+        Command::Exec(a) => exec(&p, a).await,
+        Command::Console { name } => {
+            let fd = p.console(&name).await?;
+            let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
+            console::attach(&name, stream)?;
+            Ok(0)
+        }
+    }
+}
+
+async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure> {
+    let mut progress = p.receive_template_build_progress().await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("building {name}"));
+    let build = p.template_build(name);
+    tokio::pin!(build);
+    let result = loop {
+        tokio::select! {
+            r = &mut build => break r,
+            Some(sig) = progress.next() => {
+                if let Ok(a) = sig.args() {
+                    if a.template == name {
+                        bar.set_length(a.total);
+                        bar.set_position(a.done);
+                        bar.set_message(a.step.clone());
+                    }
+                }
+            }
+        }
+    };
+    match result {
+        Ok(id) => {
+            bar.finish_with_message("done");
+            println!("template {name}: build {id} is current");
+            Ok(0)
+        }
+        Err(e) => {
+            bar.abandon();
+            Err(e.into())
+        }
+    }
+}
+
+async fn exec(p: &Manager1Proxy<'_>, a: ExecArgs) -> Result<u8, Failure> {
+    let mut env: Vec<String> = a.env.clone();
+    for kv in &env {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return Err(Failure(format!("--env '{kv}' must look like KEY=VALUE")));
+        }
+    }
+    if let Ok(term) = std::env::var("TERM") {
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push(format!("TERM={term}"));
+        }
+    }
+    let argv: Vec<&str> = a.command.iter().map(String::as_str).collect();
+    let envs: Vec<&str> = env.iter().map(String::as_str).collect();
+    let (i, o, e) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let id = p
+        .exec_start(
+            &a.name,
+            &argv,
+            &envs,
+            &a.cwd,
+            i.as_fd().into(),
+            o.as_fd().into(),
+            e.as_fd().into(),
+        )
+        .await?;
+    // Signals sent to cellctl (Ctrl-C ...) go to the command in the VP.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for k in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ] {
+        let mut s = signal(k)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if tx.send(k.as_raw_value()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let wait = p.exec_wait(id);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            r = &mut wait => return Ok(r?.clamp(0, 255) as u8),
+            Some(sig) = rx.recv() => p.exec_signal(id, sig).await?,
+        }
+    }
+}

@@ -166,7 +166,11 @@ pub type CreateOptionsDict = HashMap<String, OwnedValue>;
 )]
 pub trait Manager1 {
     fn version(&self) -> zbus::Result<String>;
-    fn create(&self, name: &str, options: HashMap<&str, zbus::zvariant::Value<'_>>) -> zbus::Result<()>;
+    fn create(
+        &self,
+        name: &str,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<()>;
     fn start(&self, name: &str) -> zbus::Result<()>;
     fn stop(&self, name: &str, timeout_secs: u32) -> zbus::Result<()>;
     fn destroy(&self, name: &str) -> zbus::Result<()>;

@@ -245,8 +245,8 @@ impl VpCgroup {
         // Enable at the root and every intermediate level, not at the leaf
         // (a cgroup with processes may not delegate: "no internal processes").
         for (i, comp) in components.iter().enumerate() {
-            let available = std::fs::read_to_string(dir.join("cgroup.controllers"))
-                .map_err(io_err(&dir))?;
+            let available =
+                std::fs::read_to_string(dir.join("cgroup.controllers")).map_err(io_err(&dir))?;
             let enable: Vec<String> = V2_CONTROLLERS
                 .iter()
                 .filter(|c| available.split_whitespace().any(|a| a == **c))
@@ -329,7 +329,9 @@ impl VpCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
 
     const HYBRID: &str = "\
 25 1 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
@@ -352,10 +354,17 @@ mod tests {
     #[test]
     fn detects_hybrid_v1() {
         let h = Hierarchy::from_mountinfo(HYBRID).unwrap();
-        let Hierarchy::V1 { controllers, unified } = &h else {
+        let Hierarchy::V1 {
+            controllers,
+            unified,
+        } = &h
+        else {
             panic!("expected v1: {h:?}")
         };
-        assert_eq!(unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
         let names: Vec<&str> = controllers.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(names, ["cpu", "cpuacct", "memory", "pids", "freezer"]);
         let dirs = h.dirs(Path::new("cells/w"));
@@ -367,8 +376,16 @@ mod tests {
     #[test]
     fn detects_pure_v2() {
         let h = Hierarchy::from_mountinfo(PURE_V2).unwrap();
-        assert_eq!(h, Hierarchy::V2 { root: "/sys/fs/cgroup".into() });
-        assert_eq!(h.dirs(Path::new("cells/w")), vec![PathBuf::from("/sys/fs/cgroup/cells/w")]);
+        assert_eq!(
+            h,
+            Hierarchy::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
+        assert_eq!(
+            h.dirs(Path::new("cells/w")),
+            vec![PathBuf::from("/sys/fs/cgroup/cells/w")]
+        );
     }
 
     #[test]
@@ -387,9 +404,20 @@ mod tests {
     #[test]
     fn limits_translate_per_version() {
         let res = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(512i64 << 20).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(512i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
             .pids(LinuxPidsBuilder::default().limit(100).build().unwrap())
-            .cpu(LinuxCpuBuilder::default().quota(50_000i64).period(100_000u64).build().unwrap())
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let v2 = limit_writes(true, &res);
@@ -397,7 +425,11 @@ mod tests {
         assert!(v2.contains(&("pids", "pids.max", "100".into())));
         assert!(v2.contains(&("cpu", "cpu.max", "50000 100000".into())));
         let v1 = limit_writes(false, &res);
-        assert!(v1.contains(&("memory", "memory.limit_in_bytes", (512u64 << 20).to_string())));
+        assert!(v1.contains(&(
+            "memory",
+            "memory.limit_in_bytes",
+            (512u64 << 20).to_string()
+        )));
         let period = v1.iter().position(|w| w.1 == "cpu.cfs_period_us").unwrap();
         let quota = v1.iter().position(|w| w.1 == "cpu.cfs_quota_us").unwrap();
         assert!(period < quota);

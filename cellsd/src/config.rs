@@ -27,6 +27,8 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 /// Smallest memory limit accepted: below this the VP's init cannot start.
 pub const MIN_MEMORY: u64 = 16 << 20;
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// VP cgroups live under this cgroup (in every hierarchy).
+pub const DEFAULT_CGROUP_PARENT: &str = "cells";
 
 /// Capabilities taken out of every VP's bounding set: loading modules, raw
 /// I/O, creating device nodes, rebooting, setting the clock, MAC policy and
@@ -321,7 +323,12 @@ pub fn build_spec(
     };
     let mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
         mount(
             "/dev",
             "tmpfs",
@@ -405,8 +412,13 @@ pub fn build_spec(
         .namespaces(namespaces)
         .devices(devices)
         .resources(resources.build()?)
-        .cgroups_path(format!("cells/{name}"))
-        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .cgroups_path(format!("{DEFAULT_CGROUP_PARENT}/{name}"))
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
         .readonly_paths(
             READONLY_PATHS
                 .iter()
@@ -429,7 +441,12 @@ pub fn build_spec(
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path("rootfs").readonly(false).build()?)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()?,
+        )
         .hostname(opts.hostname.clone().unwrap_or_else(|| name.to_string()))
         .process(process)
         .mounts(mounts)
@@ -461,6 +478,13 @@ impl VpConfig {
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })
+    }
+
+    /// Put the VP's cgroup under `parent` (default "cells"): `parent/NAME`.
+    pub fn set_cgroup_parent(&mut self, parent: &str) {
+        if let Some(linux) = self.runtime.linux_mut().as_mut() {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("{parent}/{}", self.name))));
+        }
     }
 
     /// Host uid/gid that VP root maps to, or None for a privileged VP.
@@ -593,7 +617,14 @@ mod tests {
         };
         let cfg = VpConfig::new("p", &o, 0, 1_000_000, Path::new("/d"), 0).unwrap();
         assert_eq!(cfg.host_root_id(), None);
-        let ns = cfg.runtime.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        let ns = cfg
+            .runtime
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap();
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
     }
 
@@ -628,7 +659,13 @@ mod tests {
             .unwrap();
         let names: Vec<String> = bounding
             .iter()
-            .map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_string())
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         for d in DROPPED_CAPS {
             assert!(!names.iter().any(|n| n == d), "{d} still in bounding set");

@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub id_base: u32,
     /// The cellsd executable, re-exec'd as the monitor and exec helpers.
     pub self_exe: PathBuf,
+    /// Cgroup under which VP cgroups are made (relative to each hierarchy root).
+    pub cgroup_parent: String,
 }
 
 /// What happened, for the D-Bus signals.
@@ -232,9 +234,6 @@ impl Manager {
                 Phase::Stopped
             };
             let mut inner = self.lock();
-            if run.is_some() && inner.foreground.is_none() {
-                inner.foreground = Some(name.clone());
-            }
             inner.vps.insert(
                 name,
                 Vp {
@@ -245,7 +244,31 @@ impl Manager {
                 },
             );
         }
+        // The foreground survives a cellsd restart; else the first running VP.
+        let saved = std::fs::read_to_string(self.cfg.layout.foreground_file()).unwrap_or_default();
+        let mut inner = self.lock();
+        let running = |n: &str| inner.vps.get(n).is_some_and(|v| v.phase == Phase::Running);
+        let fg = if running(saved.trim()) {
+            Some(saved.trim().to_string())
+        } else {
+            inner
+                .vps
+                .iter()
+                .find(|(_, v)| v.phase == Phase::Running)
+                .map(|(n, _)| n.clone())
+        };
+        self.set_foreground(&mut inner, fg);
         Ok(())
+    }
+
+    /// Change the foreground VP and remember it in the run dir.
+    fn set_foreground(&self, inner: &mut Inner, fg: Option<String>) {
+        let path = self.cfg.layout.foreground_file();
+        let _ = match &fg {
+            Some(n) => write_atomic(&path, n.as_bytes()),
+            None => std::fs::remove_file(&path),
+        };
+        inner.foreground = fg;
     }
 
     /// A VP found running after a cellsd restart: watch it again. A VP whose
@@ -260,7 +283,11 @@ impl Manager {
             if let Ok(pidfd) = sys::pidfd_open(state.init_pid) {
                 // The pid could have been reused between the check and the open.
                 if state.init_alive() {
-                    tracing::info!(vp = name.as_str(), pid = state.init_pid, "adopted running VP");
+                    tracing::info!(
+                        vp = name.as_str(),
+                        pid = state.init_pid,
+                        "adopted running VP"
+                    );
                     return Some(self.watch(name.clone(), state, pidfd));
                 }
             }
@@ -325,7 +352,8 @@ impl Manager {
                 vp.run = None;
             }
             if inner.foreground.as_deref() == Some(name) {
-                inner.foreground = next_running(&inner, name);
+                let next = next_running(&inner, name);
+                self.set_foreground(&mut inner, next);
             }
         }
         self.emit_state(name, "stopped");
@@ -344,7 +372,11 @@ impl Manager {
 
     pub fn list(&self) -> Vec<VpInfo> {
         let inner = self.lock();
-        inner.vps.keys().filter_map(|n| info_of(&inner, n)).collect()
+        inner
+            .vps
+            .keys()
+            .filter_map(|n| info_of(&inner, n))
+            .collect()
     }
 
     pub fn status(&self, name: &str) -> Result<VpInfo, CellsError> {
@@ -367,10 +399,15 @@ impl Manager {
         }
         let used: Vec<u32> = inner.vps.values().map(|v| v.config.cells.slot).collect();
         let slot = (0..).find(|s| !used.contains(s)).unwrap_or(0);
-        if self.cfg.id_base.checked_add((slot + 1) * ID_RANGE).is_none() {
+        if self
+            .cfg
+            .id_base
+            .checked_add((slot + 1) * ID_RANGE)
+            .is_none()
+        {
             return Err(CellsError::Failed("no free user id range left".into()));
         }
-        let config = VpConfig::new(
+        let mut config = VpConfig::new(
             name,
             &opts,
             slot,
@@ -379,6 +416,7 @@ impl Manager {
             unix_now(),
         )
         .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+        config.set_cgroup_parent(&self.cfg.cgroup_parent);
         let result = (|| -> std::io::Result<()> {
             // state/vps is 0711 and vps/NAME belongs to VP root (0700): the
             // VP's user namespace must reach /data's source to bind it, and
@@ -471,7 +509,7 @@ impl Manager {
                     vp.run = Some(running);
                 }
                 if inner.foreground.is_none() {
-                    inner.foreground = Some(name.to_string());
+                    self.set_foreground(&mut inner, Some(name.to_string()));
                 }
                 drop(inner);
                 self.emit_state(name, "running");
@@ -531,11 +569,15 @@ impl Manager {
             return Err(CellsError::Failed("monitor pipes missing".into()));
         };
         let mut events = BufReader::new(stdout).lines();
-        let mut line = serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()))?;
+        let mut line =
+            serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()))?;
         line.push('\n');
 
         let result = tokio::time::timeout(START_TIMEOUT, async {
-            stdin.write_all(line.as_bytes()).await.map_err(failed("talk to the monitor"))?;
+            stdin
+                .write_all(line.as_bytes())
+                .await
+                .map_err(failed("talk to the monitor"))?;
             let pid = match next_event(&mut events).await? {
                 MonitorEvent::Init { pid } => pid,
                 MonitorEvent::Failed { error } => return Err(start_failed(name, &error)),
@@ -553,10 +595,15 @@ impl Manager {
             };
             write_atomic(
                 &layout.vp_run_state(name),
-                serde_json::to_string_pretty(&state).unwrap_or_default().as_bytes(),
+                serde_json::to_string_pretty(&state)
+                    .unwrap_or_default()
+                    .as_bytes(),
             )
             .map_err(failed("write the run state"))?;
-            stdin.write_all(b"go\n").await.map_err(failed("talk to the monitor"))?;
+            stdin
+                .write_all(b"go\n")
+                .await
+                .map_err(failed("talk to the monitor"))?;
             match next_event(&mut events).await? {
                 MonitorEvent::Started => Ok((state, pidfd)),
                 MonitorEvent::Failed { error } => Err(start_failed(name, &error)),
@@ -583,7 +630,8 @@ impl Manager {
                 let _ = child.kill().await;
                 let _ = std::fs::remove_file(layout.vp_run_state(name));
                 let cg = self.cgroup_of(config);
-                let _ = tokio::task::spawn_blocking(move || cg.destroy(Duration::from_secs(5))).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || cg.destroy(Duration::from_secs(5))).await;
                 Err(e)
             }
         }
@@ -730,15 +778,18 @@ impl Manager {
         let mgr = Arc::clone(self);
         tokio::spawn(async move {
             let code = match child.wait().await {
-                Ok(st) => st
-                    .code()
-                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&st).unwrap_or(0)),
+                Ok(st) => st.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&st).unwrap_or(0)
+                }),
                 Err(_) => 125,
             };
             let _ = tx.send(Some(code));
             // Nobody asked for the status within a minute: forget it.
             tokio::time::sleep(Duration::from_secs(60)).await;
-            mgr.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            mgr.execs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         });
         Ok(id)
     }
@@ -756,13 +807,18 @@ impl Manager {
             .await
             .map(|s| s.unwrap_or(125))
             .unwrap_or(125);
-        self.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         Ok(code)
     }
 
     pub fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CellsError> {
         if !(1..=64).contains(&signal) {
-            return Err(CellsError::InvalidArgument(format!("invalid signal {signal}")));
+            return Err(CellsError::InvalidArgument(format!(
+                "invalid signal {signal}"
+            )));
         }
         let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
         let e = execs
@@ -811,7 +867,7 @@ impl Manager {
             let mut last = (0u64, std::time::Instant::now());
             template::build(&layout, &sources, &tname, |done, total, step| {
                 // At most ~100 progress signals, and not more than every 20 ms.
-                let pct = if total == 0 { 100 } else { done * 100 / total };
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
                 if done == total || pct > last.0 && last.1.elapsed() >= Duration::from_millis(20) {
                     last = (pct, std::time::Instant::now());
                     mgr.emit(Event::TemplateProgress {
@@ -826,11 +882,18 @@ impl Manager {
         .await
         .map_err(|e| CellsError::Failed(e.to_string()))?
         .map_err(|e| match e {
-            template::TemplateError::UnknownRecipe { .. } => CellsError::UnknownTemplate(e.to_string()),
+            template::TemplateError::UnknownRecipe { .. } => {
+                CellsError::UnknownTemplate(e.to_string())
+            }
             template::TemplateError::Name(n) => CellsError::InvalidName(n.to_string()),
             other => CellsError::Failed(other.to_string()),
         })?;
-        tracing::info!(template = t, build = info.build.as_str(), files = info.files, "template built");
+        tracing::info!(
+            template = t,
+            build = info.build.as_str(),
+            files = info.files,
+            "template built"
+        );
         self.template_gc().await;
         Ok(info.build)
     }
@@ -843,9 +906,12 @@ impl Manager {
                 .vps
                 .values()
                 .filter_map(|v| {
-                    v.run
-                        .as_ref()
-                        .map(|r| (v.config.cells.template.clone(), r.state.template_build.clone()))
+                    v.run.as_ref().map(|r| {
+                        (
+                            v.config.cells.template.clone(),
+                            r.state.template_build.clone(),
+                        )
+                    })
                 })
                 .collect()
         };
@@ -858,7 +924,11 @@ impl Manager {
                     .map(|(_, b)| b.clone())
                     .collect();
                 for b in template::gc(&layout, &t, &used) {
-                    tracing::info!(template = t.as_str(), build = b.as_str(), "removed old template build");
+                    tracing::info!(
+                        template = t.as_str(),
+                        build = b.as_str(),
+                        "removed old template build"
+                    );
                 }
             }
         })
@@ -876,12 +946,17 @@ impl Manager {
             .into_iter()
             .map(|n| {
                 let build = template::current_build(layout, &n);
-                let info = build.as_ref().and_then(|b| template::build_info(layout, &n, b));
-                let description = info.as_ref().map(|i| i.description.clone()).unwrap_or_else(|| {
-                    template::load_recipe(&self.cfg.sources, &n)
-                        .map(|r| r.description)
-                        .unwrap_or_default()
-                });
+                let info = build
+                    .as_ref()
+                    .and_then(|b| template::build_info(layout, &n, b));
+                let description =
+                    info.as_ref()
+                        .map(|i| i.description.clone())
+                        .unwrap_or_else(|| {
+                            template::load_recipe(&self.cfg.sources, &n)
+                                .map(|r| r.description)
+                                .unwrap_or_default()
+                        });
                 TemplateInfo {
                     built: build.is_some(),
                     recipe: template::recipe_path(&self.cfg.sources, &n).is_file(),
@@ -970,7 +1045,9 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
         state: vp.phase.as_str().to_string(),
         pid: run.map(|r| r.state.init_pid as u32).unwrap_or(0),
         template: cfg.cells.template.clone(),
-        template_build: run.map(|r| r.state.template_build.clone()).unwrap_or_default(),
+        template_build: run
+            .map(|r| r.state.template_build.clone())
+            .unwrap_or_default(),
         hostname: cfg.hostname().to_string(),
         foreground: inner.foreground.as_deref() == Some(name),
         privileged: cfg.cells.privileged,
@@ -992,9 +1069,8 @@ pub fn create_options(
     opts: &HashMap<String, zbus::zvariant::OwnedValue>,
 ) -> Result<CreateOptions, CellsError> {
     use zbus::zvariant::Value;
-    let bad = |k: &str, want: &str| {
-        CellsError::InvalidArgument(format!("option '{k}' must be {want}"))
-    };
+    let bad =
+        |k: &str, want: &str| CellsError::InvalidArgument(format!("option '{k}' must be {want}"));
     let mut o = CreateOptions::default();
     for (k, v) in opts {
         let v: &Value = v;

@@ -50,7 +50,10 @@ pub fn main(arg: &str) -> i32 {
         Err(e) => return fail(format!("VP {} is not running ({e})", req.vp)),
     };
     if sys::process_start_time(req.init_pid) != Some(req.init_start_time) {
-        return fail(format!("VP {} is not running (its init has exited)", req.vp));
+        return fail(format!(
+            "VP {} is not running (its init has exited)",
+            req.vp
+        ));
     }
     if let Err(e) = req.cgroup.add(std::process::id() as i32) {
         return fail(format!("joining the VP's cgroup: {e}"));

@@ -9,7 +9,8 @@
 //!   templates/T/builds/N/     one immutable build: rootfs/ and build.json
 //! Run dir (volatile, default /run/cells):
 //!   cellsd.sock               the control socket (D-Bus, peer to peer)
-//!   cellsd.pid
+//!   cellsd.pid, cellsd.lock
+//!   foreground                name of the foreground VP
 //!   vps/NAME/run.json         the running VP: init and monitor pids, start times
 //!   vps/NAME/console.sock     the monitor's console socket
 //!   vps/NAME/monitor.log      the monitor's own log
@@ -37,6 +38,10 @@ impl Layout {
 
     pub fn socket(&self) -> PathBuf {
         self.run.join(SOCKET_NAME)
+    }
+    /// Name of the foreground VP (survives a cellsd restart, not a reboot).
+    pub fn foreground_file(&self) -> PathBuf {
+        self.run.join("foreground")
     }
     pub fn pid_file(&self) -> PathBuf {
         self.run.join("cellsd.pid")
@@ -126,7 +131,11 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temp file left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -135,6 +144,9 @@ mod tests {
         let l = Layout::new("/s", "/r");
         assert_eq!(l.socket(), Path::new("/r/cellsd.sock"));
         assert_eq!(l.vp_upper("w"), Path::new("/s/vps/w/upper"));
-        assert_eq!(l.template_build_rootfs("m", "3"), Path::new("/s/templates/m/builds/3/rootfs"));
+        assert_eq!(
+            l.template_build_rootfs("m", "3"),
+            Path::new("/s/templates/m/builds/3/rootfs")
+        );
     }
 }

@@ -8,15 +8,15 @@
 //! - [`template`]: building template root filesystems;
 //! - [`api`], [`daemon`], [`server`]: the D-Bus control API and the VP manager.
 
+pub mod api;
 pub mod cgroup;
 pub mod config;
+pub mod daemon;
 pub mod execer;
 pub mod layout;
 pub mod monitor;
 pub mod name;
 pub mod rootfs;
+pub mod server;
 pub mod sys;
 pub mod template;
-pub mod api;
-pub mod daemon;
-pub mod server;

@@ -17,7 +17,11 @@ use cellsd::layout::{Layout, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
 use cellsd::template::Sources;
 
 #[derive(Parser, Debug)]
-#[command(name = "cellsd", version, about = "The cells daemon: runs isolated virtual phones (VPs) on one Linux kernel")]
+#[command(
+    name = "cellsd",
+    version,
+    about = "The cells daemon: runs isolated virtual phones (VPs) on one Linux kernel"
+)]
 struct Args {
     /// Persistent state: VP definitions, writable layers, /data, templates.
     #[arg(long, env = "CELLS_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
@@ -35,6 +39,9 @@ struct Args {
     /// First host uid/gid of the VPs' user namespaces (each VP gets 65536 ids).
     #[arg(long, default_value_t = cellsd::config::DEFAULT_ID_BASE)]
     id_base: u32,
+    /// Cgroup (in every hierarchy) under which VP cgroups are created.
+    #[arg(long, default_value = cellsd::config::DEFAULT_CGROUP_PARENT)]
+    cgroup_parent: String,
     /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
@@ -45,9 +52,9 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("__monitor") => std::process::exit(cellsd::monitor::main()),
-        Some("__exec") => {
-            std::process::exit(cellsd::execer::main(argv.get(2).map(String::as_str).unwrap_or("")))
-        }
+        Some("__exec") => std::process::exit(cellsd::execer::main(
+            argv.get(2).map(String::as_str).unwrap_or(""),
+        )),
         _ => {}
     }
     let args = Args::parse();
@@ -73,7 +80,9 @@ fn default_templates_dir(exe: &std::path::Path) -> PathBuf {
 fn run(args: Args) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("cellsd must run as root (it creates namespaces, mounts and cgroups): run it with sudo");
+        bail!(
+            "cellsd must run as root (it creates namespaces, mounts and cgroups): run it with sudo"
+        );
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -93,6 +102,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     }
     let layout = Layout::new(&state, &run_dir);
+    if args.cgroup_parent.split('/').any(|c| c == ".." || c == ".")
+        || args.cgroup_parent.trim_matches('/').is_empty()
+    {
+        bail!(
+            "--cgroup-parent '{}' must be a relative cgroup path such as 'cells'",
+            args.cgroup_parent
+        );
+    }
 
     // One cellsd per run dir.
     let lock_path = run_dir.join("cellsd.lock");
@@ -114,7 +131,9 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let exe = std::fs::read_link("/proc/self/exe").context("find own executable")?;
     let sources = Sources {
-        recipes: args.templates_dir.unwrap_or_else(|| default_templates_dir(&exe)),
+        recipes: args
+            .templates_dir
+            .unwrap_or_else(|| default_templates_dir(&exe)),
         programs: args
             .programs_dir
             .unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default()),
@@ -124,6 +143,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         sources,
         id_base: args.id_base,
         self_exe: exe,
+        cgroup_parent: args.cgroup_parent.trim_matches('/').to_string(),
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()

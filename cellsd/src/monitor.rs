@@ -60,17 +60,25 @@ pub struct MonitorRequest {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum MonitorEvent {
     /// The VP's init exists (blocked) with this host pid.
-    Init { pid: i32 },
+    Init {
+        pid: i32,
+    },
     /// The init has exec'd.
     Started,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 fn log(msg: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    eprintln!("[{}.{:03}] monitor: {msg}", now.as_secs(), now.subsec_millis());
+    eprintln!(
+        "[{}.{:03}] monitor: {msg}",
+        now.as_secs(),
+        now.subsec_millis()
+    );
 }
 
 fn emit(ev: &MonitorEvent) {
@@ -182,7 +190,10 @@ pub fn exec_in_path(args: &[String], env: &[String]) -> std::io::Error {
         Ok(v) => v,
         Err(_) => return std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in argument"),
     };
-    let cenv: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_str()).ok()).collect();
+    let cenv: Vec<CString> = env
+        .iter()
+        .filter_map(|e| CString::new(e.as_str()).ok())
+        .collect();
     let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
@@ -304,7 +315,12 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
 
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         mask.add(s);
     }
     mask.thread_block().map_err(errstr("block signals"))?;
@@ -354,7 +370,11 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     }
     emit(&MonitorEvent::Started);
     // cellsd's pipes are not needed any more; the VP must not depend on them.
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         // SAFETY: dup2 onto stdin/stdout.
         unsafe {
             libc::dup2(null.as_raw_fd(), 0);
@@ -398,8 +418,10 @@ fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Re
 
     // The template, read-only and (with a user namespace) idmapped so that
     // its root-owned files appear owned by VP root. One shared copy on disk.
-    let tree = sys::open_tree_clone(&req.template_rootfs, false)
-        .map_err(errstr(&format!("open_tree {}", req.template_rootfs.display())))?;
+    let tree = sys::open_tree_clone(&req.template_rootfs, false).map_err(errstr(&format!(
+        "open_tree {}",
+        req.template_rootfs.display()
+    )))?;
     let mut attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV;
     if userns.is_some() {
         attrs |= sys::MOUNT_ATTR_IDMAP;
@@ -423,8 +445,14 @@ fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Re
         req.upper.display(),
         req.work.display()
     );
-    mount(Some("overlay"), rootfs, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-        .map_err(errstr("mount the VP's overlay root"))?;
+    mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(errstr("mount the VP's overlay root"))?;
 
     req.cgroup
         .create(linux.and_then(|l| l.resources().as_ref()))
@@ -504,7 +532,11 @@ fn setup_and_exec(
         }
     }
     restrict_bounding_set(&bounding_set(cfg)).map_err(errstr("drop capabilities"))?;
-    let process = cfg.runtime.process().as_ref().ok_or("VP spec has no process")?;
+    let process = cfg
+        .runtime
+        .process()
+        .as_ref()
+        .ok_or("VP spec has no process")?;
     std::env::set_current_dir(process.cwd()).map_err(errstr("chdir"))?;
     cloexec_from(3);
     reset_signals();
@@ -524,8 +556,16 @@ struct ConsoleLog {
 
 impl ConsoleLog {
     fn open(path: &Path) -> Self {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok();
-        let size = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.len()).unwrap_or(0);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok();
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
         Self {
             path: path.to_path_buf(),
             file,
@@ -604,7 +644,8 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
         }
         if fds[1].revents & libc::POLLIN != 0 {
             // SAFETY: reading into our own buffer.
-            let r = unsafe { libc::read(vp.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let r =
+                unsafe { libc::read(vp.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if r > 0 {
                 let data = &buf[..r as usize];
                 log_file.write(data);
@@ -685,7 +726,13 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
     } else {
         format!("wait status {status}")
     };
-    log_file.write(format!("\r\n[cells] init of VP {} ended: {how}\r\n", req.config.name).as_bytes());
+    log_file.write(
+        format!(
+            "\r\n[cells] init of VP {} ended: {how}\r\n",
+            req.config.name
+        )
+        .as_bytes(),
+    );
     drop(clients);
     let _ = std::fs::remove_file(&req.console_socket);
     if let Err(e) = req.cgroup.destroy(Duration::from_secs(10)) {

@@ -9,7 +9,9 @@ pub const MAX_NAME_LEN: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("{kind} name is empty: give a name of 1 to {MAX_NAME_LEN} characters from a-z, 0-9 and '-'")]
+    #[error(
+        "{kind} name is empty: give a name of 1 to {MAX_NAME_LEN} characters from a-z, 0-9 and '-'"
+    )]
     Empty { kind: &'static str },
     #[error("{kind} name '{name}' is {len} characters long: use at most {MAX_NAME_LEN} characters from a-z, 0-9 and '-'")]
     TooLong {

@@ -41,12 +41,22 @@ pub enum Step {
         remount: Option<MsFlags>,
     },
     /// Create an empty file and bind-mount a host node (device, pty) on it.
-    BindNode { source: PathBuf, target: PathBuf },
-    Symlink { target: String, link: PathBuf },
+    BindNode {
+        source: PathBuf,
+        target: PathBuf,
+    },
+    Symlink {
+        target: String,
+        link: PathBuf,
+    },
     /// Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory.
-    Mask { path: PathBuf },
+    Mask {
+        path: PathBuf,
+    },
     /// Bind the path over itself read-only.
-    ReadOnly { path: PathBuf },
+    ReadOnly {
+        path: PathBuf,
+    },
 }
 
 /// Map fstab-style options to mount flags and the data string.
@@ -147,7 +157,11 @@ pub fn plan(spec: &Spec, rootfs: &Path, console: &Path) -> Result<Vec<Step>, Roo
         });
     }
     let linux = spec.linux().as_ref();
-    for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+    for d in linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
         // Device nodes cannot be created in a user namespace (and mknod is
         // not in the VP's bounding set); the host's nodes are bind-mounted.
         steps.push(Step::BindNode {
@@ -175,12 +189,20 @@ pub fn plan(spec: &Spec, rootfs: &Path, console: &Path) -> Result<Vec<Step>, Roo
             link: dev.join(name),
         });
     }
-    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         steps.push(Step::Mask {
             path: in_root(rootfs, Path::new(p))?,
         });
     }
-    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         steps.push(Step::ReadOnly {
             path: in_root(rootfs, Path::new(p))?,
         });
@@ -340,7 +362,10 @@ pub fn apply(rootfs: &Path, steps: &[Step]) -> Result<(), RootfsError> {
                         Some("tmpfs"),
                         path,
                         Some("tmpfs"),
-                        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                        MsFlags::MS_RDONLY
+                            | MsFlags::MS_NOSUID
+                            | MsFlags::MS_NODEV
+                            | MsFlags::MS_NOEXEC,
                         Some("size=0"),
                     )
                     .map_err(nixe("mask", path))?;
@@ -379,8 +404,7 @@ pub fn apply(rootfs: &Path, steps: &[Step]) -> Result<(), RootfsError> {
 /// which leaves nothing of the host's tree reachable.
 pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     std::env::set_current_dir(rootfs).map_err(ioe("chdir", rootfs))?;
-    crate::sys::pivot_root(Path::new("."), Path::new("."))
-        .map_err(ioe("pivot_root", rootfs))?;
+    crate::sys::pivot_root(Path::new("."), Path::new(".")).map_err(ioe("pivot_root", rootfs))?;
     // The old root is now stacked on top of "/"; detaching it exposes the new one.
     mount(
         None::<&str>,
@@ -414,7 +438,9 @@ mod tests {
     fn options_map_to_flags() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let (f, d, bind, _) = parse_options(&s(&["nosuid", "noexec", "nodev", "ro"]));
-        assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY));
+        assert!(f.contains(
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY
+        ));
         assert!(d.is_none() && !bind);
         let (f, d, _, _) = parse_options(&s(&["nosuid", "mode=755", "size=65536k"]));
         assert_eq!(f, MsFlags::MS_NOSUID);
@@ -429,7 +455,10 @@ mod tests {
     #[test]
     fn destinations_stay_inside_the_root() {
         let r = Path::new("/r");
-        assert_eq!(in_root(r, Path::new("/dev/pts")).unwrap(), Path::new("/r/dev/pts"));
+        assert_eq!(
+            in_root(r, Path::new("/dev/pts")).unwrap(),
+            Path::new("/r/dev/pts")
+        );
         assert!(in_root(r, Path::new("/../etc")).is_err());
         assert!(in_root(r, Path::new("relative")).is_err());
     }
@@ -438,29 +467,47 @@ mod tests {
     fn plan_orders_mounts_before_nodes_and_masks() {
         let steps = plan(&spec(), Path::new("/r"), Path::new("/dev/pts/7")).unwrap();
         let pos = |pred: &dyn Fn(&Step) -> bool| steps.iter().position(pred).unwrap();
-        let dev_tmpfs = pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/dev")));
-        let pts = pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/dev/pts")));
-        let null = pos(&|s| matches!(s, Step::BindNode { target, .. } if target == Path::new("/r/dev/null")));
-        let console = pos(&|s| matches!(s, Step::BindNode { source, target } if source == Path::new("/dev/pts/7") && target == Path::new("/r/dev/console")));
-        let proc_mount = pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/proc")));
-        let kcore = pos(&|s| matches!(s, Step::Mask { path } if path == Path::new("/r/proc/kcore")));
-        let sys_ro = pos(&|s| matches!(s, Step::ReadOnly { path } if path == Path::new("/r/proc/sys")));
+        let dev_tmpfs =
+            pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/dev")));
+        let pts =
+            pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/dev/pts")));
+        let null = pos(
+            &|s| matches!(s, Step::BindNode { target, .. } if target == Path::new("/r/dev/null")),
+        );
+        let console = pos(
+            &|s| matches!(s, Step::BindNode { source, target } if source == Path::new("/dev/pts/7") && target == Path::new("/r/dev/console")),
+        );
+        let proc_mount =
+            pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/proc")));
+        let kcore =
+            pos(&|s| matches!(s, Step::Mask { path } if path == Path::new("/r/proc/kcore")));
+        let sys_ro =
+            pos(&|s| matches!(s, Step::ReadOnly { path } if path == Path::new("/r/proc/sys")));
         assert!(dev_tmpfs < pts && pts < null && null < console);
         assert!(proc_mount < kcore && proc_mount < sys_ro);
         // /dev holds exactly the listed nodes.
         let nodes: Vec<_> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::BindNode { target, .. } => target.file_name().map(|n| n.to_string_lossy().into_owned()),
+                Step::BindNode { target, .. } => {
+                    target.file_name().map(|n| n.to_string_lossy().into_owned())
+                }
                 _ => None,
             })
             .collect();
-        assert_eq!(nodes, ["null", "zero", "full", "random", "urandom", "tty", "console"]);
+        assert_eq!(
+            nodes,
+            ["null", "zero", "full", "random", "urandom", "tty", "console"]
+        );
         // /sys is read-only; /data is a bind of the VP's data dir.
-        assert!(steps.iter().any(|s| matches!(s, Step::Mount { target, flags, .. }
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Mount { target, flags, .. }
             if target == Path::new("/r/sys") && flags.contains(MsFlags::MS_RDONLY))));
-        assert!(steps.iter().any(|s| matches!(s, Step::Mount { source, target, fstype: None, remount: Some(_), .. }
-            if source == "/state/vps/w/data" && target == Path::new("/r/data"))));
+        assert!(steps.iter().any(
+            |s| matches!(s, Step::Mount { source, target, fstype: None, remount: Some(_), .. }
+            if source == "/state/vps/w/data" && target == Path::new("/r/data"))
+        ));
     }
 
     #[test]

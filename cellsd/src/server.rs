@@ -87,7 +87,11 @@ impl ManagerIface {
 
     /// Define a new VP. Options: template (s, required), hostname (s),
     /// memory (s, e.g. "512M"), cpus (s or d), pids (u), privileged (b).
-    async fn create(&self, name: &str, options: HashMap<String, OwnedValue>) -> Result<(), CellsError> {
+    async fn create(
+        &self,
+        name: &str,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(), CellsError> {
         self.check()?;
         let opts = create_options(&options)?;
         self.mgr.create(name, opts)
@@ -173,7 +177,11 @@ impl ManagerIface {
 
     /// A VP changed state: created, starting, running, stopping, stopped, destroyed.
     #[zbus(signal)]
-    async fn vp_state_changed(emitter: &SignalEmitter<'_>, name: &str, state: &str) -> zbus::Result<()>;
+    async fn vp_state_changed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        state: &str,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
     async fn template_build_progress(
@@ -244,7 +252,9 @@ pub async fn serve(listener: UnixListener, mgr: Arc<Manager>) {
 }
 
 async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
-    let cred = stream.peer_cred().map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| zbus::Error::Failure(e.to_string()))?;
     let peer = Peer {
         uid: cred.uid(),
         authorized: authorize(cred.uid(), cred.gid(), cred.pid()),
@@ -259,7 +269,10 @@ async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
         .serve_at(
             "/org/freedesktop/DBus",
             BusShim {
-                unique_name: format!(":1.{}", NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+                unique_name: format!(
+                    ":1.{}",
+                    NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ),
             },
         )?
         .build()

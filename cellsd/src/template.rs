@@ -43,7 +43,10 @@ pub enum TemplateError {
     NotBuilt(String),
 }
 
-fn ioe<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TemplateError + 'a {
+fn ioe<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> TemplateError + 'a {
     move |source| TemplateError::Io {
         what,
         path: path.to_path_buf(),
@@ -92,9 +95,19 @@ pub struct Recipe {
 /// One step of a build, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BuildStep {
-    Dir { path: String, mode: u32 },
-    Symlink { link: String, target: String },
-    Copy { src: PathBuf, dest: String, mode: u32 },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    Symlink {
+        link: String,
+        target: String,
+    },
+    Copy {
+        src: PathBuf,
+        dest: String,
+        mode: u32,
+    },
 }
 
 impl BuildStep {
@@ -381,7 +394,10 @@ pub fn current_build(layout: &Layout, template: &str) -> Option<String> {
 }
 
 pub fn build_info(layout: &Layout, template: &str, build: &str) -> Option<BuildInfo> {
-    let p = layout.template_builds(template).join(build).join("build.json");
+    let p = layout
+        .template_builds(template)
+        .join(build)
+        .join("build.json");
     serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
 }
 
@@ -463,7 +479,9 @@ pub fn build(
     let info_path = partial.join("build.json");
     write_atomic(
         &info_path,
-        serde_json::to_string_pretty(&info).unwrap_or_default().as_bytes(),
+        serde_json::to_string_pretty(&info)
+            .unwrap_or_default()
+            .as_bytes(),
     )
     .map_err(ioe("write", &info_path))?;
     let done = builds.join(&id);
@@ -588,8 +606,17 @@ files = "files"
         let src = sources(&root, RECIPE);
         let recipe = load_recipe(&src, "t").unwrap();
         let steps = plan(&src, "t", &recipe, &[]).unwrap();
-        assert_eq!(steps[0], BuildStep::Dir { path: "/system".into(), mode: 0o755 });
-        assert!(steps.contains(&BuildStep::Dir { path: "/tmp".into(), mode: 0o1777 }));
+        assert_eq!(
+            steps[0],
+            BuildStep::Dir {
+                path: "/system".into(),
+                mode: 0o755
+            }
+        );
+        assert!(steps.contains(&BuildStep::Dir {
+            path: "/tmp".into(),
+            mode: 0o1777
+        }));
         assert!(matches!(steps.last(), Some(BuildStep::Symlink { link, .. }) if link == "/etc"));
         assert!(steps.iter().any(|s| matches!(s, BuildStep::Copy { dest, mode: 0o644, .. } if dest == "/system/etc/hosts")));
         std::fs::remove_dir_all(&root).unwrap();
@@ -606,10 +633,17 @@ files = "files"
         let recipe = load_recipe(&src, "t").unwrap();
         let applets = vec!["sh".to_string(), "init".to_string(), "busybox".to_string()];
         let steps = plan(&src, "t", &recipe, &applets).unwrap();
-        assert!(steps.contains(&BuildStep::Symlink { link: "/system/bin/sh".into(), target: "busybox".into() }));
-        assert!(!steps.iter().any(|s| matches!(s, BuildStep::Symlink { link, .. } if link == "/system/bin/busybox")));
+        assert!(steps.contains(&BuildStep::Symlink {
+            link: "/system/bin/sh".into(),
+            target: "busybox".into()
+        }));
+        assert!(!steps.iter().any(
+            |s| matches!(s, BuildStep::Symlink { link, .. } if link == "/system/bin/busybox")
+        ));
         // The init applet would shadow the recipe's own /system/bin/init.
-        assert!(!steps.iter().any(|s| matches!(s, BuildStep::Symlink { link, .. } if link == "/system/bin/init")));
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, BuildStep::Symlink { link, .. } if link == "/system/bin/init")));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -624,7 +658,11 @@ files = "files"
         let e = load_recipe(&src, "t").unwrap_err();
         assert!(e.to_string().contains("is invalid"), "{e}");
         let e = load_recipe(&src, "nope").unwrap_err();
-        assert!(e.to_string().contains("unknown template 'nope'") && e.to_string().contains("available: t"), "{e}");
+        assert!(
+            e.to_string().contains("unknown template 'nope'")
+                && e.to_string().contains("available: t"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -638,8 +676,14 @@ files = "files"
         assert!(calls > 3);
         assert_eq!(current_build(&layout, "t").as_deref(), Some("1"));
         let rootfs = layout.template_build_rootfs("t", "1");
-        assert_eq!(std::fs::read_link(rootfs.join("etc")).unwrap(), Path::new("system/etc"));
-        let mode = std::fs::metadata(rootfs.join("tmp")).unwrap().permissions().mode();
+        assert_eq!(
+            std::fs::read_link(rootfs.join("etc")).unwrap(),
+            Path::new("system/etc")
+        );
+        let mode = std::fs::metadata(rootfs.join("tmp"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o1777);
         assert_eq!(build_info(&layout, "t", "1").unwrap(), b1);
 

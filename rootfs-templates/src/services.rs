@@ -79,7 +79,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_then_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(10));
+        let mut b = Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        );
         let quick = Duration::from_millis(10);
         let delays: Vec<u64> = (0..5).map(|_| b.next_delay(quick).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 5, 5]);
@@ -90,7 +94,12 @@ mod tests {
     fn only_executables_in_name_order() {
         let d = std::env::temp_dir().join(format!("cells-svc-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        for (n, mode) in [("20-b", 0o755), ("10-a", 0o755), ("30-data", 0o644), (".hidden", 0o755)] {
+        for (n, mode) in [
+            ("20-b", 0o755),
+            ("10-a", 0o755),
+            ("30-data", 0o644),
+            (".hidden", 0o755),
+        ] {
             std::fs::write(d.join(n), "#!/bin/sh\n").unwrap();
             std::fs::set_permissions(d.join(n), std::fs::Permissions::from_mode(mode)).unwrap();
         }

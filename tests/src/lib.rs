@@ -1,0 +1,302 @@
+//! Test harness: a private cellsd per test, with its own state dir, run dir
+//! and cgroup parent, driven through the real cellctl binary.
+//!
+//! The binaries are the workspace's own builds, found next to the test
+//! executable (`cargo build --workspace` first; tests/run does it).
+//! Everything a test creates is removed when its [`Cells`] is dropped: VPs
+//! are stopped, the daemon is ended by pid, leftover monitors (found by pid
+//! in the run dir) are killed, the cgroup parent and the temp dir removed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Folder holding cellsd, cellctl and cells-init of this build.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<triple>/<profile>/deps/<test> -> target/<triple>/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in ["cellsd", "cellctl", "cells-init"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} missing: run `cargo build --workspace` before the tests (tests/run does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests start real VPs and must run as root"
+    );
+}
+
+/// Result of a cellctl run.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub struct Cells {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub run: PathBuf,
+    pub socket: PathBuf,
+    pub bin: PathBuf,
+    pub cgroup_parent: String,
+    /// Recipes folder given to cellsd (None: the repository's).
+    pub templates_dir: Option<PathBuf>,
+    daemon: Option<Child>,
+}
+
+impl Cells {
+    /// A fresh daemon with the `minimal` template built.
+    pub fn new() -> Self {
+        let c = Self::bare(None);
+        c.ok(&["template", "build", "minimal"]);
+        c
+    }
+
+    /// A fresh daemon, nothing built; `templates_dir` overrides the recipes.
+    pub fn bare(templates_dir: Option<PathBuf>) -> Self {
+        require_root();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let root = std::env::temp_dir().join(format!("cells-test-{pid}-{n}"));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("temp dir");
+        let mut c = Cells {
+            state: root.join("state"),
+            run: root.join("run"),
+            socket: root.join("run/cellsd.sock"),
+            bin: bin_dir(),
+            cgroup_parent: format!("cells-test-{pid}-{n}"),
+            templates_dir,
+            daemon: None,
+            root,
+        };
+        c.start_daemon();
+        c
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("cellsd.log"))
+            .expect("daemon log");
+        let mut cmd = Command::new(self.bin.join("cellsd"));
+        cmd.arg("--state-dir")
+            .arg(&self.state)
+            .arg("--run-dir")
+            .arg(&self.run)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(t) = &self.templates_dir {
+            cmd.arg("--templates-dir").arg(t);
+        }
+        self.daemon = Some(cmd.spawn().expect("spawn cellsd"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.socket.exists() && self.ctl(&["list"]).code == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cellsd did not come up; log:\n{}", self.daemon_log());
+    }
+
+    /// SIGTERM (a clean daemon exit that leaves VPs running) or SIGKILL (a crash).
+    pub fn end_daemon(&mut self, signal: i32) {
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: signalling the daemon this harness started, by pid.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let _ = child.wait();
+        }
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("cellsd.log")).unwrap_or_default()
+    }
+
+    pub fn ctl_cmd(&self) -> Command {
+        let mut cmd = Command::new(self.bin.join("cellctl"));
+        cmd.env("CELLS_SOCKET", &self.socket);
+        cmd
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Out {
+        self.ctl_cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cellctl")
+            .into()
+    }
+
+    /// Run cellctl and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert_eq!(
+            o.code,
+            0,
+            "cellctl {args:?} failed: {o:?}\ndaemon log:\n{}",
+            self.daemon_log()
+        );
+        o.stdout
+    }
+
+    /// Run cellctl and require failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert_ne!(o.code, 0, "cellctl {args:?} should have failed: {o:?}");
+        o.stderr
+    }
+
+    /// `cellctl exec VP -- sh -c SCRIPT`.
+    pub fn sh(&self, vp: &str, script: &str) -> Out {
+        self.ctl(&["exec", vp, "--", "sh", "-c", script])
+    }
+
+    /// Like [`Cells::sh`], requiring exit 0; returns stdout.
+    pub fn sh_ok(&self, vp: &str, script: &str) -> String {
+        let o = self.sh(vp, script);
+        assert_eq!(o.code, 0, "in {vp}: {script}: {o:?}");
+        o.stdout
+    }
+
+    pub fn status(&self, vp: &str) -> Value {
+        serde_json::from_str(&self.ok(&["status", vp, "--json"])).expect("status JSON")
+    }
+
+    pub fn create_start(&self, vp: &str) {
+        self.ok(&["create", vp, "--template", "minimal"]);
+        self.ok(&["start", vp]);
+    }
+
+    /// Wait until `cond` holds, at most `timeout`; false if it never did.
+    pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The cgroup directories of a VP in every hierarchy.
+    pub fn vp_cgroup_dirs(&self, vp: &str) -> Vec<PathBuf> {
+        let h = cellsd::cgroup::Hierarchy::detect().expect("cgroup hierarchy");
+        h.dirs(Path::new(&format!("{}/{vp}", self.cgroup_parent)))
+    }
+
+    /// Mount points that mention this harness's folder, seen from the host.
+    pub fn host_mounts(&self) -> Vec<String> {
+        let root = self.root.to_string_lossy().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(String::from)
+            .collect()
+    }
+
+    fn cleanup(&mut self) {
+        if self.daemon.is_some() {
+            if let Ok(list) = serde_json::from_str::<Value>(&self.ctl(&["list", "--json"]).stdout) {
+                for vp in list.as_array().into_iter().flatten() {
+                    if vp["state"] == "running" {
+                        if let Some(n) = vp["name"].as_str() {
+                            let _ = self.ctl(&["stop", n, "--timeout", "3"]);
+                        }
+                    }
+                }
+            }
+        }
+        self.end_daemon(libc::SIGTERM);
+        // Monitors of VPs that are still up (a test that crashed the daemon).
+        for e in std::fs::read_dir(self.run.join("vps"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let run = e.path().join("run.json");
+            let Some(v) = std::fs::read_to_string(&run)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            else {
+                continue;
+            };
+            for key in ["init_pid", "monitor_pid"] {
+                if let Some(pid) = v[key].as_i64() {
+                    let start = v[key.replace("pid", "start_time")].as_u64();
+                    if cellsd::sys::process_start_time(pid as i32) == start {
+                        // SAFETY: killing a process this test's daemon started, by pid.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(h) = cellsd::cgroup::Hierarchy::detect() {
+            for d in h.dirs(Path::new(&self.cgroup_parent)) {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Cells {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}

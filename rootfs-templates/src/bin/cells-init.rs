@@ -3,11 +3,13 @@
 //! Stays up for the VP's whole life, reaps every orphan (it is the pid
 //! namespace's reaper), logs to the console, runs the boot scripts of
 //! /system/etc/init.d and supervises the services of /system/etc/services.d.
-//! On SIGTERM (what `cellctl stop` sends) it asks every process to end, waits
+//! On SIGTERM (what `cellctl stop` sends) it asks every process to end
+//! (SIGTERM and SIGHUP), waits
 //! a grace period (CELLS_STOP_GRACE seconds, default 5), kills what is left
 //! and exits 0; the pid namespace ends with it.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,7 +30,19 @@ struct Service {
 }
 
 fn spawn(path: &Path) -> Option<i32> {
-    match Command::new(path).spawn() {
+    let mut cmd = Command::new(path);
+    // SAFETY: init is single-threaded; between fork and exec the child only
+    // resets its signal mask (async-signal-safe). Without this, children
+    // would inherit init's blocked signals and ignore SIGTERM/SIGHUP.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
         Ok(child) => Some(child.id() as i32),
         Err(e) => {
             log(&format!("cannot start {}: {e}", path.display()));
@@ -42,7 +56,13 @@ fn signal_set() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR, libc::SIGHUP] {
+        for s in [
+            libc::SIGCHLD,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGPWR,
+            libc::SIGHUP,
+        ] {
             libc::sigaddset(&mut set, s);
         }
         set
@@ -173,15 +193,26 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5u64);
     log("stopping: sending SIGTERM to every process");
+    // SIGHUP too, as a hang-up would: interactive shells ignore SIGTERM.
+    // SIGCONT wakes stopped processes so they can act on the others.
     // SAFETY: kill(-1) in a pid namespace reaches every process but init.
-    unsafe { libc::kill(-1, libc::SIGTERM) };
+    unsafe {
+        libc::kill(-1, libc::SIGTERM);
+        libc::kill(-1, libc::SIGHUP);
+        libc::kill(-1, libc::SIGCONT);
+    }
     let deadline = Instant::now() + Duration::from_secs(grace);
     loop {
         reap();
         // ECHILD: nothing left to wait for.
         // SAFETY: probing for remaining children without reaping them.
         let none_left = unsafe {
-            libc::waitid(libc::P_ALL, 0, std::ptr::null_mut(), libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                std::ptr::null_mut(),
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
         } < 0;
         if none_left {
             break;
