@@ -550,6 +550,7 @@ impl Manager {
             console_socket: layout.vp_console_socket(name),
             run_state: layout.vp_run_state(name),
             cgroup: self.cgroup_of(config),
+            trace: tracing::enabled!(tracing::Level::DEBUG),
         };
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -54,6 +54,9 @@ pub struct MonitorRequest {
     pub console_socket: PathBuf,
     pub run_state: PathBuf,
     pub cgroup: VpCgroup,
+    /// Log the time of each start phase to the monitor log (cellsd --log debug).
+    #[serde(default)]
+    pub trace: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,6 +82,15 @@ fn log(msg: &str) {
         now.as_secs(),
         now.subsec_millis()
     );
+}
+
+static TRACE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// With `trace` on, log how long after the monitor's start a phase ended.
+fn phase(name: &str) {
+    if let Some(t0) = TRACE.get() {
+        eprintln!("monitor: {:>6} us  {name}", t0.elapsed().as_micros());
+    }
 }
 
 fn emit(ev: &MonitorEvent) {
@@ -246,6 +258,9 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    if req.trace {
+        let _ = TRACE.set(std::time::Instant::now());
+    }
     log(&format!("starting VP {}", req.config.name));
     match start(&req) {
         Ok(vp) => {
@@ -283,6 +298,7 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
         std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
     }
 
+    phase("request read");
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errstr("unshare(mount namespace)"))?;
     mount(
         None::<&str>,
@@ -293,6 +309,7 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     )
     .map_err(errstr("make / private"))?;
 
+    phase("private mount namespace");
     // The console: a pty from the host's devpts; the VP sees the slave as
     // /dev/console. The slave is owned by VP root so the VP may reopen it.
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
@@ -330,6 +347,7 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
 
+    phase("console pty, signals, pipes");
     // SAFETY: the monitor is single-threaded (a fresh exec of cellsd).
     let pid = unsafe { sys::clone_process(clone_flags(cfg).bits()) }
         .map_err(errstr("clone the VP's init"))?;
@@ -351,7 +369,9 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
         e
     };
 
+    phase("clone");
     prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
+    phase("maps, template, overlay, cgroup");
 
     emit(&MonitorEvent::Init { pid });
     let mut line = String::new();
@@ -359,6 +379,7 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     if line.trim() != "go" {
         return Err(fail("cellsd did not confirm the start".into()));
     }
+    phase("cellsd said go");
     nix::unistd::write(&go_w, b"g").map_err(|e| fail(format!("release init: {e}")))?;
     drop(go_w);
 
@@ -368,6 +389,7 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     if !err.is_empty() {
         return Err(fail(err));
     }
+    phase("init exec'd");
     emit(&MonitorEvent::Started);
     // cellsd's pipes are not needed any more; the VP must not depend on them.
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -438,6 +460,7 @@ fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Re
         }
     })?;
     sys::move_mount(&tree, lower).map_err(errstr("attach the template"))?;
+    phase("template attached");
 
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -453,6 +476,7 @@ fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Re
         Some(data.as_str()),
     )
     .map_err(errstr("mount the VP's overlay root"))?;
+    phase("overlay");
 
     req.cgroup
         .create(linux.and_then(|l| l.resources().as_ref()))
@@ -514,13 +538,16 @@ fn setup_and_exec(
         None::<&str>,
     )
     .map_err(errstr("bind the VP's root onto itself"))?;
+    phase("child: namespaces, root bind");
     nix::unistd::sethostname(cfg.hostname()).map_err(errstr("sethostname"))?;
     if let Err(e) = loopback_up() {
         return Err(format!("bring up lo: {e}"));
     }
     let steps = rootfs::plan(&cfg.runtime, rootfs, console_path).map_err(|e| e.to_string())?;
     rootfs::apply(rootfs, &steps).map_err(|e| e.to_string())?;
+    phase("child: mounts");
     rootfs::pivot(rootfs).map_err(|e| e.to_string())?;
+    phase("child: pivot_root");
 
     nix::unistd::setsid().map_err(errstr("setsid"))?;
     // SAFETY: dup2 of a valid fd onto 0, 1, 2.

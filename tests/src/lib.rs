@@ -14,17 +14,19 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod stats;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Folder holding cellsd, cellctl and cells-init of this build.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<triple>/<profile>/deps/<test> -> target/<triple>/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    // A test is target/<triple>/<profile>/deps/<test>; a bench binary sits
+    // next to cellsd in target/<triple>/<profile>.
+    let mut dir = exe.parent().expect("target dir").to_path_buf();
+    if !dir.join("cellsd").is_file() {
+        dir = dir.parent().expect("target dir").to_path_buf();
+    }
     for b in ["cellsd", "cellctl", "cells-init"] {
         assert!(
             dir.join(b).is_file(),

@@ -1,0 +1,247 @@
+//! Benchmarks of cells, each against a peer measured in the same run.
+//!
+//! `cells-bench start [N]`: latency of `cellctl start` (until the VP's init
+//! has exec'd), N runs (default 30), next to crun (Debian's) doing create +
+//! start of an equivalent bundle: the same template rootfs, the same
+//! namespaces (user with a 65536-id map, pid, mount, uts, ipc, net, cgroup),
+//! the same mounts and the same /init. crun runs in a private mount
+//! namespace where /sys/fs/cgroup is a cgroup2 mount, with
+//! --cgroup-manager=disabled (this host's v1/v2 hybrid makes crun refuse
+//! cgroups otherwise), so it creates no cgroup while cells does.
+//!
+//! Run it through tests/bench/run (release build, as root).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use cells_tests::stats::{summarize, Summary};
+use cells_tests::Cells;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let code = match args.get(1).map(String::as_str) {
+        Some("start") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
+            bench_start(n)
+        }
+        Some("__crun-loop") => crun_loop(
+            Path::new(args.get(2).map(String::as_str).unwrap_or("")),
+            Path::new(args.get(3).map(String::as_str).unwrap_or("")),
+            args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0),
+        ),
+        _ => {
+            eprintln!("usage: cells-bench start [N]");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Run to completion with no pipes (a container process must not inherit
+/// one, or waiting for EOF would wait for the container).
+fn run_ok(cmd: &mut Command) {
+    let st = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("spawn");
+    assert!(st.success(), "{cmd:?} failed");
+}
+
+fn bench_start(n: usize) -> i32 {
+    let c = Cells::new();
+    c.ok(&["create", "bench", "--template", "minimal"]);
+    // Warm-up: page cache, first-run costs.
+    for _ in 0..3 {
+        c.ok(&["start", "bench"]);
+        c.ok(&["stop", "bench"]);
+    }
+    let mut cellctl = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let o = c.ctl(&["start", "bench"]);
+        let d = ms(t);
+        assert_eq!(o.code, 0, "{o:?}");
+        cellctl.push(d);
+        c.ok(&["stop", "bench"]);
+    }
+
+    // The same start through the D-Bus API from a connected client: the
+    // daemon's part without cellctl's process start and connection setup.
+    let api = api_starts(&c, n);
+
+    let build = c.status("bench")["template_build"].as_str().map(String::from);
+    let build = build.unwrap_or_else(|| {
+        c.ok(&["start", "bench"]);
+        let b = c.status("bench")["template_build"].as_str().unwrap_or("1").to_string();
+        c.ok(&["stop", "bench"]);
+        b
+    });
+    let rootfs = c.state.join(format!("templates/minimal/builds/{build}/rootfs"));
+    let crun = crun_starts(&c.root, &rootfs, n);
+
+    let a = summarize(&cellctl);
+    let b = summarize(&api);
+    let r = summarize(&crun);
+    println!("start latency in ms (until the VP's init has exec'd), {n} runs each");
+    println!("  cellctl start        {a}");
+    println!("  D-Bus Start call     {b}");
+    println!("  crun create+start    {r}");
+    println!(
+        "ratio of medians: cellctl start / crun = {:.2}x, D-Bus Start / crun = {:.2}x",
+        a.p50 / r.p50,
+        b.p50 / r.p50
+    );
+    let json = serde_json::json!({
+        "bench": "start",
+        "runs": n,
+        "cellctl_start_ms": summary_json(&a),
+        "dbus_start_ms": summary_json(&b),
+        "crun_create_start_ms": summary_json(&r),
+        "ratio_cellctl_vs_crun": a.p50 / r.p50,
+        "ratio_dbus_vs_crun": b.p50 / r.p50,
+    });
+    println!("{json}");
+    0
+}
+
+fn summary_json(s: &Summary) -> serde_json::Value {
+    serde_json::json!({"min": s.min, "p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max, "mean": s.mean})
+}
+
+fn api_starts(c: &Cells, n: usize) -> Vec<f64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(&c.socket).await.expect("connect");
+        let conn = zbus::connection::Builder::unix_stream(stream)
+            .p2p()
+            .build()
+            .await
+            .expect("D-Bus connection");
+        let p = cellsd::api::Manager1Proxy::builder(&conn)
+            .destination("org.cells")
+            .expect("destination")
+            .build()
+            .await
+            .expect("proxy");
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            p.start("bench").await.expect("Start");
+            v.push(ms(t));
+            p.stop("bench", 5).await.expect("Stop");
+        }
+        v
+    })
+}
+
+/// A bundle equivalent to a cells VP (see the module doc).
+fn crun_config(rootfs: &Path, data: &Path) -> serde_json::Value {
+    let caps: Vec<&str> = cellsd::config::CAP_NAMES
+        .iter()
+        .copied()
+        .filter(|c| !cellsd::config::DROPPED_CAPS.contains(c))
+        .collect();
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": rootfs, "readonly": true},
+        "hostname": "bench",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/init"],
+            "env": ["PATH=/system/bin:/system/xbin:/bin", "CELLS_VP=bench"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": false
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rw", "nosuid", "nodev"]}
+        ],
+        "linux": {
+            "uidMappings": [{"containerID": 0, "hostID": 3000000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 3000000, "size": 65536}],
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"},
+                {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}
+            ],
+            "maskedPaths": cellsd::config::MASKED_PATHS,
+            "readonlyPaths": cellsd::config::READONLY_PATHS,
+            "rootfsPropagation": "private"
+        }
+    })
+}
+
+fn crun_starts(work: &Path, rootfs: &Path, n: usize) -> Vec<f64> {
+    let bundle = work.join("crun-bundle");
+    let data = bundle.join("data");
+    std::fs::create_dir_all(&data).expect("bundle dir");
+    std::os::unix::fs::chown(&data, Some(3_000_000), Some(3_000_000)).expect("chown data");
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_string_pretty(&crun_config(rootfs, &data)).unwrap_or_default(),
+    )
+    .expect("config.json");
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(exe)
+        .arg("__crun-loop")
+        .arg(&bundle)
+        .arg(work.join("crun-state"))
+        .arg(n.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("unshare (util-linux) and crun are installed by tests/bench/run");
+    assert!(out.status.success(), "crun loop failed");
+    serde_json::from_slice(&out.stdout).expect("crun loop output")
+}
+
+/// Inside a private mount namespace: make /sys/fs/cgroup a cgroup2 mount
+/// (crun wants a pure v2 layout) and time create+start N times.
+fn crun_loop(bundle: &Path, state: &Path, n: usize) -> i32 {
+    let target = c"/sys/fs/cgroup";
+    // SAFETY: mounting in this process's private mount namespace.
+    let r = unsafe {
+        libc::mount(c"none".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null())
+    };
+    if r != 0 {
+        eprintln!("mount cgroup2: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    let crun = |args: &[&str]| {
+        let mut c = Command::new("crun");
+        c.arg("--root").arg(state).arg("--cgroup-manager=disabled").args(args);
+        c
+    };
+    let b = bundle.to_string_lossy().to_string();
+    let mut times = Vec::new();
+    for i in 0..n + 3 {
+        let id = format!("bench-{i}");
+        let t = Instant::now();
+        run_ok(&mut crun(&["create", "--bundle", &b, &id]));
+        run_ok(&mut crun(&["start", &id]));
+        let d = ms(t);
+        if i >= 3 {
+            times.push(d); // the first three are warm-up
+        }
+        run_ok(&mut crun(&["kill", &id, "KILL"]));
+        // crun delete --force waits for the container to be gone.
+        run_ok(&mut crun(&["delete", "--force", &id]));
+    }
+    println!("{}", serde_json::to_string(&times).unwrap_or_default());
+    0
+}
