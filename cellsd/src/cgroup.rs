@@ -129,6 +129,29 @@ impl Hierarchy {
         out
     }
 
+    /// The v1 controller directories of `rel` (none on pure v2).
+    pub fn v1_dirs(&self, rel: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        if let Hierarchy::V1 { controllers, .. } = self {
+            for (_, mp) in controllers {
+                let d = mp.join(rel);
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// The v2 directory of `rel`: the unified root, or the hybrid's
+    /// controller-less v2 hierarchy.
+    pub fn v2_dir(&self, rel: &Path) -> Option<PathBuf> {
+        match self {
+            Hierarchy::V2 { root } => Some(root.join(rel)),
+            Hierarchy::V1 { unified, .. } => unified.as_ref().map(|u| u.join(rel)),
+        }
+    }
+
     fn controller_dir(&self, controller: &str, rel: &Path) -> Option<PathBuf> {
         match self {
             Hierarchy::V2 { root } => Some(root.join(rel)),
@@ -225,17 +248,7 @@ impl VpCgroup {
         for d in self.dirs() {
             std::fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
-        if let Some(res) = res {
-            for (controller, file, value) in limit_writes(self.hierarchy.is_v2(), res) {
-                let Some(dir) = self.hierarchy.controller_dir(controller, &self.rel) else {
-                    tracing::warn!(controller, "controller not mounted; limit not applied");
-                    continue;
-                };
-                let path = dir.join(file);
-                std::fs::write(&path, &value).map_err(io_err(&path))?;
-            }
-        }
-        Ok(())
+        self.apply_limits(res)
     }
 
     /// v2: the parent chain must delegate the controllers to its children.
@@ -260,6 +273,87 @@ impl VpCgroup {
             if i + 1 < components.len() {
                 std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Write the resource limits (the cgroup exists).
+    fn apply_limits(&self, res: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        if let Some(res) = res {
+            for (controller, file, value) in limit_writes(self.hierarchy.is_v2(), res) {
+                let Some(dir) = self.hierarchy.controller_dir(controller, &self.rel) else {
+                    tracing::warn!(controller, "controller not mounted; limit not applied");
+                    continue;
+                };
+                let path = dir.join(file);
+                std::fs::write(&path, &value).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A spare cgroup (v1 hierarchies only) that the calling process joins
+    /// ahead of time. Moving a process between cgroups waits for an RCU
+    /// grace period (milliseconds); doing it before a VP is asked for keeps
+    /// that wait out of the VP's start, which then only renames the spare
+    /// ([`VpCgroup::claim`]). v2 needs no spare: the VP's init is cloned
+    /// straight into its v2 cgroup (CLONE_INTO_CGROUP).
+    pub fn prepare_spare(&self) -> Result<(), CgroupError> {
+        let me = std::process::id().to_string();
+        for d in self.hierarchy.v1_dirs(&self.rel) {
+            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+            let p = d.join("cgroup.procs");
+            std::fs::write(&p, &me).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Make this VP's cgroup out of a prepared `spare` (v1: rename, keeping
+    /// the processes in it), create the v2 part, apply the limits. Returns
+    /// the v2 directory, opened, for CLONE_INTO_CGROUP.
+    pub fn claim(
+        &self,
+        spare: Option<&VpCgroup>,
+        res: Option<&LinuxResources>,
+    ) -> Result<Option<std::os::fd::OwnedFd>, CgroupError> {
+        if let Hierarchy::V2 { root } = &self.hierarchy {
+            self.enable_v2_controllers(root)?;
+        }
+        let targets = self.hierarchy.v1_dirs(&self.rel);
+        let sources = spare.map(|s| s.hierarchy.v1_dirs(&s.rel));
+        for (i, to) in targets.iter().enumerate() {
+            match sources.as_ref().and_then(|s| s.get(i)) {
+                Some(from) => {
+                    if to.exists() {
+                        // Left over by a crash: clear it out of the way.
+                        let _ = std::fs::remove_dir(to);
+                    }
+                    std::fs::rename(from, to).map_err(io_err(to))?;
+                }
+                None => std::fs::create_dir_all(to).map_err(io_err(to))?,
+            }
+        }
+        let v2 = match self.hierarchy.v2_dir(&self.rel) {
+            Some(d) => {
+                std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+                let f = std::fs::File::open(&d).map_err(io_err(&d))?;
+                Some(std::os::fd::OwnedFd::from(f))
+            }
+            None => None,
+        };
+        self.apply_limits(res)?;
+        Ok(v2)
+    }
+
+    /// Move a process to the parent of this cgroup in the v1 hierarchies
+    /// (the monitor, once the VP's init runs, leaves the VP's cgroup).
+    pub fn move_to_parent_v1(&self, pid: i32) -> Result<(), CgroupError> {
+        let Some(parent) = self.rel.parent() else {
+            return Ok(());
+        };
+        for d in self.hierarchy.v1_dirs(parent) {
+            let p = d.join("cgroup.procs");
+            std::fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
         }
         Ok(())
     }

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, watch};
@@ -24,7 +23,7 @@ use crate::cgroup::{Hierarchy, VpCgroup};
 use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
 use crate::execer::ExecRequest;
 use crate::layout::{write_atomic, Layout};
-use crate::monitor::{bounding_set, MonitorEvent, MonitorRequest};
+use crate::monitor::{bounding_set, MonitorEvent, MonitorRequest, RunState, SpareSetup};
 use crate::template::{self, Sources};
 use crate::{name, sys};
 
@@ -58,26 +57,6 @@ pub enum Event {
         total: u64,
         step: String,
     },
-}
-
-/// A running VP's identity, persisted as `<run>/vps/NAME/run.json` so that a
-/// restarted cellsd finds its VPs again.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RunState {
-    pub init_pid: i32,
-    pub init_start_time: u64,
-    pub monitor_pid: i32,
-    pub monitor_start_time: u64,
-    /// Unix seconds.
-    pub started_at: u64,
-    pub template_build: String,
-}
-
-impl RunState {
-    /// True if the recorded init is still the process with that pid.
-    pub fn init_alive(&self) -> bool {
-        sys::process_start_time(self.init_pid) == Some(self.init_start_time)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +98,16 @@ struct Inner {
     foreground: Option<String>,
 }
 
+/// Name prefix of spare cgroups (VP names cannot start with a dot).
+const SPARE_PREFIX: &str = ".spare-";
+
+/// A monitor process and its pipes.
+struct Monitor {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    events: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
 struct ExecEntry {
     pid: i32,
     status: watch::Receiver<Option<i32>>,
@@ -132,6 +121,9 @@ pub struct Manager {
     execs: Mutex<HashMap<u64, ExecEntry>>,
     next_exec: AtomicU64,
     build_lock: tokio::sync::Mutex<()>,
+    /// A monitor spawned ahead of time, waiting in a spare cgroup.
+    spare: tokio::sync::Mutex<Option<Monitor>>,
+    spare_seq: AtomicU64,
 }
 
 fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
@@ -158,7 +150,10 @@ impl Manager {
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(1),
             build_lock: tokio::sync::Mutex::new(()),
+            spare: tokio::sync::Mutex::new(None),
+            spare_seq: AtomicU64::new(0),
         });
+        mgr.remove_stale_spares();
         mgr.load()?;
         Ok(mgr)
     }
@@ -487,6 +482,18 @@ impl Manager {
     }
 
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
+        let t0 = std::time::Instant::now();
+        let r = self.start_inner(name).await;
+        tracing::debug!(
+            vp = name,
+            us = t0.elapsed().as_micros() as u64,
+            ok = r.is_ok(),
+            "start"
+        );
+        r
+    }
+
+    async fn start_inner(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
         let config = {
@@ -501,7 +508,10 @@ impl Manager {
             vp.phase = Phase::Starting;
             vp.config.clone()
         };
-        match self.spawn_vp(&config).await {
+        let started = self.spawn_vp(&config).await;
+        let mgr = Arc::clone(self);
+        tokio::spawn(async move { mgr.refill_spare().await });
+        match started {
             Ok(running) => {
                 let mut inner = self.lock();
                 if let Some(vp) = inner.vps.get_mut(name) {
@@ -550,63 +560,34 @@ impl Manager {
             console_socket: layout.vp_console_socket(name),
             run_state: layout.vp_run_state(name),
             cgroup: self.cgroup_of(config),
+            template_build: build.clone(),
+            monitor_log: layout.vp_monitor_log(name),
             trace: tracing::enabled!(tracing::Level::DEBUG),
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(layout.vp_monitor_log(name))
-            .map_err(failed("open the monitor log"))?;
-        let mut child = tokio::process::Command::new(&self.cfg.self_exe)
-            .arg("__monitor")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(failed("spawn the VP monitor"))?;
-        let monitor_pid = child.id().unwrap_or(0) as i32;
-        let monitor_start_time = sys::process_start_time(monitor_pid).unwrap_or(0);
-        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(CellsError::Failed("monitor pipes missing".into()));
-        };
-        let mut events = BufReader::new(stdout).lines();
+        let mut monitor = self.take_monitor().await?;
         let mut line =
             serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()))?;
         line.push('\n');
-
+        let events = &mut monitor.events;
+        let stdin = &mut monitor.stdin;
         let result = tokio::time::timeout(START_TIMEOUT, async {
             stdin
                 .write_all(line.as_bytes())
                 .await
                 .map_err(failed("talk to the monitor"))?;
-            let pid = match next_event(&mut events).await? {
+            let pid = match next_event(events).await? {
                 MonitorEvent::Init { pid } => pid,
                 MonitorEvent::Failed { error } => return Err(start_failed(name, &error)),
                 other => return Err(CellsError::Failed(format!("monitor said {other:?}"))),
             };
-            // The init waits for "go": it cannot exit, so the pid is ours.
+            // The monitor does not reap the init before our "ack": the pid is ours.
             let pidfd = sys::pidfd_open(pid).map_err(failed("pidfd_open of the VP's init"))?;
-            let state = RunState {
-                init_pid: pid,
-                init_start_time: sys::process_start_time(pid).unwrap_or(0),
-                monitor_pid,
-                monitor_start_time,
-                started_at: unix_now(),
-                template_build: build.clone(),
-            };
-            write_atomic(
-                &layout.vp_run_state(name),
-                serde_json::to_string_pretty(&state)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            )
-            .map_err(failed("write the run state"))?;
             stdin
-                .write_all(b"go\n")
+                .write_all(b"ack\n")
                 .await
                 .map_err(failed("talk to the monitor"))?;
-            match next_event(&mut events).await? {
-                MonitorEvent::Started => Ok((state, pidfd)),
+            match next_event(events).await? {
+                MonitorEvent::Started => Ok(pidfd),
                 MonitorEvent::Failed { error } => Err(start_failed(name, &error)),
                 other => Err(CellsError::Failed(format!("monitor said {other:?}"))),
             }
@@ -620,20 +601,108 @@ impl Manager {
                 layout.vp_monitor_log(name).display()
             ))),
         };
-        match result {
+        let state = result.and_then(|pidfd| {
+            std::fs::read_to_string(layout.vp_run_state(name))
+                .ok()
+                .and_then(|t| serde_json::from_str::<RunState>(&t).ok())
+                .map(|st| (st, pidfd))
+                .ok_or_else(|| CellsError::Failed("the monitor wrote no run state".into()))
+        });
+        match state {
             Ok((state, pidfd)) => {
                 // tokio reaps the monitor when it exits (the Child is dropped
                 // without kill_on_drop); the VP's end is seen on the pidfd.
-                drop(child);
+                drop(monitor);
                 Ok(self.watch(name.to_string(), state, pidfd))
             }
             Err(e) => {
-                let _ = child.kill().await;
+                let _ = monitor.child.kill().await;
                 let _ = std::fs::remove_file(layout.vp_run_state(name));
                 let cg = self.cgroup_of(config);
                 let _ =
                     tokio::task::spawn_blocking(move || cg.destroy(Duration::from_secs(5))).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Spawn a monitor (an exec of cellsd). A spare one first joins a spare
+    /// cgroup, then waits for a request.
+    fn spawn_monitor(&self, spare: bool) -> Result<Monitor, CellsError> {
+        let layout = &self.cfg.layout;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.run.join("monitor-spare.log"))
+            .map_err(failed("open the monitor log"))?;
+        let mut cmd = tokio::process::Command::new(&self.cfg.self_exe);
+        cmd.arg("__monitor");
+        if spare {
+            let n = self.spare_seq.fetch_add(1, Ordering::Relaxed);
+            let rel = format!(
+                "{}/{SPARE_PREFIX}{}-{n}",
+                self.cfg.cgroup_parent,
+                std::process::id()
+            );
+            let setup = SpareSetup {
+                cgroup: VpCgroup::new(self.hierarchy.clone(), rel),
+            };
+            cmd.arg(serde_json::to_string(&setup).map_err(|e| CellsError::Failed(e.to_string()))?);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(failed("spawn the VP monitor"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(CellsError::Failed("monitor pipes missing".into()));
+        };
+        Ok(Monitor {
+            child,
+            stdin,
+            events: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The spare monitor if there is one (else a fresh one); a new spare is
+    /// made in the background for the next start.
+    async fn take_monitor(self: &Arc<Self>) -> Result<Monitor, CellsError> {
+        // The next spare is made after this start (see `start`): joining its
+        // cgroup blocks every fork on the machine for an RCU grace period,
+        // the VP's clone included.
+        let taken = self.spare.lock().await.take();
+        match taken {
+            Some(m) => Ok(m),
+            None => self.spawn_monitor(false),
+        }
+    }
+
+    /// Make sure a spare monitor waits for the next start.
+    pub async fn refill_spare(&self) {
+        let mut spare = self.spare.lock().await;
+        if spare.is_none() {
+            match self.spawn_monitor(true) {
+                Ok(m) => *spare = Some(m),
+                Err(e) => tracing::warn!("no spare monitor: {}", e.message()),
+            }
+        }
+    }
+
+    /// Remove spare cgroups left by an earlier cellsd (their monitors ended
+    /// with it, or are ended here).
+    fn remove_stale_spares(&self) {
+        let parent = std::path::Path::new(&self.cfg.cgroup_parent);
+        for dir in self.hierarchy.v1_dirs(parent) {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.starts_with(SPARE_PREFIX) {
+                    continue;
+                }
+                let cg = VpCgroup::new(self.hierarchy.clone(), parent.join(&name));
+                if let Err(e) = cg.destroy(Duration::from_secs(2)) {
+                    tracing::warn!("stale spare cgroup {name}: {e}");
+                }
             }
         }
     }

@@ -51,7 +51,9 @@ fn main() {
     // Helpers first: they are single-threaded and must stay so.
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
-        Some("__monitor") => std::process::exit(cellsd::monitor::main()),
+        Some("__monitor") => {
+            std::process::exit(cellsd::monitor::main(argv.get(2).map(String::as_str)))
+        }
         Some("__exec") => std::process::exit(cellsd::execer::main(
             argv.get(2).map(String::as_str).unwrap_or(""),
         )),
@@ -152,6 +154,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let mgr = Manager::new(cfg).map_err(|e| anyhow::anyhow!(e.message()))?;
+        mgr.refill_spare().await;
         let listener = cellsd::server::bind(&layout.socket())
             .with_context(|| format!("bind {}", layout.socket().display()))?;
         let mut pidf = std::fs::File::create(layout.pid_file())?;

@@ -54,9 +54,40 @@ pub struct MonitorRequest {
     pub console_socket: PathBuf,
     pub run_state: PathBuf,
     pub cgroup: VpCgroup,
+    /// The template build (recorded in the run state).
+    pub template_build: String,
+    /// The monitor's log from here on (a spare monitor logs elsewhere before).
+    pub monitor_log: PathBuf,
     /// Log the time of each start phase to the monitor log (cellsd --log debug).
     #[serde(default)]
     pub trace: bool,
+}
+
+/// A running VP's identity, written by the monitor as
+/// `<run>/vps/NAME/run.json` so that a restarted cellsd finds the VP again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    pub init_pid: i32,
+    pub init_start_time: u64,
+    pub monitor_pid: i32,
+    pub monitor_start_time: u64,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub template_build: String,
+}
+
+impl RunState {
+    /// True if the recorded init is still the process with that pid.
+    pub fn init_alive(&self) -> bool {
+        sys::process_start_time(self.init_pid) == Some(self.init_start_time)
+    }
+}
+
+/// How cellsd prepares a spare monitor (argv[2] of `cellsd __monitor`): it
+/// joins `cgroup` (a spare cgroup) while it waits for a VP to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpareSetup {
+    pub cgroup: VpCgroup,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -237,18 +268,40 @@ pub fn exec_in_path(args: &[String], env: &[String]) -> std::io::Error {
     last
 }
 
-/// Entry point of `cellsd __monitor`. Returns the process exit code.
-pub fn main() -> i32 {
+/// Entry point of `cellsd __monitor [SPARE-SETUP-JSON]`. Returns the exit code.
+pub fn main(spare_arg: Option<&str>) -> i32 {
     // Own session: a Ctrl-C at the terminal that started cellsd must not
     // reach the VPs, and the VP outlives cellsd.
     let _ = nix::unistd::setsid();
+    let spare = spare_arg
+        .and_then(|a| serde_json::from_str::<SpareSetup>(a).ok())
+        .and_then(|s| match s.cgroup.prepare_spare() {
+            Ok(()) => Some(s.cgroup),
+            Err(e) => {
+                log(&format!(
+                    "no spare cgroup ({e}); the start will move the init instead"
+                ));
+                release_spare(&s.cgroup);
+                None
+            }
+        });
+    let ground = groundwork();
     let mut line = String::new();
-    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if matches!(read, Ok(0)) {
+        // cellsd ended without using this spare.
+        if let Some(sp) = &spare {
+            release_spare(sp);
+        }
+        return 0;
+    }
+    if let Err(e) = read {
         emit(&MonitorEvent::Failed {
             error: format!("reading the monitor request: {e}"),
         });
         return 1;
     }
+    let received = std::time::Instant::now();
     let req: MonitorRequest = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => {
@@ -259,10 +312,20 @@ pub fn main() -> i32 {
         }
     };
     if req.trace {
-        let _ = TRACE.set(std::time::Instant::now());
+        let _ = TRACE.set(received);
+    }
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&req.monitor_log)
+    {
+        // SAFETY: dup2 onto stderr.
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
     }
     log(&format!("starting VP {}", req.config.name));
-    match start(&req) {
+    phase("request parsed");
+    let started = ground.and_then(|g| start(&req, spare.as_ref(), g));
+    match started {
         Ok(vp) => {
             let code = supervise(&req, vp);
             log(&format!("VP {} ended ({code})", req.config.name));
@@ -273,6 +336,14 @@ pub fn main() -> i32 {
             emit(&MonitorEvent::Failed { error: e });
             1
         }
+    }
+}
+
+/// Leave and remove an unused spare cgroup.
+fn release_spare(spare: &VpCgroup) {
+    let _ = spare.move_to_parent_v1(std::process::id() as i32);
+    for d in spare.hierarchy.v1_dirs(&spare.rel) {
+        let _ = std::fs::remove_dir(d);
     }
 }
 
@@ -289,16 +360,19 @@ fn errstr<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
-    let cfg = &req.config;
-    let userns_root = cfg.host_root_id();
-    let lower = req.run_dir.join("lower");
-    let rootfs = req.run_dir.join("rootfs");
-    for d in [&lower, &rootfs] {
-        std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
-    }
+/// What a monitor sets up before it knows which VP it starts: its private
+/// mount namespace, the console pty, its signalfd and the pipes to the init.
+/// A spare monitor does this while it waits.
+struct Groundwork {
+    master: OwnedFd,
+    slave: OwnedFd,
+    slave_path: PathBuf,
+    signals: SignalFd,
+    go: (OwnedFd, OwnedFd),
+    err: (OwnedFd, OwnedFd),
+}
 
-    phase("request read");
+fn groundwork() -> Result<Groundwork, String> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errstr("unshare(mount namespace)"))?;
     mount(
         None::<&str>,
@@ -309,9 +383,8 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     )
     .map_err(errstr("make / private"))?;
 
-    phase("private mount namespace");
     // The console: a pty from the host's devpts; the VP sees the slave as
-    // /dev/console. The slave is owned by VP root so the VP may reopen it.
+    // /dev/console.
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(errstr("open /dev/ptmx"))?;
     nix::pty::grantpt(&master).map_err(errstr("grantpt"))?;
@@ -324,10 +397,6 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
         .open(&slave_path)
         .map_err(errstr("open console pty"))?
         .into();
-    if let Some(id) = userns_root {
-        nix::unistd::fchown(&slave, Some(Uid::from_raw(id)), Some(Gid::from_raw(id + 5)))
-            .map_err(errstr("chown console pty"))?;
-    }
     // SAFETY: PtyMaster owns a valid fd; we take it over.
     let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
 
@@ -343,14 +412,72 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
     mask.thread_block().map_err(errstr("block signals"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(errstr("signalfd"))?;
+    let go = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
+    let err = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
+    Ok(Groundwork {
+        master,
+        slave,
+        slave_path,
+        signals,
+        go,
+        err,
+    })
+}
 
-    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
-    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
-
+fn start(
+    req: &MonitorRequest,
+    spare: Option<&VpCgroup>,
+    ground: Groundwork,
+) -> Result<StartedVp, String> {
+    let cfg = &req.config;
+    let lower = req.run_dir.join("lower");
+    let rootfs = req.run_dir.join("rootfs");
+    for d in [&lower, &rootfs] {
+        std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
+    }
+    let Groundwork {
+        master,
+        slave,
+        slave_path,
+        signals,
+        go: (go_r, go_w),
+        err: (err_r, err_w),
+    } = ground;
+    // The console belongs to VP root so the VP may reopen it.
+    if let Some(id) = cfg.host_root_id() {
+        nix::unistd::fchown(&slave, Some(Uid::from_raw(id)), Some(Gid::from_raw(id + 5)))
+            .map_err(errstr("chown console pty"))?;
+    }
     phase("console pty, signals, pipes");
+
+    // The VP's cgroup: the spare this monitor already sits in is renamed
+    // (v1), the v2 part is entered by the clone itself. Either way no
+    // process migration (an RCU grace period) is on the start's path.
+    let resources = cfg
+        .runtime
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
+    let leave_cgroup = |e: String| -> String {
+        let _ = req.cgroup.move_to_parent_v1(std::process::id() as i32);
+        let _ = req.cgroup.destroy(Duration::from_secs(5));
+        e
+    };
+    let v2_cgroup = req
+        .cgroup
+        .claim(spare, resources)
+        .map_err(|e| leave_cgroup(e.to_string()))?;
+    phase("cgroup");
+
+    let flags = clone_flags(cfg).bits();
     // SAFETY: the monitor is single-threaded (a fresh exec of cellsd).
-    let pid = unsafe { sys::clone_process(clone_flags(cfg).bits()) }
-        .map_err(errstr("clone the VP's init"))?;
+    let cloned = unsafe {
+        match &v2_cgroup {
+            Some(cg) => sys::clone_into_cgroup(flags, cg),
+            None => sys::clone_process(flags),
+        }
+    };
+    let pid = cloned.map_err(|e| leave_cgroup(format!("clone the VP's init: {e}")))?;
     if pid == 0 {
         drop(go_w);
         drop(err_r);
@@ -365,21 +492,22 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
-        let _ = req.cgroup.destroy(Duration::from_secs(5));
-        e
+        let _ = std::fs::remove_file(&req.run_state);
+        leave_cgroup(e)
     };
-
     phase("clone");
+    if spare.is_none() {
+        // No spare was prepared: move the init into the v1 cgroups (slow path).
+        for d in req.cgroup.hierarchy.v1_dirs(&req.cgroup.rel) {
+            let p = d.join("cgroup.procs");
+            std::fs::write(&p, pid.to_string())
+                .map_err(|e| fail(format!("{}: {e}", p.display())))?;
+        }
+    }
     prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
-    phase("maps, template, overlay, cgroup");
+    phase("maps, template, overlay");
 
     emit(&MonitorEvent::Init { pid });
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    if line.trim() != "go" {
-        return Err(fail("cellsd did not confirm the start".into()));
-    }
-    phase("cellsd said go");
     nix::unistd::write(&go_w, b"g").map_err(|e| fail(format!("release init: {e}")))?;
     drop(go_w);
 
@@ -390,7 +518,31 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
         return Err(fail(err));
     }
     phase("init exec'd");
+    let me = std::process::id() as i32;
+    let state = RunState {
+        init_pid: pid,
+        init_start_time: sys::process_start_time(pid).unwrap_or(0),
+        monitor_pid: me,
+        monitor_start_time: sys::process_start_time(me).unwrap_or(0),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        template_build: req.template_build.clone(),
+    };
+    // No fsync: the run dir does not outlive a reboot anyway.
+    let tmp = req.run_state.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&state).unwrap_or_default())
+        .and_then(|_| std::fs::rename(&tmp, &req.run_state))
+        .map_err(|e| fail(format!("write {}: {e}", req.run_state.display())))?;
     emit(&MonitorEvent::Started);
+    // cellsd answers Init with "ack" once it holds a pidfd of the init.
+    let mut ack = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut ack);
+    // The monitor itself does not belong to the VP (its pids, memory, freezer).
+    if let Err(e) = req.cgroup.move_to_parent_v1(me) {
+        log(&format!("leaving the VP's cgroup: {e}"));
+    }
     // cellsd's pipes are not needed any more; the VP must not depend on them.
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
@@ -413,7 +565,8 @@ fn start(req: &MonitorRequest) -> Result<StartedVp, String> {
 
 use std::os::unix::fs::OpenOptionsExt;
 
-/// Monitor side of the start, between clone and "go".
+/// Monitor side of the start, between clone and releasing the init: id
+/// maps, the template and the overlay root.
 fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Result<(), String> {
     let cfg = &req.config;
     let linux = cfg.runtime.linux().as_ref();
@@ -478,10 +631,6 @@ fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Re
     .map_err(errstr("mount the VP's overlay root"))?;
     phase("overlay");
 
-    req.cgroup
-        .create(linux.and_then(|l| l.resources().as_ref()))
-        .map_err(|e| e.to_string())?;
-    req.cgroup.add(pid).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -52,7 +52,10 @@ mod tests {
     fn percentiles_by_nearest_rank() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let s = summarize(&v);
-        assert_eq!((s.min, s.p50, s.p90, s.p99, s.max), (1.0, 50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (s.min, s.p50, s.p90, s.p99, s.max),
+            (1.0, 50.0, 90.0, 99.0, 100.0)
+        );
         assert_eq!(summarize(&[3.0, 1.0, 2.0]).p50, 2.0);
         assert!(summarize(&[]).p50.is_nan());
     }

@@ -28,7 +28,6 @@ fn main() {
         Some("__crun-loop") => crun_loop(
             Path::new(args.get(2).map(String::as_str).unwrap_or("")),
             Path::new(args.get(3).map(String::as_str).unwrap_or("")),
-            args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0),
         ),
         _ => {
             eprintln!("usage: cells-bench start [N]");
@@ -36,6 +35,12 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Let the kernel finish tearing down the previous run (pid and network
+/// namespaces end asynchronously) before timing the next, for both sides.
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(50));
 }
 
 fn ms(t: Instant) -> f64 {
@@ -57,38 +62,43 @@ fn run_ok(cmd: &mut Command) {
 fn bench_start(n: usize) -> i32 {
     let c = Cells::new();
     c.ok(&["create", "bench", "--template", "minimal"]);
+    c.ok(&["start", "bench"]);
+    let build = c.status("bench")["template_build"]
+        .as_str()
+        .unwrap_or("1")
+        .to_string();
+    c.ok(&["stop", "bench"]);
+    let rootfs = c
+        .state
+        .join(format!("templates/minimal/builds/{build}/rootfs"));
+    let mut crun = CrunLoop::new(&c.root, &rootfs);
     // Warm-up: page cache, first-run costs.
     for _ in 0..3 {
         c.ok(&["start", "bench"]);
         c.ok(&["stop", "bench"]);
+        crun.once();
     }
-    let mut cellctl = Vec::new();
+    // Interleaved, so that drifting load on the machine hits both alike.
+    let (mut cellctl, mut crun_ms) = (Vec::new(), Vec::new());
     for _ in 0..n {
+        settle();
         let t = Instant::now();
         let o = c.ctl(&["start", "bench"]);
         let d = ms(t);
         assert_eq!(o.code, 0, "{o:?}");
         cellctl.push(d);
         c.ok(&["stop", "bench"]);
+        settle();
+        crun_ms.push(crun.once());
     }
-
     // The same start through the D-Bus API from a connected client: the
     // daemon's part without cellctl's process start and connection setup.
     let api = api_starts(&c, n);
-
-    let build = c.status("bench")["template_build"].as_str().map(String::from);
-    let build = build.unwrap_or_else(|| {
-        c.ok(&["start", "bench"]);
-        let b = c.status("bench")["template_build"].as_str().unwrap_or("1").to_string();
-        c.ok(&["stop", "bench"]);
-        b
-    });
-    let rootfs = c.state.join(format!("templates/minimal/builds/{build}/rootfs"));
-    let crun = crun_starts(&c.root, &rootfs, n);
+    drop(crun);
 
     let a = summarize(&cellctl);
     let b = summarize(&api);
-    let r = summarize(&crun);
+    let r = summarize(&crun_ms);
     println!("start latency in ms (until the VP's init has exec'd), {n} runs each");
     println!("  cellctl start        {a}");
     println!("  D-Bus Start call     {b}");
@@ -121,7 +131,9 @@ fn api_starts(c: &Cells, n: usize) -> Vec<f64> {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(&c.socket).await.expect("connect");
+        let stream = tokio::net::UnixStream::connect(&c.socket)
+            .await
+            .expect("connect");
         let conn = zbus::connection::Builder::unix_stream(stream)
             .p2p()
             .build()
@@ -135,6 +147,7 @@ fn api_starts(c: &Cells, n: usize) -> Vec<f64> {
             .expect("proxy");
         let mut v = Vec::new();
         for _ in 0..n {
+            settle();
             let t = Instant::now();
             p.start("bench").await.expect("Start");
             v.push(ms(t));
@@ -185,38 +198,74 @@ fn crun_config(rootfs: &Path, data: &Path) -> serde_json::Value {
     })
 }
 
-fn crun_starts(work: &Path, rootfs: &Path, n: usize) -> Vec<f64> {
-    let bundle = work.join("crun-bundle");
-    let data = bundle.join("data");
-    std::fs::create_dir_all(&data).expect("bundle dir");
-    std::os::unix::fs::chown(&data, Some(3_000_000), Some(3_000_000)).expect("chown data");
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::to_string_pretty(&crun_config(rootfs, &data)).unwrap_or_default(),
-    )
-    .expect("config.json");
-    let exe = std::env::current_exe().expect("own path");
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private"])
-        .arg(exe)
-        .arg("__crun-loop")
-        .arg(&bundle)
-        .arg(work.join("crun-state"))
-        .arg(n.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("unshare (util-linux) and crun are installed by tests/bench/run");
-    assert!(out.status.success(), "crun loop failed");
-    serde_json::from_slice(&out.stdout).expect("crun loop output")
+/// crun, driven one create+start at a time by a helper that lives in a
+/// private mount namespace (see `crun_loop`).
+struct CrunLoop {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl CrunLoop {
+    fn new(work: &Path, rootfs: &Path) -> Self {
+        let bundle = work.join("crun-bundle");
+        let data = bundle.join("data");
+        std::fs::create_dir_all(&data).expect("bundle dir");
+        std::os::unix::fs::chown(&data, Some(3_000_000), Some(3_000_000)).expect("chown data");
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_string_pretty(&crun_config(rootfs, &data)).unwrap_or_default(),
+        )
+        .expect("config.json");
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private"])
+            .arg(exe)
+            .arg("__crun-loop")
+            .arg(&bundle)
+            .arg(work.join("crun-state"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("unshare (util-linux) and crun are installed by tests/bench/run");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        CrunLoop { child, out }
+    }
+
+    /// One create+start (then kill+delete, not timed); its time in ms.
+    fn once(&mut self) -> f64 {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"run\n").expect("crun loop alive");
+        stdin.flush().expect("crun loop alive");
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("crun loop answer");
+        line.trim().parse().expect("crun loop printed a time")
+    }
+}
+
+impl Drop for CrunLoop {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 /// Inside a private mount namespace: make /sys/fs/cgroup a cgroup2 mount
-/// (crun wants a pure v2 layout) and time create+start N times.
-fn crun_loop(bundle: &Path, state: &Path, n: usize) -> i32 {
+/// (crun wants a pure v2 layout), then per "run" line on stdin time one
+/// create+start and print it.
+fn crun_loop(bundle: &Path, state: &Path) -> i32 {
+    use std::io::BufRead;
     let target = c"/sys/fs/cgroup";
     // SAFETY: mounting in this process's private mount namespace.
     let r = unsafe {
-        libc::mount(c"none".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"none".as_ptr(),
+            target.as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if r != 0 {
         eprintln!("mount cgroup2: {}", std::io::Error::last_os_error());
@@ -224,24 +273,26 @@ fn crun_loop(bundle: &Path, state: &Path, n: usize) -> i32 {
     }
     let crun = |args: &[&str]| {
         let mut c = Command::new("crun");
-        c.arg("--root").arg(state).arg("--cgroup-manager=disabled").args(args);
+        c.arg("--root")
+            .arg(state)
+            .arg("--cgroup-manager=disabled")
+            .args(args);
         c
     };
     let b = bundle.to_string_lossy().to_string();
-    let mut times = Vec::new();
-    for i in 0..n + 3 {
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        if line.is_err() {
+            break;
+        }
         let id = format!("bench-{i}");
         let t = Instant::now();
         run_ok(&mut crun(&["create", "--bundle", &b, &id]));
         run_ok(&mut crun(&["start", &id]));
         let d = ms(t);
-        if i >= 3 {
-            times.push(d); // the first three are warm-up
-        }
+        println!("{d}");
         run_ok(&mut crun(&["kill", &id, "KILL"]));
         // crun delete --force waits for the container to be gone.
         run_ok(&mut crun(&["delete", "--force", &id]));
     }
-    println!("{}", serde_json::to_string(&times).unwrap_or_default());
     0
 }
