@@ -210,7 +210,20 @@ impl BusShim {
     async fn get_id(&self) -> String {
         zbus::Guid::generate().to_string()
     }
+    /// Every name is owned by cellsd here; bus clients then match signals
+    /// (sent from SERVER_NAME) to the name they asked for.
+    async fn get_name_owner(&self, _name: &str) -> String {
+        SERVER_NAME.to_string()
+    }
+    async fn name_has_owner(&self, _name: &str) -> bool {
+        true
+    }
 }
+
+/// cellsd's name on its peer-to-peer connections: `GetNameOwner` answers it
+/// and it is the sender of cellsd's signals, so that bus-minded clients
+/// (gdbus monitor, zbus proxies), which match signals by sender, accept them.
+pub const SERVER_NAME: &str = ":1.0";
 
 /// Bind the control socket: mode 0600, or 0660 with group `cells`.
 pub fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
@@ -228,6 +241,17 @@ pub fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
         None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
     }
     Ok(listener)
+}
+
+/// A signal of `org.cells.Manager1`, sent from SERVER_NAME (the interface's
+/// own signal helpers send without a sender on peer-to-peer connections).
+fn signal<B>(member: &str, body: &B) -> zbus::Result<zbus::Message>
+where
+    B: serde::Serialize + zvariant::DynamicType,
+{
+    zbus::Message::signal(OBJECT_PATH, crate::api::INTERFACE, member)?
+        .sender(SERVER_NAME)?
+        .build(body)
 }
 
 static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -277,7 +301,6 @@ async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
         )?
         .build()
         .await?;
-    let emitter = SignalEmitter::new(&conn, OBJECT_PATH)?;
     let closed = conn.closed();
     tokio::pin!(closed);
     loop {
@@ -286,15 +309,17 @@ async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
                 if !peer.authorized {
                     continue;
                 }
-                let res = match ev {
-                    Ok(Event::VpState { name, state }) => {
-                        ManagerIface::vp_state_changed(&emitter, &name, &state).await
-                    }
+                let msg = match ev {
+                    Ok(Event::VpState { name, state }) => signal("VpStateChanged", &(name, state)),
                     Ok(Event::TemplateProgress { template, done, total, step }) => {
-                        ManagerIface::template_build_progress(&emitter, &template, done, total, &step).await
+                        signal("TemplateBuildProgress", &(template, done, total, step))
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return Ok(()),
+                };
+                let res = match msg {
+                    Ok(m) => conn.send(&m).await,
+                    Err(e) => Err(e),
                 };
                 if res.is_err() {
                     return Ok(()); // the client went away

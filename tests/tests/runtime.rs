@@ -680,3 +680,79 @@ fn stock_dbus_client_can_introspect_and_call() {
     ]);
     assert!(st.contains("'state': <'running'>"), "{st}");
 }
+
+#[test]
+fn state_changes_are_signalled_to_clients() {
+    use std::io::BufRead;
+    let c = Cells::new();
+    // A stock client: gdbus monitor.
+    let addr = format!("unix:path={}", c.socket.display());
+    let mut mon = std::process::Command::new("gdbus")
+        .args([
+            "monitor",
+            "--address",
+            &addr,
+            "--dest",
+            "org.cells",
+            "--object-path",
+            "/org/cells/Manager1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gdbus");
+    let mut out = std::io::BufReader::new(mon.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("Monitoring signals"), "{first}");
+    std::thread::sleep(Duration::from_millis(200));
+    c.create_start("w");
+    c.ok(&["stop", "w"]);
+    // The client cellctl is made of: a zbus proxy on the same socket.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let stream = tokio::net::UnixStream::connect(&c.socket).await.unwrap();
+        let conn = zbus::connection::Builder::unix_stream(stream)
+            .p2p()
+            .build()
+            .await
+            .unwrap();
+        let p = cellsd::api::Manager1Proxy::builder(&conn)
+            .destination("org.cells")
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let mut changes = p.receive_vp_state_changed().await.unwrap();
+        p.start("w").await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok(Some(sig)) = tokio::time::timeout(Duration::from_secs(5), changes.next()).await
+        {
+            let a = sig.args().unwrap();
+            seen.push(format!("{}:{}", a.name, a.state));
+            if a.state == "running" {
+                break;
+            }
+        }
+        assert_eq!(seen, ["w:running"]);
+    });
+    // SAFETY: ending the gdbus this test started, by pid.
+    unsafe { libc::kill(mon.id() as i32, libc::SIGTERM) };
+    let _ = mon.wait();
+    let mut text = String::new();
+    while out.read_line(&mut text).unwrap_or(0) > 0 {}
+    for expect in [
+        "('w', 'created')",
+        "('w', 'running')",
+        "('w', 'stopping')",
+        "('w', 'stopped')",
+    ] {
+        assert!(
+            text.contains(&format!("VpStateChanged {expect}")),
+            "{expect} missing from:\n{text}"
+        );
+    }
+}
