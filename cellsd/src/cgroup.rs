@@ -239,18 +239,6 @@ impl VpCgroup {
         self.hierarchy.dirs(&self.rel)
     }
 
-    /// Create the cgroup and apply the limits. An existing cgroup of the same
-    /// name (left over by a crash) is reused.
-    pub fn create(&self, res: Option<&LinuxResources>) -> Result<(), CgroupError> {
-        if let Hierarchy::V2 { root } = &self.hierarchy {
-            self.enable_v2_controllers(root)?;
-        }
-        for d in self.dirs() {
-            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
-        }
-        self.apply_limits(res)
-    }
-
     /// v2: the parent chain must delegate the controllers to its children.
     fn enable_v2_controllers(&self, root: &Path) -> Result<(), CgroupError> {
         let mut dir = root.to_path_buf();

@@ -8,8 +8,6 @@
 //! the capability bounding set and execs. It forwards the signals it gets to
 //! the command and exits with the command's status (128+N for signal N).
 
-use std::time::Duration;
-
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Gid, Uid};
@@ -146,6 +144,3 @@ fn run_child(req: &ExecRequest) -> i32 {
         _ => 126,
     }
 }
-
-/// How long cellsd waits for an exec helper to end after the VP stopped.
-pub const EXEC_GRACE: Duration = Duration::from_secs(2);
