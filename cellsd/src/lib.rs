@@ -12,6 +12,7 @@ pub mod api;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod execer;
 pub mod layout;
 pub mod monitor;
