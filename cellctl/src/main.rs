@@ -78,6 +78,59 @@ enum Command {
     Exec(ExecArgs),
     /// Attach to the console of a VP's init (detach with Ctrl-]).
     Console { name: String },
+    /// Make a running VP the foreground: it gets the screen and the input.
+    Switch { name: String },
+    /// Print the foreground VP (nothing if none).
+    Foreground,
+    /// Switch to the next running VP (name order, wrapping).
+    Next,
+    /// Switch to the previous running VP.
+    Prev,
+    /// Save a PNG of what the panel shows, or of a VP's own framebuffer.
+    Screenshot {
+        /// Output file.
+        #[arg(short = 'o', long, default_value = "screen.png")]
+        output: PathBuf,
+        /// A VP's framebuffer instead of the panel (works for background VPs).
+        #[arg(long)]
+        vp: Option<String>,
+    },
+    /// Inject input into the foreground VP.
+    #[command(subcommand)]
+    Input(InputCmd),
+    /// The panel and the compositor and input counters.
+    Display {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum InputCmd {
+    /// Tap at X Y (panel pixels).
+    Tap { x: i32, y: i32 },
+    /// Swipe from X1 Y1 to X2 Y2 over MS milliseconds (default 300).
+    Swipe {
+        x1: i32,
+        y1: i32,
+        x2: i32,
+        y2: i32,
+        #[arg(default_value_t = 300)]
+        ms: u32,
+    },
+    /// Press a key: HOME, BACK, MENU, POWER, VOLUME_UP, ENTER, a letter ...
+    Key {
+        name: String,
+        /// Only press it (and keep it held).
+        #[arg(long, conflicts_with = "up")]
+        down: bool,
+        /// Only release it.
+        #[arg(long)]
+        up: bool,
+    },
+    /// Type text (US keyboard layout).
+    Text { text: String },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +168,9 @@ struct CreateArgs {
     /// No user namespace: VP root is host root (less isolation).
     #[arg(long)]
     privileged: bool,
+    /// Persona colour as RRGGBB, e.g. ff0000 (default: derived from the name).
+    #[arg(long)]
+    color: Option<String>,
 }
 
 #[derive(Args)]
@@ -254,6 +310,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             if a.privileged {
                 o.insert("privileged", Value::from(true));
             }
+            if let Some(c) = &a.color {
+                o.insert("color", Value::from(c.as_str()));
+            }
             p.create(&a.name, o).await?;
             Ok(0)
         }
@@ -298,6 +357,81 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Exec(a) => exec(&p, a).await,
+        Command::Switch { name } => {
+            p.switch(&name).await?;
+            Ok(0)
+        }
+        Command::Foreground => {
+            let fg = p.foreground().await?;
+            if !fg.is_empty() {
+                println!("{fg}");
+            }
+            Ok(0)
+        }
+        Command::Next => {
+            println!("{}", p.next().await?);
+            Ok(0)
+        }
+        Command::Prev => {
+            println!("{}", p.prev().await?);
+            Ok(0)
+        }
+        Command::Screenshot { output, vp } => {
+            let png = p.screenshot(vp.as_deref().unwrap_or("")).await?;
+            std::fs::write(&output, &png)
+                .map_err(|e| Failure(format!("cannot write {}: {e}", output.display())))?;
+            Ok(0)
+        }
+        Command::Input(cmd) => {
+            match cmd {
+                InputCmd::Tap { x, y } => p.input_tap(x, y).await?,
+                InputCmd::Swipe { x1, y1, x2, y2, ms } => p.input_swipe(x1, y1, x2, y2, ms).await?,
+                InputCmd::Key { name, down, up } => {
+                    let action = if down {
+                        "down"
+                    } else if up {
+                        "up"
+                    } else {
+                        "press"
+                    };
+                    p.input_key(&name, action).await?
+                }
+                InputCmd::Text { text } => p.input_text(&text).await?,
+            }
+            Ok(0)
+        }
+        Command::Display { json } => {
+            let info = p.display_info().await?;
+            let mut keys: Vec<&String> = info.keys().collect();
+            keys.sort();
+            let value = |v: &zbus::zvariant::OwnedValue| -> serde_json::Value {
+                match &**v {
+                    Value::Str(s) => s.as_str().into(),
+                    Value::U32(n) => (*n).into(),
+                    Value::U64(n) => (*n).into(),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| match x {
+                            Value::Str(s) => serde_json::Value::from(s.as_str()),
+                            other => serde_json::Value::from(format!("{other:?}")),
+                        })
+                        .collect(),
+                    other => format!("{other:?}").into(),
+                }
+            };
+            if json {
+                let m: serde_json::Map<String, serde_json::Value> = keys
+                    .iter()
+                    .map(|k| (k.to_string(), value(&info[*k])))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+            } else {
+                for k in keys {
+                    println!("{k}: {}", value(&info[k]));
+                }
+            }
+            Ok(0)
+        }
         Command::Console { name } => {
             let fd = p.console(&name).await?;
             let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));

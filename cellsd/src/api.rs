@@ -190,11 +190,23 @@ pub trait Manager1 {
     fn exec_wait(&self, id: u64) -> zbus::Result<i32>;
     fn exec_signal(&self, id: u64, signal: i32) -> zbus::Result<()>;
     fn console(&self, name: &str) -> zbus::Result<OwnedFd>;
+    fn switch(&self, name: &str) -> zbus::Result<()>;
+    fn next(&self) -> zbus::Result<String>;
+    fn prev(&self) -> zbus::Result<String>;
+    fn foreground(&self) -> zbus::Result<String>;
+    fn screenshot(&self, vp: &str) -> zbus::Result<Vec<u8>>;
+    fn display_info(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    fn input_tap(&self, x: i32, y: i32) -> zbus::Result<()>;
+    fn input_swipe(&self, x1: i32, y1: i32, x2: i32, y2: i32, ms: u32) -> zbus::Result<()>;
+    fn input_key(&self, key: &str, action: &str) -> zbus::Result<()>;
+    fn input_text(&self, text: &str) -> zbus::Result<()>;
     fn template_build(&self, name: &str) -> zbus::Result<String>;
     fn template_list(&self) -> zbus::Result<Vec<TemplateInfo>>;
 
     #[zbus(signal)]
     fn vp_state_changed(&self, name: String, state: String) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn foreground_changed(&self, name: String) -> zbus::Result<()>;
     #[zbus(signal)]
     fn template_build_progress(
         &self,

@@ -14,6 +14,7 @@ use oci_spec::runtime::{
 use serde::{Deserialize, Serialize};
 
 use crate::name::{self, NameError};
+use mux_fb::geometry::Rgb;
 
 /// Current on-disk format of vp.json.
 pub const CONFIG_VERSION: u32 = 1;
@@ -139,6 +140,8 @@ pub enum ConfigError {
     BadCpus(String),
     #[error("invalid pids limit {0}: give a number of at least 16")]
     BadPids(i64),
+    #[error("invalid colour '{0}': give six hex digits RRGGBB, for example ff0000 for red")]
+    BadColor(String),
     #[error("invalid hostname '{0}': use 1 to 63 characters from a-z, A-Z, 0-9 and '-'")]
     BadHostname(String),
     #[error("building the OCI runtime spec failed: {0}")]
@@ -169,6 +172,8 @@ pub struct CreateOptions {
     pub pids: Option<i64>,
     /// No user namespace: VP root is host root (minus the dropped capabilities).
     pub privileged: bool,
+    /// Persona colour, e.g. "ff0000" (default: derived from the name).
+    pub color: Option<String>,
 }
 
 /// Settings that are the project's own, not the OCI runtime's.
@@ -180,6 +185,9 @@ pub struct CellsSettings {
     pub privileged: bool,
     /// Unix seconds.
     pub created: u64,
+    /// Persona colour as hex RGB; None: derived from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -260,6 +268,11 @@ impl CreateOptions {
         }
         if let Some(c) = self.cpus {
             check_cpus(c)?;
+        }
+        if let Some(c) = &self.color {
+            if Rgb::parse_hex(c).is_none() {
+                return Err(ConfigError::BadColor(c.clone()));
+            }
         }
         if let Some(p) = self.pids {
             if p < 16 {
@@ -475,6 +488,11 @@ impl VpConfig {
                 slot,
                 privileged: opts.privileged,
                 created,
+                color: opts
+                    .color
+                    .as_deref()
+                    .and_then(Rgb::parse_hex)
+                    .map(|c| c.hex()),
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })
@@ -497,6 +515,15 @@ impl VpConfig {
             .iter()
             .find(|m| m.container_id() == 0)
             .map(|m| m.host_id())
+    }
+
+    /// The persona colour: the one given at create, else one derived from the name.
+    pub fn color(&self) -> Rgb {
+        self.cells
+            .color
+            .as_deref()
+            .and_then(Rgb::parse_hex)
+            .unwrap_or_else(|| Rgb::from_name(&self.name))
     }
 
     pub fn hostname(&self) -> &str {

@@ -21,11 +21,19 @@ use tokio::sync::{broadcast, watch};
 use crate::api::{CellsError, TemplateInfo, VpInfo};
 use crate::cgroup::{Hierarchy, VpCgroup};
 use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
+use crate::devices::input::keys;
+use crate::devices::input::mux::{InputMux, INJECT_SOURCE};
+use crate::devices::input::router::{ContactId, SourceEvent};
+use crate::devices::input::sink::{Backend, Sink};
 use crate::execer::ExecRequest;
 use crate::layout::{write_atomic, Layout};
-use crate::monitor::{bounding_set, MonitorEvent, MonitorRequest, RunState, SpareSetup};
+use crate::monitor::{
+    bounding_set, DeviceRequest, MonitorEvent, MonitorRequest, RunState, SpareSetup,
+};
 use crate::template::{self, Sources};
 use crate::{name, sys};
+use mux_fb::compositor::{Display, Target};
+use mux_fb::panel::PanelSpec;
 
 /// How long a start may take before cellsd gives up on the monitor.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +50,14 @@ pub struct DaemonConfig {
     pub self_exe: PathBuf,
     /// Cgroup under which VP cgroups are made (relative to each hierarchy root).
     pub cgroup_parent: String,
+    /// The panel: `headless:WxH` or `fbdev:/dev/fbN`.
+    pub panel: PanelSpec,
+    /// How VP input devices are made (uinput where it exists, else FIFOs).
+    pub input_backend: Backend,
+    /// Folder of the host's input devices to multiplex (None: none).
+    pub input_dir: Option<PathBuf>,
+    /// Grab host input devices exclusively.
+    pub grab_input: bool,
 }
 
 /// What happened, for the D-Bus signals.
@@ -57,6 +73,8 @@ pub enum Event {
         total: u64,
         step: String,
     },
+    /// The foreground VP ("" for none).
+    Foreground(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +142,10 @@ pub struct Manager {
     /// A monitor spawned ahead of time, waiting in a spare cgroup.
     spare: tokio::sync::Mutex<Option<Monitor>>,
     spare_seq: AtomicU64,
+    /// The panel and the compositor thread.
+    display: Display,
+    /// The input multiplexer thread.
+    input: InputMux,
 }
 
 fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
@@ -138,6 +160,16 @@ impl Manager {
     /// Load every VP definition and find the VPs that still run.
     pub fn new(cfg: DaemonConfig) -> Result<Arc<Self>, CellsError> {
         let hierarchy = Hierarchy::detect().map_err(|e| CellsError::Failed(e.to_string()))?;
+        let panel = cfg.panel.open().map_err(|e| {
+            CellsError::Failed(format!(
+                "cannot open the panel {:?}: {e}; use --panel headless:720x1280 where there is no display",
+                cfg.panel
+            ))
+        })?;
+        let screen = Display::start(panel);
+        tracing::info!(panel = screen.describe(), "display");
+        let input = InputMux::start(cfg.input_dir.clone(), screen.geometry(), cfg.grab_input)
+            .map_err(failed("start the input multiplexer"))?;
         let (events, _) = broadcast::channel(1024);
         let mgr = Arc::new(Self {
             cfg,
@@ -152,6 +184,8 @@ impl Manager {
             build_lock: tokio::sync::Mutex::new(()),
             spare: tokio::sync::Mutex::new(None),
             spare_seq: AtomicU64::new(0),
+            display: screen,
+            input,
         });
         mgr.remove_stale_spares();
         mgr.load()?;
@@ -256,14 +290,75 @@ impl Manager {
         Ok(())
     }
 
-    /// Change the foreground VP and remember it in the run dir.
+    /// Change the foreground VP: the panel shows it at once, input goes to
+    /// it (the old foreground gets what it held released), the run dir
+    /// remembers it, clients get ForegroundChanged.
     fn set_foreground(&self, inner: &mut Inner, fg: Option<String>) {
+        self.display.set_foreground(fg.as_deref());
+        self.input.set_foreground(fg.as_deref());
+        if inner.foreground == fg {
+            return;
+        }
         let path = self.cfg.layout.foreground_file();
         let _ = match &fg {
-            Some(n) => write_atomic(&path, n.as_bytes()),
+            Some(n) => std::fs::write(&path, n.as_bytes()),
             None => std::fs::remove_file(&path),
         };
-        inner.foreground = fg;
+        inner.foreground = fg.clone();
+        tracing::info!(vp = fg.as_deref().unwrap_or(""), "foreground");
+        self.emit(Event::Foreground(fg.unwrap_or_default()));
+    }
+
+    /// Take the VP's devices from its monitor (pidfd_getfd) and hand them to
+    /// the display and input multiplexers.
+    fn attach_devices(&self, name: &str, st: &RunState) {
+        let d = &st.devices;
+        if d.geometry != self.display.geometry() {
+            tracing::warn!(
+                vp = name,
+                "the VP's framebuffer is {}x{}, the panel {}x{}: restart the VP to show it",
+                d.geometry.width,
+                d.geometry.height,
+                self.display.geometry().width,
+                self.display.geometry().height
+            );
+            return;
+        }
+        let result = (|| -> std::io::Result<()> {
+            let monitor = sys::pidfd_open(st.monitor_pid)?;
+            if sys::process_start_time(st.monitor_pid) != Some(st.monitor_start_time) {
+                return Err(std::io::Error::other("the VP's monitor is gone"));
+            }
+            let fb = sys::pidfd_getfd(&monitor, d.fb)?;
+            let vfb = mux_fb::vfb::VirtualFb::from_fd(fb, d.geometry)?;
+            let mut sinks = Vec::new();
+            for (kind, fd) in &d.inputs {
+                sinks.push((
+                    *kind,
+                    Sink::new(sys::pidfd_getfd(&monitor, *fd)?, d.input_backend),
+                ));
+            }
+            self.display.attach(name, Arc::new(vfb));
+            self.input.attach(name, sinks);
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(vp = name, "devices not attached: {e}");
+        }
+    }
+
+    fn detach_devices(&self, name: &str) {
+        self.input.detach(name);
+        self.display.detach(name);
+    }
+
+    /// Environment of the VP's processes that depends on the runtime, not on
+    /// the definition: its colour and framebuffer.
+    fn runtime_env(&self, cfg: &VpConfig) -> Vec<String> {
+        vec![
+            format!("CELLS_COLOR={}", cfg.color().hex()),
+            format!("CELLS_FB={}", crate::devices::display::VP_FB_PATHS[0]),
+        ]
     }
 
     /// A VP found running after a cellsd restart: watch it again. A VP whose
@@ -304,6 +399,7 @@ impl Manager {
         let mgr = Arc::clone(self);
         let fd = Arc::clone(&pidfd);
         let st = state.clone();
+        self.attach_devices(&name, &state);
         tokio::spawn(async move {
             wait_pidfd(&fd).await;
             mgr.finish(&name, &st).await;
@@ -319,6 +415,7 @@ impl Manager {
     /// After a VP's init ended: wait for its monitor's cleanup, make sure no
     /// cgroup is left, mark it stopped, hand the foreground on.
     async fn finish(self: &Arc<Self>, name: &str, st: &RunState) {
+        self.detach_devices(name);
         if let Ok(mfd) = sys::pidfd_open(st.monitor_pid) {
             if sys::process_start_time(st.monitor_pid) == Some(st.monitor_start_time) {
                 let _ = tokio::time::timeout(Duration::from_secs(15), wait_pidfd(&mfd)).await;
@@ -562,6 +659,11 @@ impl Manager {
             cgroup: self.cgroup_of(config),
             template_build: build.clone(),
             monitor_log: layout.vp_monitor_log(name),
+            devices: DeviceRequest {
+                geometry: self.display.geometry(),
+                input: self.cfg.input_backend,
+            },
+            extra_env: self.runtime_env(config),
             trace: tracing::enabled!(tracing::Level::DEBUG),
         };
         let mut monitor = self.take_monitor().await?;
@@ -812,7 +914,7 @@ impl Manager {
             .as_ref()
             .and_then(|p| p.env().clone())
             .unwrap_or_default();
-        for e in env {
+        for e in self.runtime_env(&config).into_iter().chain(env) {
             let key = e.split('=').next().unwrap_or("").to_string();
             full_env.retain(|x| x.split('=').next() != Some(key.as_str()));
             full_env.push(e);
@@ -1047,6 +1149,221 @@ impl Manager {
     }
 }
 
+/// Touch positions are given in panel pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    pub x: i32,
+    pub y: i32,
+}
+
+impl Manager {
+    /// Make a running VP the foreground.
+    pub fn switch(&self, name: &str) -> Result<(), CellsError> {
+        name::validate("VP", name)?;
+        let mut inner = self.lock();
+        let vp = inner
+            .vps
+            .get(name)
+            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        if vp.phase != Phase::Running {
+            return Err(CellsError::NotRunning(format!(
+                "VP '{name}' is not running, so it cannot be the foreground: start it with `cellctl start {name}`"
+            )));
+        }
+        self.set_foreground(&mut inner, Some(name.to_string()));
+        Ok(())
+    }
+
+    /// Switch to the next (or previous) running VP in name order; returns it.
+    pub fn cycle(&self, forward: bool) -> Result<String, CellsError> {
+        let mut inner = self.lock();
+        let running: Vec<String> = inner
+            .vps
+            .iter()
+            .filter(|(_, v)| v.phase == Phase::Running)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if running.is_empty() {
+            return Err(CellsError::NotRunning(
+                "no VP is running: start one with `cellctl start VP`".into(),
+            ));
+        }
+        let pos = inner
+            .foreground
+            .as_ref()
+            .and_then(|f| running.iter().position(|n| n == f));
+        let next = match (pos, forward) {
+            (None, _) => 0,
+            (Some(i), true) => (i + 1) % running.len(),
+            (Some(i), false) => (i + running.len() - 1) % running.len(),
+        };
+        let name = running[next].clone();
+        self.set_foreground(&mut inner, Some(name.clone()));
+        Ok(name)
+    }
+
+    pub fn foreground(&self) -> Option<String> {
+        self.lock().foreground.clone()
+    }
+
+    /// A PNG of the panel (`vp` None) or of a VP's own framebuffer.
+    pub fn screenshot(&self, vp: Option<&str>) -> Result<Vec<u8>, CellsError> {
+        let target = match vp {
+            None => Target::Panel,
+            Some(n) => {
+                name::validate("VP", n)?;
+                let inner = self.lock();
+                let v = inner.vps.get(n).ok_or_else(|| CellsError::unknown_vp(n))?;
+                if v.phase != Phase::Running {
+                    return Err(CellsError::not_running(n));
+                }
+                Target::Vp(n.to_string())
+            }
+        };
+        let g = self.display.geometry();
+        let px = self.display.capture(target).ok_or_else(|| {
+            CellsError::Failed(format!(
+                "VP '{}' has no framebuffer on this panel (see the cellsd log)",
+                vp.unwrap_or("")
+            ))
+        })?;
+        mux_fb::screenshot::encode_png(&px, &g).map_err(|e| CellsError::Failed(e.to_string()))
+    }
+
+    pub fn display_info(&self) -> (String, mux_fb::Geometry, mux_fb::compositor::Stats) {
+        (
+            self.display.describe().to_string(),
+            self.display.geometry(),
+            self.display.stats(),
+        )
+    }
+
+    pub fn input_stats(&self) -> crate::devices::input::mux::Stats {
+        self.input.stats()
+    }
+
+    fn check_point(&self, p: Point) -> Result<(), CellsError> {
+        let g = self.display.geometry();
+        if p.x < 0 || p.y < 0 || p.x >= g.width as i32 || p.y >= g.height as i32 {
+            return Err(CellsError::InvalidArgument(format!(
+                "({}, {}) is off the panel: x must be 0..{} and y 0..{}",
+                p.x,
+                p.y,
+                g.width - 1,
+                g.height - 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// A tap: touch down and up at one point. Goes to the foreground VP;
+    /// with none (or a stopped one) it is dropped.
+    pub fn input_tap(&self, p: Point) -> Result<(), CellsError> {
+        self.check_point(p)?;
+        let contact = ContactId {
+            source: INJECT_SOURCE,
+            slot: 0,
+        };
+        self.input.inject(vec![SourceEvent::TouchDown {
+            contact,
+            x: p.x,
+            y: p.y,
+        }]);
+        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
+        Ok(())
+    }
+
+    /// A swipe from `a` to `b` over `ms` milliseconds (moves every ~8 ms).
+    pub async fn input_swipe(&self, a: Point, b: Point, ms: u32) -> Result<(), CellsError> {
+        self.check_point(a)?;
+        self.check_point(b)?;
+        if ms > 60_000 {
+            return Err(CellsError::InvalidArgument(format!(
+                "a swipe of {ms} ms is too long: give at most 60000"
+            )));
+        }
+        let contact = ContactId {
+            source: INJECT_SOURCE,
+            slot: 0,
+        };
+        self.input.inject(vec![SourceEvent::TouchDown {
+            contact,
+            x: a.x,
+            y: a.y,
+        }]);
+        let steps = (ms / 8).max(1);
+        for i in 1..=steps {
+            tokio::time::sleep(Duration::from_millis((ms / steps) as u64)).await;
+            let x = a.x + (b.x - a.x) * i as i32 / steps as i32;
+            let y = a.y + (b.y - a.y) * i as i32 / steps as i32;
+            self.input
+                .inject(vec![SourceEvent::TouchMove { contact, x, y }]);
+        }
+        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
+        Ok(())
+    }
+
+    /// A key: `action` is "press" (down and up), "down" or "up".
+    pub fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
+        let code = keys::key_code(key).ok_or_else(|| {
+            CellsError::InvalidArgument(format!(
+                "unknown key '{key}': use a letter, a digit or one of {}",
+                keys::key_names().join(", ")
+            ))
+        })?;
+        let ev = |value| {
+            vec![SourceEvent::Key {
+                source: INJECT_SOURCE,
+                code,
+                value,
+            }]
+        };
+        match action {
+            "press" => {
+                self.input.inject(ev(1));
+                self.input.inject(ev(0));
+            }
+            "down" => self.input.inject(ev(1)),
+            "up" => self.input.inject(ev(0)),
+            other => {
+                return Err(CellsError::InvalidArgument(format!(
+                    "unknown key action '{other}': use press, down or up"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Type text as key strokes (US layout).
+    pub fn input_text(&self, text: &str) -> Result<(), CellsError> {
+        let mut strokes = Vec::new();
+        for c in text.chars() {
+            let k = keys::char_key(c).ok_or_else(|| {
+                CellsError::InvalidArgument(format!(
+                    "cannot type {c:?}: text may hold printable ASCII, tabs and newlines"
+                ))
+            })?;
+            strokes.push(k);
+        }
+        for (code, shift) in strokes {
+            let key = |code, value| SourceEvent::Key {
+                source: INJECT_SOURCE,
+                code,
+                value,
+            };
+            if shift {
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 1)]);
+            }
+            self.input.inject(vec![key(code, 1)]);
+            self.input.inject(vec![key(code, 0)]);
+            if shift {
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 0)]);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn start_failed(name: &str, error: &str) -> CellsError {
     CellsError::Failed(format!("starting VP '{name}' failed: {error}"))
 }
@@ -1179,6 +1496,10 @@ pub fn create_options(
                     _ => return Err(bad(k, "an integer")),
                 })
             }
+            "color" => {
+                let c = text().ok_or_else(|| bad(k, "a string such as \"ff0000\""))?;
+                o.color = Some(c);
+            }
             "privileged" => {
                 o.privileged = match v {
                     Value::Bool(b) => *b,
@@ -1187,7 +1508,7 @@ pub fn create_options(
             }
             other => {
                 return Err(CellsError::InvalidArgument(format!(
-                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, privileged"
+                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged"
                 )))
             }
         }

@@ -13,8 +13,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use cellsd::daemon::{check_state_dir, DaemonConfig, Manager};
+use cellsd::devices::input::sink::Backend;
 use cellsd::layout::{Layout, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
 use cellsd::template::Sources;
+use mux_fb::panel::PanelSpec;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +44,20 @@ struct Args {
     /// Cgroup (in every hierarchy) under which VP cgroups are created.
     #[arg(long, default_value = cellsd::config::DEFAULT_CGROUP_PARENT)]
     cgroup_parent: String,
+    /// The panel: headless:WIDTHxHEIGHT (memory) or fbdev:/dev/fbN (a real
+    /// display). Default: fbdev:/dev/fb0 where it exists, else headless:720x1280.
+    #[arg(long, env = "CELLS_PANEL")]
+    panel: Option<String>,
+    /// How VP input devices are made: uinput (needs /dev/uinput), fifo (the
+    /// host backend), or auto.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "uinput", "fifo"])]
+    input_backend: String,
+    /// Folder of the host input devices to multiplex to the foreground VP.
+    #[arg(long, default_value = "/dev/input")]
+    input_dir: PathBuf,
+    /// Do not grab host input devices exclusively (they then also reach the host).
+    #[arg(long)]
+    no_grab: bool,
     /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
@@ -131,6 +147,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
+    let panel = match &args.panel {
+        Some(p) => PanelSpec::parse(p)?,
+        None => PanelSpec::default_for_host(),
+    };
     let exe = std::fs::read_link("/proc/self/exe").context("find own executable")?;
     let sources = Sources {
         recipes: args
@@ -146,6 +166,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         id_base: args.id_base,
         self_exe: exe,
         cgroup_parent: args.cgroup_parent.trim_matches('/').to_string(),
+        panel,
+        input_backend: match args.input_backend.as_str() {
+            "uinput" => Backend::Uinput,
+            "fifo" => Backend::Fifo,
+            _ => Backend::detect(),
+        },
+        input_dir: Some(args.input_dir.clone()),
+        grab_input: !args.no_grab,
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()

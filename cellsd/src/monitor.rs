@@ -36,7 +36,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::VpCgroup;
 use crate::config::{cap_number, VpConfig};
+use crate::devices::input::router::DeviceKind;
+use crate::devices::input::sink::Backend;
+use crate::devices::{display, input};
 use crate::{rootfs, sys};
+use mux_fb::Geometry;
 
 /// Console log is rotated (to console.log.1) past this size.
 pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
@@ -58,9 +62,32 @@ pub struct MonitorRequest {
     pub template_build: String,
     /// The monitor's log from here on (a spare monitor logs elsewhere before).
     pub monitor_log: PathBuf,
+    /// The VP's devices to make.
+    pub devices: DeviceRequest,
+    /// Environment added to the VP's init (runtime facts: colour, framebuffer).
+    #[serde(default)]
+    pub extra_env: Vec<String>,
     /// Log the time of each start phase to the monitor log (cellsd --log debug).
     #[serde(default)]
     pub trace: bool,
+}
+
+/// The devices a VP gets (see [`crate::devices`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceRequest {
+    /// The panel's geometry: the VP's framebuffer has the same.
+    pub geometry: Geometry,
+    pub input: Backend,
+}
+
+/// The VP's devices as the monitor holds them: fd numbers in the monitor
+/// (cellsd takes them with pidfd_getfd) and what they are.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceFds {
+    pub geometry: Geometry,
+    pub fb: i32,
+    pub input_backend: Backend,
+    pub inputs: Vec<(DeviceKind, i32)>,
 }
 
 /// A running VP's identity, written by the monitor as
@@ -74,6 +101,7 @@ pub struct RunState {
     /// Unix seconds.
     pub started_at: u64,
     pub template_build: String,
+    pub devices: DeviceFds,
 }
 
 impl RunState {
@@ -350,6 +378,8 @@ fn release_spare(spare: &VpCgroup) {
 /// What the monitor holds of a started VP.
 struct StartedVp {
     init: libc::pid_t,
+    /// The VP's devices: open for the VP's whole life.
+    _devices: Vec<OwnedFd>,
     master: OwnedFd,
     /// Kept open so the master never sees a hang-up between console users.
     _slave: OwnedFd,
@@ -469,6 +499,10 @@ fn start(
         .map_err(|e| leave_cgroup(e.to_string()))?;
     phase("cgroup");
 
+    let (device_fds, device_nodes, held) =
+        make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
+    phase("devices");
+
     let flags = clone_flags(cfg).bits();
     // SAFETY: the monitor is single-threaded (a fresh exec of cellsd).
     let cloned = unsafe {
@@ -481,7 +515,15 @@ fn start(
     if pid == 0 {
         drop(go_w);
         drop(err_r);
-        init_child(req, go_r, err_w, slave.as_raw_fd(), &rootfs, &slave_path);
+        init_child(
+            req,
+            go_r,
+            err_w,
+            slave.as_raw_fd(),
+            &rootfs,
+            &slave_path,
+            &device_nodes,
+        );
     }
     drop(go_r);
     drop(err_w);
@@ -529,6 +571,7 @@ fn start(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         template_build: req.template_build.clone(),
+        devices: device_fds,
     };
     // No fsync: the run dir does not outlive a reboot anyway.
     let tmp = req.run_state.with_extension("tmp");
@@ -557,6 +600,7 @@ fn start(
     }
     Ok(StartedVp {
         init: pid,
+        _devices: held,
         master,
         _slave: slave,
         signals,
@@ -564,6 +608,49 @@ fn start(
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// Make the VP's devices on a tmpfs private to this monitor
+/// (`<run>/vps/NAME/dev`): returns their fds (for cellsd), the nodes to bind
+/// into the VP, and the fds to keep open.
+#[allow(clippy::type_complexity)]
+fn make_devices(
+    req: &MonitorRequest,
+) -> Result<(DeviceFds, Vec<(PathBuf, String)>, Vec<OwnedFd>), String> {
+    let dir = req.run_dir.join("dev");
+    std::fs::create_dir_all(&dir).map_err(errstr("mkdir dev"))?;
+    let g = req.devices.geometry;
+    let size = format!("size={},mode=755", g.size() + (1 << 20));
+    mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some(size.as_str()),
+    )
+    .map_err(errstr("mount the device tmpfs"))?;
+    let owner = req.config.host_root_id();
+    let fb = display::create(&dir, g, owner).map_err(errstr("framebuffer"))?;
+    let mut nodes: Vec<(PathBuf, String)> = display::VP_FB_PATHS
+        .iter()
+        .map(|p| (fb.file.clone(), p.to_string()))
+        .collect();
+    nodes.push((fb.info.clone(), display::VP_FB_INFO.to_string()));
+    let inputs = input::sink::create(req.devices.input, &dir, g, owner)
+        .map_err(|e| format!("input devices ({:?}): {e}", req.devices.input))?;
+    let mut fds = DeviceFds {
+        geometry: g,
+        fb: fb.fd.as_raw_fd(),
+        input_backend: req.devices.input,
+        inputs: Vec::new(),
+    };
+    let mut held = vec![fb.fd];
+    for i in inputs {
+        nodes.push((i.node.clone(), i.vp_path.clone()));
+        fds.inputs.push((i.kind, i.fd.as_raw_fd()));
+        held.push(i.fd);
+    }
+    Ok((fds, nodes, held))
+}
 
 /// Monitor side of the start, between clone and releasing the init: id
 /// maps, the template and the overlay root.
@@ -643,6 +730,7 @@ fn init_child(
     console: RawFd,
     rootfs: &Path,
     console_path: &Path,
+    devices: &[(PathBuf, String)],
 ) -> ! {
     let mut b = [0u8; 1];
     match nix::unistd::read(&go, &mut b) {
@@ -651,7 +739,7 @@ fn init_child(
         // SAFETY: _exit is always safe.
         _ => unsafe { libc::_exit(1) },
     }
-    let e = match setup_and_exec(req, console, rootfs, console_path) {
+    let e = match setup_and_exec(req, console, rootfs, console_path, devices) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -665,6 +753,7 @@ fn setup_and_exec(
     console: RawFd,
     rootfs: &Path,
     console_path: &Path,
+    devices: &[(PathBuf, String)],
 ) -> Result<std::convert::Infallible, String> {
     let cfg = &req.config;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
@@ -692,7 +781,8 @@ fn setup_and_exec(
     if let Err(e) = loopback_up() {
         return Err(format!("bring up lo: {e}"));
     }
-    let steps = rootfs::plan(&cfg.runtime, rootfs, console_path).map_err(|e| e.to_string())?;
+    let steps =
+        rootfs::plan(&cfg.runtime, rootfs, console_path, devices).map_err(|e| e.to_string())?;
     rootfs::apply(rootfs, &steps).map_err(|e| e.to_string())?;
     phase("child: mounts");
     rootfs::pivot(rootfs).map_err(|e| e.to_string())?;
@@ -717,7 +807,8 @@ fn setup_and_exec(
     cloexec_from(3);
     reset_signals();
     let args = process.args().clone().unwrap_or_default();
-    let env = process.env().clone().unwrap_or_default();
+    let mut env = process.env().clone().unwrap_or_default();
+    env.extend(req.extra_env.iter().cloned());
     let e = exec_in_path(&args, &env);
     Err(format!("exec {:?} in the VP: {e}", args.first()))
 }

@@ -129,8 +129,14 @@ pub fn in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, RootfsError> {
 }
 
 /// The steps that build the VP's filesystem under `rootfs` (the overlay,
-/// still at its host path), with `console` the pty slave for /dev/console.
-pub fn plan(spec: &Spec, rootfs: &Path, console: &Path) -> Result<Vec<Step>, RootfsError> {
+/// still at its host path), with `console` the pty slave for /dev/console
+/// and `devices` the VP's own device nodes as (host node, path in the VP).
+pub fn plan(
+    spec: &Spec,
+    rootfs: &Path,
+    console: &Path,
+    devices: &[(PathBuf, String)],
+) -> Result<Vec<Step>, RootfsError> {
     let mut steps = Vec::new();
     for m in spec.mounts().as_deref().unwrap_or_default() {
         let target = in_root(rootfs, m.destination())?;
@@ -167,6 +173,12 @@ pub fn plan(spec: &Spec, rootfs: &Path, console: &Path) -> Result<Vec<Step>, Roo
         steps.push(Step::BindNode {
             source: d.path().clone(),
             target: in_root(rootfs, d.path())?,
+        });
+    }
+    for (node, vp_path) in devices {
+        steps.push(Step::BindNode {
+            source: node.clone(),
+            target: in_root(rootfs, Path::new(vp_path))?,
         });
     }
     let dev = in_root(rootfs, Path::new("/dev"))?;
@@ -465,7 +477,8 @@ mod tests {
 
     #[test]
     fn plan_orders_mounts_before_nodes_and_masks() {
-        let steps = plan(&spec(), Path::new("/r"), Path::new("/dev/pts/7")).unwrap();
+        let devs = vec![(PathBuf::from("/run/x/fb0"), "/dev/graphics/fb0".to_string())];
+        let steps = plan(&spec(), Path::new("/r"), Path::new("/dev/pts/7"), &devs).unwrap();
         let pos = |pred: &dyn Fn(&Step) -> bool| steps.iter().position(pred).unwrap();
         let dev_tmpfs =
             pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/dev")));

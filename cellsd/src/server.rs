@@ -13,7 +13,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{self, OwnedValue};
 
 use crate::api::{CellsError, TemplateInfo, VpInfo, OBJECT_PATH};
-use crate::daemon::{create_options, Event, Manager};
+use crate::daemon::{create_options, Event, Manager, Point};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +175,101 @@ impl ManagerIface {
         Ok(self.mgr.template_list())
     }
 
+    /// Make a running VP the foreground: it gets the panel and the input.
+    async fn switch(&self, name: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.switch(name)
+    }
+
+    /// Switch to the next running VP (name order, wrapping); returns it.
+    async fn next(&self) -> Result<String, CellsError> {
+        self.check()?;
+        self.mgr.cycle(true)
+    }
+
+    /// Switch to the previous running VP; returns it.
+    async fn prev(&self) -> Result<String, CellsError> {
+        self.check()?;
+        self.mgr.cycle(false)
+    }
+
+    /// The foreground VP ("" if none).
+    async fn foreground(&self) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(self.mgr.foreground().unwrap_or_default())
+    }
+
+    /// A PNG of what the panel shows (vp "") or of a VP's own framebuffer.
+    async fn screenshot(&self, vp: &str) -> Result<Vec<u8>, CellsError> {
+        self.check()?;
+        self.mgr.screenshot((!vp.is_empty()).then_some(vp))
+    }
+
+    /// The panel: description, geometry and compositor counters.
+    async fn display_info(&self) -> Result<HashMap<String, OwnedValue>, CellsError> {
+        self.check()?;
+        let (describe, g, st) = self.mgr.display_info();
+        let inp = self.mgr.input_stats();
+        let mut m: HashMap<String, OwnedValue> = HashMap::new();
+        let mut put = |k: &str, v: zvariant::Value<'_>| {
+            if let Ok(o) = v.try_to_owned() {
+                m.insert(k.to_string(), o);
+            }
+        };
+        put("panel", describe.as_str().into());
+        put("width", g.width.into());
+        put("height", g.height.into());
+        put("stride", g.stride.into());
+        put("refreshes", st.refreshes.into());
+        put("frames_shown", st.frames_shown.into());
+        put("bands_copied", st.bands_copied.into());
+        put("switches", st.switches.into());
+        put("last_switch_us", st.last_switch_us.into());
+        put("compositor_cpu_ns", st.cpu_ns.into());
+        put("input_frames_routed", inp.frames_routed.into());
+        put("input_frames_dropped", inp.frames_dropped.into());
+        let sources: Vec<String> = inp
+            .sources
+            .iter()
+            .map(|(p, n)| format!("{p} ({n})"))
+            .collect();
+        put("input_sources", sources.into());
+        Ok(m)
+    }
+
+    /// Tap at (x, y) in panel pixels: to the foreground VP (dropped if none).
+    async fn input_tap(&self, x: i32, y: i32) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.input_tap(Point { x, y })
+    }
+
+    /// Swipe from (x1, y1) to (x2, y2) over ms milliseconds.
+    async fn input_swipe(
+        &self,
+        x1: i32,
+        y1: i32,
+        x2: i32,
+        y2: i32,
+        ms: u32,
+    ) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr
+            .input_swipe(Point { x: x1, y: y1 }, Point { x: x2, y: y2 }, ms)
+            .await
+    }
+
+    /// A key by name (HOME, BACK, POWER, A ...); action press, down or up.
+    async fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.input_key(key, action)
+    }
+
+    /// Type text (US layout).
+    async fn input_text(&self, text: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.input_text(text)
+    }
+
     /// A VP changed state: created, starting, running, stopping, stopped, destroyed.
     #[zbus(signal)]
     async fn vp_state_changed(
@@ -182,6 +277,10 @@ impl ManagerIface {
         name: &str,
         state: &str,
     ) -> zbus::Result<()>;
+
+    /// The foreground VP changed ("" for none).
+    #[zbus(signal)]
+    async fn foreground_changed(emitter: &SignalEmitter<'_>, name: &str) -> zbus::Result<()>;
 
     #[zbus(signal)]
     async fn template_build_progress(
@@ -314,6 +413,7 @@ async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
                     Ok(Event::TemplateProgress { template, done, total, step }) => {
                         signal("TemplateBuildProgress", &(template, done, total, step))
                     }
+                    Ok(Event::Foreground(name)) => signal("ForegroundChanged", &(name,)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return Ok(()),
                 };

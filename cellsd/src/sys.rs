@@ -113,6 +113,16 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// A duplicate, in this process, of fd `target_fd` of the process behind
+/// `pidfd` (the same open file description).
+pub fn pidfd_getfd(pidfd: &impl AsRawFd, target_fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;
+    // SAFETY: fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 pub fn pidfd_send_signal(pidfd: &impl AsRawFd, signal: i32) -> io::Result<()> {
     // SAFETY: null siginfo is allowed and means "as kill(2) would send it".
     check(unsafe {

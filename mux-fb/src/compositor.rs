@@ -295,19 +295,31 @@ mod tests {
         let red = vfb("red", g, Rgb(0xff0000));
         let blue = vfb("blue", g, Rgb(0x0000ff));
         c.set_foreground(Some(("red".into(), Arc::clone(&red))));
-        assert_eq!(Rgb::read(c.panel().pixels(), g.offset(10, 10)), Rgb(0xff0000));
+        assert_eq!(
+            Rgb::read(c.panel().pixels(), g.offset(10, 10)),
+            Rgb(0xff0000)
+        );
         assert_eq!(c.refresh(), 0, "nothing changed, nothing copied");
         // A background VP draws: the panel does not change.
         fill(blue.pixels_mut(), &g, Rgb(0x000080));
         assert_eq!(c.refresh(), 0);
-        assert_eq!(Rgb::read(c.panel().pixels(), g.offset(10, 10)), Rgb(0xff0000));
+        assert_eq!(
+            Rgb::read(c.panel().pixels(), g.offset(10, 10)),
+            Rgb(0xff0000)
+        );
         // The foreground draws one row: one band is copied.
         fill_rect(red.pixels_mut(), &g, 0, 20, 64, 1, Rgb(0x00ff00));
         assert_eq!(c.refresh(), 1);
-        assert_eq!(Rgb::read(c.panel().pixels(), g.offset(0, 20)), Rgb(0x00ff00));
+        assert_eq!(
+            Rgb::read(c.panel().pixels(), g.offset(0, 20)),
+            Rgb(0x00ff00)
+        );
         // Switch: the whole new frame at once.
         c.set_foreground(Some(("blue".into(), Arc::clone(&blue))));
-        assert_eq!(Rgb::read(c.panel().pixels(), g.offset(0, 20)), Rgb(0x000080));
+        assert_eq!(
+            Rgb::read(c.panel().pixels(), g.offset(0, 20)),
+            Rgb(0x000080)
+        );
         c.set_foreground(None);
         assert_eq!(Rgb::read(c.panel().pixels(), g.offset(0, 20)), Rgb(0));
         assert_eq!(c.stats().switches, 3);
@@ -329,7 +341,11 @@ mod tests {
         assert!(d.capture(Target::Vp("nope".into())).is_none());
         d.detach("b");
         let px = d.capture(Target::Panel).unwrap();
-        assert_eq!(Rgb::read(&px, 0), Rgb(0), "detached foreground leaves a black panel");
+        assert_eq!(
+            Rgb::read(&px, 0),
+            Rgb(0),
+            "detached foreground leaves a black panel"
+        );
         assert_eq!(d.stats().switches, 2);
     }
 }

@@ -37,7 +37,15 @@ pub fn text(buf: &mut [u8], g: &Geometry, x: u32, y: u32, text: &str, scale: u32
         for col in 0..GLYPH_W {
             for row in 0..GLYPH_H {
                 if font::pixel(c, col, row) {
-                    fill_rect(buf, g, cx + col * scale, y + row * scale, scale, scale, color);
+                    fill_rect(
+                        buf,
+                        g,
+                        cx + col * scale,
+                        y + row * scale,
+                        scale,
+                        scale,
+                        color,
+                    );
                 }
             }
         }

@@ -26,12 +26,18 @@ unsafe impl Send for FbdevPanel {}
 
 impl FbdevPanel {
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         let fd = OwnedFd::from(file);
         let (var, fix) = fbabi::screen_info(fd.as_raw_fd()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{} is not a framebuffer device (FBIOGET_VSCREENINFO failed)", path.display()),
+                format!(
+                    "{} is not a framebuffer device (FBIOGET_VSCREENINFO failed)",
+                    path.display()
+                ),
             )
         })?;
         check_format(path, &var)?;

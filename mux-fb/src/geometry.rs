@@ -51,6 +51,35 @@ impl Geometry {
     }
 }
 
+/// The text of a userspace-mode framebuffer's info file
+/// (`/dev/graphics/fb0.info`): `key=value` lines.
+pub fn info_text(g: &Geometry) -> String {
+    format!(
+        "width={}\nheight={}\nstride={}\nbits_per_pixel={BITS_PER_PIXEL}\nformat=XRGB8888\n",
+        g.width, g.height, g.stride
+    )
+}
+
+/// Parse an info file.
+pub fn parse_info(text: &str) -> Option<Geometry> {
+    let get = |k: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(k)?
+                .strip_prefix('=')?
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+    };
+    let g = Geometry {
+        width: get("width")?,
+        height: get("height")?,
+        stride: get("stride")?,
+    };
+    (g.stride >= g.width * BYTES_PER_PIXEL && get("bits_per_pixel") == Some(BITS_PER_PIXEL))
+        .then_some(g)
+}
+
 /// An XRGB8888 colour, 0x00RRGGBB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rgb(pub u32);
@@ -85,7 +114,12 @@ impl Rgb {
     }
     /// The pixel at `off` of an XRGB8888 buffer.
     pub fn read(buf: &[u8], off: usize) -> Self {
-        Rgb(u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], 0]))
+        Rgb(u32::from_le_bytes([
+            buf[off],
+            buf[off + 1],
+            buf[off + 2],
+            0,
+        ]))
     }
     /// A saturated colour derived from a name (stable across runs).
     pub fn from_name(name: &str) -> Self {
@@ -123,11 +157,25 @@ mod tests {
     #[test]
     fn sizes_parse() {
         let g = Geometry::parse("720x1280").unwrap();
-        assert_eq!((g.width, g.height, g.stride, g.size()), (720, 1280, 2880, 720 * 1280 * 4));
+        assert_eq!(
+            (g.width, g.height, g.stride, g.size()),
+            (720, 1280, 2880, 720 * 1280 * 4)
+        );
         assert_eq!(g.offset(1, 2), 2 * 2880 + 4);
         for bad in ["", "720", "0x10", "720x", "axb", "99999x10"] {
             assert!(Geometry::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn info_round_trip() {
+        let g = Geometry::new(720, 1280);
+        assert_eq!(parse_info(&info_text(&g)), Some(g));
+        assert_eq!(parse_info("width=1\nheight=1\n"), None);
+        assert_eq!(
+            parse_info("width=10\nheight=10\nstride=4\nbits_per_pixel=32"),
+            None
+        );
     }
 
     #[test]

@@ -69,7 +69,9 @@ pub enum PanelSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PanelSpecError {
-    #[error("invalid panel '{0}': use headless:WIDTHxHEIGHT (e.g. headless:720x1280) or fbdev:/dev/fb0")]
+    #[error(
+        "invalid panel '{0}': use headless:WIDTHxHEIGHT (e.g. headless:720x1280) or fbdev:/dev/fb0"
+    )]
     Syntax(String),
     #[error(transparent)]
     Size(#[from] crate::geometry::BadSize),

@@ -39,7 +39,10 @@ impl VirtualFb {
         if len < geometry.size() as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("framebuffer file is {len} bytes, {} expected", geometry.size()),
+                format!(
+                    "framebuffer file is {len} bytes, {} expected",
+                    geometry.size()
+                ),
             ));
         }
         // SAFETY: mapping an fd we own, shared, for the size checked above.
@@ -99,7 +102,11 @@ mod tests {
         let p = std::env::temp_dir().join(format!("vfb-{}", std::process::id()));
         let g = Geometry::new(32, 16);
         let a = VirtualFb::create(&p, g).unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
         let b = VirtualFb::from_fd(OwnedFd::from(f), g).unwrap();
         crate::draw::fill(a.pixels_mut(), &g, Rgb(0x00ff00));
         assert_eq!(Rgb::read(b.pixels(), g.offset(31, 15)), Rgb(0x00ff00));

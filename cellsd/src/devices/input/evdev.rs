@@ -172,9 +172,17 @@ impl Normalizer {
                     };
                     let now_active = s.id >= 0;
                     match (s.active, now_active) {
-                        (false, true) => out.push(SourceEvent::TouchDown { contact, x: s.x, y: s.y }),
+                        (false, true) => out.push(SourceEvent::TouchDown {
+                            contact,
+                            x: s.x,
+                            y: s.y,
+                        }),
                         (true, false) => out.push(SourceEvent::TouchUp { contact }),
-                        (true, true) if s.moved => out.push(SourceEvent::TouchMove { contact, x: s.x, y: s.y }),
+                        (true, true) if s.moved => out.push(SourceEvent::TouchMove {
+                            contact,
+                            x: s.x,
+                            y: s.y,
+                        }),
                         _ => {}
                     }
                     s.active = now_active;
@@ -185,9 +193,17 @@ impl Normalizer {
                 let contact = ContactId { source, slot: 0 };
                 let s = &mut self.slots[0];
                 match (self.was_pressed, self.pressed) {
-                    (false, true) => out.push(SourceEvent::TouchDown { contact, x: s.x, y: s.y }),
+                    (false, true) => out.push(SourceEvent::TouchDown {
+                        contact,
+                        x: s.x,
+                        y: s.y,
+                    }),
                     (true, false) => out.push(SourceEvent::TouchUp { contact }),
-                    (true, true) if s.moved => out.push(SourceEvent::TouchMove { contact, x: s.x, y: s.y }),
+                    (true, true) if s.moved => out.push(SourceEvent::TouchMove {
+                        contact,
+                        x: s.x,
+                        y: s.y,
+                    }),
                     _ => {}
                 }
                 self.was_pressed = self.pressed;
@@ -200,7 +216,8 @@ impl Normalizer {
 }
 
 fn test_bit(bits: &[u8], n: u16) -> bool {
-    bits.get(n as usize / 8).is_some_and(|b| b >> (n % 8) & 1 == 1)
+    bits.get(n as usize / 8)
+        .is_some_and(|b| b >> (n % 8) & 1 == 1)
 }
 
 /// A grabbed host input device.
@@ -214,10 +231,20 @@ pub struct EvdevSource {
 impl EvdevSource {
     /// Open and grab `path` if it is a touch device or a keyboard; Ok(None)
     /// for other devices and for the VPs' own devices (named "cells ...").
-    pub fn open(path: &Path, source: u32, geometry: Geometry, grab: bool) -> io::Result<Option<Self>> {
+    pub fn open(
+        path: &Path,
+        source: u32,
+        geometry: Geometry,
+        grab: bool,
+    ) -> io::Result<Option<Self>> {
         let c = crate::sys::cstr(path)?;
         // SAFETY: open with a valid path; the fd is owned below.
-        let raw = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        let raw = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -330,7 +357,11 @@ mod tests {
     }
 
     fn run(n: &mut Normalizer, events: &[InputEvent]) -> Vec<Vec<SourceEvent>> {
-        events.iter().filter_map(|e| n.feed(e)).filter(|f| !f.is_empty()).collect()
+        events
+            .iter()
+            .filter_map(|e| n.feed(e))
+            .filter(|f| !f.is_empty())
+            .collect()
     }
 
     #[test]
@@ -356,8 +387,16 @@ mod tests {
         assert_eq!(
             frames,
             vec![
-                vec![SourceEvent::TouchDown { contact: c, x: 719, y: 0 }],
-                vec![SourceEvent::TouchMove { contact: c, x: 719, y: 1279 }],
+                vec![SourceEvent::TouchDown {
+                    contact: c,
+                    x: 719,
+                    y: 0
+                }],
+                vec![SourceEvent::TouchMove {
+                    contact: c,
+                    x: 719,
+                    y: 1279
+                }],
                 vec![SourceEvent::TouchUp { contact: c }],
             ]
         );
@@ -384,7 +423,11 @@ mod tests {
         assert_eq!(
             frames,
             vec![
-                vec![SourceEvent::TouchDown { contact: c, x: 49, y: 49 }],
+                vec![SourceEvent::TouchDown {
+                    contact: c,
+                    x: 49,
+                    y: 49
+                }],
                 vec![SourceEvent::TouchUp { contact: c }],
             ]
         );
@@ -407,7 +450,14 @@ mod tests {
                 ev(EV_SYN, SYN_REPORT, 0),
             ],
         );
-        assert_eq!(frames, vec![vec![SourceEvent::Key { source: 2, code: 32, value: 1 }]]);
+        assert_eq!(
+            frames,
+            vec![vec![SourceEvent::Key {
+                source: 2,
+                code: 32,
+                value: 1
+            }]]
+        );
     }
 
     #[test]

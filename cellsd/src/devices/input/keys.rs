@@ -3,10 +3,10 @@
 /// Linux key codes by the names cellctl accepts (Android's names where they
 /// differ: HOME, BACK, MENU, APP_SWITCH).
 const NAMED: &[(&str, u16)] = &[
-    ("HOME", 172),        // KEY_HOMEPAGE
-    ("BACK", 158),        // KEY_BACK
-    ("MENU", 139),        // KEY_MENU
-    ("APP_SWITCH", 580),  // KEY_APPSELECT
+    ("HOME", 172),       // KEY_HOMEPAGE
+    ("BACK", 158),       // KEY_BACK
+    ("MENU", 139),       // KEY_MENU
+    ("APP_SWITCH", 580), // KEY_APPSELECT
     ("POWER", 116),
     ("VOLUME_UP", 115),
     ("VOLUME_DOWN", 114),
@@ -67,18 +67,51 @@ pub fn char_key(c: char) -> Option<(u16, bool)> {
         return Some((DIGITS[(c as u8 - b'0') as usize], false));
     }
     let plain: &[(char, u16)] = &[
-        (' ', 57), ('\n', 28), ('\t', 15), ('-', 12), ('=', 13), ('[', 26), (']', 27),
-        (';', 39), ('\'', 40), ('`', 41), ('\\', 43), (',', 51), ('.', 52), ('/', 53),
+        (' ', 57),
+        ('\n', 28),
+        ('\t', 15),
+        ('-', 12),
+        ('=', 13),
+        ('[', 26),
+        (']', 27),
+        (';', 39),
+        ('\'', 40),
+        ('`', 41),
+        ('\\', 43),
+        (',', 51),
+        ('.', 52),
+        ('/', 53),
     ];
     let shifted: &[(char, u16)] = &[
-        ('!', 2), ('@', 3), ('#', 4), ('$', 5), ('%', 6), ('^', 7), ('&', 8), ('*', 9), ('(', 10),
-        (')', 11), ('_', 12), ('+', 13), ('{', 26), ('}', 27), (':', 39), ('"', 40), ('~', 41),
-        ('|', 43), ('<', 51), ('>', 52), ('?', 53),
+        ('!', 2),
+        ('@', 3),
+        ('#', 4),
+        ('$', 5),
+        ('%', 6),
+        ('^', 7),
+        ('&', 8),
+        ('*', 9),
+        ('(', 10),
+        (')', 11),
+        ('_', 12),
+        ('+', 13),
+        ('{', 26),
+        ('}', 27),
+        (':', 39),
+        ('"', 40),
+        ('~', 41),
+        ('|', 43),
+        ('<', 51),
+        ('>', 52),
+        ('?', 53),
     ];
     if let Some((_, k)) = plain.iter().find(|(ch, _)| *ch == c) {
         return Some((*k, false));
     }
-    shifted.iter().find(|(ch, _)| *ch == c).map(|(_, k)| (*k, true))
+    shifted
+        .iter()
+        .find(|(ch, _)| *ch == c)
+        .map(|(_, k)| (*k, true))
 }
 
 #[cfg(test)]

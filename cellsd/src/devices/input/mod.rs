@@ -2,8 +2,8 @@
 //! foreground VP's own devices. See [`router`] for the routing rules,
 //! [`sink`] for the VP devices (uinput, or the FIFO host backend).
 
-pub mod event;
 pub mod evdev;
+pub mod event;
 pub mod keys;
 pub mod mux;
 pub mod router;

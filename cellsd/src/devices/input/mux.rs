@@ -59,7 +59,14 @@ fn epoll_add(ep: &OwnedFd, fd: i32, token: u64) {
 
 fn epoll_del(ep: &OwnedFd, fd: i32) {
     // SAFETY: removing an fd from our epoll instance.
-    unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 const TOKEN_WAKE: u64 = u64::MAX;
@@ -188,14 +195,20 @@ fn run(
     let mut parent_watch = -1;
     if let (Some(ino), Some(dir)) = (&ino, &input_dir) {
         epoll_add(&ep, ino.as_raw_fd(), TOKEN_INOTIFY);
-        dir_watch = inotify_watch(ino, dir, libc::IN_CREATE | libc::IN_DELETE | libc::IN_ATTRIB);
+        dir_watch = inotify_watch(
+            ino,
+            dir,
+            libc::IN_CREATE | libc::IN_DELETE | libc::IN_ATTRIB,
+        );
         if let Some(parent) = dir.parent() {
             // The folder itself may appear later (a module loaded at runtime).
             parent_watch = inotify_watch(ino, parent, libc::IN_CREATE);
         }
     }
 
-    let mut add_source = |path: &Path, sources: &mut HashMap<u64, EvdevSource>, stats: &mut Stats| {
+    let mut add_source = |path: &Path,
+                          sources: &mut HashMap<u64, EvdevSource>,
+                          stats: &mut Stats| {
         let is_event = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -207,7 +220,9 @@ fn run(
             Ok(Some(src)) => {
                 tracing::info!(device = %path.display(), name = src.name.as_str(), class = ?src.class(), "input source");
                 epoll_add(&ep, src.fd(), next_source as u64);
-                stats.sources.push((path.display().to_string(), src.name.clone()));
+                stats
+                    .sources
+                    .push((path.display().to_string(), src.name.clone()));
                 sources.insert(next_source as u64, src);
                 next_source += 1;
             }
@@ -231,7 +246,9 @@ fn run(
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 32];
     loop {
         // SAFETY: waiting on our epoll instance into our buffer.
-        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, -1) };
+        let n = unsafe {
+            libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, -1)
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -277,18 +294,32 @@ fn run(
                     let Some(ino) = &ino else { continue };
                     let mut buf = [0u8; 4096];
                     // SAFETY: reading inotify records into our buffer.
-                    let len = unsafe { libc::read(ino.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    let len =
+                        unsafe { libc::read(ino.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                     let mut off = 0usize;
                     while len > 0 && off + 16 <= len as usize {
                         let wd = i32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4]));
-                        let mask = u32::from_ne_bytes(buf[off + 4..off + 8].try_into().unwrap_or([0; 4]));
-                        let nlen = u32::from_ne_bytes(buf[off + 12..off + 16].try_into().unwrap_or([0; 4])) as usize;
+                        let mask =
+                            u32::from_ne_bytes(buf[off + 4..off + 8].try_into().unwrap_or([0; 4]));
+                        let nlen = u32::from_ne_bytes(
+                            buf[off + 12..off + 16].try_into().unwrap_or([0; 4]),
+                        ) as usize;
                         let raw = &buf[off + 16..(off + 16 + nlen).min(len as usize)];
-                        let name = String::from_utf8_lossy(&raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())]).into_owned();
+                        let name = String::from_utf8_lossy(
+                            &raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())],
+                        )
+                        .into_owned();
                         off += 16 + nlen;
                         let Some(dir) = &input_dir else { continue };
-                        if wd == parent_watch && mask & libc::IN_CREATE != 0 && dir.file_name().and_then(|n| n.to_str()) == Some(name.as_str()) {
-                            dir_watch = inotify_watch(ino, dir, libc::IN_CREATE | libc::IN_DELETE | libc::IN_ATTRIB);
+                        if wd == parent_watch
+                            && mask & libc::IN_CREATE != 0
+                            && dir.file_name().and_then(|n| n.to_str()) == Some(name.as_str())
+                        {
+                            dir_watch = inotify_watch(
+                                ino,
+                                dir,
+                                libc::IN_CREATE | libc::IN_DELETE | libc::IN_ATTRIB,
+                            );
                             continue;
                         }
                         if wd != dir_watch {
@@ -296,11 +327,18 @@ fn run(
                         }
                         let path = dir.join(&name);
                         if mask & libc::IN_DELETE != 0 {
-                            let gone: Vec<u64> = sources.iter().filter(|(_, s)| s.path == path).map(|(k, _)| *k).collect();
+                            let gone: Vec<u64> = sources
+                                .iter()
+                                .filter(|(_, s)| s.path == path)
+                                .map(|(k, _)| *k)
+                                .collect();
                             for k in gone {
                                 if let Some(s) = sources.remove(&k) {
                                     epoll_del(&ep, s.fd());
-                                    state.stats.sources.retain(|(p, _)| *p != path.display().to_string());
+                                    state
+                                        .stats
+                                        .sources
+                                        .retain(|(p, _)| *p != path.display().to_string());
                                     tracing::info!(device = %path.display(), "input source gone");
                                 }
                             }

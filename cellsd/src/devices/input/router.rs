@@ -26,14 +26,29 @@ pub struct ContactId {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceEvent {
-    TouchDown { contact: ContactId, x: i32, y: i32 },
-    TouchMove { contact: ContactId, x: i32, y: i32 },
-    TouchUp { contact: ContactId },
+    TouchDown {
+        contact: ContactId,
+        x: i32,
+        y: i32,
+    },
+    TouchMove {
+        contact: ContactId,
+        x: i32,
+        y: i32,
+    },
+    TouchUp {
+        contact: ContactId,
+    },
     /// value: 0 up, 1 down, 2 autorepeat.
-    Key { source: u32, code: u16, value: i32 },
+    Key {
+        source: u32,
+        code: u16,
+        value: i32,
+    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     Touch,
     Keys,
@@ -174,7 +189,10 @@ impl Router {
                         self.touch_move(&fg, contact, x, y, &mut touch);
                         continue;
                     }
-                    let owner = match fg.as_ref().and_then(|v| self.vps.get_mut(v).map(|s| (v, s))) {
+                    let owner = match fg
+                        .as_ref()
+                        .and_then(|v| self.vps.get_mut(v).map(|s| (v, s)))
+                    {
                         Some((v, st)) => match st.slots.iter().position(Option::is_none) {
                             Some(s) => {
                                 let id = st.next_tracking_id;
@@ -206,11 +224,18 @@ impl Router {
                         }
                     }
                 }
-                SourceEvent::Key { source, code, value } => {
+                SourceEvent::Key {
+                    source,
+                    code,
+                    value,
+                } => {
                     let id = (source, code);
                     match value {
                         1 => {
-                            let owner = match fg.as_ref().and_then(|v| self.vps.get_mut(v).map(|s| (v, s))) {
+                            let owner = match fg
+                                .as_ref()
+                                .and_then(|v| self.vps.get_mut(v).map(|s| (v, s)))
+                            {
                                 Some((v, st)) => {
                                     st.pressed.insert(code);
                                     keys.push(InputEvent::new(EV_KEY, code, 1));
@@ -221,7 +246,8 @@ impl Router {
                             self.keys.insert(id, owner);
                         }
                         2 => {
-                            if matches!(self.keys.get(&id), Some(Owner::Vp(v, _)) if fg.as_ref() == Some(v)) {
+                            if matches!(self.keys.get(&id), Some(Owner::Vp(v, _)) if fg.as_ref() == Some(v))
+                            {
                                 keys.push(InputEvent::new(EV_KEY, code, 2));
                             }
                         }
@@ -247,8 +273,14 @@ impl Router {
             let now_touching = st.slots.iter().any(Option::is_some);
             if now_touching != st.touching {
                 st.touching = now_touching;
-                touch.0.push(InputEvent::new(EV_KEY, BTN_TOUCH, now_touching as i32));
-                touch.0.push(InputEvent::new(EV_KEY, BTN_TOOL_FINGER, now_touching as i32));
+                touch
+                    .0
+                    .push(InputEvent::new(EV_KEY, BTN_TOUCH, now_touching as i32));
+                touch.0.push(InputEvent::new(
+                    EV_KEY,
+                    BTN_TOOL_FINGER,
+                    now_touching as i32,
+                ));
             }
             if !touch.0.is_empty() {
                 // Single-touch readers follow the first active contact.
@@ -275,7 +307,14 @@ impl Router {
         out
     }
 
-    fn touch_move(&mut self, fg: &Option<VpId>, contact: ContactId, x: i32, y: i32, touch: &mut TouchFrame) {
+    fn touch_move(
+        &mut self,
+        fg: &Option<VpId>,
+        contact: ContactId,
+        x: i32,
+        y: i32,
+        touch: &mut TouchFrame,
+    ) {
         if let Some(Owner::Vp(v, s)) = self.contacts.get(&contact) {
             if fg.as_ref() == Some(v) {
                 if let Some(st) = self.vps.get_mut(v) {
@@ -299,7 +338,10 @@ mod tests {
     const C: ContactId = ContactId { source: 1, slot: 0 };
 
     fn codes(o: &Output) -> Vec<(u16, u16, i32)> {
-        o.events.iter().map(|e| (e.type_, e.code, e.value)).collect()
+        o.events
+            .iter()
+            .map(|e| (e.type_, e.code, e.value))
+            .collect()
     }
 
     fn router(vps: &[&str], fg: &str) -> Router {
@@ -314,7 +356,11 @@ mod tests {
     #[test]
     fn a_tap_reaches_only_the_foreground() {
         let mut r = router(&["red", "green"], "green");
-        let out = r.frame(&[SourceEvent::TouchDown { contact: C, x: 360, y: 640 }]);
+        let out = r.frame(&[SourceEvent::TouchDown {
+            contact: C,
+            x: 360,
+            y: 640,
+        }]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].vp, "green");
         assert_eq!(out[0].kind, DeviceKind::Touch);
@@ -332,45 +378,94 @@ mod tests {
     #[test]
     fn a_held_key_is_released_in_the_old_foreground_on_a_switch() {
         let mut r = router(&["red", "green"], "red");
-        let out = r.frame(&[SourceEvent::Key { source: 2, code: 172, value: 1 }]);
+        let out = r.frame(&[SourceEvent::Key {
+            source: 2,
+            code: 172,
+            value: 1,
+        }]);
         assert_eq!(out[0].vp, "red");
         let rel = r.set_foreground(Some("green"));
         assert_eq!(rel.len(), 1);
         assert_eq!(rel[0].vp, "red");
-        assert_eq!(codes(&rel[0]), vec![(EV_KEY, 172, 0), (EV_SYN, SYN_REPORT, 0)]);
+        assert_eq!(
+            codes(&rel[0]),
+            vec![(EV_KEY, 172, 0), (EV_SYN, SYN_REPORT, 0)]
+        );
         // Repeats and the real key-up go nowhere: green never saw the down.
-        assert!(r.frame(&[SourceEvent::Key { source: 2, code: 172, value: 2 }]).is_empty());
-        assert!(r.frame(&[SourceEvent::Key { source: 2, code: 172, value: 0 }]).is_empty());
+        assert!(r
+            .frame(&[SourceEvent::Key {
+                source: 2,
+                code: 172,
+                value: 2
+            }])
+            .is_empty());
+        assert!(r
+            .frame(&[SourceEvent::Key {
+                source: 2,
+                code: 172,
+                value: 0
+            }])
+            .is_empty());
         // A new press goes to green.
-        let out = r.frame(&[SourceEvent::Key { source: 2, code: 172, value: 1 }]);
+        let out = r.frame(&[SourceEvent::Key {
+            source: 2,
+            code: 172,
+            value: 1,
+        }]);
         assert_eq!(out[0].vp, "green");
     }
 
     #[test]
     fn a_touch_across_a_switch_is_lifted_and_never_reaches_the_new_foreground() {
         let mut r = router(&["red", "green"], "red");
-        r.frame(&[SourceEvent::TouchDown { contact: C, x: 1, y: 1 }]);
+        r.frame(&[SourceEvent::TouchDown {
+            contact: C,
+            x: 1,
+            y: 1,
+        }]);
         let rel = r.set_foreground(Some("green"));
         let ev = codes(&rel[0]);
         assert_eq!(rel[0].vp, "red");
         assert!(ev.contains(&(EV_ABS, ABS_MT_TRACKING_ID, -1)));
         assert!(ev.contains(&(EV_KEY, BTN_TOUCH, 0)));
-        assert!(r.frame(&[SourceEvent::TouchMove { contact: C, x: 5, y: 5 }]).is_empty());
+        assert!(r
+            .frame(&[SourceEvent::TouchMove {
+                contact: C,
+                x: 5,
+                y: 5
+            }])
+            .is_empty());
         assert!(r.frame(&[SourceEvent::TouchUp { contact: C }]).is_empty());
         // The next gesture is green's.
-        let out = r.frame(&[SourceEvent::TouchDown { contact: C, x: 2, y: 2 }]);
+        let out = r.frame(&[SourceEvent::TouchDown {
+            contact: C,
+            x: 2,
+            y: 2,
+        }]);
         assert_eq!(out[0].vp, "green");
     }
 
     #[test]
     fn no_foreground_or_a_stopped_vp_drops_input() {
         let mut r = Router::new();
-        assert!(r.frame(&[SourceEvent::TouchDown { contact: C, x: 1, y: 1 }]).is_empty());
+        assert!(r
+            .frame(&[SourceEvent::TouchDown {
+                contact: C,
+                x: 1,
+                y: 1
+            }])
+            .is_empty());
         r.attach("red");
         r.set_foreground(Some("red"));
         r.detach("red");
         assert_eq!(r.foreground(), None);
-        assert!(r.frame(&[SourceEvent::Key { source: 0, code: 30, value: 1 }]).is_empty());
+        assert!(r
+            .frame(&[SourceEvent::Key {
+                source: 0,
+                code: 30,
+                value: 1
+            }])
+            .is_empty());
         // A foreground that is not attached is refused.
         r.set_foreground(Some("ghost"));
         assert_eq!(r.foreground(), None);
@@ -381,8 +476,16 @@ mod tests {
         let mut r = router(&["red"], "red");
         let c2 = ContactId { source: 1, slot: 1 };
         let out = r.frame(&[
-            SourceEvent::TouchDown { contact: C, x: 10, y: 10 },
-            SourceEvent::TouchDown { contact: c2, x: 20, y: 20 },
+            SourceEvent::TouchDown {
+                contact: C,
+                x: 10,
+                y: 10,
+            },
+            SourceEvent::TouchDown {
+                contact: c2,
+                x: 20,
+                y: 20,
+            },
         ]);
         let ev = codes(&out[0]);
         assert!(ev.contains(&(EV_ABS, ABS_MT_SLOT, 0)) && ev.contains(&(EV_ABS, ABS_MT_SLOT, 1)));
@@ -390,9 +493,18 @@ mod tests {
         // Lifting one keeps BTN_TOUCH down.
         let out = r.frame(&[SourceEvent::TouchUp { contact: C }]);
         assert!(!codes(&out[0]).iter().any(|e| e.1 == BTN_TOUCH));
-        let out = r.frame(&[SourceEvent::TouchMove { contact: c2, x: 25, y: 26 }]);
+        let out = r.frame(&[SourceEvent::TouchMove {
+            contact: c2,
+            x: 25,
+            y: 26,
+        }]);
         let ev = codes(&out[0]);
-        assert!(ev.contains(&(EV_ABS, ABS_MT_SLOT, 1)) && ev.contains(&(EV_ABS, ABS_MT_POSITION_Y, 26)));
-        assert!(ev.contains(&(EV_ABS, ABS_X, 25)), "single-touch position follows");
+        assert!(
+            ev.contains(&(EV_ABS, ABS_MT_SLOT, 1)) && ev.contains(&(EV_ABS, ABS_MT_POSITION_Y, 26))
+        );
+        assert!(
+            ev.contains(&(EV_ABS, ABS_X, 25)),
+            "single-touch position follows"
+        );
     }
 }

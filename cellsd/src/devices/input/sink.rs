@@ -121,7 +121,12 @@ pub struct Created {
 
 /// Make a VP's input devices (in the monitor, before the VP starts).
 /// `dir` is the monitor's private device folder; `owner` VP root's host id.
-pub fn create(backend: Backend, dir: &Path, g: Geometry, owner: Option<u32>) -> io::Result<Vec<Created>> {
+pub fn create(
+    backend: Backend,
+    dir: &Path,
+    g: Geometry,
+    owner: Option<u32>,
+) -> io::Result<Vec<Created>> {
     let mut out = Vec::new();
     for (kind, node_name, dev_name) in VP_DEVICES {
         let (node, fd) = match backend {
@@ -153,7 +158,12 @@ fn fifo(path: &Path) -> io::Result<(PathBuf, OwnedFd)> {
     }
     // O_RDWR: never blocks, and keeps a writer so readers never see EOF.
     // SAFETY: open with a valid path; the fd is owned below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -179,7 +189,8 @@ mod tests {
             .unwrap();
         let fd = devs.into_iter().nth(1).unwrap().fd;
         let mut sink = Sink::new(fd, Backend::Fifo);
-        sink.write(&[InputEvent::new(EV_KEY, 30, 1), InputEvent::syn()]).unwrap();
+        sink.write(&[InputEvent::new(EV_KEY, 30, 1), InputEvent::syn()])
+            .unwrap();
         let mut buf = [0u8; 48];
         std::io::Read::read_exact(&mut reader, &mut buf).unwrap();
         let e = InputEvent::from_bytes(&buf).unwrap();
