@@ -139,8 +139,8 @@ fn dev_holds_only_the_listed_nodes_and_mknod_fails() {
     let mut names = lines(&listing);
     names.sort();
     let mut expected: Vec<String> = [
-        "console", "fd", "full", "null", "ptmx", "pts", "random", "stderr", "stdin", "stdout",
-        "tty", "urandom", "zero",
+        "console", "fb0", "fd", "full", "graphics", "input", "null", "ptmx", "pts", "random",
+        "stderr", "stdin", "stdout", "tty", "urandom", "zero",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -211,7 +211,7 @@ fn animate(fb: &mut Framebuffer, name: &str, color: Rgb, frames: Option<u64>) {
         let g = fb.g;
         let px = fb.pixels();
         // Every frame differs everywhere: the compositor's worst case.
-        fill(px, &g, if n % 2 == 0 { color } else { dark });
+        fill(px, &g, if n.is_multiple_of(2) { color } else { dark });
         let bar = (n % g.height as u64) as u32;
         fill_rect(px, &g, 0, bar, g.width, 8, contrast(color));
         text(px, &g, 20, 20, name, 4, contrast(color));
