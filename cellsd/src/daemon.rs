@@ -168,8 +168,13 @@ impl Manager {
         })?;
         let screen = Display::start(panel);
         tracing::info!(panel = screen.describe(), "display");
-        let input = InputMux::start(cfg.input_dir.clone(), screen.geometry(), cfg.grab_input)
-            .map_err(failed("start the input multiplexer"))?;
+        let input = InputMux::start(
+            cfg.input_dir.clone(),
+            screen.geometry(),
+            cfg.grab_input,
+            Some(cfg.layout.input_socket()),
+        )
+        .map_err(failed("start the input multiplexer"))?;
         let (events, _) = broadcast::channel(1024);
         let mgr = Arc::new(Self {
             cfg,

@@ -9,6 +9,7 @@
 //!   templates/T/builds/N/     one immutable build: rootfs/ and build.json
 //! Run dir (volatile, default /run/cells):
 //!   cellsd.sock               the control socket (D-Bus, peer to peer)
+//!   input.sock                raw input injection (SOCK_SEQPACKET of input_events)
 //!   cellsd.pid, cellsd.lock
 //!   foreground                name of the foreground VP
 //!   vps/NAME/run.json         the running VP: init and monitor pids, start times
@@ -42,6 +43,10 @@ impl Layout {
     /// Name of the foreground VP (survives a cellsd restart, not a reboot).
     pub fn foreground_file(&self) -> PathBuf {
         self.run.join("foreground")
+    }
+    /// The raw input injection socket (see devices::input::inject).
+    pub fn input_socket(&self) -> PathBuf {
+        self.run.join("input.sock")
     }
     pub fn pid_file(&self) -> PathBuf {
         self.run.join("cellsd.pid")

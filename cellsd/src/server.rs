@@ -332,14 +332,19 @@ pub fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
+    restrict_socket(path)?;
+    Ok(listener)
+}
+
+/// Who may connect to one of cellsd's sockets: root, or the `cells` group.
+pub fn restrict_socket(path: &std::path::Path) -> std::io::Result<()> {
     match cells_group() {
         Some(gid) => {
             std::os::unix::fs::chown(path, Some(0), Some(gid))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         }
-        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
     }
-    Ok(listener)
 }
 
 /// A signal of `org.cells.Manager1`, sent from SERVER_NAME (the interface's

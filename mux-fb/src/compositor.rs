@@ -19,6 +19,8 @@ use crate::vfb::VirtualFb;
 
 /// Rows per band of change detection.
 pub const BAND_ROWS: u32 = 16;
+/// A band hash that no content has (practically): "compare and copy".
+const UNKNOWN: u64 = 0x5eed_cafe_f00d_beef;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
@@ -75,22 +77,30 @@ impl Compositor {
         start..end
     }
 
-    /// Show `fg` (None: a black panel) now: a full copy.
-    pub fn set_foreground(&mut self, fg: Option<(String, Arc<VirtualFb>)>) {
+    /// Show `fg` (None: a black panel) now: a full copy. `shown` is called
+    /// as soon as the panel shows the new frame (before the bookkeeping).
+    pub fn set_foreground(
+        &mut self,
+        fg: Option<(String, Arc<VirtualFb>)>,
+        shown: impl FnOnce(&mut Stats),
+    ) {
         self.fg = fg;
         self.stats.switches += 1;
-        let bands = self.hashes.len();
         match &self.fg {
             Some((_, vfb)) => {
-                let src = vfb.pixels();
-                for b in 0..bands {
-                    let r = self.band_range(b);
-                    self.hashes[b] = xxh3_64(&src[r.clone()]);
-                    self.panel.pixels_mut()[r.clone()].copy_from_slice(&src[r]);
-                }
+                let vfb = Arc::clone(vfb);
+                self.panel.pixels_mut().copy_from_slice(vfb.pixels());
+                shown(&mut self.stats);
+                // Hashing is left to the next refresh (off the switch's
+                // path); it finds every hash changed and copies the frame
+                // once more. Hashing the copy here would read video memory
+                // on a real panel, slow; hashing the source after the copy
+                // could miss a draw made in between.
+                self.hashes.fill(UNKNOWN);
             }
             None => {
                 self.panel.pixels_mut().fill(0);
+                shown(&mut self.stats);
                 self.hashes.fill(0);
             }
         }
@@ -175,19 +185,20 @@ impl Display {
                             let is_fg = comp.foreground() == Some(name.as_str());
                             screens.insert(name.clone(), Arc::clone(&vfb));
                             if is_fg {
-                                comp.set_foreground(Some((name, vfb)));
+                                comp.set_foreground(Some((name, vfb)), |_| {});
                             }
                         }
                         Ok(Command::Detach(name)) => {
                             screens.remove(&name);
                             if comp.foreground() == Some(name.as_str()) {
-                                comp.set_foreground(None);
+                                comp.set_foreground(None, |_| {});
                             }
                         }
                         Ok(Command::Foreground(name, asked)) => {
                             let fg = name.and_then(|n| screens.get(&n).map(|v| (n, Arc::clone(v))));
-                            comp.set_foreground(fg);
-                            comp.stats.last_switch_us = asked.elapsed().as_micros() as u64;
+                            comp.set_foreground(fg, |st| {
+                                st.last_switch_us = asked.elapsed().as_micros() as u64;
+                            });
                         }
                         Ok(Command::Capture(target, reply)) => {
                             let px = match target {
@@ -294,10 +305,15 @@ mod tests {
         let mut c = Compositor::new(Box::new(HeadlessPanel::new(g)));
         let red = vfb("red", g, Rgb(0xff0000));
         let blue = vfb("blue", g, Rgb(0x0000ff));
-        c.set_foreground(Some(("red".into(), Arc::clone(&red))));
+        c.set_foreground(Some(("red".into(), Arc::clone(&red))), |_| {});
         assert_eq!(
             Rgb::read(c.panel().pixels(), g.offset(10, 10)),
             Rgb(0xff0000)
+        );
+        assert_eq!(
+            c.refresh(),
+            4,
+            "the refresh after a switch learns the hashes (4 bands)"
         );
         assert_eq!(c.refresh(), 0, "nothing changed, nothing copied");
         // A background VP draws: the panel does not change.
@@ -315,12 +331,12 @@ mod tests {
             Rgb(0x00ff00)
         );
         // Switch: the whole new frame at once.
-        c.set_foreground(Some(("blue".into(), Arc::clone(&blue))));
+        c.set_foreground(Some(("blue".into(), Arc::clone(&blue))), |_| {});
         assert_eq!(
             Rgb::read(c.panel().pixels(), g.offset(0, 20)),
             Rgb(0x000080)
         );
-        c.set_foreground(None);
+        c.set_foreground(None, |_| {});
         assert_eq!(Rgb::read(c.panel().pixels(), g.offset(0, 20)), Rgb(0));
         assert_eq!(c.stats().switches, 3);
     }

@@ -18,6 +18,21 @@ pub mod stats;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A private copy of the repository's recipes at `dst`, to change in a
+/// test or a benchmark.
+pub fn copy_recipes(dst: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs-templates");
+    let _ = std::fs::remove_dir_all(dst);
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(dst)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "copy {} to {}", src.display(), dst.display());
+    dst.to_path_buf()
+}
+
 /// Folder holding cellsd, cellctl and cells-init of this build.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -73,6 +88,8 @@ pub struct Cells {
     pub cgroup_parent: String,
     /// Recipes folder given to cellsd (None: the repository's).
     pub templates_dir: Option<PathBuf>,
+    /// Extra cellsd arguments.
+    pub extra_args: Vec<String>,
     daemon: Option<Child>,
 }
 
@@ -86,6 +103,11 @@ impl Cells {
 
     /// A fresh daemon, nothing built; `templates_dir` overrides the recipes.
     pub fn bare(templates_dir: Option<PathBuf>) -> Self {
+        Self::with_args(templates_dir, &[])
+    }
+
+    /// A fresh daemon with extra cellsd arguments (e.g. `--panel ...`).
+    pub fn with_args(templates_dir: Option<PathBuf>, extra: &[&str]) -> Self {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -99,6 +121,7 @@ impl Cells {
             bin: bin_dir(),
             cgroup_parent: format!("cells-test-{pid}-{n}"),
             templates_dir,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
             daemon: None,
             root,
         };
@@ -130,6 +153,7 @@ impl Cells {
         if let Some(t) = &self.templates_dir {
             cmd.arg("--templates-dir").arg(t);
         }
+        cmd.args(&self.extra_args);
         self.daemon = Some(cmd.spawn().expect("spawn cellsd"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -343,3 +343,67 @@ fn vp_sees_its_framebuffer_and_input_devices() {
     .contains("EV_ABS ABS_MT_POSITION_X 7")));
     assert_eq!(pixel(&shot(&c, None), 360, 100), Rgb::from_name("w"));
 }
+
+#[test]
+fn the_injection_socket_is_an_input_source() {
+    use cellsd::devices::input::event::*;
+    use cellsd::devices::input::inject::{message, KIND_KEYS, KIND_TOUCH};
+    let c = three();
+    c.ok(&["switch", "green"]);
+    // SOCK_SEQPACKET: std has no type for it; connect with libc.
+    let path =
+        std::ffi::CString::new(c.run.join("input.sock").to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: plain socket calls on a fresh fd with a zeroed address.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (i, b) in path.as_bytes_with_nul().iter().enumerate() {
+            addr.sun_path[i] = *b as libc::c_char;
+        }
+        let r = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as u32,
+        );
+        assert_eq!(r, 0);
+        fd
+    };
+    let send = |m: Vec<u8>| {
+        // SAFETY: sending our buffer on our socket.
+        let n = unsafe { libc::send(fd, m.as_ptr().cast(), m.len(), 0) };
+        assert_eq!(n, m.len() as isize);
+    };
+    send(message(
+        KIND_KEYS,
+        &[InputEvent::new(EV_KEY, 158, 1), InputEvent::syn()],
+    ));
+    send(message(
+        KIND_KEYS,
+        &[InputEvent::new(EV_KEY, 158, 0), InputEvent::syn()],
+    ));
+    send(message(
+        KIND_TOUCH,
+        &[
+            InputEvent::new(EV_ABS, ABS_MT_SLOT, 0),
+            InputEvent::new(EV_ABS, ABS_MT_TRACKING_ID, 9),
+            InputEvent::new(EV_ABS, ABS_MT_POSITION_X, 123),
+            InputEvent::new(EV_ABS, ABS_MT_POSITION_Y, 456),
+            InputEvent::syn(),
+        ],
+    ));
+    assert!(Cells::wait_until(Duration::from_secs(5), || {
+        let log = input_log(&c, "green");
+        log.contains("EV_KEY KEY_BACK 0") && log.contains("EV_ABS ABS_MT_POSITION_Y 456")
+    }));
+    // Closing the source mid-touch: the contact stays with green until a
+    // switch releases it.
+    // SAFETY: closing our socket.
+    unsafe { libc::close(fd) };
+    c.ok(&["switch", "red"]);
+    assert!(Cells::wait_until(Duration::from_secs(5), || input_log(
+        &c, "green"
+    )
+    .contains("ABS_MT_TRACKING_ID -1")));
+    assert_eq!(input_log(&c, "red"), "");
+}

@@ -436,16 +436,9 @@ fn limits_reach_the_cgroup() {
 #[test]
 fn rebuilt_template_does_not_change_a_running_vp() {
     // A private copy of the recipes, so the test can change one.
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs-templates");
-    let tmp = std::env::temp_dir().join(format!("cells-recipes-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&src)
-        .arg(&tmp)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let tmp = cells_tests::copy_recipes(
+        &std::env::temp_dir().join(format!("cells-recipes-{}", std::process::id())),
+    );
     let c = Cells::bare(Some(tmp.clone()));
     c.ok(&["template", "build", "minimal"]);
     c.create_start("w");

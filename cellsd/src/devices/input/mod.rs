@@ -4,6 +4,7 @@
 
 pub mod evdev;
 pub mod event;
+pub mod inject;
 pub mod keys;
 pub mod mux;
 pub mod router;

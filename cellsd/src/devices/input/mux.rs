@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use super::evdev::EvdevSource;
+use super::inject;
 use super::router::{DeviceKind, Output, Router, SourceEvent};
 use super::sink::Sink;
 use mux_fb::Geometry;
@@ -28,7 +29,7 @@ pub struct Stats {
 enum Command {
     Attach(String, Vec<(DeviceKind, Sink)>),
     Detach(String),
-    Foreground(Option<String>, mpsc::Sender<()>),
+    Foreground(Option<String>),
     Inject(Vec<SourceEvent>, mpsc::Sender<()>),
     Stats(mpsc::Sender<Stats>),
 }
@@ -71,18 +72,30 @@ fn epoll_del(ep: &OwnedFd, fd: i32) {
 
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_INOTIFY: u64 = u64::MAX - 1;
+const TOKEN_LISTEN: u64 = u64::MAX - 2;
+/// Tokens of injection clients: this bit plus the client's source id.
+const CLIENT_TOKEN: u64 = 1 << 40;
 
 impl InputMux {
     /// Start the thread. `input_dir` (normally /dev/input) is scanned and
     /// watched for host devices, which are grabbed if `grab`.
-    pub fn start(input_dir: Option<PathBuf>, geometry: Geometry, grab: bool) -> io::Result<Self> {
+    pub fn start(
+        input_dir: Option<PathBuf>,
+        geometry: Geometry,
+        grab: bool,
+        inject_socket: Option<PathBuf>,
+    ) -> io::Result<Self> {
         let wake = eventfd()?;
         let wake_thread = wake.try_clone()?;
+        let listener = match &inject_socket {
+            Some(p) => Some(inject::listen(p)?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel::<Command>();
         std::thread::Builder::new()
             .name("input".into())
             .spawn(move || {
-                if let Err(e) = run(rx, wake_thread, input_dir, geometry, grab) {
+                if let Err(e) = run(rx, wake_thread, input_dir, geometry, grab, listener) {
                     tracing::error!("input multiplexer stopped: {e}");
                 }
             })?;
@@ -105,11 +118,10 @@ impl InputMux {
         self.send(Command::Detach(vp.to_string()));
     }
 
-    /// Switch input to `vp`; returns once the old foreground got its releases.
+    /// Switch input to `vp`. Commands are handled in order: the old
+    /// foreground's releases are written before any later input is routed.
     pub fn set_foreground(&self, vp: Option<&str>) {
-        let (tx, rx) = mpsc::channel();
-        self.send(Command::Foreground(vp.map(String::from), tx));
-        let _ = rx.recv();
+        self.send(Command::Foreground(vp.map(String::from)));
     }
 
     /// Route one injected frame; returns once it has been written.
@@ -167,6 +179,7 @@ fn run(
     input_dir: Option<PathBuf>,
     geometry: Geometry,
     grab: bool,
+    listener: Option<OwnedFd>,
 ) -> io::Result<()> {
     // SAFETY: epoll_create1 returns a new fd or -1.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -184,6 +197,10 @@ fn run(
     };
     let mut sources: HashMap<u64, EvdevSource> = HashMap::new();
     let mut next_source: u32 = INJECT_SOURCE + 1;
+    let mut clients: HashMap<u64, inject::Client> = HashMap::new();
+    if let Some(l) = &listener {
+        epoll_add(&ep, l.as_raw_fd(), TOKEN_LISTEN);
+    }
 
     // SAFETY: inotify_init1 returns a new fd or -1.
     let ino_raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
@@ -206,9 +223,10 @@ fn run(
         }
     }
 
-    let mut add_source = |path: &Path,
-                          sources: &mut HashMap<u64, EvdevSource>,
-                          stats: &mut Stats| {
+    let add_source = |path: &Path,
+                      sources: &mut HashMap<u64, EvdevSource>,
+                      stats: &mut Stats,
+                      next_source: &mut u32| {
         let is_event = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -216,15 +234,15 @@ fn run(
         if !is_event || sources.values().any(|s| s.path == path) {
             return;
         }
-        match EvdevSource::open(path, next_source, geometry, grab) {
+        match EvdevSource::open(path, *next_source, geometry, grab) {
             Ok(Some(src)) => {
                 tracing::info!(device = %path.display(), name = src.name.as_str(), class = ?src.class(), "input source");
-                epoll_add(&ep, src.fd(), next_source as u64);
+                epoll_add(&ep, src.fd(), *next_source as u64);
                 stats
                     .sources
                     .push((path.display().to_string(), src.name.clone()));
-                sources.insert(next_source as u64, src);
-                next_source += 1;
+                sources.insert(*next_source as u64, src);
+                *next_source += 1;
             }
             Ok(None) => {}
             Err(e) => tracing::debug!(device = %path.display(), "not used: {e}"),
@@ -239,7 +257,7 @@ fn run(
             .collect();
         entries.sort();
         for p in entries {
-            add_source(&p, &mut sources, &mut state.stats);
+            add_source(&p, &mut sources, &mut state.stats, &mut next_source);
         }
     }
 
@@ -257,7 +275,8 @@ fn run(
             return Err(e);
         }
         for ev in &events[..n as usize] {
-            match ev.u64 {
+            let token = ev.u64;
+            match token {
                 TOKEN_WAKE => {
                     let mut buf = [0u8; 8];
                     // SAFETY: draining our eventfd.
@@ -272,10 +291,9 @@ fn run(
                                 state.router.detach(&vp);
                                 state.sinks.remove(&vp);
                             }
-                            Ok(Command::Foreground(vp, done)) => {
+                            Ok(Command::Foreground(vp)) => {
                                 let rel = state.router.set_foreground(vp.as_deref());
                                 state.deliver(rel);
-                                let _ = done.send(());
                             }
                             Ok(Command::Inject(frame, done)) => {
                                 let out = state.router.frame(&frame);
@@ -343,7 +361,35 @@ fn run(
                                 }
                             }
                         } else {
-                            add_source(&path, &mut sources, &mut state.stats);
+                            add_source(&path, &mut sources, &mut state.stats, &mut next_source);
+                        }
+                    }
+                }
+                TOKEN_LISTEN => {
+                    let Some(l) = &listener else { continue };
+                    while let Some(fd) = inject::accept(l) {
+                        let id = next_source;
+                        next_source += 1;
+                        let token = CLIENT_TOKEN | id as u64;
+                        epoll_add(&ep, fd.as_raw_fd(), token);
+                        clients.insert(token, inject::Client::new(fd, id, geometry));
+                    }
+                }
+                token if token & CLIENT_TOKEN != 0 => {
+                    let Some(cl) = clients.get_mut(&token) else {
+                        continue;
+                    };
+                    match cl.read_frames() {
+                        Ok(frames) => {
+                            for f in frames {
+                                let out = state.router.frame(&f);
+                                state.deliver(out);
+                            }
+                        }
+                        Err(_) => {
+                            if let Some(cl) = clients.remove(&token) {
+                                epoll_del(&ep, cl.fd());
+                            }
                         }
                     }
                 }

@@ -18,6 +18,8 @@ use std::time::Instant;
 use cells_tests::stats::{summarize, Summary};
 use cells_tests::Cells;
 
+mod display;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -25,12 +27,16 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
             bench_start(n)
         }
+        Some("display") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
+            display::bench(n)
+        }
         Some("__crun-loop") => crun_loop(
             Path::new(args.get(2).map(String::as_str).unwrap_or("")),
             Path::new(args.get(3).map(String::as_str).unwrap_or("")),
         ),
         _ => {
-            eprintln!("usage: cells-bench start [N]");
+            eprintln!("usage: cells-bench start [N] | display [N]");
             2
         }
     };
@@ -121,7 +127,7 @@ fn bench_start(n: usize) -> i32 {
     0
 }
 
-fn summary_json(s: &Summary) -> serde_json::Value {
+pub(crate) fn summary_json(s: &Summary) -> serde_json::Value {
     serde_json::json!({"min": s.min, "p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max, "mean": s.mean})
 }
 
