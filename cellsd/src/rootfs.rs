@@ -510,8 +510,12 @@ mod tests {
             .collect();
         assert_eq!(
             nodes,
-            ["null", "zero", "full", "random", "urandom", "tty", "console"]
+            ["null", "zero", "full", "random", "urandom", "tty", "fb0", "console"]
         );
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::BindNode { source, target }
+            if source == Path::new("/run/x/fb0") && target == Path::new("/r/dev/graphics/fb0"))));
         // /sys is read-only; /data is a bind of the VP's data dir.
         assert!(steps
             .iter()

@@ -627,7 +627,22 @@ fn bad_input_gets_a_message_naming_the_problem_and_the_fix() {
 fn every_verb_has_help() {
     let c = Cells::new();
     for verb in [
-        "template", "create", "start", "stop", "destroy", "list", "status", "exec", "console",
+        "template",
+        "create",
+        "start",
+        "stop",
+        "destroy",
+        "list",
+        "status",
+        "exec",
+        "console",
+        "switch",
+        "foreground",
+        "next",
+        "prev",
+        "screenshot",
+        "input",
+        "display",
     ] {
         let o = c.ctl(&[verb, "--help"]);
         assert_eq!(o.code, 0, "{verb}");
