@@ -56,13 +56,15 @@ fn display_u64(
         .unwrap_or(0)
 }
 
+fn recipes_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cells-bench-recipes-{}", std::process::id()))
+}
+
 /// A daemon with `panel`, three VPs whose framebuffers each hold a different
 /// full frame, and no persona service (so that the benchmark is the only
 /// reader of the VPs' input devices).
 fn setup(panel: &str) -> Cells {
-    let recipes = cells_tests::copy_recipes(
-        &std::env::temp_dir().join(format!("cells-bench-recipes-{}", std::process::id())),
-    );
+    let recipes = cells_tests::copy_recipes(&recipes_dir());
     let _ = std::fs::remove_file(recipes.join("minimal/files/system/etc/services.d/persona"));
     let c = Cells::with_args(Some(recipes), &["--panel", panel]);
     c.ok(&["template", "build", "minimal"]);
@@ -354,6 +356,7 @@ pub fn bench(n: usize) -> i32 {
     let large = switch_bench("headless:1080x2400", 1080 * 2400 * 4, n);
     let input = input_bench(n);
     let cpu = cpu_bench(10);
+    let _ = std::fs::remove_dir_all(recipes_dir());
     println!(
         "{}",
         serde_json::json!({"bench": "display", "runs": n, "switch_720x1280": small,
