@@ -1,0 +1,73 @@
+"""Download what the emulator needs from Debian's packages into a cache.
+
+Nothing is installed on the host: the .debs are fetched with `apt-get
+download` and unpacked with `dpkg-deb -x` (installing qemu-system-x86 with
+apt would conflict with the host's newer qemu-utils). Later runs reuse the
+cache.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def sh(*args, cwd=None, check=True, capture=True):
+    r = subprocess.run(args, cwd=cwd, check=False, text=True,
+                       stdout=subprocess.PIPE if capture else None,
+                       stderr=subprocess.STDOUT if capture else None)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} failed:\n{r.stdout}")
+    return r.stdout or ""
+
+
+def installed(pkg):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return "install ok installed" in r.stdout
+
+
+def kernel_abi():
+    """The current Debian 6.1 kernel ABI, e.g. 6.1.0-48 (moves with security updates)."""
+    for line in sh("apt-cache", "depends", "linux-image-amd64").splitlines():
+        line = line.strip()
+        if line.startswith("Depends: linux-image-"):
+            name = line.split("linux-image-", 1)[1]
+            return name.rsplit("-amd64", 1)[0]
+    raise RuntimeError("cannot resolve linux-image-amd64 (run apt-get update?)")
+
+
+def qemu_packages():
+    out = sh("apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
+             "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances",
+             "qemu-system-x86")
+    names = sorted({l for l in out.splitlines() if l and not l.startswith(" ") and not l.startswith("<")})
+    return [n for n in names if not installed(n)]
+
+
+def fetch(cache: Path, log=print):
+    debs = cache / "debs"
+    root = cache / "root"
+    debs.mkdir(parents=True, exist_ok=True)
+    stamp = cache / "fetched"
+    if stamp.exists():
+        return stamp.read_text().strip()
+    abi = kernel_abi()
+    pkgs = [f"linux-image-{abi}-amd64", f"linux-headers-{abi}-amd64",
+            f"linux-headers-{abi}-common", "linux-kbuild-6.1",
+            "busybox-static", "fbcat"] + qemu_packages()
+    log(f"fetching {len(pkgs)} Debian packages (kernel {abi}) into {debs}")
+    os.chmod(debs, 0o777)  # apt's sandbox user writes there
+    r = subprocess.run(["apt-get", "download", *pkgs], cwd=debs, text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sh("apt-get", "update", "-q")
+        sh("apt-get", "download", *pkgs, cwd=debs)
+    for deb in sorted(debs.glob("*.deb")):
+        sh("dpkg-deb", "-x", str(deb), str(root))
+    stamp.write_text(abi + "\n")
+    return abi
+
+
+if __name__ == "__main__":
+    print(fetch(Path(sys.argv[1])))
