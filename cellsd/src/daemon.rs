@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, watch};
 use crate::api::{CellsError, TemplateInfo, VpInfo};
 use crate::cgroup::{Hierarchy, VpCgroup};
 use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
+use crate::devices::binder::{self, BinderMode};
 use crate::devices::input::keys;
 use crate::devices::input::mux::{InputMux, INJECT_SOURCE};
 use crate::devices::input::router::{ContactId, SourceEvent};
@@ -28,7 +29,7 @@ use crate::devices::input::sink::{Backend, Sink};
 use crate::execer::ExecRequest;
 use crate::layout::{write_atomic, Layout};
 use crate::monitor::{
-    bounding_set, DeviceRequest, MonitorEvent, MonitorRequest, RunState, SpareSetup,
+    bounding_set, BinderRequest, DeviceRequest, MonitorEvent, MonitorRequest, RunState, SpareSetup,
 };
 use crate::template::{self, Sources};
 use crate::{name, sys};
@@ -58,6 +59,8 @@ pub struct DaemonConfig {
     pub input_dir: Option<PathBuf>,
     /// Grab host input devices exclusively.
     pub grab_input: bool,
+    /// How VPs get their binder device.
+    pub binder: BinderMode,
 }
 
 /// What happened, for the D-Bus signals.
@@ -146,6 +149,8 @@ pub struct Manager {
     display: Display,
     /// The input multiplexer thread.
     input: InputMux,
+    /// Pool binder devices held by running (or starting) VPs.
+    binders: Mutex<Vec<PathBuf>>,
 }
 
 fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
@@ -191,6 +196,7 @@ impl Manager {
             spare_seq: AtomicU64::new(0),
             display: screen,
             input,
+            binders: Mutex::new(Vec::new()),
         });
         mgr.remove_stale_spares();
         mgr.load()?;
@@ -318,6 +324,12 @@ impl Manager {
     /// the display and input multiplexers.
     fn attach_devices(&self, name: &str, st: &RunState) {
         let d = &st.devices;
+        if let Some(b) = &d.binder {
+            let mut held = self.binders.lock().unwrap_or_else(|p| p.into_inner());
+            if !held.contains(b) {
+                held.push(b.clone());
+            }
+        }
         if d.geometry != self.display.geometry() {
             tracing::warn!(
                 vp = name,
@@ -352,9 +364,39 @@ impl Manager {
         }
     }
 
-    fn detach_devices(&self, name: &str) {
+    fn detach_devices(&self, name: &str, st: &RunState) {
         self.input.detach(name);
         self.display.detach(name);
+        if let Some(b) = &st.devices.binder {
+            self.release_binder(b);
+        }
+    }
+
+    fn release_binder(&self, b: &Path) {
+        self.binders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|x| x != b);
+    }
+
+    /// The binder device for a starting VP (reserved until it ends).
+    fn reserve_binder(&self, vp: &str) -> Result<BinderRequest, CellsError> {
+        Ok(match &self.cfg.binder {
+            BinderMode::None => BinderRequest::None,
+            BinderMode::Binderfs => BinderRequest::Binderfs,
+            BinderMode::Pool(pool) => {
+                let mut held = self.binders.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(dev) = binder::pick(pool, &held).cloned() else {
+                    return Err(CellsError::Failed(format!(
+                        "no free binder device for VP '{vp}': all {} are used by running VPs; \
+                         load binder_linux with more devices= or stop a VP",
+                        pool.len()
+                    )));
+                };
+                held.push(dev.clone());
+                BinderRequest::Device(dev)
+            }
+        })
     }
 
     /// Environment of the VP's processes that depends on the runtime, not on
@@ -420,7 +462,7 @@ impl Manager {
     /// After a VP's init ended: wait for its monitor's cleanup, make sure no
     /// cgroup is left, mark it stopped, hand the foreground on.
     async fn finish(self: &Arc<Self>, name: &str, st: &RunState) {
-        self.detach_devices(name);
+        self.detach_devices(name, st);
         if let Ok(mfd) = sys::pidfd_open(st.monitor_pid) {
             if sys::process_start_time(st.monitor_pid) == Some(st.monitor_start_time) {
                 let _ = tokio::time::timeout(Duration::from_secs(15), wait_pidfd(&mfd)).await;
@@ -667,6 +709,7 @@ impl Manager {
             devices: DeviceRequest {
                 geometry: self.display.geometry(),
                 input: self.cfg.input_backend,
+                binder: self.reserve_binder(name)?,
             },
             extra_env: self.runtime_env(config),
             trace: tracing::enabled!(tracing::Level::DEBUG),
@@ -724,6 +767,9 @@ impl Manager {
             }
             Err(e) => {
                 let _ = monitor.child.kill().await;
+                if let BinderRequest::Device(b) = &req.devices.binder {
+                    self.release_binder(b);
+                }
                 let _ = std::fs::remove_file(layout.vp_run_state(name));
                 let cg = self.cgroup_of(config);
                 let _ =

@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use cellsd::daemon::{check_state_dir, DaemonConfig, Manager};
+use cellsd::devices::binder::BinderMode;
 use cellsd::devices::input::sink::Backend;
 use cellsd::layout::{Layout, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
 use cellsd::template::Sources;
@@ -58,6 +59,11 @@ struct Args {
     /// Do not grab host input devices exclusively (they then also reach the host).
     #[arg(long)]
     no_grab: bool,
+    /// Binder devices of VPs: auto (binderfs if the kernel has it, else the
+    /// /dev/binderN pool of binder_linux, else none), none, binderfs, or
+    /// pool:/dev/binder0,/dev/binder1,...
+    #[arg(long, default_value = "auto")]
+    binder: String,
     /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
@@ -174,6 +180,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         input_dir: Some(args.input_dir.clone()),
         grab_input: !args.no_grab,
+        binder: BinderMode::parse(&args.binder, std::path::Path::new("/dev"))
+            .map_err(anyhow::Error::msg)?,
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -78,6 +78,20 @@ pub struct DeviceRequest {
     /// The panel's geometry: the VP's framebuffer has the same.
     pub geometry: Geometry,
     pub input: Backend,
+    #[serde(default)]
+    pub binder: BinderRequest,
+}
+
+/// The VP's binder device (see [`crate::devices::binder`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum BinderRequest {
+    #[default]
+    None,
+    /// The init mounts its own binderfs instance.
+    Binderfs,
+    /// This node of binder_linux's pool becomes the VP's /dev/binder.
+    Device(PathBuf),
 }
 
 /// The VP's devices as the monitor holds them: fd numbers in the monitor
@@ -88,6 +102,9 @@ pub struct DeviceFds {
     pub fb: i32,
     pub input_backend: Backend,
     pub inputs: Vec<(DeviceKind, i32)>,
+    /// The pool binder device the VP holds, if any.
+    #[serde(default)]
+    pub binder: Option<PathBuf>,
 }
 
 /// A running VP's identity, written by the monitor as
@@ -515,6 +532,10 @@ fn start(
     if pid == 0 {
         drop(go_w);
         drop(err_r);
+        let mounts = rootfs::DeviceMounts {
+            nodes: device_nodes,
+            binderfs: req.devices.binder == BinderRequest::Binderfs,
+        };
         init_child(
             req,
             go_r,
@@ -522,7 +543,7 @@ fn start(
             slave.as_raw_fd(),
             &rootfs,
             &slave_path,
-            &device_nodes,
+            &mounts,
         );
     }
     drop(go_r);
@@ -642,7 +663,17 @@ fn make_devices(
         fb: fb.fd.as_raw_fd(),
         input_backend: req.devices.input,
         inputs: Vec::new(),
+        binder: None,
     };
+    if let BinderRequest::Device(node) = &req.devices.binder {
+        // The pool device belongs to this VP's root while it runs.
+        let id = owner.unwrap_or(0);
+        std::os::unix::fs::chown(node, Some(id), Some(id)).map_err(errstr("chown binder"))?;
+        std::fs::set_permissions(node, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(errstr("chmod binder"))?;
+        nodes.push((node.clone(), "/dev/binder".to_string()));
+        fds.binder = Some(node.clone());
+    }
     let mut held = vec![fb.fd];
     for i in inputs {
         nodes.push((i.node.clone(), i.vp_path.clone()));
@@ -730,7 +761,7 @@ fn init_child(
     console: RawFd,
     rootfs: &Path,
     console_path: &Path,
-    devices: &[(PathBuf, String)],
+    devices: &rootfs::DeviceMounts,
 ) -> ! {
     let mut b = [0u8; 1];
     match nix::unistd::read(&go, &mut b) {
@@ -753,7 +784,7 @@ fn setup_and_exec(
     console: RawFd,
     rootfs: &Path,
     console_path: &Path,
-    devices: &[(PathBuf, String)],
+    devices: &rootfs::DeviceMounts,
 ) -> Result<std::convert::Infallible, String> {
     let cfg = &req.config;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
@@ -1006,5 +1037,8 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
         log(&format!("removing cgroup: {e}"));
     }
     let _ = std::fs::remove_file(&req.run_state);
+    if let BinderRequest::Device(node) = &req.devices.binder {
+        let _ = std::os::unix::fs::chown(node, Some(0), Some(0));
+    }
     how
 }

@@ -128,14 +128,22 @@ pub fn in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, RootfsError> {
     Ok(out)
 }
 
+/// The VP's own devices: host nodes to bind (host node, path in the VP),
+/// and whether the VP gets its own binderfs instance.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceMounts {
+    pub nodes: Vec<(PathBuf, String)>,
+    pub binderfs: bool,
+}
+
 /// The steps that build the VP's filesystem under `rootfs` (the overlay,
 /// still at its host path), with `console` the pty slave for /dev/console
-/// and `devices` the VP's own device nodes as (host node, path in the VP).
+/// and `devices` the VP's own devices.
 pub fn plan(
     spec: &Spec,
     rootfs: &Path,
     console: &Path,
-    devices: &[(PathBuf, String)],
+    devices: &DeviceMounts,
 ) -> Result<Vec<Step>, RootfsError> {
     let mut steps = Vec::new();
     for m in spec.mounts().as_deref().unwrap_or_default() {
@@ -175,13 +183,30 @@ pub fn plan(
             target: in_root(rootfs, d.path())?,
         });
     }
-    for (node, vp_path) in devices {
+    for (node, vp_path) in &devices.nodes {
         steps.push(Step::BindNode {
             source: node.clone(),
             target: in_root(rootfs, Path::new(vp_path))?,
         });
     }
     let dev = in_root(rootfs, Path::new("/dev"))?;
+    if devices.binderfs {
+        // Mounted inside the VP's user namespace: VP root owns the instance.
+        steps.push(Step::Mount {
+            source: "binder".into(),
+            target: in_root(rootfs, Path::new(crate::devices::binder::BINDERFS_DIR))?,
+            fstype: Some("binder".into()),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            data: None,
+            remount: None,
+        });
+        for name in crate::devices::binder::BINDERFS_LINKS {
+            steps.push(Step::Symlink {
+                target: format!("binderfs/{name}"),
+                link: dev.join(name),
+            });
+        }
+    }
     steps.push(Step::BindNode {
         source: console.to_path_buf(),
         target: dev.join("console"),
@@ -477,8 +502,19 @@ mod tests {
 
     #[test]
     fn plan_orders_mounts_before_nodes_and_masks() {
-        let devs = vec![(PathBuf::from("/run/x/fb0"), "/dev/graphics/fb0".to_string())];
+        let devs = DeviceMounts {
+            nodes: vec![(PathBuf::from("/run/x/fb0"), "/dev/graphics/fb0".to_string())],
+            binderfs: true,
+        };
         let steps = plan(&spec(), Path::new("/r"), Path::new("/dev/pts/7"), &devs).unwrap();
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Mount { fstype: Some(t), target, .. }
+            if t == "binder" && target == Path::new("/r/dev/binderfs"))));
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Symlink { target, link }
+            if target == "binderfs/binder" && link == Path::new("/r/dev/binder"))));
         let pos = |pred: &dyn Fn(&Step) -> bool| steps.iter().position(pred).unwrap();
         let dev_tmpfs =
             pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/dev")));

@@ -1,9 +1,10 @@
 //! A VP's devices. Each device is one module: [`display`] (the virtual
-//! framebuffer) and [`input`] (touchscreen and keys). The VP's monitor
+//! framebuffer), [`input`] (touchscreen and keys) and [`binder`]. The VP's monitor
 //! creates them before the VP starts (so they are in the VP's /dev from its
 //! first instruction and survive a cellsd restart with the VP); cellsd takes
 //! their open fds from the monitor (pidfd_getfd) and multiplexes the panel
 //! and the host's input to the foreground VP.
 
+pub mod binder;
 pub mod display;
 pub mod input;
