@@ -22,6 +22,7 @@ use crate::api::{CellsError, TemplateInfo, VpInfo};
 use crate::cgroup::{Hierarchy, VpCgroup};
 use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
 use crate::devices::binder::{self, BinderMode};
+use crate::devices::display::{DisplayMode, Screen};
 use crate::devices::input::keys;
 use crate::devices::input::mux::{InputMux, INJECT_SOURCE};
 use crate::devices::input::router::{ContactId, SourceEvent};
@@ -33,7 +34,7 @@ use crate::monitor::{
 };
 use crate::template::{self, Sources};
 use crate::{name, sys};
-use mux_fb::compositor::{Display, Target};
+use mux_fb::compositor::Target;
 use mux_fb::panel::PanelSpec;
 
 /// How long a start may take before cellsd gives up on the monitor.
@@ -61,6 +62,8 @@ pub struct DaemonConfig {
     pub grab_input: bool,
     /// How VPs get their binder device.
     pub binder: BinderMode,
+    /// Who multiplexes the panel (None: the kernel module where it is loaded).
+    pub display_mode: Option<DisplayMode>,
 }
 
 /// What happened, for the D-Bus signals.
@@ -145,8 +148,8 @@ pub struct Manager {
     /// A monitor spawned ahead of time, waiting in a spare cgroup.
     spare: tokio::sync::Mutex<Option<Monitor>>,
     spare_seq: AtomicU64,
-    /// The panel and the compositor thread.
-    display: Display,
+    /// The panel: the compositor thread, or the mux_fb kernel module.
+    display: Screen,
     /// The input multiplexer thread.
     input: InputMux,
     /// Pool binder devices held by running (or starting) VPs.
@@ -165,13 +168,12 @@ impl Manager {
     /// Load every VP definition and find the VPs that still run.
     pub fn new(cfg: DaemonConfig) -> Result<Arc<Self>, CellsError> {
         let hierarchy = Hierarchy::detect().map_err(|e| CellsError::Failed(e.to_string()))?;
-        let panel = cfg.panel.open().map_err(|e| {
+        let screen = Screen::open(&cfg.panel, cfg.display_mode).map_err(|e| {
             CellsError::Failed(format!(
                 "cannot open the panel {:?}: {e}; use --panel headless:720x1280 where there is no display",
                 cfg.panel
             ))
         })?;
-        let screen = Display::start(panel);
         tracing::info!(panel = screen.describe(), "display");
         let input = InputMux::start(
             cfg.input_dir.clone(),
@@ -346,8 +348,14 @@ impl Manager {
             if sys::process_start_time(st.monitor_pid) != Some(st.monitor_start_time) {
                 return Err(std::io::Error::other("the VP's monitor is gone"));
             }
-            let fb = sys::pidfd_getfd(&monitor, d.fb)?;
-            let vfb = mux_fb::vfb::VirtualFb::from_fd(fb, d.geometry)?;
+            match d.fb_node {
+                Some(n) => self.display.attach_node(name, n),
+                None => {
+                    let fb = sys::pidfd_getfd(&monitor, d.fb)?;
+                    let vfb = mux_fb::vfb::VirtualFb::from_fd(fb, d.geometry)?;
+                    self.display.attach_file(name, Arc::new(vfb));
+                }
+            }
             let mut sinks = Vec::new();
             for (kind, fd) in &d.inputs {
                 sinks.push((
@@ -355,7 +363,6 @@ impl Manager {
                     Sink::new(sys::pidfd_getfd(&monitor, *fd)?, d.input_backend),
                 ));
             }
-            self.display.attach(name, Arc::new(vfb));
             self.input.attach(name, sinks);
             Ok(())
         })();
@@ -710,6 +717,7 @@ impl Manager {
                 geometry: self.display.geometry(),
                 input: self.cfg.input_backend,
                 binder: self.reserve_binder(name)?,
+                display: self.display.mode(),
             },
             extra_env: self.runtime_env(config),
             trace: tracing::enabled!(tracing::Level::DEBUG),
@@ -1283,7 +1291,7 @@ impl Manager {
 
     pub fn display_info(&self) -> (String, mux_fb::Geometry, mux_fb::compositor::Stats) {
         (
-            self.display.describe().to_string(),
+            self.display.describe(),
             self.display.geometry(),
             self.display.stats(),
         )

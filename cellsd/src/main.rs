@@ -14,6 +14,7 @@ use clap::Parser;
 
 use cellsd::daemon::{check_state_dir, DaemonConfig, Manager};
 use cellsd::devices::binder::BinderMode;
+use cellsd::devices::display::DisplayMode;
 use cellsd::devices::input::sink::Backend;
 use cellsd::layout::{Layout, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
 use cellsd::template::Sources;
@@ -64,6 +65,10 @@ struct Args {
     /// pool:/dev/binder0,/dev/binder1,...
     #[arg(long, default_value = "auto")]
     binder: String,
+    /// Who multiplexes the panel: kernel (the mux_fb module), userspace
+    /// (cellsd's compositor), or auto (the module where it is loaded).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kernel", "userspace"])]
+    display_mux: String,
     /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
@@ -180,6 +185,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         input_dir: Some(args.input_dir.clone()),
         grab_input: !args.no_grab,
+        display_mode: match args.display_mux.as_str() {
+            "kernel" => Some(DisplayMode::Kernel),
+            "userspace" => Some(DisplayMode::Userspace),
+            _ => None,
+        },
         binder: BinderMode::parse(&args.binder, std::path::Path::new("/dev"))
             .map_err(anyhow::Error::msg)?,
     };

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::VpCgroup;
 use crate::config::{cap_number, VpConfig};
+use crate::devices::display::DisplayMode;
 use crate::devices::input::router::DeviceKind;
 use crate::devices::input::sink::Backend;
 use crate::devices::{display, input};
@@ -80,6 +81,13 @@ pub struct DeviceRequest {
     pub input: Backend,
     #[serde(default)]
     pub binder: BinderRequest,
+    /// Framebuffer file (cellsd composes) or a mux_fb kernel device.
+    #[serde(default = "userspace_display")]
+    pub display: DisplayMode,
+}
+
+fn userspace_display() -> DisplayMode {
+    DisplayMode::Userspace
 }
 
 /// The VP's binder device (see [`crate::devices::binder`]).
@@ -105,6 +113,9 @@ pub struct DeviceFds {
     /// The pool binder device the VP holds, if any.
     #[serde(default)]
     pub binder: Option<PathBuf>,
+    /// With the mux_fb kernel module: N of the VP's /dev/fbN (fb is -1).
+    #[serde(default)]
+    pub fb_node: Option<u32>,
 }
 
 /// A running VP's identity, written by the monitor as
@@ -395,6 +406,8 @@ fn release_spare(spare: &VpCgroup) {
 /// What the monitor holds of a started VP.
 struct StartedVp {
     init: libc::pid_t,
+    /// The mux_fb device of the VP (kernel mode), removed when it ends.
+    fb_node: Option<u32>,
     /// The VP's devices: open for the VP's whole life.
     _devices: Vec<OwnedFd>,
     master: OwnedFd,
@@ -549,11 +562,15 @@ fn start(
     drop(go_r);
     drop(err_w);
 
+    let kernel_fb = device_fds.fb_node;
     let fail = |e: String| -> String {
         // SAFETY: kill + reap our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        if let Some(n) = kernel_fb {
+            display::destroy_kernel_fb(n);
         }
         let _ = std::fs::remove_file(&req.run_state);
         leave_cgroup(e)
@@ -621,6 +638,7 @@ fn start(
     }
     Ok(StartedVp {
         init: pid,
+        fb_node: state.devices.fb_node,
         _devices: held,
         master,
         _slave: slave,
@@ -650,20 +668,32 @@ fn make_devices(
     )
     .map_err(errstr("mount the device tmpfs"))?;
     let owner = req.config.host_root_id();
-    let fb = display::create(&dir, g, owner).map_err(errstr("framebuffer"))?;
+    let (fb_file, fb_fd, fb_node, info) = match req.devices.display {
+        DisplayMode::Userspace => {
+            let fb = display::create(&dir, g, owner).map_err(errstr("framebuffer"))?;
+            (fb.file, Some(fb.fd), None, fb.info)
+        }
+        DisplayMode::Kernel => {
+            let (n, node) =
+                display::create_kernel_fb(owner).map_err(errstr("mux_fb framebuffer"))?;
+            let info = display::write_info(&dir, g, owner).map_err(errstr("framebuffer info"))?;
+            (node, None, Some(n), info)
+        }
+    };
     let mut nodes: Vec<(PathBuf, String)> = display::VP_FB_PATHS
         .iter()
-        .map(|p| (fb.file.clone(), p.to_string()))
+        .map(|p| (fb_file.clone(), p.to_string()))
         .collect();
-    nodes.push((fb.info.clone(), display::VP_FB_INFO.to_string()));
+    nodes.push((info, display::VP_FB_INFO.to_string()));
     let inputs = input::sink::create(req.devices.input, &dir, g, owner)
         .map_err(|e| format!("input devices ({:?}): {e}", req.devices.input))?;
     let mut fds = DeviceFds {
         geometry: g,
-        fb: fb.fd.as_raw_fd(),
+        fb: fb_fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
         input_backend: req.devices.input,
         inputs: Vec::new(),
         binder: None,
+        fb_node,
     };
     if let BinderRequest::Device(node) = &req.devices.binder {
         // The pool device belongs to this VP's root while it runs.
@@ -674,7 +704,7 @@ fn make_devices(
         nodes.push((node.clone(), "/dev/binder".to_string()));
         fds.binder = Some(node.clone());
     }
-    let mut held = vec![fb.fd];
+    let mut held: Vec<OwnedFd> = fb_fd.into_iter().collect();
     for i in inputs {
         nodes.push((i.node.clone(), i.vp_path.clone()));
         fds.inputs.push((i.kind, i.fd.as_raw_fd()));
@@ -1039,6 +1069,9 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
     let _ = std::fs::remove_file(&req.run_state);
     if let BinderRequest::Device(node) = &req.devices.binder {
         let _ = std::os::unix::fs::chown(node, Some(0), Some(0));
+    }
+    if let Some(n) = vp.fb_node {
+        display::destroy_kernel_fb(n);
     }
     how
 }

@@ -90,6 +90,10 @@ pub struct Recipe {
     pub programs: Vec<Program>,
     /// Folder (relative to the recipe) copied into the rootfs as is.
     pub files: Option<String>,
+    /// Files of the machine that builds the template, copied to the same
+    /// path in the rootfs (e.g. a Debian program and the C library it needs).
+    #[serde(default)]
+    pub host_files: Vec<String>,
 }
 
 /// One step of a build, in order.
@@ -339,6 +343,14 @@ pub fn plan(
                 mode,
             });
         }
+    }
+    for f in &recipe.host_files {
+        let dest = rootfs_path(&rpath, f)?;
+        steps.push(BuildStep::Copy {
+            src: std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f)),
+            dest,
+            mode: 0o755,
+        });
     }
     for (link, target) in &recipe.symlinks {
         steps.push(BuildStep::Symlink {

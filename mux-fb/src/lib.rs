@@ -23,6 +23,8 @@ pub mod compositor;
 #[cfg(feature = "host")]
 pub mod fbdev;
 #[cfg(feature = "host")]
+pub mod kernel;
+#[cfg(feature = "host")]
 pub mod panel;
 #[cfg(feature = "host")]
 pub mod screenshot;

@@ -63,7 +63,165 @@ def run_all(vm, res, bench=False):
     res.check("a key held across a switch is released in the old foreground", lambda: check_key_release(vm))
     res.check("each VP has its own binder device as /dev/binder", lambda: check_binder(vm))
     res.check("VP cgroups on cgroup v2 with limits", lambda: check_cgroup_v2(vm))
+    userspace_switch = switch_times(vm) if bench else None
     stop_cellsd(vm)
+
+    # The mux_fb kernel module.
+    res.check("the mux_fb module loads against the real panel", lambda: check_module_loads(vm))
+    start_cellsd(vm)
+    res.check("cellsd uses the kernel module where it is loaded", lambda: check_kernel_mode(vm))
+    res.check("with mux_fb: the panel shows the foreground, switches follow", lambda: (check_panel_shows_fg(vm), check_switch(vm)))
+    res.check("with mux_fb: a QMP tap still reaches only the foreground", lambda: check_tap(vm, 420, 880))
+    res.check("with mux_fb: an unmodified Debian fbdev program (fbcat) works in a VP", lambda: check_fbcat(vm))
+    res.check("with mux_fb: FBIOPUT_VSCREENINFO is limited to the panel's mode", lambda: check_mode_locked(vm))
+    res.check("with mux_fb: no frame of a background VP ever reaches the panel", lambda: check_no_background_frames(vm))
+    res.check("with mux_fb: a background VP's FBIOBLANK never reaches the panel", lambda: check_blank(vm))
+    res.check("with mux_fb: unloading is refused while VPs map their framebuffers", lambda: check_unload_refused(vm))
+    if bench:
+        res.check("benchmarks", lambda: run_benchmarks(vm, userspace_switch))
+    stop_cellsd(vm)
+    res.check("with no VP left, mux_fb unloads", lambda: check_unload(vm))
+
+
+def check_unload(vm):
+    rc, out = vm.run("rmmod mux_fb && ! [ -e /dev/mux_fb ]")
+    if rc != 0:
+        debug = vm.run("lsmod | grep mux_fb; cat /proc/fb; ls -l /proc/[0-9]*/fd 2>/dev/null | grep -E 'fb[0-9]|mux_fb'; "
+                       "cat /sys/class/vtconsole/*/bind; dmesg | tail -20")[1]
+        raise AssertionError(f"{out}\n{debug}")
+
+
+def stop_all(vm):
+    vm.run("for v in $(cellctl list --json | grep '\"name\"' | cut -d'\"' -f4); do cellctl stop $v --timeout 5; done")
+
+
+def check_module_loads(vm):
+    vm.ok("insmod /mnt/host/mux_fb.ko")
+    out = vm.ok("ls -l /dev/mux_fb; dmesg | grep mux_fb | tail -1")
+    assert "multiplexing /dev/fb0" in out, out
+    assert "crw-------" in out, out
+
+
+def check_kernel_mode(vm):
+    out = vm.ok("cellctl display")
+    assert "via the mux_fb kernel module" in out, out
+    # The VPs are the same three, started again, now on mux_fb devices.
+    for vp in COLORS:
+        vm.ok(f"cellctl start {vp}", timeout=180)
+    out = vm.ok("cat /proc/fb")
+    assert out.count("mux_fb") == 3, out
+    dev = vm.ok("cellctl exec red -- ls -l /dev/fb0")
+    assert re.search(r"^c.* 29,\s*\d+ ", dev, re.M), f"not an fbdev device: {dev}"
+
+
+def fbcat_image(vm, vp):
+    """Run fbcat (Debian's, unmodified) in a VP on its /dev/fb0; the image."""
+    vm.ok(f"cellctl exec {vp} -- sh -c '/usr/bin/fbcat /dev/fb0 > /data/shot.ppm'")
+    vm.ok(f"cp /var/lib/cells/vps/{vp}/data/shot.ppm /mnt/host/shot.ppm")
+    data = (vm.share / "shot.ppm").read_bytes()
+    m = re.match(rb"P6\s+(\d+)\s+(\d+)\s+(\d+)\s", data)
+    assert m, data[:40]
+    return int(m.group(1)), int(m.group(2)), data[m.end():]
+
+
+def check_fbcat(vm):
+    vm.ok("cellctl template build fbtools", timeout=300)
+    vm.ok("cellctl create fbv --template fbtools --color ff00ff")
+    vm.ok("cellctl start fbv", timeout=180)
+    # Background: fbcat sees the VP's own frame (magenta), not the panel.
+    vm.ok("cellctl switch red")
+    wait(lambda: pixel(fbcat_image(vm, "fbv"), 5, 5) == (255, 0, 255), 30,
+         "fbcat in background fbv to read its magenta frame")
+    img = fbcat_image(vm, "fbv")
+    assert (img[0], img[1]) == (720, 1280), img[:2]
+    assert panel_color(vm) == RED, "the panel changed"
+    # Foreground: the same program reads the panel, which shows fbv.
+    vm.ok("cellctl switch fbv")
+    wait(lambda: panel_color(vm) == (255, 0, 255), 10, "the panel to show fbv")
+    assert pixel(fbcat_image(vm, "fbv"), 5, 5) == (255, 0, 255)
+    vm.ok("cellctl switch red")
+    vm.ok("cellctl stop fbv")
+
+
+def check_mode_locked(vm):
+    # FBIOPUT_VSCREENINFO through the persona's --set-mode.
+    rc, out = vm.run("cellctl exec red -- persona --set-mode 640x480")
+    assert rc != 0 and "Invalid argument" in out, f"a foreign mode was accepted: {out}"
+    out = vm.ok("cellctl exec red -- persona --set-mode 720x1280")
+    assert "720x1280: ok" in out, out
+
+
+def check_no_background_frames(vm):
+    vm.ok("cellctl switch green")
+    # Both redraw all the time: red (background) and green (foreground).
+    vm.ok("cellctl exec red -- sh -c 'persona --animate --frames 100000 >/dev/null 2>&1 &'")
+    vm.ok("cellctl exec green -- sh -c 'persona --animate --frames 100000 >/dev/null 2>&1 &'")
+    time.sleep(2)
+    bad = []
+    for i in range(40):
+        img = vm.screendump()
+        for (x, y) in [(5, 5), (360, 640), (700, 1270), (100, 1000)]:
+            r, gch, b = pixel(img, x, y)
+            if r > 60 and gch < 60:
+                bad.append((i, x, y, (r, gch, b)))
+        time.sleep(0.05)
+    vm.run("cellctl exec red -- killall persona; cellctl exec green -- killall persona")
+    assert not bad, f"red (background) reached the panel: {bad[:5]}"
+
+
+def check_blank(vm):
+    vm.ok("cellctl switch green")
+    wait(lambda: panel_color(vm)[1] > 100, 10, "green on the panel")
+    vm.ok("cellctl exec red -- persona --blank on")
+    time.sleep(1)
+    assert panel_color(vm)[1] > 100, "the background VP blanked the panel"
+    # The foreground may: the panel goes dark, and comes back.
+    vm.ok("cellctl exec green -- persona --blank on")
+    wait(lambda: panel_color(vm) == (0, 0, 0), 10, "the foreground's blank to reach the panel")
+    vm.ok("cellctl exec green -- persona --blank off")
+    wait(lambda: panel_color(vm)[1] > 100, 10, "the panel to come back")
+    vm.run("cellctl exec red -- persona --blank off")
+
+
+def check_unload_refused(vm):
+    # cellsd ends (VPs keep running, their personas map their framebuffers).
+    vm.run("kill $(cat /run/cells/cellsd.pid); sleep 1")
+    rc, out = vm.run("rmmod mux_fb")
+    assert rc != 0, f"rmmod succeeded while VPs map their framebuffers: {out}"
+    assert vm.ok("lsmod | grep -c '^mux_fb'").strip() == "1"
+    start_cellsd(vm)
+    assert vm.ok("cellctl status red --json").count('"running"') == 1
+
+
+def switch_times(vm, n=40):
+    """Mean of the switch time the daemon measures (request -> panel)."""
+    times = []
+    order = ["red", "green", "blue"]
+    for i in range(n):
+        vm.ok(f"cellctl switch {order[i % 3]}")
+        info = vm.ok("cellctl display --json")
+        m = re.search(r'"last_switch_us": (\d+)', info)
+        times.append(int(m.group(1)))
+    times.sort()
+    return times
+
+
+def run_benchmarks(vm, userspace):
+    kernel = switch_times(vm)
+    med = lambda v: v[len(v) // 2]  # noqa: E731
+    print(f"BENCH switch (request -> panel updated), guest, {len(kernel)} switches: "
+          f"mux_fb p50 {med(kernel)} us, userspace mux p50 {med(userspace)} us, "
+          f"ratio {med(kernel) / max(med(userspace), 1):.2f}x", flush=True)
+    vm.ok("cellctl switch green")
+    through = vm.ok("cellctl exec green -- persona --draw-bench 5")
+    for vp in COLORS:
+        vm.run(f"cellctl stop {vp} --timeout 5")
+    direct = vm.ok("persona --draw-bench 5 /dev/fb0")
+    f = lambda s: float(re.search(r"([\d.]+) frames/s", s).group(1))  # noqa: E731
+    print(f"BENCH foreground draw throughput, guest: through mux_fb {f(through):.1f} frames/s, "
+          f"real /dev/fb0 directly {f(direct):.1f} frames/s, ratio {f(through) / f(direct):.2f}x", flush=True)
+    for vp in COLORS:
+        vm.ok(f"cellctl start {vp}", timeout=180)
 
 
 def check_daemon(vm):
@@ -99,16 +257,17 @@ def check_uinput(vm):
     assert "QEMU Virtio Tablet" in out or "Tablet" in out, out
 
 
-def check_tap(vm):
+def check_tap(vm, x=300, y=500):
     vm.ok("cellctl switch blue")
     for vp in COLORS:
         vm.run(f"cellctl exec {vp} -- sh -c ': > /data/input.log'")
-    vm.tap(300, 500)
+    vm.tap(x, y)
     wait(lambda: "BTN_TOUCH 0" in input_log(vm, "blue"), 20, "the tap in blue's log")
     log = input_log(vm, "blue")
     xs, ys = positions(log, "X"), positions(log, "Y")
+    # (evdev drops unchanged values: each tap here is somewhere new)
     assert xs and ys, log
-    assert abs(xs[0] - 300) <= 2 and abs(ys[0] - 500) <= 2, (xs, ys)
+    assert abs(xs[0] - x) <= 2 and abs(ys[0] - y) <= 2, (xs, ys)
     for vp in ["red", "green"]:
         assert "ABS_MT" not in input_log(vm, vp), f"{vp} got the tap"
 

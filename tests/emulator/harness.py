@@ -45,6 +45,9 @@ def build(cache: Path, abi: str):
         shutil.copy2(rel / b, share / "bin" / b)
     shutil.copytree(REPO / "rootfs-templates", share / "rootfs-templates",
                     ignore=shutil.ignore_patterns("src", "Cargo.toml", "target"))
+    # Test-only recipes (fbtools: minimal + Debian's fbcat).
+    for r in (HERE / "recipes").iterdir():
+        shutil.copytree(r, share / "rootfs-templates" / r.name)
     ko = build_module(cache, abi)
     if ko:
         shutil.copy2(ko, share / "mux_fb.ko")
@@ -100,7 +103,7 @@ def main():
     ap.add_argument("--bench", action="store_true", help="run the benchmarks too")
     ap.add_argument("--keep", action="store_true", help="leave the guest's console log")
     args = ap.parse_args()
-    cache = Path(args.cache)
+    cache = Path(args.cache).resolve()
     t0 = time.time()
     abi = fetch.fetch(cache, log)
     share = build(cache, abi)

@@ -34,6 +34,18 @@ use mux_fb::Geometry;
 pub const VP_FB_PATHS: &[&str] = &["/dev/graphics/fb0", "/dev/fb0"];
 pub const VP_FB_INFO: &str = "/dev/graphics/fb0.info";
 
+/// Write only the info file (kernel mode: the device answers the ioctls
+/// too, the file keeps programs that read it working).
+pub fn write_info(dir: &Path, g: Geometry, owner: Option<u32>) -> io::Result<PathBuf> {
+    let info = dir.join("fb0.info");
+    std::fs::write(&info, info_text(&g))?;
+    if let Some(id) = owner {
+        std::os::unix::fs::chown(&info, Some(id), Some(id))?;
+    }
+    std::fs::set_permissions(&info, std::fs::Permissions::from_mode(0o444))?;
+    Ok(info)
+}
+
 /// The framebuffer made by a VP's monitor.
 pub struct CreatedFb {
     pub file: PathBuf,
@@ -85,5 +97,210 @@ mod tests {
         let info = std::fs::read_to_string(&fb.info).unwrap();
         assert_eq!(mux_fb::geometry::parse_info(&info), Some(g));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+// ------------------------------------------------------------------ screen
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use mux_fb::compositor::{Display, Stats, Target};
+use mux_fb::kernel;
+use mux_fb::panel::PanelSpec;
+use mux_fb::vfb::VirtualFb;
+use serde::{Deserialize, Serialize};
+
+/// Who multiplexes the panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayMode {
+    /// cellsd's compositor; VP framebuffers are files (this module).
+    Userspace,
+    /// The mux_fb kernel module; VP framebuffers are fbdev devices.
+    Kernel,
+}
+
+/// The display as cellsd drives it: the userspace compositor, or the
+/// mux_fb kernel module where it is loaded. Same behaviour for cellctl.
+pub enum Screen {
+    Compositor(Display),
+    Kernel(KernelScreen),
+}
+
+pub struct KernelScreen {
+    ctl: kernel::Control,
+    panel: PathBuf,
+    geometry: Geometry,
+    describe: String,
+    vps: Mutex<HashMap<String, u32>>,
+    stats: Mutex<Stats>,
+}
+
+impl Screen {
+    /// `mode` None: the kernel module if it is loaded and the panel is a
+    /// real fbdev device, else the userspace compositor.
+    pub fn open(spec: &PanelSpec, mode: Option<DisplayMode>) -> io::Result<Self> {
+        let kernel_ok = kernel::available() && matches!(spec, PanelSpec::Fbdev(_));
+        let mode = mode.unwrap_or(if kernel_ok {
+            DisplayMode::Kernel
+        } else {
+            DisplayMode::Userspace
+        });
+        match (mode, spec) {
+            (DisplayMode::Kernel, PanelSpec::Fbdev(path)) => {
+                let f = std::fs::File::open(path)?;
+                let (var, fix) = mux_fb::fbabi::screen_info(std::os::fd::AsRawFd::as_raw_fd(&f))
+                    .ok_or_else(|| {
+                        io::Error::other(format!("{} is not a framebuffer", path.display()))
+                    })?;
+                let geometry = Geometry {
+                    width: var.xres,
+                    height: var.yres,
+                    stride: fix.line_length,
+                };
+                let end = fix.id.iter().position(|b| *b == 0).unwrap_or(fix.id.len());
+                let id = String::from_utf8_lossy(&fix.id[..end]).into_owned();
+                Ok(Screen::Kernel(KernelScreen {
+                    ctl: kernel::Control::open()?,
+                    panel: path.clone(),
+                    geometry,
+                    describe: format!(
+                        "fbdev {} ({id}) {}x{} via the mux_fb kernel module",
+                        path.display(),
+                        geometry.width,
+                        geometry.height
+                    ),
+                    vps: Mutex::new(HashMap::new()),
+                    stats: Mutex::new(Stats::default()),
+                }))
+            }
+            (DisplayMode::Kernel, _) => Err(io::Error::other(
+                "the mux_fb kernel module needs a real panel: --panel fbdev:/dev/fbN",
+            )),
+            (DisplayMode::Userspace, _) => Ok(Screen::Compositor(Display::start(spec.open()?))),
+        }
+    }
+
+    pub fn mode(&self) -> DisplayMode {
+        match self {
+            Screen::Compositor(_) => DisplayMode::Userspace,
+            Screen::Kernel(_) => DisplayMode::Kernel,
+        }
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        match self {
+            Screen::Compositor(d) => d.geometry(),
+            Screen::Kernel(k) => k.geometry,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Screen::Compositor(d) => d.describe().to_string(),
+            Screen::Kernel(k) => k.describe.clone(),
+        }
+    }
+
+    /// A VP's framebuffer file (userspace mode).
+    pub fn attach_file(&self, name: &str, vfb: Arc<VirtualFb>) {
+        if let Screen::Compositor(d) = self {
+            d.attach(name, vfb);
+        }
+    }
+
+    /// A VP's framebuffer device /dev/fbN (kernel mode).
+    pub fn attach_node(&self, name: &str, n: u32) {
+        if let Screen::Kernel(k) = self {
+            k.vps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), n);
+        }
+    }
+
+    pub fn detach(&self, name: &str) {
+        match self {
+            Screen::Compositor(d) => d.detach(name),
+            Screen::Kernel(k) => {
+                k.vps.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+            }
+        }
+    }
+
+    pub fn set_foreground(&self, name: Option<&str>) {
+        match self {
+            Screen::Compositor(d) => d.set_foreground(name),
+            Screen::Kernel(k) => {
+                let n = name.and_then(|v| {
+                    k.vps
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(v)
+                        .copied()
+                });
+                let t = Instant::now();
+                if let Err(e) = k.ctl.set_foreground(n) {
+                    tracing::warn!("mux_fb switch: {e}");
+                    return;
+                }
+                let mut st = k.stats.lock().unwrap_or_else(|p| p.into_inner());
+                st.switches += 1;
+                // The kernel copies the frame within the ioctl.
+                st.last_switch_us = t.elapsed().as_micros() as u64;
+            }
+        }
+    }
+
+    /// The pixels of the panel or of a VP's framebuffer.
+    pub fn capture(&self, target: Target) -> Option<Vec<u8>> {
+        match self {
+            Screen::Compositor(d) => d.capture(target),
+            Screen::Kernel(k) => {
+                let size = k.geometry.size();
+                let path = match target {
+                    Target::Panel => k.panel.clone(),
+                    Target::Vp(v) => {
+                        let n = *k.vps.lock().unwrap_or_else(|p| p.into_inner()).get(&v)?;
+                        kernel::fb_path(n)
+                    }
+                };
+                kernel::read_frame(&path, size).ok()
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        match self {
+            Screen::Compositor(d) => d.stats(),
+            Screen::Kernel(k) => k.stats.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+/// Make a VP framebuffer device with the kernel module (in the monitor):
+/// returns N and its node, owned by VP root.
+pub fn create_kernel_fb(owner: Option<u32>) -> io::Result<(u32, PathBuf)> {
+    let n = kernel::Control::open()?.create()?;
+    let node = kernel::fb_path(n);
+    // devtmpfs makes the node; give it a moment.
+    for _ in 0..200 {
+        if node.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if let Some(id) = owner {
+        std::os::unix::fs::chown(&node, Some(id), Some(id))?;
+    }
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660))?;
+    Ok((n, node))
+}
+
+pub fn destroy_kernel_fb(n: u32) {
+    if let Ok(c) = kernel::Control::open() {
+        let _ = c.destroy(n);
     }
 }

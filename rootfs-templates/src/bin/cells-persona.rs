@@ -12,6 +12,9 @@
 //!
 //! `cells-persona --animate [--frames N]` redraws the whole frame 60 times a
 //! second instead (for measuring the compositor), N frames or forever.
+//! `cells-persona --draw-bench SECS [DEVICE]` fills whole frames as fast as it
+//! can for SECS seconds and prints the frames per second.
+//! `cells-persona --blank on|off` asks the framebuffer to blank (FBIOBLANK).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -33,8 +36,12 @@ struct Framebuffer {
 
 impl Framebuffer {
     fn open() -> Result<Self, String> {
+        Self::open_any(FB_PATHS)
+    }
+
+    fn open_any(paths: &[&str]) -> Result<Self, String> {
         let mut last = String::from("no framebuffer");
-        for p in FB_PATHS {
+        for p in paths {
             let c = std::ffi::CString::new(*p).map_err(|e| e.to_string())?;
             // SAFETY: open with a valid path.
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
@@ -245,6 +252,79 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(i) = args.iter().position(|a| a == "--draw-bench") {
+        let secs: f64 = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+        if let Some(dev) = args.get(i + 2) {
+            fb = match Framebuffer::open_any(&[dev.as_str()]) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("persona: {e}");
+                    std::process::exit(1);
+                }
+            };
+        }
+        let g = fb.g;
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let c = if n.is_multiple_of(2) {
+                color
+            } else {
+                Rgb(!color.0 & 0xff_ffff)
+            };
+            fill(fb.pixels(), &g, c);
+            n += 1;
+        }
+        let fps = n as f64 / start.elapsed().as_secs_f64();
+        println!(
+            "draw-bench: {fps:.1} frames/s ({:.1} MB/s)",
+            fps * g.size() as f64 / 1e6
+        );
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--set-mode") {
+        // FBIOPUT_VSCREENINFO with another resolution: the mux only takes the panel's.
+        let want = args.get(i + 1).cloned().unwrap_or_default();
+        let (w, h) = want
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .unwrap_or((0, 0));
+        let fd = fb._fd.as_raw_fd();
+        let Some((mut var, _)) = fbabi::screen_info(fd) else {
+            println!("not an fbdev device");
+            std::process::exit(1);
+        };
+        var.xres = w;
+        var.yres = h;
+        var.xres_virtual = w;
+        var.yres_virtual = h;
+        // SAFETY: FBIOPUT_VSCREENINFO reads and writes a struct fb_var_screeninfo.
+        if unsafe { libc::ioctl(fd, fbabi::FBIOPUT_VSCREENINFO, &mut var) } != 0 {
+            println!(
+                "FBIOPUT_VSCREENINFO {want}: {}",
+                std::io::Error::last_os_error()
+            );
+            std::process::exit(1);
+        }
+        println!("FBIOPUT_VSCREENINFO {want}: ok");
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--blank") {
+        // FB_BLANK_POWERDOWN = 4, FB_BLANK_UNBLANK = 0.
+        let level: libc::c_int = if args.get(i + 1).map(String::as_str) == Some("off") {
+            0
+        } else {
+            4
+        };
+        // SAFETY: FBIOBLANK takes an int by value.
+        let r = unsafe { libc::ioctl(fb._fd.as_raw_fd(), fbabi::FBIOBLANK, level) };
+        if r != 0 {
+            println!("FBIOBLANK: {}", std::io::Error::last_os_error());
+            std::process::exit(1);
+        }
+        println!("FBIOBLANK {level}: ok");
+        return;
+    }
     if args.iter().any(|a| a == "--animate") {
         let frames = args
             .iter()
