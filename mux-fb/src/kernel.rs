@@ -86,10 +86,11 @@ mod tests {
     #[test]
     fn ioctl_numbers_match_the_header() {
         // _IOC(dir, 'M' = 0x4d, nr, 4)
-        let ioc = |dir: u64, nr: u64| (dir << 30) | (4 << 16) | (0x4d << 8) | nr;
-        assert_eq!(super::MUXFB_IOC_CREATE as u64, ioc(2, 1));
-        assert_eq!(super::MUXFB_IOC_DESTROY as u64, ioc(1, 2));
-        assert_eq!(super::MUXFB_IOC_SET_FG as u64, ioc(1, 3));
-        assert_eq!(super::MUXFB_IOC_GET_FG as u64, ioc(2, 4));
+        let ioc =
+            |dir: libc::c_ulong, nr: libc::c_ulong| (dir << 30) | (4 << 16) | (0x4d << 8) | nr;
+        assert_eq!(super::MUXFB_IOC_CREATE, ioc(2, 1));
+        assert_eq!(super::MUXFB_IOC_DESTROY, ioc(1, 2));
+        assert_eq!(super::MUXFB_IOC_SET_FG, ioc(1, 3));
+        assert_eq!(super::MUXFB_IOC_GET_FG, ioc(2, 4));
     }
 }
