@@ -96,19 +96,22 @@ static void copy_from_panel(void *dst)
 }
 
 /*
- * Have the real driver show the whole frame again: a shadow-buffered
- * (deferred I/O) driver only flushes damaged areas, and a full-screen copy
- * onto itself marks everything damaged.
+ * Have the real driver show the whole frame again. A shadow-buffered
+ * (deferred I/O) driver only flushes what was damaged, and its drawing ops
+ * report damage; it merges the rectangles it has not flushed yet into their
+ * bounding box. Copying the top row and the bottom row onto themselves
+ * thus marks the whole panel damaged for the cost of two rows.
  */
 static void damage_panel(void)
 {
-	struct fb_copyarea all = {
-		.dx = 0, .dy = 0, .sx = 0, .sy = 0,
-		.width = mux.real->var.xres, .height = mux.real->var.yres,
-	};
+	u32 w = mux.real->var.xres, h = mux.real->var.yres;
+	struct fb_copyarea top = { .dx = 0, .dy = 0, .sx = 0, .sy = 0, .width = w, .height = 1 };
+	struct fb_copyarea bottom = { .dx = 0, .dy = h - 1, .sx = 0, .sy = h - 1, .width = w, .height = 1 };
 
-	if (mux.real->fbops->fb_copyarea)
-		mux.real->fbops->fb_copyarea(mux.real, &all);
+	if (mux.real->fbops->fb_copyarea) {
+		mux.real->fbops->fb_copyarea(mux.real, &top);
+		mux.real->fbops->fb_copyarea(mux.real, &bottom);
+	}
 }
 
 /* Copy a frame to the panel and let the real driver show all of it. */

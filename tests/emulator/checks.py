@@ -216,7 +216,7 @@ def run_benchmarks(vm, userspace):
     through = vm.ok("cellctl exec green -- persona --draw-bench 5")
     for vp in COLORS:
         vm.run(f"cellctl stop {vp} --timeout 5")
-    direct = vm.ok("persona --draw-bench 5 /dev/fb0")
+    direct = vm.ok("cells-persona --draw-bench 5 /dev/fb0")
     f = lambda s: float(re.search(r"([\d.]+) frames/s", s).group(1))  # noqa: E731
     print(f"BENCH foreground draw throughput, guest: through mux_fb {f(through):.1f} frames/s, "
           f"real /dev/fb0 directly {f(direct):.1f} frames/s, ratio {f(through) / f(direct):.2f}x", flush=True)
