@@ -8,3 +8,4 @@
 pub mod binder;
 pub mod display;
 pub mod input;
+pub mod power;
