@@ -15,6 +15,7 @@
 //!   vps/NAME/run.json         the running VP: init and monitor pids, start times
 //!   vps/NAME/console.sock     the monitor's console socket
 //!   vps/NAME/monitor.log      the monitor's own log
+//!   vps/NAME/power.sock       the monitor's power link (wakelocks, fb sleep/wake)
 //!   vps/NAME/lower, rootfs    mount points, used only inside the monitor's private mount namespace
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,10 @@ impl Layout {
     }
     pub fn vp_console_socket(&self, vp: &str) -> PathBuf {
         self.vp_run_dir(vp).join("console.sock")
+    }
+    pub fn vp_power_socket(&self, vp: &str) -> PathBuf {
+        self.vp_run_dir(vp)
+            .join(crate::devices::power::POWER_SOCKET)
     }
     pub fn vp_monitor_log(&self, vp: &str) -> PathBuf {
         self.vp_run_dir(vp).join("monitor.log")

@@ -39,6 +39,7 @@ use crate::config::{cap_number, VpConfig};
 use crate::devices::display::DisplayMode;
 use crate::devices::input::router::DeviceKind;
 use crate::devices::input::sink::Backend;
+use crate::devices::power::{self, fs::VpPower};
 use crate::devices::{display, input};
 use crate::{rootfs, sys};
 use mux_fb::Geometry;
@@ -406,6 +407,8 @@ fn release_spare(spare: &VpCgroup) {
 /// What the monitor holds of a started VP.
 struct StartedVp {
     init: libc::pid_t,
+    /// The VP's /sys/power and its link to cellsd.
+    power: VpPower,
     /// The mux_fb device of the VP (kernel mode), removed when it ends.
     fb_node: Option<u32>,
     /// The VP's devices: open for the VP's whole life.
@@ -531,6 +534,9 @@ fn start(
 
     let (device_fds, device_nodes, held) =
         make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
+    let power_dir = req.run_dir.join("dev").join("power");
+    let mut power = VpPower::mount(&power_dir, cfg.host_root_id())
+        .map_err(|e| leave_cgroup(format!("creating the VP's /sys/power: {e}")))?;
     phase("devices");
 
     let flags = clone_flags(cfg).bits();
@@ -547,6 +553,7 @@ fn start(
         drop(err_r);
         let mounts = rootfs::DeviceMounts {
             nodes: device_nodes,
+            dirs: vec![(power_dir, power::VP_POWER_DIR.to_string())],
             binderfs: req.devices.binder == BinderRequest::Binderfs,
         };
         init_child(
@@ -576,6 +583,11 @@ fn start(
         leave_cgroup(e)
     };
     phase("clone");
+    // Now that the init is cloned the monitor may have threads: serve the
+    // power file system before the init (released below) mounts it.
+    power
+        .serve(&req.run_dir.join(power::POWER_SOCKET))
+        .map_err(|e| fail(e.to_string()))?;
     if spare.is_none() {
         // No spare was prepared: move the init into the v1 cgroups (slow path).
         for d in req.cgroup.hierarchy.v1_dirs(&req.cgroup.rel) {
@@ -638,6 +650,7 @@ fn start(
     }
     Ok(StartedVp {
         init: pid,
+        power,
         fb_node: state.devices.fb_node,
         _devices: held,
         master,
@@ -926,7 +939,7 @@ fn set_nonblocking(fd: RawFd) {
 
 /// Relay the console and wait for the init to end. Returns its wait status
 /// as a shell would print it.
-fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
+fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
     let mut log_file = ConsoleLog::open(&req.console_log);
     let _ = std::fs::remove_file(&req.console_socket);
     let listener = UnixListener::bind(&req.console_socket).ok();
@@ -958,6 +971,13 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
                 revents: 0,
             },
         ];
+        for fd in vp.power.poll_fds() {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         for c in &clients {
             fds.push(libc::pollfd {
                 fd: c.as_raw_fd(),
@@ -965,11 +985,19 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
                 revents: 0,
             });
         }
+        // Wake up for the next lock expiry.
+        let timeout = vp
+            .power
+            .timeout()
+            .map(|d| d.as_millis().min(i32::MAX as u128) as i32 + 1)
+            .unwrap_or(-1);
         // SAFETY: fds is a valid array of pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             continue; // EINTR
         }
+        let ready = |i: usize| fds[i].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+        vp.power.handle([ready(3), ready(4), ready(5)]);
         if fds[1].revents & libc::POLLIN != 0 {
             // SAFETY: reading into our own buffer.
             let r =
@@ -986,9 +1014,9 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
             }
         }
         let mut gone = Vec::new();
-        // Only the clients that were polled (fds[3..]); new ones come below.
-        for (i, c) in clients.iter_mut().enumerate().take(fds.len() - 3) {
-            let re = fds[3 + i].revents;
+        // Only the clients that were polled (fds[6..]); new ones come below.
+        for (i, c) in clients.iter_mut().enumerate().take(fds.len() - 6) {
+            let re = fds[6 + i].revents;
             if re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
                 continue;
             }
@@ -1063,6 +1091,7 @@ fn supervise(req: &MonitorRequest, vp: StartedVp) -> String {
     );
     drop(clients);
     let _ = std::fs::remove_file(&req.console_socket);
+    let _ = std::fs::remove_file(req.run_dir.join(power::POWER_SOCKET));
     if let Err(e) = req.cgroup.destroy(Duration::from_secs(10)) {
         log(&format!("removing cgroup: {e}"));
     }

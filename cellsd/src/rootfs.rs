@@ -129,10 +129,12 @@ pub fn in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, RootfsError> {
 }
 
 /// The VP's own devices: host nodes to bind (host node, path in the VP),
-/// and whether the VP gets its own binderfs instance.
+/// directories to bind over the VP's (the power file system over
+/// /sys/power), and whether the VP gets its own binderfs instance.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceMounts {
     pub nodes: Vec<(PathBuf, String)>,
+    pub dirs: Vec<(PathBuf, String)>,
     pub binderfs: bool,
 }
 
@@ -187,6 +189,17 @@ pub fn plan(
         steps.push(Step::BindNode {
             source: node.clone(),
             target: in_root(rootfs, Path::new(vp_path))?,
+        });
+    }
+    // After the spec's mounts: /sys/power sits on the VP's /sys.
+    for (dir, vp_path) in &devices.dirs {
+        steps.push(Step::Mount {
+            source: dir.to_string_lossy().into_owned(),
+            target: in_root(rootfs, Path::new(vp_path))?,
+            fstype: None,
+            flags: MsFlags::MS_BIND,
+            data: None,
+            remount: None,
         });
     }
     let dev = in_root(rootfs, Path::new("/dev"))?;
@@ -504,6 +517,7 @@ mod tests {
     fn plan_orders_mounts_before_nodes_and_masks() {
         let devs = DeviceMounts {
             nodes: vec![(PathBuf::from("/run/x/fb0"), "/dev/graphics/fb0".to_string())],
+            dirs: vec![(PathBuf::from("/run/x/power"), "/sys/power".to_string())],
             binderfs: true,
         };
         let steps = plan(&spec(), Path::new("/r"), Path::new("/dev/pts/7"), &devs).unwrap();
@@ -532,8 +546,15 @@ mod tests {
             pos(&|s| matches!(s, Step::Mask { path } if path == Path::new("/r/proc/kcore")));
         let sys_ro =
             pos(&|s| matches!(s, Step::ReadOnly { path } if path == Path::new("/r/proc/sys")));
+        let sysfs =
+            pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/sys")));
+        let power = pos(&|s| {
+            matches!(s, Step::Mount { source, target, flags, .. }
+            if source == "/run/x/power" && target == Path::new("/r/sys/power") && *flags == MsFlags::MS_BIND)
+        });
         assert!(dev_tmpfs < pts && pts < null && null < console);
         assert!(proc_mount < kcore && proc_mount < sys_ro);
+        assert!(sysfs < power, "the power file system goes on top of /sys");
         // /dev holds exactly the listed nodes.
         let nodes: Vec<_> = steps
             .iter()

@@ -1,0 +1,646 @@
+//! The monitor's side of a VP's power device: the FUSE file system that is
+//! the VP's /sys/power ([`PowerFs`]) and the link that reports it to cellsd
+//! over `<run>/vps/NAME/power.sock` ([`VpPower`]).
+//!
+//! Threads: the file system is served by one fuser thread, started after
+//! the VP's init is cloned (the monitor clones single-threaded); the link
+//! runs in the monitor's poll loop. They share [`PowerState`] behind a
+//! mutex, and the fuser thread pokes a pipe when it has news for cellsd.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
+};
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+
+use super::{parse_wake_lock, parse_wake_unlock, PowerCommand, PowerEvent, STATE_VALUES};
+
+/// One VP's power state (in its monitor).
+#[derive(Default)]
+pub struct PowerState {
+    /// name -> expiry (None: until released).
+    locks: BTreeMap<String, Option<Instant>>,
+    fb_awake: bool,
+    sleep_readers: Vec<ReplyData>,
+    wake_readers: Vec<ReplyData>,
+    /// Events for cellsd not yet sent.
+    pub outbox: Vec<PowerEvent>,
+}
+
+impl PowerState {
+    /// Drop expired locks; true if any went.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let before = self.locks.len();
+        self.locks.retain(|_, exp| exp.is_none_or(|e| e > now));
+        let changed = self.locks.len() != before;
+        if changed {
+            self.report();
+        }
+        changed
+    }
+
+    /// When the next lock expires.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.locks.values().flatten().min().copied()
+    }
+
+    pub fn locks(&self) -> Vec<String> {
+        self.locks.keys().cloned().collect()
+    }
+
+    fn report(&mut self) {
+        self.outbox.push(PowerEvent::Locks {
+            locks: self.locks(),
+        });
+    }
+
+    /// Take (or refresh) a lock. A refresh replaces the timeout, as
+    /// Android's wakelocks do.
+    pub fn lock(&mut self, name: String, timeout: Option<Duration>) {
+        self.expire(Instant::now());
+        let changed = !self.locks.contains_key(&name);
+        self.locks.insert(name, timeout.map(|t| Instant::now() + t));
+        if changed {
+            self.report();
+        }
+    }
+
+    /// Release one of this VP's locks; false if it holds none of that name.
+    pub fn unlock(&mut self, name: &str) -> bool {
+        let had = self.locks.remove(name).is_some();
+        if had {
+            self.report();
+        }
+        had
+    }
+
+    /// The framebuffer woke or went to sleep: answer the readers waiting for it.
+    pub fn set_fb_awake(&mut self, awake: bool) {
+        self.fb_awake = awake;
+        let (ready, word) = if awake {
+            (std::mem::take(&mut self.wake_readers), "awake\n")
+        } else {
+            (std::mem::take(&mut self.sleep_readers), "sleeping\n")
+        };
+        for r in ready {
+            r.data(word.as_bytes());
+        }
+    }
+
+    pub fn fb_awake(&self) -> bool {
+        self.fb_awake
+    }
+}
+
+const INO_ROOT: u64 = 1;
+const INO_WAKE_LOCK: u64 = 2;
+const INO_WAKE_UNLOCK: u64 = 3;
+const INO_STATE: u64 = 4;
+const INO_FB_SLEEP: u64 = 5;
+const INO_FB_WAKE: u64 = 6;
+/// The files, with Android's modes (the VP's init may chown/chmod them).
+const FILES: &[(u64, &str, u16)] = &[
+    (INO_WAKE_LOCK, "wake_lock", 0o664),
+    (INO_WAKE_UNLOCK, "wake_unlock", 0o664),
+    (INO_STATE, "state", 0o664),
+    (INO_FB_SLEEP, "wait_for_fb_sleep", 0o444),
+    (INO_FB_WAKE, "wait_for_fb_wake", 0o444),
+];
+
+#[derive(Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+    mode: u16,
+}
+
+/// The FUSE file system of one VP's /sys/power. The kernel checks
+/// permissions (default_permissions) against the owners kept here.
+pub struct PowerFs {
+    state: Arc<Mutex<PowerState>>,
+    owners: Mutex<BTreeMap<u64, Owner>>,
+    /// Written to whenever the outbox gets an event (wakes the monitor's loop).
+    notify: OwnedFd,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const TTL: Duration = Duration::from_secs(3600);
+
+impl PowerFs {
+    /// `owner`: VP root's host id (None: the VP has no user namespace).
+    fn new(state: Arc<Mutex<PowerState>>, owner: Option<u32>, notify: OwnedFd) -> Self {
+        let id = owner.unwrap_or(0);
+        let mut owners = BTreeMap::new();
+        owners.insert(
+            INO_ROOT,
+            Owner {
+                uid: id,
+                gid: id,
+                mode: 0o755,
+            },
+        );
+        for (ino, _, mode) in FILES {
+            owners.insert(
+                *ino,
+                Owner {
+                    uid: id,
+                    gid: id,
+                    mode: *mode,
+                },
+            );
+        }
+        Self {
+            state,
+            owners: Mutex::new(owners),
+            notify,
+        }
+    }
+
+    fn attr(&self, ino: u64) -> Option<FileAttr> {
+        let o = *lock(&self.owners).get(&ino)?;
+        let kind = if ino == INO_ROOT {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        };
+        let t = SystemTime::UNIX_EPOCH;
+        Some(FileAttr {
+            ino: INodeNo(ino),
+            // sysfs files say 4096; a reader reads until a short read.
+            size: if kind == FileType::Directory { 0 } else { 4096 },
+            blocks: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind,
+            perm: o.mode,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: o.uid,
+            gid: o.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, PowerState> {
+        lock(&self.state)
+    }
+
+    fn poke(&self) {
+        let _ = nix::unistd::write(&self.notify, b"p");
+    }
+
+    fn write_file(&self, ino: u64, data: &[u8]) -> Result<(), Errno> {
+        let mut st = self.state();
+        match ino {
+            INO_WAKE_LOCK => {
+                let (name, timeout) = parse_wake_lock(data).map_err(|_| Errno::EINVAL)?;
+                st.lock(name, timeout);
+                Ok(())
+            }
+            // Another VP's lock of the same name is in another VP's table,
+            // out of reach from here: the unlock fails as for an unknown name.
+            INO_WAKE_UNLOCK => match parse_wake_unlock(data) {
+                Ok(n) if st.unlock(&n) => Ok(()),
+                _ => Err(Errno::EINVAL),
+            },
+            INO_STATE => {
+                let v = String::from_utf8_lossy(data).trim().to_string();
+                if !STATE_VALUES.contains(&v.as_str()) {
+                    return Err(Errno::EINVAL);
+                }
+                // Only a request: cellsd decides what it does.
+                st.outbox.push(PowerEvent::State { value: v });
+                Ok(())
+            }
+            _ => Err(Errno::EACCES),
+        }
+    }
+}
+
+impl Filesystem for PowerFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let found = (parent.0 == INO_ROOT)
+            .then(|| FILES.iter().find(|(_, n, _)| OsStr::new(n) == name))
+            .flatten()
+            .and_then(|(ino, _, _)| self.attr(*ino));
+        match found {
+            Some(a) => reply.entry(&TTL, &a, Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(ino.0) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // The kernel has checked the caller's right to chown/chmod
+        // (default_permissions). A truncate (`echo x > file`) is accepted
+        // and ignored, as sysfs does.
+        if let Some(o) = lock(&self.owners).get_mut(&ino.0) {
+            if let Some(m) = mode {
+                o.mode = (m & 0o7777) as u16;
+            }
+            if let Some(u) = uid {
+                o.uid = u;
+            }
+            if let Some(g) = gid {
+                o.gid = g;
+            }
+        }
+        match self.attr(ino.0) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.attr(ino.0).is_none() {
+            return reply.error(Errno::ENOENT);
+        }
+        // Every read and write reaches us (no page cache): these are not files.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        _size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let mut st = self.state();
+        let expired = st.expire(Instant::now());
+        let text = match ino.0 {
+            INO_WAKE_LOCK => {
+                let l = st.locks();
+                if l.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}\n", l.join(" "))
+                }
+            }
+            INO_WAKE_UNLOCK => String::new(),
+            INO_STATE => "mem\n".to_string(),
+            INO_FB_SLEEP | INO_FB_WAKE => {
+                if offset > 0 {
+                    reply.data(&[]);
+                } else {
+                    match (ino.0, st.fb_awake()) {
+                        (INO_FB_SLEEP, false) => reply.data(b"sleeping\n"),
+                        (INO_FB_WAKE, true) => reply.data(b"awake\n"),
+                        // Block until the framebuffer changes state.
+                        (INO_FB_SLEEP, true) => st.sleep_readers.push(reply),
+                        _ => st.wake_readers.push(reply),
+                    }
+                }
+                drop(st);
+                if expired {
+                    self.poke();
+                }
+                return;
+            }
+            _ => return reply.error(Errno::ENOENT),
+        };
+        drop(st);
+        if expired {
+            self.poke();
+        }
+        let bytes = text.as_bytes();
+        let start = (offset as usize).min(bytes.len());
+        reply.data(&bytes[start..]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = self.write_file(ino.0, data);
+        self.poke();
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino.0 != INO_ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let mut entries: Vec<(u64, FileType, &str)> = vec![
+            (INO_ROOT, FileType::Directory, "."),
+            (INO_ROOT, FileType::Directory, ".."),
+        ];
+        entries.extend(
+            FILES
+                .iter()
+                .map(|(i, n, _)| (*i, FileType::RegularFile, *n)),
+        );
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PowerFsError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PowerFsError {
+    let what = what.into();
+    move |source| PowerFsError::Io { what, source }
+}
+
+/// The monitor's power device of one VP: the mounted file system and the
+/// link to cellsd.
+pub struct VpPower {
+    state: Arc<Mutex<PowerState>>,
+    /// Until [`VpPower::serve`]: the mounted session, INIT done.
+    session: Option<fuser::Session<PowerFs>>,
+    /// After: the thread serving it (lives as long as the monitor).
+    _served: Option<fuser::BackgroundSession>,
+    notify: OwnedFd,
+    listener: Option<UnixListener>,
+    client: Option<Client>,
+}
+
+struct Client {
+    reader: std::io::BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl VpPower {
+    /// Mount the VP's /sys/power file system at `dir` (a directory that is
+    /// bound over the VP's /sys/power later). `owner`: VP root's host id.
+    pub fn mount(dir: &Path, owner: Option<u32>) -> Result<Self, PowerFsError> {
+        std::fs::create_dir_all(dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
+        let dev: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/fuse")
+            .map_err(io_err(
+                "open /dev/fuse (load the fuse module: modprobe fuse)",
+            ))?
+            .into();
+        // allow_other: the VP's processes are other users (and in another
+        // user namespace); default_permissions: the kernel checks the modes.
+        let data = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions",
+            dev.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some("cells-power"),
+            dir,
+            Some("fuse"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(data.as_str()),
+        )
+        .map_err(|e| PowerFsError::Io {
+            what: format!("mount the power file system on {}", dir.display()),
+            source: e.into(),
+        })?;
+        let (notify_r, notify_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| PowerFsError::Io {
+                what: "pipe".into(),
+                source: e.into(),
+            })?;
+        let state = Arc::new(Mutex::new(PowerState::default()));
+        let fs = PowerFs::new(state.clone(), owner, notify_w);
+        // The kernel queued INIT at mount: the handshake answers it here,
+        // on the (single) monitor thread.
+        let session =
+            fuser::Session::from_fd(fs, dev, fuser::SessionACL::All, fuser::Config::default())
+                .map_err(io_err("FUSE handshake of the power file system"))?;
+        Ok(Self {
+            state,
+            session: Some(session),
+            _served: None,
+            notify: notify_r,
+            listener: None,
+            client: None,
+        })
+    }
+
+    /// Start serving the file system (one thread), and listen for cellsd on
+    /// `socket`. Call once the VP's init is cloned: the monitor must clone
+    /// while single-threaded.
+    pub fn serve(&mut self, socket: &Path) -> Result<(), PowerFsError> {
+        if let Some(s) = self.session.take() {
+            self._served = Some(s.spawn().map_err(io_err("start the power file system"))?);
+        }
+        let _ = std::fs::remove_file(socket);
+        let l = UnixListener::bind(socket).map_err(io_err(format!("bind {}", socket.display())))?;
+        l.set_nonblocking(true)
+            .map_err(io_err("power socket non-blocking"))?;
+        let _ =
+            std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+        self.listener = Some(l);
+        Ok(())
+    }
+
+    /// The fds the monitor polls for this device: listener, cellsd, notify.
+    pub fn poll_fds(&self) -> [RawFd; 3] {
+        [
+            self.listener.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1),
+            self.client
+                .as_ref()
+                .map(|c| c.writer.as_raw_fd())
+                .unwrap_or(-1),
+            self.notify.as_raw_fd(),
+        ]
+    }
+
+    /// How long the monitor may sleep before a lock expires.
+    pub fn timeout(&self) -> Option<Duration> {
+        lock(&self.state)
+            .next_expiry()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// Handle what poll found on [`VpPower::poll_fds`] (and expiries).
+    pub fn handle(&mut self, ready: [bool; 3]) {
+        if ready[0] {
+            self.accept();
+        }
+        if ready[1] {
+            self.read_commands();
+        }
+        if ready[2] {
+            let mut b = [0u8; 64];
+            while matches!(nix::unistd::read(&self.notify, &mut b), Ok(n) if n > 0) {}
+        }
+        lock(&self.state).expire(Instant::now());
+        self.flush();
+    }
+
+    fn accept(&mut self) {
+        let Some(l) = &self.listener else { return };
+        // The newest connection is cellsd (a restarted one replaces the old).
+        while let Ok((s, _)) = l.accept() {
+            let Ok(w) = s.try_clone() else { continue };
+            let _ = s.set_nonblocking(true);
+            // A cellsd that stops reading must not stall the VP's power.
+            let _ = w.set_write_timeout(Some(Duration::from_millis(200)));
+            self.client = Some(Client {
+                reader: std::io::BufReader::new(s),
+                writer: w,
+            });
+            // Tell it where things stand, then every change.
+            let mut st = lock(&self.state);
+            st.outbox.clear();
+            st.report();
+        }
+    }
+
+    fn read_commands(&mut self) {
+        let Some(c) = &mut self.client else { return };
+        let mut gone = false;
+        loop {
+            let mut line = String::new();
+            match c.reader.read_line(&mut line) {
+                Ok(0) => {
+                    gone = true;
+                    break;
+                }
+                Ok(_) => match serde_json::from_str::<PowerCommand>(line.trim()) {
+                    Ok(PowerCommand::Fb { awake }) => lock(&self.state).set_fb_awake(awake),
+                    Err(e) => eprintln!("cells-monitor: bad power command {line:?}: {e}"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if gone {
+            // cellsd went away (or restarts): the VP's locks stay, the next
+            // cellsd gets them on connect.
+            self.client = None;
+        }
+    }
+
+    fn flush(&mut self) {
+        let events = std::mem::take(&mut lock(&self.state).outbox);
+        let Some(c) = &mut self.client else { return };
+        let mut out = Vec::new();
+        for ev in &events {
+            if let Ok(mut line) = serde_json::to_vec(ev) {
+                line.push(b'\n');
+                out.extend(line);
+            }
+        }
+        if !out.is_empty() && c.writer.write_all(&out).is_err() {
+            self.client = None;
+        }
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_expire_and_are_reported() {
+        let mut st = PowerState::default();
+        st.lock("a".into(), None);
+        st.lock("b".into(), Some(Duration::from_millis(1)));
+        assert_eq!(st.locks(), ["a", "b"]);
+        assert!(st.next_expiry().is_some());
+        assert!(st.expire(Instant::now() + Duration::from_millis(5)));
+        assert_eq!(st.locks(), ["a"]);
+        assert!(st.unlock("a"));
+        assert!(!st.unlock("a"));
+        // A refresh of a held lock is not a change.
+        st.lock("c".into(), None);
+        st.lock("c".into(), Some(Duration::from_secs(5)));
+        let reports: Vec<_> = st
+            .outbox
+            .iter()
+            .map(|e| match e {
+                PowerEvent::Locks { locks } => locks.len(),
+                _ => 99,
+            })
+            .collect();
+        assert_eq!(reports, [1, 2, 1, 0, 1]);
+    }
+}
