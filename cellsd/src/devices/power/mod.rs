@@ -119,7 +119,7 @@ mod tests {
         );
         assert_eq!(parse_wake_lock(b""), Err(LockError::Empty));
         assert_eq!(parse_wake_lock(b"\n"), Err(LockError::Empty));
-        assert_eq!(parse_wake_lock(&vec![b'a'; 200]), Err(LockError::TooLong));
+        assert_eq!(parse_wake_lock(&[b'a'; 200]), Err(LockError::TooLong));
         assert_eq!(parse_wake_lock(b"x soon"), Err(LockError::BadTimeout));
         assert_eq!(parse_wake_lock(b"x -5"), Err(LockError::BadTimeout));
         assert_eq!(parse_wake_lock(b"x 0"), Err(LockError::BadTimeout));
