@@ -104,6 +104,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The device's power: may it suspend, who blocks it, every VP's wakelocks.
+    Power {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One VP's wakelocks, one per line.
+    Wakelocks {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Freeze a background VP's processes (cgroup freezer) until it is
+    /// thawed or becomes the foreground.
+    Freeze {
+        #[arg(required = true, value_name = "VP")]
+        names: Vec<String>,
+    },
+    /// Thaw frozen VPs.
+    Thaw {
+        #[arg(required = true, value_name = "VP")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +195,10 @@ struct CreateArgs {
     /// Persona colour as RRGGBB, e.g. ff0000 (default: derived from the name).
     #[arg(long)]
     color: Option<String>,
+    /// In the background: run (default), freeze-after=DURATION (e.g. 30s;
+    /// not while it holds a wakelock), or stop.
+    #[arg(long, value_name = "POLICY")]
+    background: Option<String>,
 }
 
 #[derive(Args)]
@@ -313,6 +341,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             if let Some(c) = &a.color {
                 o.insert("color", Value::from(c.as_str()));
             }
+            if let Some(b) = &a.background {
+                o.insert("background", Value::from(b.as_str()));
+            }
             p.create(&a.name, o).await?;
             Ok(0)
         }
@@ -357,6 +388,41 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Exec(a) => exec(&p, a).await,
+        Command::Power { json } => {
+            let info = p.power().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info.to_json()).unwrap_or_default()
+                );
+            } else {
+                print!("{}", table::power(&info));
+            }
+            Ok(0)
+        }
+        Command::Wakelocks { name, json } => {
+            let locks = p.wakelocks(&name).await?;
+            if json {
+                println!("{}", serde_json::to_string(&locks).unwrap_or_default());
+            } else {
+                for l in locks {
+                    println!("{l}");
+                }
+            }
+            Ok(0)
+        }
+        Command::Freeze { names } => {
+            for n in names {
+                p.freeze(&n).await?;
+            }
+            Ok(0)
+        }
+        Command::Thaw { names } => {
+            for n in names {
+                p.thaw(&n).await?;
+            }
+            Ok(0)
+        }
         Command::Switch { name } => {
             p.switch(&name).await?;
             Ok(0)

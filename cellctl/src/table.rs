@@ -1,6 +1,6 @@
 //! Human-readable output of list, status and template list.
 
-use cellsd::api::{TemplateInfo, VpInfo};
+use cellsd::api::{PowerInfo, TemplateInfo, VpInfo};
 
 /// "3d4h", "2h05m", "4m10s", "12s".
 pub fn uptime(secs: u64) -> String {
@@ -132,7 +132,81 @@ pub fn status(v: &VpInfo) -> String {
         },
     ]);
     rows.push(vec!["pids:".into(), v.pids_limit.to_string()]);
+    rows.push(vec!["background:".into(), v.background.clone()]);
     render(&rows)
+}
+
+pub fn power(p: &PowerInfo) -> String {
+    let mut vps: Vec<(&String, &Vec<String>)> = p.wakelocks.iter().collect();
+    vps.sort();
+    let blockers: Vec<&str> = vps
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(v, _)| v.as_str())
+        .collect();
+    let mut rows: Vec<Vec<String>> = vec![vec![
+        "device:".into(),
+        if p.suspend_blocked {
+            format!("awake: suspend blocked by {}", blockers.join(", "))
+        } else {
+            "suspend allowed (no VP holds a wakelock)".into()
+        },
+    ]];
+    rows.push(vec![
+        "screen:".into(),
+        format!(
+            "{}{}",
+            if p.screen_on { "on" } else { "off" },
+            if p.suspend_requested {
+                " (the foreground asked to suspend)"
+            } else {
+                ""
+            }
+        ),
+    ]);
+    rows.push(vec![
+        "foreground:".into(),
+        if p.foreground.is_empty() {
+            "none".into()
+        } else {
+            p.foreground.clone()
+        },
+    ]);
+    rows.push(vec![
+        "backend:".into(),
+        if p.backend_error.is_empty() {
+            p.backend.clone()
+        } else {
+            format!("{} (error: {})", p.backend, p.backend_error)
+        },
+    ]);
+    if !p.last_request.is_empty() {
+        rows.push(vec!["last request:".into(), p.last_request.clone()]);
+    }
+    let mut out = render(&rows);
+    if vps.is_empty() {
+        out.push_str("no VP is running\n");
+        return out;
+    }
+    let mut t = vec![vec!["VP".to_string(), "STATE".into(), "WAKELOCKS".into()]];
+    for (vp, locks) in vps {
+        t.push(vec![
+            vp.clone(),
+            if p.frozen.contains(vp) {
+                "frozen".into()
+            } else {
+                "running".into()
+            },
+            if locks.is_empty() {
+                "-".into()
+            } else {
+                locks.join(" ")
+            },
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&render(&t));
+    out
 }
 
 pub fn templates(list: &[TemplateInfo]) -> String {

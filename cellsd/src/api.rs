@@ -99,6 +99,10 @@ pub struct VpInfo {
     /// CPUs; 0 = no limit.
     pub cpus: f64,
     pub pids_limit: u64,
+    /// Its processes are frozen (background policy or `cellctl freeze`).
+    pub frozen: bool,
+    /// Background policy: run, stop or freeze-after=DURATION.
+    pub background: String,
 }
 
 impl VpInfo {
@@ -118,6 +122,56 @@ impl VpInfo {
             "memory_limit": if self.memory_limit == 0 { serde_json::Value::Null } else { self.memory_limit.into() },
             "cpus": if self.cpus == 0.0 { serde_json::Value::Null } else { self.cpus.into() },
             "pids_limit": self.pids_limit,
+            "frozen": self.frozen,
+            "background": self.background,
+        })
+    }
+}
+
+/// The device's power state as `Power` describes it.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}")]
+pub struct PowerInfo {
+    /// Some VP holds a wakelock: the device may not suspend.
+    pub suspend_blocked: bool,
+    /// The foreground VP asked to suspend (its screen is off).
+    pub suspend_requested: bool,
+    pub screen_on: bool,
+    pub foreground: String,
+    /// What makes the locks real: android (DIR), logind or none.
+    pub backend: String,
+    /// The backend's last error ("" if none).
+    pub backend_error: String,
+    /// Every running VP's locks.
+    pub wakelocks: HashMap<String, Vec<String>>,
+    pub frozen: Vec<String>,
+    /// Requests to /sys/power/state from background VPs (ignored).
+    pub ignored_requests: u64,
+    pub last_request: String,
+}
+
+impl PowerInfo {
+    pub fn to_json(&self) -> serde_json::Value {
+        let wakelocks: std::collections::BTreeMap<&String, &Vec<String>> =
+            self.wakelocks.iter().collect();
+        let blocked_by: Vec<&String> = wakelocks
+            .iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(v, _)| *v)
+            .collect();
+        serde_json::json!({
+            "suspend_blocked": self.suspend_blocked,
+            "suspend_allowed": !self.suspend_blocked,
+            "blocked_by": blocked_by,
+            "suspend_requested": self.suspend_requested,
+            "screen": if self.screen_on { "on" } else { "off" },
+            "foreground": if self.foreground.is_empty() { serde_json::Value::Null } else { self.foreground.clone().into() },
+            "backend": self.backend,
+            "backend_error": if self.backend_error.is_empty() { serde_json::Value::Null } else { self.backend_error.clone().into() },
+            "wakelocks": wakelocks,
+            "frozen": self.frozen,
+            "ignored_requests": self.ignored_requests,
+            "last_request": if self.last_request.is_empty() { serde_json::Value::Null } else { self.last_request.clone().into() },
         })
     }
 }
@@ -202,6 +256,12 @@ pub trait Manager1 {
     fn input_text(&self, text: &str) -> zbus::Result<()>;
     fn template_build(&self, name: &str) -> zbus::Result<String>;
     fn template_list(&self) -> zbus::Result<Vec<TemplateInfo>>;
+    fn power(&self) -> zbus::Result<PowerInfo>;
+    fn wakelocks(&self, name: &str) -> zbus::Result<Vec<String>>;
+    /// Returns the microseconds the freeze took.
+    fn freeze(&self, name: &str) -> zbus::Result<u64>;
+    /// Returns the microseconds the thaw took.
+    fn thaw(&self, name: &str) -> zbus::Result<u64>;
 
     #[zbus(signal)]
     fn vp_state_changed(&self, name: String, state: String) -> zbus::Result<()>;

@@ -220,6 +220,85 @@ pub fn limit_writes(v2: bool, res: &LinuxResources) -> Vec<LimitWrite> {
     w
 }
 
+/// Which cgroup freezer cellsd uses (`--freezer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FreezerChoice {
+    /// The v1 freezer controller where it is mounted, else v2's cgroup.freeze.
+    #[default]
+    Auto,
+    V1,
+    V2,
+}
+
+/// Where a VP's cgroup is frozen and thawed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freezer {
+    /// v1: the freezer controller's directory (freezer.state).
+    V1(PathBuf),
+    /// v2: the cgroup's directory (cgroup.freeze, cgroup.events).
+    V2(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeState {
+    Thawed,
+    /// Asked to freeze; some task has not stopped yet.
+    Freezing,
+    Frozen,
+}
+
+impl Freezer {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Freezer::V1(_) => "cgroup v1 freezer",
+            Freezer::V2(_) => "cgroup v2 cgroup.freeze",
+        }
+    }
+
+    /// Ask the kernel to freeze (or thaw) every task of the cgroup. Freezing
+    /// completes asynchronously: see [`Freezer::state`].
+    pub fn set(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (path, value) = match self {
+            Freezer::V1(d) => (
+                d.join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+            Freezer::V2(d) => (d.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+        };
+        std::fs::write(&path, value).map_err(io_err(&path))
+    }
+
+    pub fn state(&self) -> Result<FreezeState, CgroupError> {
+        match self {
+            Freezer::V1(d) => {
+                let p = d.join("freezer.state");
+                let s = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+                Ok(match s.trim() {
+                    "FROZEN" => FreezeState::Frozen,
+                    "FREEZING" => FreezeState::Freezing,
+                    _ => FreezeState::Thawed,
+                })
+            }
+            Freezer::V2(d) => {
+                let p = d.join("cgroup.freeze");
+                let asked = std::fs::read_to_string(&p).map_err(io_err(&p))?.trim() == "1";
+                if !asked {
+                    return Ok(FreezeState::Thawed);
+                }
+                let p = d.join("cgroup.events");
+                let ev = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+                let frozen = ev.lines().any(|l| l.trim() == "frozen 1");
+                Ok(if frozen {
+                    FreezeState::Frozen
+                } else {
+                    FreezeState::Freezing
+                })
+            }
+        }
+    }
+}
+
 /// A VP's cgroup across every hierarchy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VpCgroup {
@@ -374,9 +453,40 @@ impl VpCgroup {
         self.dirs().iter().any(|d| d.exists())
     }
 
+    /// The VP's freezer: v1's controller where it is mounted (and not
+    /// overridden), else the v2 cgroup's cgroup.freeze (Linux 5.2+).
+    pub fn freezer(&self, choice: FreezerChoice) -> Option<Freezer> {
+        let v1 = match &self.hierarchy {
+            Hierarchy::V1 { controllers, .. } => controllers
+                .iter()
+                .find(|(c, _)| c == "freezer")
+                .map(|(_, mp)| Freezer::V1(mp.join(&self.rel))),
+            Hierarchy::V2 { .. } => None,
+        };
+        let v2 = self.hierarchy.v2_dir(&self.rel).map(Freezer::V2);
+        match choice {
+            FreezerChoice::Auto => v1.or(v2),
+            FreezerChoice::V1 => v1,
+            FreezerChoice::V2 => v2,
+        }
+    }
+
+    /// Thaw whatever freezer holds the cgroup (a frozen task does not act
+    /// on SIGKILL under v1, so a frozen VP could not be ended).
+    pub fn thaw_all(&self) {
+        for choice in [FreezerChoice::V1, FreezerChoice::V2] {
+            if let Some(f) = self.freezer(choice) {
+                if matches!(f.state(), Ok(FreezeState::Frozen | FreezeState::Freezing)) {
+                    let _ = f.set(false);
+                }
+            }
+        }
+    }
+
     /// Kill what is left inside and remove the cgroup directories.
     pub fn destroy(&self, timeout: Duration) -> Result<(), CgroupError> {
         let deadline = Instant::now() + timeout;
+        self.thaw_all();
         loop {
             let pids = self.pids();
             for p in &pids {

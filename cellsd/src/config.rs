@@ -144,6 +144,8 @@ pub enum ConfigError {
     BadColor(String),
     #[error("invalid hostname '{0}': use 1 to 63 characters from a-z, A-Z, 0-9 and '-'")]
     BadHostname(String),
+    #[error("invalid background policy '{0}': use run, stop or freeze-after=DURATION (for example freeze-after=30s; units ms, s, m, h)")]
+    BadBackground(String),
     #[error("building the OCI runtime spec failed: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("{path}: {source}")]
@@ -174,6 +176,102 @@ pub struct CreateOptions {
     pub privileged: bool,
     /// Persona colour, e.g. "ff0000" (default: derived from the name).
     pub color: Option<String>,
+    /// What happens to the VP in the background (default: it runs).
+    pub background: Option<BackgroundPolicy>,
+}
+
+/// What happens to a VP while it is not the foreground.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackgroundPolicy {
+    /// It keeps running (draws into its framebuffer, gets no input).
+    #[default]
+    Run,
+    /// Its processes are frozen (cgroup freezer) once it has been in the
+    /// background this long, unless it holds a wakelock or runs an exec.
+    FreezeAfter(std::time::Duration),
+    /// It is stopped when it leaves the foreground.
+    Stop,
+}
+
+impl BackgroundPolicy {
+    pub fn is_run(&self) -> bool {
+        *self == BackgroundPolicy::Run
+    }
+}
+
+/// Parse "30s", "500ms", "2m", "1h" or plain seconds ("30").
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let t = s.trim();
+    let (num, unit_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (t, 1000)
+    };
+    let v: u64 = num.trim().parse().ok()?;
+    // A week is plenty; beyond it is a typo.
+    let ms = v
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms <= 7 * 24 * 3_600_000)?;
+    Some(std::time::Duration::from_millis(ms))
+}
+
+fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+impl std::str::FromStr for BackgroundPolicy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::BadBackground(s.to_string());
+        match s.trim() {
+            "run" => Ok(BackgroundPolicy::Run),
+            "stop" => Ok(BackgroundPolicy::Stop),
+            "freeze" => Ok(BackgroundPolicy::FreezeAfter(std::time::Duration::ZERO)),
+            t => {
+                let d = t
+                    .strip_prefix("freeze-after=")
+                    .or_else(|| t.strip_prefix("freeze-after:"))
+                    .ok_or_else(bad)?;
+                parse_duration(d)
+                    .map(BackgroundPolicy::FreezeAfter)
+                    .ok_or_else(bad)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for BackgroundPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackgroundPolicy::Run => f.write_str("run"),
+            BackgroundPolicy::Stop => f.write_str("stop"),
+            BackgroundPolicy::FreezeAfter(d) => write!(f, "freeze-after={}", format_duration(*d)),
+        }
+    }
+}
+
+impl Serialize for BackgroundPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for BackgroundPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Settings that are the project's own, not the OCI runtime's.
@@ -188,6 +286,8 @@ pub struct CellsSettings {
     /// Persona colour as hex RGB; None: derived from the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
+    #[serde(default, skip_serializing_if = "BackgroundPolicy::is_run")]
+    pub background: BackgroundPolicy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -493,6 +593,7 @@ impl VpConfig {
                     .as_deref()
                     .and_then(Rgb::parse_hex)
                     .map(|c| c.hex()),
+                background: opts.background.unwrap_or_default(),
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })
@@ -634,6 +735,62 @@ mod tests {
         assert_eq!(cfg.hostname(), "work");
         assert_eq!(cfg.pids_limit(), Some(DEFAULT_PIDS_LIMIT));
         assert_eq!(cfg.memory_limit(), None);
+    }
+
+    #[test]
+    fn background_policies_parse_and_print() {
+        use std::time::Duration;
+        for (text, want, shown) in [
+            ("run", BackgroundPolicy::Run, "run"),
+            ("stop", BackgroundPolicy::Stop, "stop"),
+            (
+                "freeze",
+                BackgroundPolicy::FreezeAfter(Duration::ZERO),
+                "freeze-after=0s",
+            ),
+            (
+                "freeze-after=30s",
+                BackgroundPolicy::FreezeAfter(Duration::from_secs(30)),
+                "freeze-after=30s",
+            ),
+            (
+                "freeze-after=250ms",
+                BackgroundPolicy::FreezeAfter(Duration::from_millis(250)),
+                "freeze-after=250ms",
+            ),
+            (
+                "freeze-after=2m",
+                BackgroundPolicy::FreezeAfter(Duration::from_secs(120)),
+                "freeze-after=120s",
+            ),
+            (
+                "freeze-after=5",
+                BackgroundPolicy::FreezeAfter(Duration::from_secs(5)),
+                "freeze-after=5s",
+            ),
+        ] {
+            let p: BackgroundPolicy = text.parse().unwrap();
+            assert_eq!(p, want, "{text}");
+            assert_eq!(p.to_string(), shown);
+            assert_eq!(shown.parse::<BackgroundPolicy>().unwrap(), p);
+        }
+        for bad in [
+            "",
+            "sleep",
+            "freeze-after=",
+            "freeze-after=soon",
+            "freeze-after=-1s",
+            "freeze-after=9999h",
+        ] {
+            let e = bad.parse::<BackgroundPolicy>().unwrap_err().to_string();
+            assert!(e.contains("freeze-after=DURATION"), "{bad}: {e}");
+        }
+        // Stored in vp.json as the same text; absent means run.
+        let mut cfg = VpConfig::new("w", &opts(), 0, 1_000_000, Path::new("/d"), 0).unwrap();
+        assert!(!cfg.to_json().contains("background"));
+        cfg.cells.background = BackgroundPolicy::FreezeAfter(Duration::from_secs(30));
+        let back = VpConfig::from_json(Path::new("/x"), &cfg.to_json()).unwrap();
+        assert_eq!(back.cells.background, cfg.cells.background);
     }
 
     #[test]

@@ -12,10 +12,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Parser;
 
+use cellsd::cgroup::FreezerChoice;
 use cellsd::daemon::{check_state_dir, DaemonConfig, Manager};
 use cellsd::devices::binder::BinderMode;
 use cellsd::devices::display::DisplayMode;
 use cellsd::devices::input::sink::Backend;
+use cellsd::devices::power::backend::{BackendChoice, SleepBackend};
 use cellsd::layout::{Layout, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
 use cellsd::template::Sources;
 use mux_fb::panel::PanelSpec;
@@ -69,6 +71,16 @@ struct Args {
     /// (cellsd's compositor), or auto (the module where it is loaded).
     #[arg(long, default_value = "auto", value_parser = ["auto", "kernel", "userspace"])]
     display_mux: String,
+    /// What VP wakelocks do to the device: auto (android where the kernel
+    /// has /sys/power/wake_lock, else logind where it is on the system bus,
+    /// else none), android[:DIR] (mirror them as kernel wakelocks), logind
+    /// (hold a sleep inhibitor while any is held), none (record only).
+    #[arg(long, default_value = "auto")]
+    power_backend: String,
+    /// Cgroup freezer for background VPs: auto (v1's freezer controller
+    /// where mounted, else v2's cgroup.freeze), v1, v2.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "v1", "v2"])]
+    freezer: String,
     /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
@@ -192,14 +204,24 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         binder: BinderMode::parse(&args.binder, std::path::Path::new("/dev"))
             .map_err(anyhow::Error::msg)?,
+        freezer: match args.freezer.as_str() {
+            "v1" => FreezerChoice::V1,
+            "v2" => FreezerChoice::V2,
+            _ => FreezerChoice::Auto,
+        },
     };
+    let power_backend: BackendChoice = args.power_backend.parse().map_err(anyhow::Error::msg)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let mgr = Manager::new(cfg).map_err(|e| anyhow::anyhow!(e.message()))?;
+        let power = SleepBackend::open(&power_backend)
+            .await
+            .map_err(|e| anyhow::anyhow!("power backend {}: {e}", args.power_backend))?;
+        tracing::info!(backend = power.name(), "power");
+        let mgr = Manager::new(cfg, power).map_err(|e| anyhow::anyhow!(e.message()))?;
         mgr.refill_spare().await;
         let listener = cellsd::server::bind(&layout.socket())
             .with_context(|| format!("bind {}", layout.socket().display()))?;

@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{self, OwnedValue};
 
-use crate::api::{CellsError, TemplateInfo, VpInfo, OBJECT_PATH};
+use crate::api::{CellsError, PowerInfo, TemplateInfo, VpInfo, OBJECT_PATH};
 use crate::daemon::{create_options, Event, Manager, Point};
 
 /// Who is on the other end of a connection.
@@ -173,6 +173,42 @@ impl ManagerIface {
     async fn template_list(&self) -> Result<Vec<TemplateInfo>, CellsError> {
         self.check()?;
         Ok(self.mgr.template_list())
+    }
+
+    /// The device's power state: who blocks suspend, every VP's wakelocks.
+    async fn power(&self) -> Result<PowerInfo, CellsError> {
+        self.check()?;
+        let (r, frozen) = self.mgr.power_report();
+        Ok(PowerInfo {
+            suspend_blocked: r.suspend_blocked,
+            suspend_requested: r.suspend_requested,
+            screen_on: r.screen_on,
+            foreground: r.foreground,
+            backend: r.backend,
+            backend_error: r.backend_error,
+            wakelocks: r.wakelocks.into_iter().collect(),
+            frozen,
+            ignored_requests: r.ignored_requests,
+            last_request: r.last_request,
+        })
+    }
+
+    /// One running VP's wakelocks.
+    async fn wakelocks(&self, name: &str) -> Result<Vec<String>, CellsError> {
+        self.check()?;
+        self.mgr.wakelocks(name)
+    }
+
+    /// Freeze a background VP's processes; returns the microseconds it took.
+    async fn freeze(&self, name: &str) -> Result<u64, CellsError> {
+        self.check()?;
+        self.mgr.freeze(name).await.map(|d| d.as_micros() as u64)
+    }
+
+    /// Thaw a frozen VP; returns the microseconds it took.
+    async fn thaw(&self, name: &str) -> Result<u64, CellsError> {
+        self.check()?;
+        self.mgr.thaw(name).map(|d| d.as_micros() as u64)
     }
 
     /// Make a running VP the foreground: it gets the panel and the input.

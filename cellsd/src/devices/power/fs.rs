@@ -32,6 +32,8 @@ pub struct PowerState {
     /// name -> expiry (None: until released).
     locks: BTreeMap<String, Option<Instant>>,
     fb_awake: bool,
+    /// The VP is being frozen: fb waits do not block.
+    freezing: bool,
     sleep_readers: Vec<ReplyData>,
     wake_readers: Vec<ReplyData>,
     /// Events for cellsd not yet sent.
@@ -100,6 +102,23 @@ impl PowerState {
 
     pub fn fb_awake(&self) -> bool {
         self.fb_awake
+    }
+
+    /// While the VP is being frozen, a task blocked in a FUSE request
+    /// cannot stop (it waits for our answer, not a signal): answer the
+    /// blocked fb waits with EINTR, as an interrupted sysfs wait would
+    /// return, and do not block new ones. Android's readers retry on EINTR.
+    pub fn set_freezing(&mut self, on: bool) {
+        self.freezing = on;
+        if on {
+            for r in self
+                .sleep_readers
+                .drain(..)
+                .chain(self.wake_readers.drain(..))
+            {
+                r.error(Errno::EINTR);
+            }
+        }
     }
 }
 
@@ -330,6 +349,7 @@ impl Filesystem for PowerFs {
                     match (ino.0, st.fb_awake()) {
                         (INO_FB_SLEEP, false) => reply.data(b"sleeping\n"),
                         (INO_FB_WAKE, true) => reply.data(b"awake\n"),
+                        _ if st.freezing => reply.error(Errno::EINTR),
                         // Block until the framebuffer changes state.
                         (INO_FB_SLEEP, true) => st.sleep_readers.push(reply),
                         _ => st.wake_readers.push(reply),
@@ -443,6 +463,8 @@ pub struct VpPower {
 struct Client {
     reader: std::io::BufReader<UnixStream>,
     writer: UnixStream,
+    /// A command line read in part (the socket is non-blocking).
+    partial: String,
 }
 
 impl VpPower {
@@ -561,6 +583,7 @@ impl VpPower {
             self.client = Some(Client {
                 reader: std::io::BufReader::new(s),
                 writer: w,
+                partial: String::new(),
             });
             // Tell it where things stand, then every change.
             let mut st = lock(&self.state);
@@ -573,15 +596,18 @@ impl VpPower {
         let Some(c) = &mut self.client else { return };
         let mut gone = false;
         loop {
-            let mut line = String::new();
-            match c.reader.read_line(&mut line) {
+            match c.reader.read_line(&mut c.partial) {
                 Ok(0) => {
                     gone = true;
                     break;
                 }
-                Ok(_) => match serde_json::from_str::<PowerCommand>(line.trim()) {
+                Ok(_) if !c.partial.ends_with('\n') => {}
+                Ok(_) => match serde_json::from_str::<PowerCommand>(
+                    std::mem::take(&mut c.partial).trim(),
+                ) {
                     Ok(PowerCommand::Fb { awake }) => lock(&self.state).set_fb_awake(awake),
-                    Err(e) => eprintln!("cells-monitor: bad power command {line:?}: {e}"),
+                    Ok(PowerCommand::Freezing { on }) => lock(&self.state).set_freezing(on),
+                    Err(e) => eprintln!("cells-monitor: bad power command: {e}"),
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {

@@ -19,7 +19,9 @@
 //! reports the VP's lock set to cellsd over `<run>/vps/NAME/power.sock` and
 //! cellsd tells it when the VP's framebuffer wakes or sleeps.
 
+pub mod backend;
 pub mod fs;
+pub mod hub;
 
 use std::time::Duration;
 
@@ -52,6 +54,9 @@ pub enum PowerEvent {
 pub enum PowerCommand {
     /// Whether the VP's framebuffer is awake (it is foreground, screen on).
     Fb { awake: bool },
+    /// The VP is being frozen: blocked fb waits return EINTR (a task
+    /// waiting on FUSE cannot freeze) and new ones do not block.
+    Freezing { on: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,13 +5,15 @@
 //! cellsd itself (never a bare fork from the async runtime), and publishes
 //! [`Event`]s that the server turns into D-Bus signals.
 
+mod background;
+
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -19,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::{CellsError, TemplateInfo, VpInfo};
-use crate::cgroup::{Hierarchy, VpCgroup};
+use crate::cgroup::{FreezerChoice, Hierarchy, VpCgroup};
 use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
 use crate::devices::binder::{self, BinderMode};
 use crate::devices::display::{DisplayMode, Screen};
@@ -27,6 +29,8 @@ use crate::devices::input::keys;
 use crate::devices::input::mux::{InputMux, INJECT_SOURCE};
 use crate::devices::input::router::{ContactId, SourceEvent};
 use crate::devices::input::sink::{Backend, Sink};
+use crate::devices::power::backend::SleepBackend;
+use crate::devices::power::hub::PowerHub;
 use crate::execer::ExecRequest;
 use crate::layout::{write_atomic, Layout};
 use crate::monitor::{
@@ -64,6 +68,8 @@ pub struct DaemonConfig {
     pub binder: BinderMode,
     /// Who multiplexes the panel (None: the kernel module where it is loaded).
     pub display_mode: Option<DisplayMode>,
+    /// Which cgroup freezer freezes background VPs.
+    pub freezer: FreezerChoice,
 }
 
 /// What happened, for the D-Bus signals.
@@ -108,6 +114,10 @@ struct Vp {
     run: Option<Running>,
     /// Serializes start/stop/destroy of this VP.
     op: Arc<tokio::sync::Mutex<()>>,
+    /// Its processes are frozen (cgroup freezer).
+    frozen: bool,
+    /// Bumped whenever a pending background-policy timer must not fire.
+    bg_gen: u64,
 }
 
 struct Running {
@@ -133,11 +143,14 @@ struct Monitor {
 }
 
 struct ExecEntry {
+    vp: String,
     pid: i32,
     status: watch::Receiver<Option<i32>>,
 }
 
 pub struct Manager {
+    /// This manager (for the tasks that its sync methods spawn).
+    me: Weak<Manager>,
     cfg: DaemonConfig,
     hierarchy: Hierarchy,
     inner: Mutex<Inner>,
@@ -154,6 +167,8 @@ pub struct Manager {
     input: InputMux,
     /// Pool binder devices held by running (or starting) VPs.
     binders: Mutex<Vec<PathBuf>>,
+    /// Wakelocks, early suspend and the power backend.
+    power: Arc<PowerHub>,
 }
 
 fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
@@ -166,7 +181,8 @@ fn unix_now() -> u64 {
 
 impl Manager {
     /// Load every VP definition and find the VPs that still run.
-    pub fn new(cfg: DaemonConfig) -> Result<Arc<Self>, CellsError> {
+    /// Must be called inside the tokio runtime.
+    pub fn new(cfg: DaemonConfig, power: SleepBackend) -> Result<Arc<Self>, CellsError> {
         let hierarchy = Hierarchy::detect().map_err(|e| CellsError::Failed(e.to_string()))?;
         let screen = Screen::open(&cfg.panel, cfg.display_mode).map_err(|e| {
             CellsError::Failed(format!(
@@ -183,7 +199,9 @@ impl Manager {
         )
         .map_err(failed("start the input multiplexer"))?;
         let (events, _) = broadcast::channel(1024);
-        let mgr = Arc::new(Self {
+        let power = PowerHub::new(power);
+        let mgr = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             cfg,
             hierarchy,
             inner: Mutex::new(Inner {
@@ -199,9 +217,11 @@ impl Manager {
             display: screen,
             input,
             binders: Mutex::new(Vec::new()),
+            power,
         });
         mgr.remove_stale_spares();
         mgr.load()?;
+        mgr.watch_locks();
         Ok(mgr)
     }
 
@@ -279,10 +299,12 @@ impl Manager {
             inner.vps.insert(
                 name,
                 Vp {
+                    frozen: run.is_some() && self.cgroup_frozen(&config),
                     config,
                     phase,
                     run,
                     op: Arc::new(tokio::sync::Mutex::new(())),
+                    bg_gen: 0,
                 },
             );
         }
@@ -300,6 +322,16 @@ impl Manager {
                 .map(|(n, _)| n.clone())
         };
         self.set_foreground(&mut inner, fg);
+        // Background VPs resume their policy (a frozen one stays frozen).
+        let background: Vec<String> = inner
+            .vps
+            .iter()
+            .filter(|(n, v)| v.phase == Phase::Running && inner.foreground.as_ref() != Some(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in background {
+            self.arm_freeze(&mut inner, &n);
+        }
         Ok(())
     }
 
@@ -307,10 +339,18 @@ impl Manager {
     /// it (the old foreground gets what it held released), the run dir
     /// remembers it, clients get ForegroundChanged.
     fn set_foreground(&self, inner: &mut Inner, fg: Option<String>) {
+        // A frozen VP thaws before it shows: within the switch.
+        if let Some(n) = &fg {
+            self.leave_background(inner, n);
+        }
         self.display.set_foreground(fg.as_deref());
         self.input.set_foreground(fg.as_deref());
+        self.power.set_foreground(fg.as_deref());
         if inner.foreground == fg {
             return;
+        }
+        if let Some(old) = inner.foreground.clone() {
+            self.enter_background(inner, &old);
         }
         let path = self.cfg.layout.foreground_file();
         let _ = match &fg {
@@ -366,12 +406,15 @@ impl Manager {
             self.input.attach(name, sinks);
             Ok(())
         })();
+        self.power
+            .attach(name, self.cfg.layout.vp_power_socket(name));
         if let Err(e) = result {
             tracing::warn!(vp = name, "devices not attached: {e}");
         }
     }
 
     fn detach_devices(&self, name: &str, st: &RunState) {
+        self.power.detach(name);
         self.input.detach(name);
         self.display.detach(name);
         if let Some(b) = &st.devices.binder {
@@ -496,6 +539,8 @@ impl Manager {
             if let Some(vp) = inner.vps.get_mut(name) {
                 vp.phase = Phase::Stopped;
                 vp.run = None;
+                vp.frozen = false;
+                vp.bg_gen += 1;
             }
             if inner.foreground.as_deref() == Some(name) {
                 let next = next_running(&inner, name);
@@ -604,6 +649,8 @@ impl Manager {
                 phase: Phase::Stopped,
                 run: None,
                 op: Arc::new(tokio::sync::Mutex::new(())),
+                frozen: false,
+                bg_gen: 0,
             },
         );
         drop(inner);
@@ -671,6 +718,9 @@ impl Manager {
                 }
                 if inner.foreground.is_none() {
                     self.set_foreground(&mut inner, Some(name.to_string()));
+                } else {
+                    // Started in the background: its policy applies from now.
+                    self.arm_freeze(&mut inner, name);
                 }
                 drop(inner);
                 self.emit_state(name, "running");
@@ -884,6 +934,8 @@ impl Manager {
             vp.phase = Phase::Stopping;
             r
         };
+        // A frozen VP would not act on SIGTERM.
+        self.thaw_for_stop(name);
         self.emit_state(name, "stopping");
         // cells-init ends every process of the VP on SIGTERM, then itself.
         let _ = sys::pidfd_send_signal(&*pidfd, libc::SIGTERM);
@@ -967,6 +1019,9 @@ impl Manager {
                 _ => return Err(CellsError::not_running(name)),
             }
         };
+        // An exec is activity: a frozen VP thaws for it, and a VP running
+        // one is not frozen by its policy.
+        self.thaw_for_exec(name)?;
         let mut full_env = config
             .runtime
             .process()
@@ -1002,11 +1057,16 @@ impl Manager {
         let pid = child.id().unwrap_or(0) as i32;
         let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        self.execs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, ExecEntry { pid, status: rx });
+        self.execs.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id,
+            ExecEntry {
+                vp: name.to_string(),
+                pid,
+                status: rx,
+            },
+        );
         let mgr = Arc::clone(self);
+        let vp_name = name.to_string();
         tokio::spawn(async move {
             let code = match child.wait().await {
                 Ok(st) => st.code().unwrap_or_else(|| {
@@ -1015,6 +1075,7 @@ impl Manager {
                 Err(_) => 125,
             };
             let _ = tx.send(Some(code));
+            mgr.exec_ended(&vp_name);
             // Nobody asked for the status within a minute: forget it.
             tokio::time::sleep(Duration::from_secs(60)).await;
             mgr.execs
@@ -1488,7 +1549,13 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
     let started = run.map(|r| r.state.started_at).unwrap_or(0);
     Some(VpInfo {
         name: name.to_string(),
-        state: vp.phase.as_str().to_string(),
+        state: if vp.frozen && vp.phase == Phase::Running {
+            "frozen".to_string()
+        } else {
+            vp.phase.as_str().to_string()
+        },
+        frozen: vp.frozen,
+        background: cfg.cells.background.to_string(),
         pid: run.map(|r| r.state.init_pid as u32).unwrap_or(0),
         template: cfg.cells.template.clone(),
         template_build: run
@@ -1565,9 +1632,16 @@ pub fn create_options(
                     _ => return Err(bad(k, "a boolean")),
                 }
             }
+            "background" => {
+                let t = text().ok_or_else(|| bad(k, "a string such as \"freeze-after=30s\""))?;
+                o.background = Some(
+                    t.parse()
+                        .map_err(|e: config::ConfigError| CellsError::InvalidArgument(e.to_string()))?,
+                );
+            }
             other => {
                 return Err(CellsError::InvalidArgument(format!(
-                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged"
+                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background"
                 )))
             }
         }
