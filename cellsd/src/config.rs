@@ -223,7 +223,7 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
 
 fn format_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         format!("{}s", ms / 1000)
