@@ -349,15 +349,15 @@ impl Manager {
         if inner.foreground == fg {
             return;
         }
-        if let Some(old) = inner.foreground.clone() {
-            self.enter_background(inner, &old);
-        }
         let path = self.cfg.layout.foreground_file();
         let _ = match &fg {
             Some(n) => std::fs::write(&path, n.as_bytes()),
             None => std::fs::remove_file(&path),
         };
-        inner.foreground = fg.clone();
+        let old = std::mem::replace(&mut inner.foreground, fg.clone());
+        if let Some(old) = old {
+            self.enter_background(inner, &old);
+        }
         tracing::info!(vp = fg.as_deref().unwrap_or(""), "foreground");
         self.emit(Event::Foreground(fg.unwrap_or_default()));
     }
