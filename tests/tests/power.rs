@@ -54,7 +54,10 @@ fn each_vp_sees_and_releases_only_its_own_locks() {
     assert_eq!(locks_in_vp(&c, "b"), "", "B sees A's locks");
     // B cannot release A's lock of the same name: it holds none.
     let out = c.sh("b", "echo music > /sys/power/wake_unlock");
-    assert_ne!(out.code, 0, "B's unlock of a name it does not hold must fail");
+    assert_ne!(
+        out.code, 0,
+        "B's unlock of a name it does not hold must fail"
+    );
     assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
     assert_eq!(locks_in_vp(&c, "a"), "gps music");
     // B takes its own lock of that name: two locks, one per VP.
@@ -70,7 +73,9 @@ fn each_vp_sees_and_releases_only_its_own_locks() {
     wait_power(&c, "a's one lock", |p| {
         wakelocks_of(p, "a") == ["gps"] && wakelocks_of(p, "b").is_empty()
     });
-    assert!(c.fails(&["wakelocks", "nope"]).contains("no VP named 'nope'"));
+    assert!(c
+        .fails(&["wakelocks", "nope"])
+        .contains("no VP named 'nope'"));
 }
 
 #[test]
@@ -131,16 +136,25 @@ fn bad_writes_get_einval_and_change_nothing() {
     let long = "x".repeat(200);
     for (what, script) in [
         ("empty name", "echo > /sys/power/wake_lock".to_string()),
-        ("blank name", "echo '   ' > /sys/power/wake_lock".to_string()),
         (
-            "huge name",
-            format!("echo {long} > /sys/power/wake_lock"),
+            "blank name",
+            "echo '   ' > /sys/power/wake_lock".to_string(),
         ),
-        ("garbage timeout", "echo x soon > /sys/power/wake_lock".into()),
-        ("negative timeout", "echo x -5 > /sys/power/wake_lock".into()),
+        ("huge name", format!("echo {long} > /sys/power/wake_lock")),
+        (
+            "garbage timeout",
+            "echo x soon > /sys/power/wake_lock".into(),
+        ),
+        (
+            "negative timeout",
+            "echo x -5 > /sys/power/wake_lock".into(),
+        ),
         ("zero timeout", "echo x 0 > /sys/power/wake_lock".into()),
         ("extra words", "echo x 5 6 > /sys/power/wake_lock".into()),
-        ("unlock of nothing", "echo nothing > /sys/power/wake_unlock".into()),
+        (
+            "unlock of nothing",
+            "echo nothing > /sys/power/wake_unlock".into(),
+        ),
         ("empty unlock", "echo > /sys/power/wake_unlock".into()),
         ("bad state", "echo sleep > /sys/power/state".into()),
     ] {
@@ -221,12 +235,19 @@ fn fb_waits_follow_the_foreground_across_switches() {
     c.create_start("b");
     // Foreground: awake now; background: asleep now (early suspend).
     assert_eq!(c.sh_ok("a", "cat /sys/power/wait_for_fb_wake"), "awake\n");
-    assert_eq!(c.sh_ok("b", "cat /sys/power/wait_for_fb_sleep"), "sleeping\n");
+    assert_eq!(
+        c.sh_ok("b", "cat /sys/power/wait_for_fb_sleep"),
+        "sleeping\n"
+    );
     // The other two block.
     start_wait(&c, "a", "wait_for_fb_sleep", "a-slept");
     start_wait(&c, "b", "wait_for_fb_wake", "b-woke");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(read_data(&c, "a", "a-slept"), None, "a's sleep wait returned");
+    assert_eq!(
+        read_data(&c, "a", "a-slept"),
+        None,
+        "a's sleep wait returned"
+    );
     assert_eq!(read_data(&c, "b", "b-woke"), None, "b's wake wait returned");
     // The switch wakes both: b's framebuffer wakes, a's goes to sleep.
     c.ok(&["switch", "b"]);
@@ -239,7 +260,10 @@ fn fb_waits_follow_the_foreground_across_switches() {
         read_data(&c, "b", "b-woke"),
         read_data(&c, "a", "a-slept")
     );
-    assert_eq!(c.sh_ok("a", "cat /sys/power/wait_for_fb_sleep"), "sleeping\n");
+    assert_eq!(
+        c.sh_ok("a", "cat /sys/power/wait_for_fb_sleep"),
+        "sleeping\n"
+    );
     assert_eq!(c.sh_ok("b", "cat /sys/power/wait_for_fb_wake"), "awake\n");
     // The foreground turning its screen off puts its framebuffer to sleep;
     // on wakes it again.
@@ -358,7 +382,8 @@ fn a_vp_holding_a_wakelock_is_not_frozen() {
     // Once the lock goes, the delay runs and it freezes.
     c.sh_ok("music", "echo playback > /sys/power/wake_unlock");
     assert!(
-        Cells::wait_until(Duration::from_secs(8), || c.status("music")["frozen"] == true),
+        Cells::wait_until(Duration::from_secs(8), || c.status("music")["frozen"]
+            == true),
         "not frozen after the lock went; log:\n{}",
         c.daemon_log()
     );
@@ -385,7 +410,9 @@ fn freeze_and_thaw_by_hand_with_the_v2_freezer() {
         .find(|d| d.join("cgroup.freeze").exists())
         .expect("the VP's v2 cgroup");
     assert_eq!(
-        std::fs::read_to_string(v2.join("cgroup.freeze")).unwrap().trim(),
+        std::fs::read_to_string(v2.join("cgroup.freeze"))
+            .unwrap()
+            .trim(),
         "1"
     );
     assert!(!advancing(&c, "bg"));
@@ -476,10 +503,7 @@ fn the_android_backend_mirrors_locks_into_the_kernel_interface() {
         &std::fs::read_to_string(device.run.join("vps/phone/run.json")).unwrap(),
     )
     .unwrap();
-    let dir = format!(
-        "/proc/{}/root/sys/power",
-        run["init_pid"].as_i64().unwrap()
-    );
+    let dir = format!("/proc/{}/root/sys/power", run["init_pid"].as_i64().unwrap());
     let c = Cells::with_args(
         None,
         &[
@@ -490,7 +514,10 @@ fn the_android_backend_mirrors_locks_into_the_kernel_interface() {
         ],
     );
     c.ok(&["template", "build", "minimal"]);
-    assert!(power(&c)["backend"].as_str().unwrap().starts_with("android"));
+    assert!(power(&c)["backend"]
+        .as_str()
+        .unwrap()
+        .starts_with("android"));
     c.create_start("work");
     c.create_start("home");
     c.sh_ok("work", "echo music > /sys/power/wake_lock");
@@ -503,12 +530,10 @@ fn the_android_backend_mirrors_locks_into_the_kernel_interface() {
         mirrored()
     );
     c.sh_ok("work", "echo music > /sys/power/wake_unlock");
-    assert!(Cells::wait_until(Duration::from_secs(5), || mirrored()
-        == "cells.home.sync\n"));
+    assert!(Cells::wait_until(Duration::from_secs(5), || mirrored() == "cells.home.sync\n"));
     // A stopped VP's locks leave the kernel too.
     c.ok(&["stop", "home"]);
-    assert!(Cells::wait_until(Duration::from_secs(5), || mirrored()
-        .is_empty()));
+    assert!(Cells::wait_until(Duration::from_secs(5), || mirrored().is_empty()));
     // With nothing held, the foreground's suspend request reaches the
     // kernel's /sys/power/state.
     assert_eq!(c.ok(&["foreground"]).trim(), "work");

@@ -22,14 +22,14 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
 }
 
-async fn proxy(c: &Cells) -> (zbus::Connection, Manager1Proxy<'static>) {
+pub async fn proxy(c: &Cells) -> (zbus::Connection, Manager1Proxy<'static>) {
     let stream = tokio::net::UnixStream::connect(&c.socket)
         .await
         .expect("connect");

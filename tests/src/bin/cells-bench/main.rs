@@ -19,6 +19,7 @@ use cells_tests::stats::{summarize, Summary};
 use cells_tests::Cells;
 
 mod display;
+mod power;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -31,12 +32,16 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
             display::bench(n)
         }
+        Some("power") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            power::bench(n)
+        }
         Some("__crun-loop") => crun_loop(
             Path::new(args.get(2).map(String::as_str).unwrap_or("")),
             Path::new(args.get(3).map(String::as_str).unwrap_or("")),
         ),
         _ => {
-            eprintln!("usage: cells-bench start [N] | display [N]");
+            eprintln!("usage: cells-bench start [N] | display [N] | power [N]");
             2
         }
     };
