@@ -86,7 +86,7 @@ fn wake_lock_bench(c: &Cells, pid: u64, n: usize) -> serde_json::Value {
                 if info
                     .wakelocks
                     .get("a")
-                    .is_some_and(|l| l.iter().any(|x| *x == name))
+                    .is_some_and(|l| l.contains(&name))
                 {
                     break;
                 }
