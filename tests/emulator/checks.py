@@ -1,5 +1,6 @@
 """The checks run in the emulator guest (see harness.py)."""
 
+import json
 import re
 import time
 
@@ -37,7 +38,9 @@ def positions(log, axis):
 
 def start_cellsd(vm, extra=""):
     vm.ok(f"mkdir -p /run/cells; {CELLSD} {extra} >/tmp/cellsd.log 2>&1 &")
-    vm.ok("for i in $(seq 300); do [ -S /run/cells/cellsd.sock ] && cellctl list >/dev/null 2>&1 && break; sleep 0.1; done; cellctl list")
+    rc, out = vm.run("for i in $(seq 300); do [ -S /run/cells/cellsd.sock ] && cellctl list >/dev/null 2>&1 && break; sleep 0.1; done; cellctl list")
+    if rc != 0:
+        raise AssertionError(f"cellsd {extra} did not come up:\n{out}\n{vm.run('cat /tmp/cellsd.log')[1]}")
 
 
 def stop_cellsd(vm):
@@ -63,6 +66,9 @@ def run_all(vm, res, bench=False):
     res.check("a key held across a switch is released in the old foreground", lambda: check_key_release(vm))
     res.check("each VP has its own binder device as /dev/binder", lambda: check_binder(vm))
     res.check("VP cgroups on cgroup v2 with limits", lambda: check_cgroup_v2(vm))
+    res.check("each VP's /sys/power (FUSE) on the device's kernel: own locks, aggregated", lambda: check_power(vm))
+    res.check("the cgroup v2 freezer freezes a background VP; a switch thaws it", lambda: check_freezer_v2(vm))
+    res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
     userspace_switch = switch_times(vm) if bench else None
     stop_cellsd(vm)
 
@@ -222,6 +228,94 @@ def run_benchmarks(vm, userspace):
           f"real /dev/fb0 directly {f(direct):.1f} frames/s, ratio {f(through) / f(direct):.2f}x", flush=True)
     for vp in COLORS:
         vm.ok(f"cellctl start {vp}", timeout=180)
+
+
+def power(vm):
+    return json.loads(vm.ok("cellctl power --json"))
+
+
+def in_vp(vm, vp, script):
+    return vm.run(f"cellctl exec {vp} -- sh -c '{script}'")
+
+
+def check_power(vm):
+    fg = vm.ok("cellctl foreground").strip()
+    bg = next(v for v in COLORS if v != fg)
+    assert in_vp(vm, bg, "echo music > /sys/power/wake_lock")[0] == 0
+    rc, out = in_vp(vm, fg, "cat /sys/power/wake_lock")
+    assert rc == 0 and "music" not in out, out
+    rc, out = in_vp(vm, fg, "echo music > /sys/power/wake_unlock")
+    assert rc != 0 and "Invalid argument" in out, out
+    wait(lambda: power(vm)["blocked_by"] == [bg], 10, f"{bg} to block suspend")
+    # Early suspend: the background VP's framebuffer sleeps, the foreground's is awake.
+    assert in_vp(vm, bg, "cat /sys/power/wait_for_fb_sleep")[1].strip() == "sleeping"
+    assert in_vp(vm, fg, "cat /sys/power/wait_for_fb_wake")[1].strip() == "awake"
+    # A background suspend request is ignored.
+    in_vp(vm, bg, "echo mem > /sys/power/state")
+    wait(lambda: power(vm)["ignored_requests"] >= 1, 10, "the ignored request")
+    assert power(vm)["screen"] == "on"
+    assert in_vp(vm, bg, "echo music > /sys/power/wake_unlock")[0] == 0
+    wait(lambda: not power(vm)["suspend_blocked"], 10, "suspend allowed again")
+
+
+def check_freezer_v2(vm):
+    fg = vm.ok("cellctl foreground").strip()
+    bg = next(v for v in COLORS if v != fg)
+    vm.ok(f"cellctl freeze {bg}")
+    events = vm.ok(f"cat /sys/fs/cgroup/cells/{bg}/cgroup.events")
+    assert "frozen 1" in events, events
+    st = json.loads(vm.ok(f"cellctl status {bg} --json"))
+    assert st["frozen"] is True and st["state"] == "frozen", st
+    vm.ok(f"cellctl switch {bg}")
+    events = vm.ok(f"cat /sys/fs/cgroup/cells/{bg}/cgroup.events /sys/fs/cgroup/cells/{bg}/cgroup.freeze")
+    assert "frozen 0" in events and events.split()[-1] == "0", events
+    wait(lambda: panel_color(vm) == COLORS[bg], 10, f"the panel to show {bg}")
+    assert json.loads(vm.ok(f"cellctl status {bg} --json"))["frozen"] is False
+    vm.ok(f"cellctl switch {fg}")
+
+
+SYSROOT = "LD_LIBRARY_PATH=/mnt/host/sysroot/lib /mnt/host/sysroot/bin"
+
+
+def inhibitors(vm):
+    return vm.ok(f"{SYSROOT}/busctl --system call org.freedesktop.login1 /org/freedesktop/login1 "
+                 "org.freedesktop.login1.Manager ListInhibitors")
+
+
+def restart_cellsd(vm, extra=""):
+    vm.run("kill $(cat /run/cells/cellsd.pid); while [ -e /run/cells/cellsd.sock ]; do sleep 0.1; done")
+    start_cellsd(vm, extra)
+
+
+def check_logind(vm):
+    # A system bus and elogind (systemd-logind without systemd), as a
+    # desktop or server has them.
+    # Where clients look for the system bus (/var/run/dbus/...), as on Debian.
+    vm.ok("[ -e /var/run ] || ln -s /run /var/run")
+    vm.ok(f"mkdir -p /run/dbus; {SYSROOT}/dbus-daemon --config-file=/mnt/host/sysroot/system.conf "
+          "--fork --print-pid > /tmp/dbus.pid")
+    vm.ok(f"({SYSROOT}/elogind >/tmp/elogind.log 2>&1 & echo $! > /tmp/elogind.pid)")
+    try:
+        wait(lambda: "a(ssssuu)" in vm.run(f"{SYSROOT}/busctl --system call org.freedesktop.login1 "
+                                         "/org/freedesktop/login1 org.freedesktop.login1.Manager "
+                                         "ListInhibitors")[1], 20, "elogind on the system bus")
+        restart_cellsd(vm, "--power-backend logind")
+        assert power(vm)["backend"] == "logind", power(vm)
+        assert "cells" not in inhibitors(vm)
+        fg = vm.ok("cellctl foreground").strip()
+        in_vp(vm, fg, "echo call > /sys/power/wake_lock")
+        wait(lambda: re.search(r'"sleep" "cells" "wakelocks held by virtual phones: [a-z]+" "block"',
+                               inhibitors(vm)), 10, "the sleep inhibitor")
+        # A cellsd restart keeps the VP's lock: the new cellsd takes the
+        # inhibitor again (the old one went with the old cellsd's fd).
+        restart_cellsd(vm, "--power-backend logind")
+        wait(lambda: '"cells"' in inhibitors(vm), 10, "the inhibitor after a cellsd restart")
+        assert inhibitors(vm).count('"cells"') == 1, inhibitors(vm)
+        in_vp(vm, fg, "echo call > /sys/power/wake_unlock")
+        wait(lambda: '"cells"' not in inhibitors(vm), 10, "the inhibitor to go")
+    finally:
+        vm.run("kill $(cat /tmp/elogind.pid) $(cat /tmp/dbus.pid)")
+        restart_cellsd(vm, "--power-backend none")
 
 
 def check_daemon(vm):

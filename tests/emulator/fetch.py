@@ -69,5 +69,33 @@ def fetch(cache: Path, log=print):
     return abi
 
 
+# systemd-logind's stand-alone version and a D-Bus system bus, to prove
+# cellsd's logind power backend (the guest has no systemd); with the
+# libraries they need beyond the C library.
+LOGIND_PACKAGES = [
+    "elogind", "libelogind0", "dbus-daemon", "libdbus-1-3", "libexpat1", "libapparmor1",
+    "libaudit1", "libcap-ng0", "libselinux1", "libpcre2-8-0", "libacl1", "libcap2", "libpam0g",
+]
+
+
+def fetch_extra(cache: Path, name: str, pkgs, log=print):
+    """Download and unpack more packages into the cache root (once per set)."""
+    stamp = cache / f"fetched-{name}"
+    if stamp.exists():
+        return
+    debs = cache / f"debs-{name}"
+    debs.mkdir(parents=True, exist_ok=True)
+    os.chmod(debs, 0o777)
+    log(f"fetching {len(pkgs)} Debian packages ({name}) into {debs}")
+    r = subprocess.run(["apt-get", "download", *pkgs], cwd=debs, text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sh("apt-get", "update", "-q")
+        sh("apt-get", "download", *pkgs, cwd=debs)
+    for deb in sorted(debs.glob("*.deb")):
+        sh("dpkg-deb", "-x", str(deb), str(cache / "root"))
+    stamp.write_text(" ".join(pkgs) + "\n")
+
+
 if __name__ == "__main__":
     print(fetch(Path(sys.argv[1])))

@@ -3,7 +3,9 @@
 Fetches (once) Debian's QEMU and 6.1 kernel, builds the project statically
 and the mux_fb kernel module, boots the guest, runs cellsd there on the real
 panel (bochs-drm fbdev), the real input devices (virtio tablet and keyboard,
-grabbed), uinput VP devices, binder devices and cgroup v2, and checks what
+grabbed), uinput VP devices, binder devices, cgroup v2 (and its freezer),
+each VP's /sys/power (FUSE) and the logind power backend (elogind on a
+system bus in the guest), and checks what
 the panel shows (QMP screendump) and where input goes (QMP input events).
 The last line is "N passed, N failed"; the exit status is 0 only if all pass.
 """
@@ -51,7 +53,55 @@ def build(cache: Path, abi: str):
     ko = build_module(cache, abi)
     if ko:
         shutil.copy2(ko, share / "mux_fb.ko")
+    build_logind_sysroot(cache, share / "sysroot")
     return share
+
+
+# What the guest runs for the logind check (from the cache root), with the
+# shared libraries they load.
+LOGIND_PROGRAMS = ["lib/elogind/elogind", "usr/bin/busctl", "usr/bin/dbus-daemon"]
+
+
+def build_logind_sysroot(cache: Path, dest: Path):
+    """share/sysroot: elogind, busctl and dbus-daemon from the unpacked
+    packages, with every library they need (resolved by the host's ld.so,
+    the cache root's libraries first; the guest has the same C library)."""
+    root = cache / "root"
+    (dest / "bin").mkdir(parents=True)
+    (dest / "lib").mkdir()
+    env = {"LD_LIBRARY_PATH": f"{root}/lib/elogind:{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu",
+           "PATH": "/usr/bin:/bin"}
+    for prog in LOGIND_PROGRAMS:
+        src = root / prog
+        shutil.copy2(src, dest / "bin" / src.name)
+        out = subprocess.run(["ldd", str(src)], env=env, text=True, check=True,
+                             stdout=subprocess.PIPE).stdout
+        for line in out.splitlines():
+            parts = line.split("=>")
+            if len(parts) != 2:
+                continue
+            path = parts[1].split("(")[0].strip()
+            if not path or path == "not found":
+                raise RuntimeError(f"{prog}: a library is missing:\n{out}")
+            name = parts[0].strip()
+            if name.startswith("libc.so") or (dest / "lib" / name).exists():
+                continue
+            shutil.copy2(Path(path).resolve(), dest / "lib" / name)
+    # A system bus that lets everything through: the guest is the test's own.
+    (dest / "system.conf").write_text("""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+""")
 
 
 def build_module(cache: Path, abi: str):
@@ -106,6 +156,7 @@ def main():
     cache = Path(args.cache).resolve()
     t0 = time.time()
     abi = fetch.fetch(cache, log)
+    fetch.fetch_extra(cache, "logind", fetch.LOGIND_PACKAGES, log)
     share = build(cache, abi)
     init = HERE / "guest/init"
     kernel = g.build_initramfs(cache, abi, init, cache / "initrd.gz")
