@@ -83,11 +83,7 @@ fn wake_lock_bench(c: &Cells, pid: u64, n: usize) -> serde_json::Value {
             lock.write_all(name.as_bytes()).expect("wake_lock write");
             loop {
                 let info = p.power().await.expect("Power");
-                if info
-                    .wakelocks
-                    .get("a")
-                    .is_some_and(|l| l.contains(&name))
-                {
+                if info.wakelocks.get("a").is_some_and(|l| l.contains(&name)) {
                     break;
                 }
             }
