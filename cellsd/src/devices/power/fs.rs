@@ -385,9 +385,12 @@ impl Filesystem for PowerFs {
         reply: ReplyWrite,
     ) {
         let result = self.write_file(ino.0, data);
-        self.poke();
+        // Answer the writer first: telling cellsd is off its path.
         match result {
-            Ok(()) => reply.written(data.len() as u32),
+            Ok(()) => {
+                reply.written(data.len() as u32);
+                self.poke();
+            }
             Err(e) => reply.error(e),
         }
     }
