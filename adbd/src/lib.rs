@@ -1,0 +1,40 @@
+//! adbd for cells VPs: the device side of the Android Debug Bridge, so the
+//! stock `adb` client drives a VP as it drives a phone.
+//!
+//! - [`protocol`]: the transport messages (CNXN, OPEN, OKAY, WRTE, CLSE);
+//! - [`transport`]: one host connection, its streams and their flow control;
+//! - [`shell`]: `shell:` (v1), `shell,v2,...:` (shell protocol v2 with the
+//!   exit status) and `exec:`;
+//! - [`sync`]: `sync:` (push, pull, stat, list).
+//!
+//! No authentication (as a `ro.adb.secure=0` build): the daemon listens in
+//! the VP's own network namespace and cellsd forwards host loopback to it.
+
+pub mod protocol;
+pub mod shell;
+pub mod sync;
+pub mod transport;
+
+use std::sync::Arc;
+use transport::{Services, Stream, StreamIo};
+
+/// The services this daemon offers, for [`transport::serve_connection`].
+pub fn services(shell_path: String) -> Services {
+    Arc::new(
+        move |name: &str| -> Option<Box<dyn FnOnce(Stream) + Send>> {
+            if name == "sync:" {
+                return Some(Box::new(|stream: Stream| {
+                    let mut io = StreamIo::new(&stream);
+                    if let Err(e) = sync::serve(&mut io) {
+                        eprintln!("adbd: sync: {e}");
+                    }
+                    drop(io);
+                    stream.close();
+                }));
+            }
+            let req = shell::parse_service(name)?;
+            let sh = shell_path.clone();
+            Some(Box::new(move |stream: Stream| shell::run(&sh, req, stream)))
+        },
+    )
+}
