@@ -53,25 +53,11 @@ impl Message {
     }
 
     pub fn header(&self) -> [u8; 24] {
-        let mut h = [0u8; 24];
-        let fields = [
-            self.command,
-            self.arg0,
-            self.arg1,
-            self.data.len() as u32,
-            checksum(&self.data),
-            self.command ^ 0xffff_ffff,
-        ];
-        for (i, f) in fields.iter().enumerate() {
-            h[i * 4..i * 4 + 4].copy_from_slice(&f.to_le_bytes());
-        }
-        h
+        header(self.command, self.arg0, self.arg1, &self.data, true)
     }
 
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
-        w.write_all(&self.header())?;
-        w.write_all(&self.data)?;
-        w.flush()
+        write_message(w, self.command, self.arg0, self.arg1, &self.data, true)
     }
 
     /// Read one message. `max` bounds the payload; `check` verifies the
@@ -108,6 +94,37 @@ impl Message {
             data,
         })
     }
+}
+
+/// A message header; `with_checksum` false leaves the checksum 0, as adbd
+/// does for peers of A_VERSION and later (they do not check it).
+pub fn header(command: u32, arg0: u32, arg1: u32, data: &[u8], with_checksum: bool) -> [u8; 24] {
+    let mut h = [0u8; 24];
+    let fields = [
+        command,
+        arg0,
+        arg1,
+        data.len() as u32,
+        if with_checksum { checksum(data) } else { 0 },
+        command ^ 0xffff_ffff,
+    ];
+    for (i, f) in fields.iter().enumerate() {
+        h[i * 4..i * 4 + 4].copy_from_slice(&f.to_le_bytes());
+    }
+    h
+}
+
+pub fn write_message(
+    w: &mut impl Write,
+    command: u32,
+    arg0: u32,
+    arg1: u32,
+    data: &[u8],
+    with_checksum: bool,
+) -> io::Result<()> {
+    w.write_all(&header(command, arg0, arg1, data, with_checksum))?;
+    w.write_all(data)?;
+    w.flush()
 }
 
 /// The CNXN banner: `device::ro.product.name=..;ro.product.model=..;ro.product.device=..;features=..`

@@ -41,6 +41,8 @@ struct StreamShared {
 
 pub struct Conn {
     writer: Mutex<Box<dyn Write + Send>>,
+    /// The peer predates A_VERSION and checks payload checksums.
+    checksums: std::sync::atomic::AtomicBool,
     max_payload: AtomicU32,
     streams: Mutex<HashMap<u32, Arc<StreamShared>>>,
     next_id: AtomicU32,
@@ -48,8 +50,13 @@ pub struct Conn {
 
 impl Conn {
     fn send_msg(&self, m: &Message) -> io::Result<()> {
+        self.send(m.command, m.arg0, m.arg1, &m.data)
+    }
+
+    fn send(&self, command: u32, arg0: u32, arg1: u32, data: &[u8]) -> io::Result<()> {
+        let sum = self.checksums.load(Ordering::Relaxed);
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        m.write_to(&mut *w)
+        write_message(&mut *w, command, arg0, arg1, data, sum)
     }
 
     fn close_all(&self) {
@@ -122,8 +129,7 @@ impl Stream {
                 }
                 st.can_send = false;
             }
-            self.conn
-                .send_msg(&Message::new(A_WRTE, s.local, s.remote, data[..n].to_vec()))?;
+            self.conn.send(A_WRTE, s.local, s.remote, &data[..n])?;
             data = &data[n..];
         }
         Ok(())
@@ -240,6 +246,7 @@ where
 {
     let conn = Arc::new(Conn {
         writer: Mutex::new(Box::new(writer)),
+        checksums: std::sync::atomic::AtomicBool::new(true),
         max_payload: AtomicU32::new(MAX_PAYLOAD_V1),
         streams: Mutex::new(HashMap::new()),
         next_id: AtomicU32::new(1),
@@ -267,6 +274,7 @@ fn run<R: Read>(
             A_CNXN => {
                 let version = m.arg0.clamp(A_VERSION_MIN, A_VERSION);
                 check = version < A_VERSION;
+                conn.checksums.store(check, Ordering::Relaxed);
                 let max = m.arg1.clamp(MAX_PAYLOAD_V1, MAX_PAYLOAD);
                 conn.max_payload.store(max, Ordering::Relaxed);
                 // A new CNXN means the host started over: old streams are gone.

@@ -178,6 +178,8 @@ pub struct CreateOptions {
     pub color: Option<String>,
     /// What happens to the VP in the background (default: it runs).
     pub background: Option<BackgroundPolicy>,
+    /// Its network policy (default: isolated).
+    pub network: Option<crate::devices::network::NetworkPolicy>,
 }
 
 /// What happens to a VP while it is not the foreground.
@@ -288,6 +290,9 @@ pub struct CellsSettings {
     pub color: Option<String>,
     #[serde(default, skip_serializing_if = "BackgroundPolicy::is_run")]
     pub background: BackgroundPolicy,
+    /// Network policy, address, adb port and port forwards.
+    #[serde(default)]
+    pub network: crate::devices::network::VpNetwork,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -594,6 +599,10 @@ impl VpConfig {
                     .and_then(Rgb::parse_hex)
                     .map(|c| c.hex()),
                 background: opts.background.unwrap_or_default(),
+                network: crate::devices::network::VpNetwork {
+                    policy: opts.network.unwrap_or_default(),
+                    ..Default::default()
+                },
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })

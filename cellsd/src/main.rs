@@ -82,6 +82,21 @@ struct Args {
     #[arg(long, default_value = "auto", value_parser = ["auto", "v1", "v2"])]
     freezer: String,
     /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
+    /// Bridge VPs attach to (at most 9 characters).
+    #[arg(long, default_value = cellsd::devices::network::DEFAULT_BRIDGE)]
+    bridge: String,
+    /// IPv4 subnet VP addresses come from; the bridge gets the first address.
+    #[arg(long, default_value = cellsd::devices::network::DEFAULT_SUBNET)]
+    subnet: String,
+    /// Masquerade VP traffic to the outside (nftables; enables IPv4 forwarding).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    nat: String,
+    /// Nameserver for VPs (repeatable; default: the host's non-loopback ones).
+    #[arg(long)]
+    dns: Vec<std::net::IpAddr>,
+    /// First host port given to VPs' adb forwards.
+    #[arg(long, default_value_t = cellsd::devices::network::DEFAULT_ADB_PORT_BASE)]
+    adb_port_base: u16,
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
 }
@@ -209,6 +224,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             "v2" => FreezerChoice::V2,
             _ => FreezerChoice::Auto,
         },
+        network: {
+            use cellsd::devices::network::{check_bridge_name, host::NetConfig, Subnet};
+            check_bridge_name(&args.bridge)?;
+            NetConfig {
+                bridge: args.bridge.clone(),
+                subnet: Subnet::parse(&args.subnet)?,
+                nat: args.nat == "on",
+                dns: args.dns.clone(),
+                adb_port_base: args.adb_port_base,
+            }
+        },
     };
     let power_backend: BackendChoice = args.power_backend.parse().map_err(anyhow::Error::msg)?;
 
@@ -234,12 +260,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             "cellsd ready"
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let served = mgr.clone();
         tokio::select! {
-            _ = cellsd::server::serve(listener, mgr) => {}
+            _ = cellsd::server::serve(listener, served) => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        // VPs keep running under their monitors; the next cellsd adopts them.
+        // VPs keep running under their monitors; the next cellsd adopts them
+        // (and their network: the bridge stays while any VP runs).
+        mgr.shutdown_network();
         let _ = std::fs::remove_file(layout.socket());
         let _ = std::fs::remove_file(layout.pid_file());
         tracing::info!("cellsd stopped (running VPs keep running)");

@@ -39,6 +39,7 @@ use crate::config::{cap_number, VpConfig};
 use crate::devices::display::DisplayMode;
 use crate::devices::input::router::DeviceKind;
 use crate::devices::input::sink::Backend;
+use crate::devices::network;
 use crate::devices::power::{self, fs::VpPower};
 use crate::devices::{display, input};
 use crate::{rootfs, sys};
@@ -72,6 +73,12 @@ pub struct MonitorRequest {
     /// Log the time of each start phase to the monitor log (cellsd --log debug).
     #[serde(default)]
     pub trace: bool,
+    /// The VP's network (None: loopback only and the template's /etc files).
+    #[serde(default)]
+    pub network: Option<network::NetRequest>,
+    /// The VP's initial system properties (ro.product.model, ...).
+    #[serde(default)]
+    pub properties: Vec<(String, String)>,
 }
 
 /// The devices a VP gets (see [`crate::devices`]).
@@ -532,8 +539,14 @@ fn start(
         .map_err(|e| leave_cgroup(e.to_string()))?;
     phase("cgroup");
 
-    let (device_fds, device_nodes, held) =
+    let (device_fds, mut device_nodes, held) =
         make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
+    let mut device_dirs = Vec::new();
+    runtime_files(req, &mut device_nodes, &mut device_dirs).map_err(|e| {
+        leave_cgroup(format!(
+            "writing the VP's properties and network files: {e}"
+        ))
+    })?;
     let power_dir = req.run_dir.join("dev").join("power");
     let mut power = VpPower::mount(&power_dir, cfg.host_root_id())
         .map_err(|e| leave_cgroup(format!("creating the VP's /sys/power: {e}")))?;
@@ -551,9 +564,10 @@ fn start(
     if pid == 0 {
         drop(go_w);
         drop(err_r);
+        device_dirs.push((power_dir, power::VP_POWER_DIR.to_string()));
         let mounts = rootfs::DeviceMounts {
             nodes: device_nodes,
-            dirs: vec![(power_dir, power::VP_POWER_DIR.to_string())],
+            dirs: device_dirs,
             binderfs: req.devices.binder == BinderRequest::Binderfs,
         };
         init_child(
@@ -598,6 +612,11 @@ fn start(
     }
     prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
     phase("maps, template, overlay");
+    if let Some(a) = req.network.as_ref().and_then(|n| n.attach.as_ref()) {
+        network::attach_vp(pid, a)
+            .map_err(|e| fail(format!("attaching the VP to bridge {}: {e}", a.bridge)))?;
+        phase("network");
+    }
 
     emit(&MonitorEvent::Init { pid });
     nix::unistd::write(&go_w, b"g").map_err(|e| fail(format!("release init: {e}")))?;
@@ -724,6 +743,65 @@ fn make_devices(
         held.push(i.fd);
     }
     Ok((fds, nodes, held))
+}
+
+/// Where the template keeps /etc, as a path in the VP: Android's layout
+/// has `/etc -> /system/etc` (binds must not go through a symlink).
+fn vp_etc(template_rootfs: &Path) -> String {
+    match std::fs::read_link(template_rootfs.join("etc")) {
+        Ok(t) => {
+            let t = t.to_string_lossy().trim_start_matches('/').to_string();
+            if t.is_empty() || t.contains("..") {
+                "/etc".to_string()
+            } else {
+                format!("/{t}")
+            }
+        }
+        Err(_) => "/etc".to_string(),
+    }
+}
+
+/// Files the VP gets at each start, on the monitor's device tmpfs: the
+/// property store (`/dev/__properties__`, see cells_templates::props) and
+/// with a network, resolv.conf and hosts over the template's.
+fn runtime_files(
+    req: &MonitorRequest,
+    nodes: &mut Vec<(PathBuf, String)>,
+    dirs: &mut Vec<(PathBuf, String)>,
+) -> Result<(), String> {
+    let dev = req.run_dir.join("dev");
+    let owner = req.config.host_root_id();
+    let chown = |p: &Path| -> Result<(), String> {
+        if let Some(id) = owner {
+            std::os::unix::fs::chown(p, Some(id), Some(id))
+                .map_err(errstr(&format!("chown {}", p.display())))?;
+        }
+        Ok(())
+    };
+    let props = dev.join("properties");
+    std::fs::create_dir_all(&props).map_err(errstr("mkdir properties"))?;
+    let text: String = req
+        .properties
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    let store = props.join("properties");
+    std::fs::write(&store, text).map_err(errstr("write properties"))?;
+    chown(&props)?;
+    chown(&store)?;
+    dirs.push((props, "/dev/__properties__".to_string()));
+    if let Some(net) = &req.network {
+        let etc = vp_etc(&req.template_rootfs);
+        let dir = dev.join("net");
+        std::fs::create_dir_all(&dir).map_err(errstr("mkdir net"))?;
+        for (name, text) in [("resolv.conf", &net.resolv_conf), ("hosts", &net.hosts)] {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(errstr(&format!("write {name}")))?;
+            chown(&p)?;
+            nodes.push((p, format!("{etc}/{name}")));
+        }
+    }
+    Ok(())
 }
 
 /// Monitor side of the start, between clone and releasing the init: id

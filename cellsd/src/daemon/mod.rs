@@ -6,6 +6,8 @@
 //! [`Event`]s that the server turns into D-Bus signals.
 
 mod background;
+mod net;
+pub use net::PortInfo;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -70,6 +72,8 @@ pub struct DaemonConfig {
     pub display_mode: Option<DisplayMode>,
     /// Which cgroup freezer freezes background VPs.
     pub freezer: FreezerChoice,
+    /// The bridge, subnet, NAT and adb ports of VP networking.
+    pub network: crate::devices::network::host::NetConfig,
 }
 
 /// What happened, for the D-Bus signals.
@@ -169,6 +173,8 @@ pub struct Manager {
     binders: Mutex<Vec<PathBuf>>,
     /// Wakelocks, early suspend and the power backend.
     power: Arc<PowerHub>,
+    /// The bridge, nftables and the port forwards.
+    net: crate::devices::network::host::HostNet,
 }
 
 fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
@@ -200,6 +206,8 @@ impl Manager {
         .map_err(failed("start the input multiplexer"))?;
         let (events, _) = broadcast::channel(1024);
         let power = PowerHub::new(power);
+        let net = crate::devices::network::host::HostNet::init(cfg.network.clone())
+            .map_err(failed("start VP networking"))?;
         let mgr = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             cfg,
@@ -218,9 +226,18 @@ impl Manager {
             input,
             binders: Mutex::new(Vec::new()),
             power,
+            net,
         });
         mgr.remove_stale_spares();
         mgr.load()?;
+        let running: Vec<u32> = mgr
+            .lock()
+            .vps
+            .values()
+            .filter(|v| v.run.is_some())
+            .map(|v| v.config.cells.slot)
+            .collect();
+        mgr.net.clean_leftovers(&running);
         mgr.watch_locks();
         Ok(mgr)
     }
@@ -497,6 +514,14 @@ impl Manager {
         let fd = Arc::clone(&pidfd);
         let st = state.clone();
         self.attach_devices(&name, &state);
+        let net = self
+            .lock()
+            .vps
+            .get(&name)
+            .map(|v| v.config.cells.network.clone());
+        if let Some(net) = net {
+            self.start_forwards(&name, pidfd.clone(), &net);
+        }
         tokio::spawn(async move {
             wait_pidfd(&fd).await;
             mgr.finish(&name, &st).await;
@@ -524,7 +549,10 @@ impl Manager {
         };
         if let Some(cfg) = cfg {
             let cg = self.cgroup_of(&cfg);
+            let mgr = Arc::clone(self);
+            let (vp, slot) = (name.to_string(), cfg.cells.slot);
             let _ = tokio::task::spawn_blocking(move || {
+                mgr.net.vp_stopped(&vp, slot);
                 if cg.exists() {
                     if let Err(e) = cg.destroy(Duration::from_secs(5)) {
                         tracing::warn!("cgroup cleanup: {e}");
@@ -608,6 +636,7 @@ impl Manager {
         )
         .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
         config.set_cgroup_parent(&self.cfg.cgroup_parent);
+        self.allocate_network(&inner, &mut config)?;
         let result = (|| -> std::io::Result<()> {
             // state/vps is 0711 and vps/NAME belongs to VP root (0700): the
             // VP's user namespace must reach /data's source to bind it, and
@@ -694,7 +723,7 @@ impl Manager {
     async fn start_inner(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
-        let config = {
+        {
             let mut inner = self.lock();
             let vp = inner
                 .vps
@@ -704,7 +733,15 @@ impl Manager {
                 return Err(CellsError::already_running(name));
             }
             vp.phase = Phase::Starting;
-            vp.config.clone()
+        }
+        let config = match self.ensure_network(name) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(vp) = self.lock().vps.get_mut(name) {
+                    vp.phase = Phase::Stopped;
+                }
+                return Err(e);
+            }
         };
         let started = self.spawn_vp(&config).await;
         let mgr = Arc::clone(self);
@@ -771,6 +808,8 @@ impl Manager {
             },
             extra_env: self.runtime_env(config),
             trace: tracing::enabled!(tracing::Level::DEBUG),
+            network: Some(self.net_request(config)?),
+            properties: self.properties(config),
         };
         let mut monitor = self.take_monitor().await?;
         let mut line =

@@ -1,5 +1,6 @@
 //! A VP's devices. Each device is one module: [`display`] (the virtual
-//! framebuffer), [`input`] (touchscreen and keys) and [`binder`]. The VP's monitor
+//! framebuffer), [`input`] (touchscreen and keys), [`binder`], [`power`] and
+//! [`network`] (veth, bridge, address, port forwards). The VP's monitor
 //! creates them before the VP starts (so they are in the VP's /dev from its
 //! first instruction and survive a cellsd restart with the VP); cellsd takes
 //! their open fds from the monitor (pidfd_getfd) and multiplexes the panel
@@ -8,4 +9,5 @@
 pub mod binder;
 pub mod display;
 pub mod input;
+pub mod network;
 pub mod power;

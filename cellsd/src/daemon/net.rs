@@ -1,0 +1,272 @@
+//! The Manager's side of VP networking: addresses and adb ports allocated
+//! and kept in vp.json, the monitor's network request, the VP's system
+//! properties, and the port forwards while a VP runs.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use super::{Inner, Manager, Phase};
+use crate::api::CellsError;
+use crate::config::VpConfig;
+use crate::devices::network::{self, forward, NetRequest, PortForward, VpNetwork};
+use crate::layout::write_atomic;
+
+/// What a VP's ports look like to `cellctl port list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub host: u16,
+    pub vp: u16,
+    /// "adb" for the adb forward, "" for the user's.
+    pub kind: &'static str,
+    /// Listening now (the VP runs and the host port was free).
+    pub active: bool,
+}
+
+impl Manager {
+    fn taken_ports(inner: &Inner, except: &str) -> Vec<u16> {
+        inner
+            .vps
+            .iter()
+            .filter(|(n, _)| n.as_str() != except)
+            .flat_map(|(_, v)| {
+                let n = &v.config.cells.network;
+                n.adb_port.into_iter().chain(n.ports.iter().map(|p| p.host))
+            })
+            .collect()
+    }
+
+    /// Give the VP an address and an adb port if it has none (new VPs, and
+    /// VPs made before networking existed). Returns whether it changed.
+    pub(super) fn allocate_network(
+        &self,
+        inner: &Inner,
+        cfg: &mut VpConfig,
+    ) -> Result<bool, CellsError> {
+        let net_cfg = &self.net.cfg;
+        let mut changed = false;
+        let n = &mut cfg.cells.network;
+        if n.policy.bridged() && !n.ip.is_some_and(|ip| net_cfg.subnet.contains(ip)) {
+            let taken: Vec<_> = inner
+                .vps
+                .iter()
+                .filter(|(name, _)| **name != cfg.name)
+                .filter_map(|(_, v)| v.config.cells.network.ip)
+                .collect();
+            n.ip = Some(
+                net_cfg
+                    .subnet
+                    .allocate(&taken)
+                    .map_err(|e| CellsError::Failed(e.to_string()))?,
+            );
+            changed = true;
+        }
+        if n.adb_port.is_none() {
+            let taken = Self::taken_ports(inner, &cfg.name);
+            let base = net_cfg.adb_port_base;
+            let port = (base..=u16::MAX)
+                .find(|p| !taken.contains(p) && forward::port_free(*p))
+                .ok_or_else(|| {
+                    CellsError::Failed(network::NetError::NoAdbPort(base).to_string())
+                })?;
+            n.adb_port = Some(port);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Allocate (if needed) and save a VP's network settings; returns the
+    /// config to start with.
+    pub(super) fn ensure_network(&self, name: &str) -> Result<VpConfig, CellsError> {
+        let mut inner = self.lock();
+        let mut cfg = inner
+            .vps
+            .get(name)
+            .map(|v| v.config.clone())
+            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        if self.allocate_network(&inner, &mut cfg)? {
+            write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
+                .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+            if let Some(v) = inner.vps.get_mut(name) {
+                v.config = cfg.clone();
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub(super) fn net_request(&self, cfg: &VpConfig) -> Result<NetRequest, CellsError> {
+        self.net
+            .request(&cfg.cells.network, cfg.cells.slot, cfg.hostname())
+            .map_err(|e| CellsError::Failed(format!("VP '{}': {e}", cfg.name)))
+    }
+
+    /// The VP's per-boot system properties (see cells_templates::props).
+    pub(super) fn properties(&self, cfg: &VpConfig) -> Vec<(String, String)> {
+        let n = &cfg.cells.network;
+        let mut p = vec![
+            ("ro.product.model".into(), cfg.name.clone()),
+            ("ro.product.name".into(), cfg.name.clone()),
+            ("ro.serialno".into(), serial_number(&cfg.name)),
+            ("ro.boot.serialno".into(), serial_number(&cfg.name)),
+            ("ro.cells.vp".into(), cfg.name.clone()),
+            ("ro.cells.template".into(), cfg.cells.template.clone()),
+            ("ro.cells.network".into(), n.policy.as_str().into()),
+            ("net.hostname".into(), cfg.hostname().to_string()),
+        ];
+        if let Some(ip) = n.ip.filter(|_| n.policy.bridged()) {
+            p.push(("ro.cells.ip".into(), ip.to_string()));
+        }
+        p
+    }
+
+    /// Open a running VP's forwards (at start, and when cellsd adopts it).
+    pub(super) fn start_forwards(&self, name: &str, pidfd: Arc<OwnedFd>, net: &VpNetwork) {
+        let mut all: Vec<PortForward> = net
+            .adb_port
+            .map(|host| PortForward {
+                host,
+                vp: network::VP_ADB_PORT,
+            })
+            .into_iter()
+            .collect();
+        all.extend(net.ports.iter().copied());
+        let fw = self.net.forwards.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            for f in all {
+                if let Err(e) = fw.add(&name, pidfd.clone(), f).await {
+                    tracing::warn!(vp = %name, "port forward {f}: host port {} unavailable: {e}", f.host);
+                }
+            }
+        });
+    }
+
+    /// cellsd exits: with no VP running, remove the bridge and the ruleset.
+    pub fn shutdown_network(&self) {
+        let any_running = self.lock().vps.values().any(|v| v.run.is_some());
+        if !any_running {
+            self.net.teardown();
+        }
+    }
+
+    /// The serial `adb connect` takes for a VP.
+    pub fn adb_serial(&self, name: &str) -> Result<String, CellsError> {
+        let inner = self.lock();
+        let vp = inner
+            .vps
+            .get(name)
+            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        match vp.config.cells.network.adb_port {
+            Some(p) => Ok(format!("127.0.0.1:{p}")),
+            None => Err(CellsError::NotRunning(format!(
+                "VP '{name}' has no adb port yet: start it with `cellctl start {name}` (an adb port is given at the first start)"
+            ))),
+        }
+    }
+
+    pub fn ports(&self, name: &str) -> Result<Vec<PortInfo>, CellsError> {
+        let net = {
+            let inner = self.lock();
+            inner
+                .vps
+                .get(name)
+                .map(|v| v.config.cells.network.clone())
+                .ok_or_else(|| CellsError::unknown_vp(name))?
+        };
+        let active = self.net.forwards.active(name);
+        let mut out: Vec<PortInfo> = net
+            .adb_port
+            .map(|host| PortInfo {
+                host,
+                vp: network::VP_ADB_PORT,
+                kind: "adb",
+                active: active.contains(&host),
+            })
+            .into_iter()
+            .collect();
+        out.extend(net.ports.iter().map(|p| PortInfo {
+            host: p.host,
+            vp: p.vp,
+            kind: "",
+            active: active.contains(&p.host),
+        }));
+        Ok(out)
+    }
+
+    /// Add a forward to a VP (kept in vp.json; live at once if it runs).
+    pub async fn port_add(&self, name: &str, spec: &str) -> Result<PortForward, CellsError> {
+        let f = PortForward::parse(spec).map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+        let (cfg, pidfd) = {
+            let mut inner = self.lock();
+            let taken = Self::taken_ports(&inner, "");
+            let vp = inner
+                .vps
+                .get_mut(name)
+                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            if taken.contains(&f.host) {
+                return Err(CellsError::AlreadyExists(format!(
+                    "host port {} is already forwarded (see `cellctl port list`); pick another host port",
+                    f.host
+                )));
+            }
+            let running = vp.phase == Phase::Running;
+            if !forward::port_free(f.host) {
+                return Err(CellsError::Busy(format!(
+                    "host port {} is in use on 127.0.0.1 by another program: pick another host port",
+                    f.host
+                )));
+            }
+            let mut cfg = vp.config.clone();
+            cfg.cells.network.ports.push(f);
+            write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
+                .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+            vp.config = cfg.clone();
+            let pidfd = if running {
+                vp.run.as_ref().map(|r| r.pidfd.clone())
+            } else {
+                None
+            };
+            (cfg, pidfd)
+        };
+        let _ = cfg;
+        if let Some(pidfd) = pidfd {
+            self.net
+                .forwards
+                .add(name, pidfd, f)
+                .await
+                .map_err(|e| CellsError::Busy(format!("listen on 127.0.0.1:{}: {e}", f.host)))?;
+        }
+        Ok(f)
+    }
+
+    pub fn port_remove(&self, name: &str, host: u16) -> Result<(), CellsError> {
+        let mut inner = self.lock();
+        let vp = inner
+            .vps
+            .get_mut(name)
+            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        if vp.config.cells.network.adb_port == Some(host) {
+            return Err(CellsError::InvalidArgument(format!(
+                "host port {host} is VP '{name}''s adb port, which cannot be removed"
+            )));
+        }
+        let mut cfg = vp.config.clone();
+        let before = cfg.cells.network.ports.len();
+        cfg.cells.network.ports.retain(|p| p.host != host);
+        if cfg.cells.network.ports.len() == before {
+            return Err(CellsError::InvalidArgument(format!(
+                "VP '{name}' has no forward from host port {host}: see `cellctl port list {name}`"
+            )));
+        }
+        write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
+            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+        vp.config = cfg;
+        drop(inner);
+        self.net.forwards.remove(name, host);
+        Ok(())
+    }
+}
+
+/// ro.serialno of a VP: stable, and what `adb devices` would show on USB.
+pub fn serial_number(name: &str) -> String {
+    format!("cells-{name}")
+}

@@ -1,0 +1,204 @@
+//! Port forwards from host loopback into VPs: a TCP relay in cellsd.
+//!
+//! The VP end of each relayed connection is a socket made inside the VP's
+//! network namespace (entered through the init's pidfd) and connected to
+//! the VP's own loopback, so a forward works under every network policy
+//! (`none` too) and reaches services that listen on 127.0.0.1 only, as
+//! `adb forward` does on a phone. Sockets are made on one dedicated thread
+//! (setns changes only the calling thread's namespace; the async runtime's
+//! threads never leave the host's).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::PortForward;
+
+type SocketReply = oneshot::Sender<io::Result<std::net::TcpStream>>;
+
+/// Makes TCP sockets in VPs' network namespaces.
+#[derive(Clone)]
+pub struct NetnsSockets {
+    tx: std::sync::mpsc::Sender<(Arc<OwnedFd>, SocketReply)>,
+}
+
+impl NetnsSockets {
+    pub fn start() -> io::Result<NetnsSockets> {
+        let (tx, rx) = std::sync::mpsc::channel::<(Arc<OwnedFd>, SocketReply)>();
+        let own: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")?.into();
+        std::thread::Builder::new()
+            .name("netns-sockets".into())
+            .spawn(move || {
+                for (pidfd, reply) in rx {
+                    let _ = reply.send(socket_in(&pidfd, &own));
+                }
+            })?;
+        Ok(NetnsSockets { tx })
+    }
+
+    /// A fresh, unconnected, non-blocking TCP socket in the namespace of
+    /// the process behind `pidfd`.
+    pub async fn socket(&self, pidfd: Arc<OwnedFd>) -> io::Result<std::net::TcpStream> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((pidfd, tx))
+            .map_err(|_| io::Error::other("the netns socket thread is gone"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the netns socket thread is gone"))?
+    }
+}
+
+fn socket_in(pidfd: &OwnedFd, own: &OwnedFd) -> io::Result<std::net::TcpStream> {
+    use nix::sched::{setns, CloneFlags};
+    setns(pidfd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+    // SAFETY: socket() returns a new fd or -1.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    let err = io::Error::last_os_error();
+    if let Err(e) = setns(own.as_fd(), CloneFlags::CLONE_NEWNET) {
+        // The thread cannot stay in a VP's namespace: every later socket
+        // would be made there.
+        tracing::error!("cannot return to the host's network namespace: {e}");
+        std::process::abort();
+    }
+    if fd < 0 {
+        return Err(err);
+    }
+    // SAFETY: a fresh socket fd we own.
+    Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+}
+
+/// One VP's active forwards (listeners and their connections).
+#[derive(Default)]
+struct VpForwards {
+    listeners: HashMap<u16, tokio::task::AbortHandle>,
+    conns: Arc<Mutex<JoinSet<()>>>,
+}
+
+/// Every VP's forwards.
+pub struct Forwarder {
+    sockets: NetnsSockets,
+    vps: Mutex<HashMap<String, VpForwards>>,
+}
+
+impl Forwarder {
+    pub fn new(sockets: NetnsSockets) -> Arc<Forwarder> {
+        Arc::new(Forwarder {
+            sockets,
+            vps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VpForwards>> {
+        self.vps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Listen on 127.0.0.1:`f.host` and relay each connection to the VP's
+    /// 127.0.0.1:`f.vp`.
+    pub async fn add(&self, vp: &str, pidfd: Arc<OwnedFd>, f: PortForward) -> io::Result<()> {
+        if self
+            .lock()
+            .get(vp)
+            .is_some_and(|v| v.listeners.contains_key(&f.host))
+        {
+            return Ok(());
+        }
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, f.host)).await?;
+        let sockets = self.sockets.clone();
+        let mut map = self.lock();
+        let entry = map.entry(vp.to_string()).or_default();
+        let conns = entry.conns.clone();
+        let vp_name = vp.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let (client, _) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(vp = %vp_name, port = f.host, "accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let sockets = sockets.clone();
+                let pidfd = pidfd.clone();
+                let vp_name = vp_name.clone();
+                let mut set = conns.lock().unwrap_or_else(|p| p.into_inner());
+                // Reap finished connections as new ones come.
+                while set.try_join_next().is_some() {}
+                set.spawn(async move {
+                    if let Err(e) = relay(client, &sockets, pidfd, f.vp).await {
+                        tracing::debug!(vp = %vp_name, port = f.vp, "forward: {e}");
+                    }
+                });
+            }
+        });
+        entry.listeners.insert(f.host, task.abort_handle());
+        Ok(())
+    }
+
+    pub fn remove(&self, vp: &str, host_port: u16) {
+        if let Some(v) = self.lock().get_mut(vp) {
+            if let Some(t) = v.listeners.remove(&host_port) {
+                t.abort();
+            }
+        }
+    }
+
+    /// Close a VP's listeners and connections (it stopped).
+    pub fn remove_vp(&self, vp: &str) {
+        if let Some(v) = self.lock().remove(vp) {
+            for (_, t) in v.listeners {
+                t.abort();
+            }
+            v.conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abort_all();
+        }
+    }
+
+    /// The host ports a VP listens on now.
+    pub fn active(&self, vp: &str) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .lock()
+            .get(vp)
+            .map(|v| v.listeners.keys().copied().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+async fn relay(
+    mut client: tokio::net::TcpStream,
+    sockets: &NetnsSockets,
+    pidfd: Arc<OwnedFd>,
+    port: u16,
+) -> io::Result<()> {
+    let _ = client.set_nodelay(true);
+    let sock = sockets.socket(pidfd).await?;
+    let sock = TcpSocket::from_std_stream(sock);
+    let mut server = sock
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await?;
+    let _ = server.set_nodelay(true);
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, 256 * 1024, 256 * 1024)
+        .await?;
+    Ok(())
+}
+
+/// Is `port` free on host loopback right now?
+pub fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}

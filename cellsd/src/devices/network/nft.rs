@@ -1,0 +1,125 @@
+//! The nftables ruleset of one bridge, applied with `nft -f -` in one
+//! transaction (the old tables are replaced atomically). Rules match the
+//! host veth names (`<bridge>i*` is every isolated VP), so VP starts and
+//! stops never touch nftables.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::{NetError, Result, Subnet};
+
+/// The table both families use: `cells_<bridge>`.
+pub fn table_name(bridge: &str) -> String {
+    format!("cells_{}", bridge.replace('-', "_"))
+}
+
+/// The ruleset for `bridge` serving `subnet`. `nat`: masquerade VP traffic
+/// leaving through any other interface.
+pub fn ruleset(bridge: &str, subnet: &Subnet, nat: bool) -> String {
+    let t = table_name(bridge);
+    let mut s = String::new();
+    // "add" then "delete" then the new table: replaces it whether it existed
+    // or not, in the same transaction.
+    for fam in ["inet", "bridge"] {
+        s.push_str(&format!("add table {fam} {t}\ndelete table {fam} {t}\n"));
+    }
+    s.push_str(&format!(
+        r#"table inet {t} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    # VP to VP through the gateway (a route a VP could add itself).
+    iifname "{bridge}" oifname "{bridge}" drop
+    # VPs reach out; from outside only answers come in.
+    iifname "{bridge}" accept
+    oifname "{bridge}" ct state established,related accept
+    oifname "{bridge}" drop
+  }}
+"#
+    ));
+    if nat {
+        s.push_str(&format!(
+            r#"  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {subnet} oifname != "{bridge}" masquerade
+  }}
+"#
+        ));
+    }
+    s.push_str("}\n");
+    s.push_str(&format!(
+        r#"table bridge {t} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    # An isolated VP's frames reach no other VP (the host is not a port).
+    iifname "{bridge}i*" drop
+    oifname "{bridge}i*" drop
+  }}
+}}
+"#
+    ));
+    s
+}
+
+pub fn delete_script(bridge: &str) -> String {
+    let t = table_name(bridge);
+    ["inet", "bridge"]
+        .iter()
+        .map(|f| format!("add table {f} {t}\ndelete table {f} {t}\n"))
+        .collect()
+}
+
+pub fn available() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn apply(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            NetError::Nft(format!(
+                "cannot run nft ({e}): install Debian's nftables package (scripts/install-deps does)"
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| NetError::Nft(format!("writing the ruleset: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetError::Nft(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_text() {
+        let s = Subnet::parse("10.47.0.0/16").unwrap();
+        let r = ruleset("cells0", &s, true);
+        assert!(r.contains("table inet cells_cells0"));
+        assert!(r.contains("ip saddr 10.47.0.0/16 oifname != \"cells0\" masquerade"));
+        assert!(r.contains("iifname \"cells0i*\" drop"));
+        assert!(r.starts_with("add table inet cells_cells0\ndelete table inet cells_cells0\n"));
+        assert!(!ruleset("cells0", &s, false).contains("masquerade"));
+        assert_eq!(table_name("a-b"), "cells_a_b");
+    }
+}
