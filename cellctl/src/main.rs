@@ -128,6 +128,41 @@ enum Command {
         #[arg(required = true, value_name = "VP")]
         names: Vec<String>,
     },
+    /// Print the serial to give adb for a VP (last line), e.g.
+    /// `adb connect $(cellctl adb work)`.
+    Adb {
+        name: String,
+        /// Also run `adb connect SERIAL` (needs adb in PATH).
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Forward host loopback ports to a VP's ports.
+    #[command(subcommand)]
+    Port(PortCmd),
+}
+
+#[derive(Subcommand)]
+enum PortCmd {
+    /// Forward 127.0.0.1:HOST to the VP's port: `cellctl port add work 8080:80`.
+    /// Kept with the VP; live while it runs.
+    Add {
+        name: String,
+        #[arg(value_name = "HOST:VP")]
+        spec: String,
+    },
+    /// List a VP's forwards (its adb forward first).
+    List {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the forward from host port HOST.
+    Remove {
+        name: String,
+        #[arg(value_name = "HOST")]
+        host_port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,6 +234,11 @@ struct CreateArgs {
     /// not while it holds a wakelock), or stop.
     #[arg(long, value_name = "POLICY")]
     background: Option<String>,
+    /// Network: isolated (default: reaches the host and, with NAT, the
+    /// outside, but no other VP), shared-bridge (also the other
+    /// shared-bridge VPs) or none (loopback only).
+    #[arg(long, value_name = "POLICY")]
+    network: Option<String>,
 }
 
 #[derive(Args)]
@@ -344,6 +384,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             if let Some(b) = &a.background {
                 o.insert("background", Value::from(b.as_str()));
             }
+            if let Some(n) = &a.network {
+                o.insert("network", Value::from(n.as_str()));
+            }
             p.create(&a.name, o).await?;
             Ok(0)
         }
@@ -420,6 +463,53 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Thaw { names } => {
             for n in names {
                 p.thaw(&n).await?;
+            }
+            Ok(0)
+        }
+        Command::Adb { name, connect } => {
+            let serial = p.adb(&name).await?;
+            let running = p.status(&name).await?.state != "stopped";
+            if !running {
+                eprintln!(
+                    "note: VP '{name}' is not running; its adb port listens once it is started"
+                );
+            }
+            if connect {
+                let st = std::process::Command::new("adb")
+                    .args(["connect", &serial])
+                    .status()
+                    .map_err(|e| {
+                        Failure(format!(
+                            "cannot run adb ({e}): install Debian's adb package"
+                        ))
+                    })?;
+                if !st.success() {
+                    return Ok(1);
+                }
+            }
+            println!("{serial}");
+            Ok(0)
+        }
+        Command::Port(PortCmd::Add { name, spec }) => {
+            p.port_add(&name, &spec).await?;
+            Ok(0)
+        }
+        Command::Port(PortCmd::Remove { name, host_port }) => {
+            p.port_remove(&name, host_port).await?;
+            Ok(0)
+        }
+        Command::Port(PortCmd::List { name, json }) => {
+            let ports = p.ports(&name).await?;
+            if json {
+                let v: Vec<_> = ports
+                    .iter()
+                    .map(|(h, v, kind, active)| {
+                        serde_json::json!({"host": h, "vp": v, "adb": kind == "adb", "active": active})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", table::ports(&ports));
             }
             Ok(0)
         }

@@ -133,6 +133,17 @@ pub fn status(v: &VpInfo) -> String {
     ]);
     rows.push(vec!["pids:".into(), v.pids_limit.to_string()]);
     rows.push(vec!["background:".into(), v.background.clone()]);
+    rows.push(vec![
+        "network:".into(),
+        if v.ip.is_empty() {
+            v.network.clone()
+        } else {
+            format!("{} ({})", v.network, v.ip)
+        },
+    ]);
+    if !v.adb.is_empty() {
+        rows.push(vec!["adb:".into(), v.adb.clone()]);
+    }
     render(&rows)
 }
 
@@ -237,6 +248,25 @@ pub fn templates(list: &[TemplateInfo]) -> String {
             if t.built { bytes(t.bytes) } else { "-".into() },
             t.vps.to_string(),
             t.description.clone(),
+        ]);
+    }
+    render(&rows)
+}
+
+/// `cellctl port list`: one forward per line.
+pub fn ports(ports: &[(u16, u16, String, bool)]) -> String {
+    let mut rows = vec![vec![
+        "HOST".to_string(),
+        "VP".to_string(),
+        "".to_string(),
+        "STATE".to_string(),
+    ]];
+    for (h, v, kind, active) in ports {
+        rows.push(vec![
+            format!("127.0.0.1:{h}"),
+            v.to_string(),
+            kind.clone(),
+            if *active { "listening" } else { "inactive" }.to_string(),
         ]);
     }
     render(&rows)

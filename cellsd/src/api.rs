@@ -103,6 +103,12 @@ pub struct VpInfo {
     pub frozen: bool,
     /// Background policy: run, stop or freeze-after=DURATION.
     pub background: String,
+    /// Network policy: isolated, shared-bridge or none.
+    pub network: String,
+    /// The VP's address on the bridge ("" with policy none).
+    pub ip: String,
+    /// Serial for `adb connect` (127.0.0.1:PORT; "" before the first start).
+    pub adb: String,
 }
 
 impl VpInfo {
@@ -124,6 +130,9 @@ impl VpInfo {
             "pids_limit": self.pids_limit,
             "frozen": self.frozen,
             "background": self.background,
+            "network": self.network,
+            "ip": if self.ip.is_empty() { serde_json::Value::Null } else { self.ip.clone().into() },
+            "adb": if self.adb.is_empty() { serde_json::Value::Null } else { self.adb.clone().into() },
         })
     }
 }
@@ -262,6 +271,11 @@ pub trait Manager1 {
     fn freeze(&self, name: &str) -> zbus::Result<u64>;
     /// Returns the microseconds the thaw took.
     fn thaw(&self, name: &str) -> zbus::Result<u64>;
+    fn adb(&self, name: &str) -> zbus::Result<String>;
+    fn port_add(&self, name: &str, spec: &str) -> zbus::Result<()>;
+    fn port_remove(&self, name: &str, host_port: u16) -> zbus::Result<()>;
+    /// (host port, VP port, kind: "adb" or "", listening now)
+    fn ports(&self, name: &str) -> zbus::Result<Vec<(u16, u16, String, bool)>>;
 
     #[zbus(signal)]
     fn vp_state_changed(&self, name: String, state: String) -> zbus::Result<()>;

@@ -211,6 +211,36 @@ impl ManagerIface {
         self.mgr.thaw(name).map(|d| d.as_micros() as u64)
     }
 
+    /// The serial to give `adb connect` for a VP (127.0.0.1:PORT, a stable
+    /// host port forwarded to the VP's adbd on 5555).
+    async fn adb(&self, name: &str) -> Result<String, CellsError> {
+        self.check()?;
+        self.mgr.adb_serial(name)
+    }
+
+    /// Forward host 127.0.0.1:HOST to the VP's port ("HOST:VP"); kept in
+    /// the VP's definition, live while it runs.
+    async fn port_add(&self, name: &str, spec: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.port_add(name, spec).await.map(|_| ())
+    }
+
+    async fn port_remove(&self, name: &str, host_port: u16) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.port_remove(name, host_port)
+    }
+
+    /// A VP's forwards: (host port, VP port, "adb" or "", listening now).
+    async fn ports(&self, name: &str) -> Result<Vec<(u16, u16, String, bool)>, CellsError> {
+        self.check()?;
+        Ok(self
+            .mgr
+            .ports(name)?
+            .into_iter()
+            .map(|p| (p.host, p.vp, p.kind.to_string(), p.active))
+            .collect())
+    }
+
     /// Make a running VP the foreground: it gets the panel and the input.
     async fn switch(&self, name: &str) -> Result<(), CellsError> {
         self.check()?;

@@ -90,6 +90,11 @@ pub struct Cells {
     pub templates_dir: Option<PathBuf>,
     /// Extra cellsd arguments.
     pub extra_args: Vec<String>,
+    /// This daemon's own bridge, subnet and adb ports (tests run in
+    /// parallel, each with a cellsd of its own).
+    pub bridge: String,
+    pub subnet: String,
+    pub adb_port_base: u16,
     daemon: Option<Child>,
 }
 
@@ -122,6 +127,9 @@ impl Cells {
             cgroup_parent: format!("cells-test-{pid}-{n}"),
             templates_dir,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            bridge: format!("c{}x{}", pid % 100_000, n % 100),
+            subnet: format!("10.{}.{}.0/24", 200 + n % 50, pid % 256),
+            adb_port_base: 20_000 + ((pid % 1000) as u16) * 40 + (n % 40) as u16,
             daemon: None,
             root,
         };
@@ -152,6 +160,21 @@ impl Cells {
             .stderr(log);
         if let Some(t) = &self.templates_dir {
             cmd.arg("--templates-dir").arg(t);
+        }
+        let given = |flag: &str| self.extra_args.iter().any(|a| a == flag);
+        if !given("--bridge") {
+            cmd.arg("--bridge").arg(&self.bridge);
+        }
+        if !given("--subnet") {
+            cmd.arg("--subnet").arg(&self.subnet);
+        }
+        if !given("--adb-port-base") {
+            cmd.arg("--adb-port-base")
+                .arg(self.adb_port_base.to_string());
+        }
+        // NAT turns the host's IPv4 forwarding on: only where a test asks.
+        if !given("--nat") {
+            cmd.arg("--nat").arg("off");
         }
         cmd.args(&self.extra_args);
         self.daemon = Some(cmd.spawn().expect("spawn cellsd"));
@@ -301,6 +324,7 @@ impl Cells {
             }
         }
         std::thread::sleep(Duration::from_millis(100));
+        self.remove_network();
         if let Ok(h) = cellsd::cgroup::Hierarchy::detect() {
             for d in h.dirs(Path::new(&self.cgroup_parent)) {
                 for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -312,6 +336,38 @@ impl Cells {
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Cells {
+    /// Links of this daemon's network that exist now: its bridge and VP ports.
+    pub fn network_links(&self) -> Vec<String> {
+        use cellsd::devices::network::{netlink::Rtnl, slot_of_host_if};
+        let Ok(rtnl) = Rtnl::open() else {
+            return Vec::new();
+        };
+        rtnl.links()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.name == self.bridge || slot_of_host_if(&self.bridge, &l.name).is_some())
+            .map(|l| l.name)
+            .collect()
+    }
+
+    /// What a crashed daemon of this test left: its bridge, VP ports and
+    /// nftables tables (a clean cellsd exit removes them itself).
+    fn remove_network(&self) {
+        use cellsd::devices::network::{netlink::Rtnl, nft, slot_of_host_if};
+        if let Ok(rtnl) = Rtnl::open() {
+            for l in rtnl.links().unwrap_or_default() {
+                if l.name == self.bridge || slot_of_host_if(&self.bridge, &l.name).is_some() {
+                    let _ = rtnl.del_link(l.index);
+                }
+            }
+        }
+        if nft::available() {
+            let _ = nft::apply(&nft::delete_script(&self.bridge));
+        }
     }
 }
 

@@ -139,8 +139,23 @@ fn dev_holds_only_the_listed_nodes_and_mknod_fails() {
     let mut names = lines(&listing);
     names.sort();
     let mut expected: Vec<String> = [
-        "console", "fb0", "fd", "full", "graphics", "input", "null", "ptmx", "pts", "random",
-        "stderr", "stdin", "stdout", "tty", "urandom", "zero",
+        "__properties__",
+        "console",
+        "fb0",
+        "fd",
+        "full",
+        "graphics",
+        "input",
+        "null",
+        "ptmx",
+        "pts",
+        "random",
+        "stderr",
+        "stdin",
+        "stdout",
+        "tty",
+        "urandom",
+        "zero",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -355,6 +370,7 @@ fn console_reaches_the_vps_shell() {
         .args(["console", "w"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
@@ -365,7 +381,11 @@ fn console_reaches_the_vps_shell() {
         .write_all(b"echo console-of-$(hostname)\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "cellctl console: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("console-of-w"), "{text}");
     // The console log keeps what init printed.

@@ -1595,6 +1595,20 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
         },
         frozen: vp.frozen,
         background: cfg.cells.background.to_string(),
+        network: cfg.cells.network.policy.as_str().to_string(),
+        ip: cfg
+            .cells
+            .network
+            .ip
+            .filter(|_| cfg.cells.network.policy.bridged())
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
+        adb: cfg
+            .cells
+            .network
+            .adb_port
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap_or_default(),
         pid: run.map(|r| r.state.init_pid as u32).unwrap_or(0),
         template: cfg.cells.template.clone(),
         template_build: run
@@ -1678,9 +1692,16 @@ pub fn create_options(
                         .map_err(|e: config::ConfigError| CellsError::InvalidArgument(e.to_string()))?,
                 );
             }
+            "network" => {
+                let t = text().ok_or_else(|| bad(k, "a string: isolated, shared-bridge or none"))?;
+                o.network = Some(
+                    crate::devices::network::NetworkPolicy::parse(&t)
+                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                );
+            }
             other => {
                 return Err(CellsError::InvalidArgument(format!(
-                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background"
+                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background, network"
                 )))
             }
         }

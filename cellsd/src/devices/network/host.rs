@@ -126,10 +126,9 @@ impl HostNet {
             ));
         }
         if net.policy == NetworkPolicy::SharedBridge && !self.nft {
-            return Err(format!(
-                "network policy shared-bridge needs nftables to keep isolated VPs away from shared ones, \
+            return Err("network policy shared-bridge needs nftables to keep isolated VPs away from shared ones, \
                  and nft is not available: install Debian's nftables and restart cellsd, or use --network isolated"
-            ));
+                .to_string());
         }
         let ip = net
             .ip
