@@ -492,7 +492,7 @@ impl Manager {
                         pid = state.init_pid,
                         "adopted running VP"
                     );
-                    return Some(self.watch(name.clone(), state, pidfd));
+                    return Some(self.watch(name.clone(), state, pidfd, &config.cells.network));
                 }
             }
         }
@@ -507,21 +507,20 @@ impl Manager {
     }
 
     /// Watch a running VP's init; when it ends, clean up and mark it stopped.
-    fn watch(self: &Arc<Self>, name: String, state: RunState, pidfd: OwnedFd) -> Running {
+    fn watch(
+        self: &Arc<Self>,
+        name: String,
+        state: RunState,
+        pidfd: OwnedFd,
+        net: &crate::devices::network::VpNetwork,
+    ) -> Running {
         let pidfd = Arc::new(pidfd);
         let (tx, rx) = watch::channel(false);
         let mgr = Arc::clone(self);
         let fd = Arc::clone(&pidfd);
         let st = state.clone();
         self.attach_devices(&name, &state);
-        let net = self
-            .lock()
-            .vps
-            .get(&name)
-            .map(|v| v.config.cells.network.clone());
-        if let Some(net) = net {
-            self.start_forwards(&name, pidfd.clone(), &net);
-        }
+        self.start_forwards(&name, pidfd.clone(), net);
         tokio::spawn(async move {
             wait_pidfd(&fd).await;
             mgr.finish(&name, &st).await;
@@ -860,7 +859,7 @@ impl Manager {
                 // tokio reaps the monitor when it exits (the Child is dropped
                 // without kill_on_drop); the VP's end is seen on the pidfd.
                 drop(monitor);
-                Ok(self.watch(name.to_string(), state, pidfd))
+                Ok(self.watch(name.to_string(), state, pidfd, &config.cells.network))
             }
             Err(e) => {
                 let _ = monitor.child.kill().await;

@@ -27,9 +27,9 @@ pub fn ruleset(bridge: &str, subnet: &Subnet, nat: bool) -> String {
         r#"table inet {t} {{
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    # VP to VP through the gateway (a route a VP could add itself).
-    iifname "{bridge}" oifname "{bridge}" drop
-    # VPs reach out; from outside only answers come in.
+    # VPs reach out; from outside only answers come in. (With br_netfilter
+    # loaded, frames bridged between shared VPs pass here too, iif = oif =
+    # the bridge: the first rule lets them through.)
     iifname "{bridge}" accept
     oifname "{bridge}" ct state established,related accept
     oifname "{bridge}" drop
@@ -54,8 +54,16 @@ pub fn ruleset(bridge: &str, subnet: &Subnet, nat: bool) -> String {
     iifname "{bridge}i*" drop
     oifname "{bridge}i*" drop
   }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    # A VP's packet for another VP's address sent to the host is an attempt
+    # to be routed around the bridge (a route the VP added itself).
+    iifname "{bridge}i*" ip daddr {subnet} ip daddr != {gw} drop
+    iifname "{bridge}s*" ip daddr {subnet} ip daddr != {gw} drop
+  }}
 }}
-"#
+"#,
+        gw = subnet.gateway()
     ));
     s
 }
@@ -118,6 +126,7 @@ mod tests {
         assert!(r.contains("table inet cells_cells0"));
         assert!(r.contains("ip saddr 10.47.0.0/16 oifname != \"cells0\" masquerade"));
         assert!(r.contains("iifname \"cells0i*\" drop"));
+        assert!(r.contains("ip daddr 10.47.0.0/16 ip daddr != 10.47.0.1 drop"));
         assert!(r.starts_with("add table inet cells_cells0\ndelete table inet cells_cells0\n"));
         assert!(!ruleset("cells0", &s, false).contains("masquerade"));
         assert_eq!(table_name("a-b"), "cells_a_b");

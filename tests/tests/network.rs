@@ -1,0 +1,560 @@
+//! Per-VP networking and adb, driven with Debian's stock `adb` client.
+//!
+//! Each test has its own cellsd (own bridge, subnet and adb ports, see the
+//! harness) and its own adb server on a port of its own, which it ends with
+//! `adb kill-server`.
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use cells_tests::{Cells, Out};
+
+/// The stock adb client with a private server port.
+struct Adb {
+    port: u16,
+}
+
+impl Adb {
+    fn new() -> Adb {
+        // A port the kernel says is free now.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        Adb { port }
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        Command::new("adb")
+            .env("ANDROID_ADB_SERVER_PORT", self.port.to_string())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run adb (Debian package adb; scripts/install-deps installs it)")
+            .into()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "adb {args:?}: {o:?}");
+        o.stdout
+    }
+
+    fn connect(&self, serial: &str) {
+        // adbd comes up with the VP's services: retry briefly.
+        let ok = Cells::wait_until(Duration::from_secs(10), || {
+            let o = self.run(&["connect", serial]);
+            o.stdout.contains("connected to")
+                && self.run(&["-s", serial, "shell", "true"]).code == 0
+        });
+        assert!(
+            ok,
+            "adb connect {serial} failed: {:?}",
+            self.run(&["connect", serial])
+        );
+    }
+}
+
+impl Drop for Adb {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn serial(c: &Cells, vp: &str) -> String {
+    let out = c.ok(&["adb", vp]);
+    out.lines().last().expect("a serial").trim().to_string()
+}
+
+#[test]
+fn stock_adb_reaches_each_vp_shell_push_pull_and_exit_status() {
+    let c = Cells::new();
+    c.ok(&[
+        "create",
+        "work",
+        "--template",
+        "minimal",
+        "--hostname",
+        "work-phone",
+    ]);
+    c.ok(&[
+        "create",
+        "home",
+        "--template",
+        "minimal",
+        "--hostname",
+        "home-phone",
+    ]);
+    c.ok(&["start", "work"]);
+    c.ok(&["start", "home"]);
+    let (sw, sh) = (serial(&c, "work"), serial(&c, "home"));
+    assert_ne!(sw, sh);
+    assert!(sw.starts_with("127.0.0.1:"), "{sw}");
+    // status --json has the address and the serial.
+    let st = c.status("work");
+    let ip = st["ip"].as_str().expect("ip in status").to_string();
+    assert!(
+        ip.starts_with(&c.subnet[..c.subnet.len() - 4]),
+        "{ip} in {}",
+        c.subnet
+    );
+    assert_eq!(st["adb"], sw.as_str());
+    assert_eq!(st["network"], "isolated");
+
+    let adb = Adb::new();
+    adb.connect(&sw);
+    adb.connect(&sh);
+    let devices = adb.ok(&["devices", "-l"]);
+    assert!(devices.contains("model:work"), "{devices}");
+    assert!(devices.contains("model:home"), "{devices}");
+
+    assert_eq!(
+        adb.ok(&["-s", &sw, "shell", "hostname"]).trim(),
+        "work-phone"
+    );
+    assert_eq!(
+        adb.ok(&["-s", &sh, "shell", "hostname"]).trim(),
+        "home-phone"
+    );
+    assert_eq!(
+        adb.ok(&["-s", &sw, "shell", "getprop", "ro.product.model"])
+            .trim(),
+        "work"
+    );
+    assert_eq!(
+        adb.ok(&["-s", &sh, "shell", "getprop", "ro.cells.vp"])
+            .trim(),
+        "home"
+    );
+    assert_eq!(
+        adb.ok(&["-s", &sw, "shell", "getprop", "ro.cells.ip"])
+            .trim(),
+        ip
+    );
+    // The exit status travels (shell protocol v2), and stderr apart from stdout.
+    assert_eq!(adb.run(&["-s", &sw, "shell", "exit 3"]).code, 3);
+    let o = adb.run(&["-s", &sw, "shell", "echo out; echo err >&2"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("out\n", "err\n"));
+
+    // push into work's /data: there, and only there.
+    let local = c.root.join("payload.bin");
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(&local, &payload).unwrap();
+    adb.ok(&[
+        "-s",
+        &sw,
+        "push",
+        local.to_str().unwrap(),
+        "/data/local/tmp/payload.bin",
+    ]);
+    assert_eq!(
+        c.sh_ok("work", "wc -c < /data/local/tmp/payload.bin")
+            .trim(),
+        payload.len().to_string()
+    );
+    assert_ne!(c.sh("home", "test -e /data/local/tmp/payload.bin").code, 0);
+    let back = c.root.join("pulled.bin");
+    adb.ok(&[
+        "-s",
+        &sw,
+        "pull",
+        "/data/local/tmp/payload.bin",
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == payload,
+        "pulled file differs"
+    );
+    // A pull of what does not exist fails with a reason.
+    let o = adb.run(&["-s", &sw, "pull", "/data/nope", back.to_str().unwrap()]);
+    assert_ne!(o.code, 0);
+    assert!(
+        format!("{}{}", o.stdout, o.stderr).contains("/data/nope"),
+        "{o:?}"
+    );
+}
+
+fn ping(c: &Cells, vp: &str, ip: &str) -> bool {
+    c.sh(vp, &format!("ping -c 1 -W 1 {ip} >/dev/null 2>&1"))
+        .code
+        == 0
+}
+
+#[test]
+fn isolated_vps_reach_the_host_but_not_each_other() {
+    let c = Cells::new();
+    for vp in ["a", "b"] {
+        c.create_start(vp);
+    }
+    c.ok(&[
+        "create",
+        "s1",
+        "--template",
+        "minimal",
+        "--network",
+        "shared-bridge",
+    ]);
+    c.ok(&[
+        "create",
+        "s2",
+        "--template",
+        "minimal",
+        "--network",
+        "shared-bridge",
+    ]);
+    c.ok(&["create", "n", "--template", "minimal", "--network", "none"]);
+    for vp in ["s1", "s2", "n"] {
+        c.ok(&["start", vp]);
+    }
+    let ip = |vp: &str| c.status(vp)["ip"].as_str().unwrap_or("").to_string();
+    let gw = format!("{}1", &c.subnet[..c.subnet.len() - 4]);
+    // Everyone bridged reaches the host (the gateway).
+    for vp in ["a", "b", "s1", "s2"] {
+        assert!(ping(&c, vp, &gw), "{vp} cannot reach the gateway {gw}");
+    }
+    // Isolated: no VP, neither isolated nor shared.
+    assert!(!ping(&c, "a", &ip("b")), "isolated a reached isolated b");
+    assert!(!ping(&c, "b", &ip("a")), "isolated b reached isolated a");
+    assert!(!ping(&c, "a", &ip("s1")), "isolated a reached shared s1");
+    assert!(!ping(&c, "s1", &ip("a")), "shared s1 reached isolated a");
+    // Shared-bridge VPs reach each other.
+    assert!(
+        ping(&c, "s1", &ip("s2")),
+        "shared s1 cannot reach shared s2"
+    );
+    // A VP cannot go around the bridge through the gateway either.
+    c.sh_ok(
+        "a",
+        &format!("ip route add {}/32 via {gw} dev eth0", ip("b")),
+    );
+    assert!(
+        !ping(&c, "a", &ip("b")),
+        "a reached b routed through the gateway"
+    );
+    // none: loopback only, no address.
+    assert_eq!(c.status("n")["ip"], serde_json::Value::Null);
+    assert_eq!(
+        c.sh_ok("n", "ls /sys/class/net")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["lo"]
+    );
+    assert!(!ping(&c, "n", &gw));
+    // A TCP service in b is reachable from the host at b's address.
+    c.sh_ok(
+        "b",
+        "nc -ll -p 7000 -e echo from-b </dev/null >/dev/null 2>&1 &",
+    );
+    let got = Cells::wait_until(Duration::from_secs(5), || {
+        std::net::TcpStream::connect((ip("b").as_str(), 7000))
+            .ok()
+            .and_then(|mut s| {
+                let mut t = String::new();
+                s.read_to_string(&mut t).ok().map(|_| t)
+            })
+            .is_some_and(|t| t.contains("from-b"))
+    });
+    assert!(got, "host could not reach b's service");
+    // ... and not from a.
+    assert_ne!(
+        c.sh("a", &format!("echo x | nc -w 2 {} 7000", ip("b")))
+            .stdout,
+        "from-b\n"
+    );
+}
+
+#[test]
+fn port_forwards_reach_vp_loopback_and_follow_the_vp() {
+    let c = Cells::new();
+    c.ok(&["create", "w", "--template", "minimal", "--network", "none"]);
+    let host_port = c.adb_port_base + 30;
+    let spec = format!("{host_port}:8000");
+    // Bad input is refused with what to do.
+    let err = c.fails(&["port", "add", "w", "8000"]);
+    assert!(err.contains("HOST:VP"), "{err}");
+    c.fails(&["port", "add", "nope", &spec]);
+    c.ok(&["port", "add", "w", &spec]);
+    let err = c.fails(&["port", "add", "w", &spec]);
+    assert!(err.contains("already forwarded"), "{err}");
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["port", "list", "w", "--json"])).unwrap();
+    let arr = list.as_array().unwrap();
+    assert_eq!(arr.len(), 2, "{list}");
+    assert_eq!(arr[0]["adb"], true);
+    assert_eq!(arr[0]["vp"], 5555);
+    assert_eq!(arr[1]["host"], host_port);
+    assert_eq!(arr[1]["active"], false);
+    // Live once the VP runs; the service listens on the VP's loopback only.
+    c.ok(&["start", "w"]);
+    c.sh_ok(
+        "w",
+        "nc -ll -p 8000 -e echo hello-from-w </dev/null >/dev/null 2>&1 &",
+    );
+    let read = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", host_port)).ok()?;
+        let _ = s.write_all(b"x");
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut t = String::new();
+        s.read_to_string(&mut t).ok()?;
+        Some(t)
+    };
+    assert!(
+        Cells::wait_until(Duration::from_secs(5), || read()
+            .is_some_and(|t| t.contains("hello-from-w"))),
+        "forward did not reach the VP: {:?}",
+        read()
+    );
+    // Kept across a restart of the VP, closed while it is stopped.
+    c.ok(&["stop", "w"]);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", host_port)).is_err());
+    c.ok(&["start", "w"]);
+    let active = Cells::wait_until(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", host_port)).is_ok()
+    });
+    assert!(active, "forward not back after a restart");
+    c.ok(&["port", "remove", "w", &host_port.to_string()]);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", host_port)).is_err());
+    let err = c.fails(&["port", "remove", "w", &host_port.to_string()]);
+    assert!(err.contains("no forward"), "{err}");
+    // The adb forward cannot be removed.
+    let adb_port = c.status("w")["adb"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let err = c.fails(&["port", "remove", "w", &adb_port]);
+    assert!(err.contains("adb port"), "{err}");
+}
+
+/// Inode of a process's network namespace.
+fn netns_of(pid: u64) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Is any process in network namespace `ns`?
+fn netns_in_use(ns: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            std::fs::read_link(e.path().join("ns/net")).is_ok_and(|p| p.to_string_lossy() == ns)
+        })
+}
+
+#[test]
+fn a_hundred_start_stop_cycles_leave_nothing_behind() {
+    let c = Cells::new();
+    c.create_start("w");
+    let ip = c.status("w")["ip"].as_str().unwrap().to_string();
+    let adb_port: u16 = c.status("w")["adb"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.ok(&["stop", "w"]);
+    let baseline = c.network_links();
+    assert_eq!(
+        baseline,
+        vec![c.bridge.clone()],
+        "only the bridge while no VP runs"
+    );
+    let mut namespaces = Vec::new();
+    for i in 0..100 {
+        c.ok(&["start", "w"]);
+        let st = c.status("w");
+        assert_eq!(
+            st["ip"],
+            ip.as_str(),
+            "cycle {i}: the address is the VP's for good"
+        );
+        if i % 10 == 0 {
+            namespaces.push(netns_of(st["pid"].as_u64().unwrap()));
+            assert_eq!(
+                c.network_links().len(),
+                2,
+                "cycle {i}: bridge + the VP's port"
+            );
+        }
+        c.ok(&["stop", "w", "--timeout", "2"]);
+        assert_eq!(c.network_links(), baseline, "cycle {i}: a port was left");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", adb_port)).is_err(),
+            "cycle {i}: the adb forward still listens"
+        );
+    }
+    for ns in namespaces {
+        assert!(!ns.is_empty());
+        assert!(!netns_in_use(&ns), "network namespace {ns} still in use");
+    }
+    // The daemon holds no socket into a stopped VP (that would keep its
+    // namespace, and its veth, alive): the listeners are closed.
+    let out = Command::new("ss").args(["-Htln"]).output().unwrap();
+    let listening = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !listening.contains(&format!("127.0.0.1:{adb_port} ")),
+        "{listening}"
+    );
+}
+
+#[test]
+fn a_restarted_cellsd_removes_leftover_ports_and_keeps_running_vps_attached() {
+    let mut c = Cells::new();
+    c.create_start("w");
+    let serial_before = serial(&c, "w");
+    c.end_daemon(libc::SIGKILL);
+    // A port of a VP slot that does not run (a crash mid-start).
+    let leftover = format!("{}i77", c.bridge);
+    let st = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            &leftover,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{leftover}p"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    c.start_daemon();
+    assert!(
+        !c.network_links().contains(&leftover),
+        "leftover {leftover} not removed: {:?}",
+        c.network_links()
+    );
+    // The running VP kept its port, address and adb forward.
+    assert!(c.network_links().len() == 2, "{:?}", c.network_links());
+    assert_eq!(serial(&c, "w"), serial_before);
+    let adb = Adb::new();
+    adb.connect(&serial_before);
+    assert_eq!(
+        adb.ok(&["-s", &serial_before, "shell", "getprop", "ro.cells.vp"])
+            .trim(),
+        "w"
+    );
+    let gw = format!("{}1", &c.subnet[..c.subnet.len() - 4]);
+    assert!(ping(&c, "w", &gw));
+}
+
+/// A namespace standing for the outside world, made by this test: a veth
+/// from the host to it, a listener there that answers with the address it
+/// sees the connection come from.
+struct Outside {
+    ns: String,
+    host_if: String,
+    listener: Option<std::process::Child>,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        // The listener this test started (kill() signals it by its pid).
+        if let Some(mut l) = self.listener.take() {
+            let _ = l.kill();
+            let _ = l.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn ip_cmd(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+#[test]
+fn nat_takes_vp_traffic_to_the_outside() {
+    let forward_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let c = Cells::with_args(None, &["--nat", "on"]);
+    c.ok(&["template", "build", "minimal"]);
+    c.create_start("w");
+    let pid = std::process::id();
+    let k = 100 + pid % 100;
+    let mut out = Outside {
+        ns: format!("cells-out-{pid}"),
+        host_if: format!("cout{}", pid % 100_000),
+        listener: None,
+    };
+    ip_cmd(&["netns", "add", &out.ns]);
+    ip_cmd(&[
+        "link",
+        "add",
+        &out.host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "o0",
+        "netns",
+        &out.ns,
+    ]);
+    ip_cmd(&[
+        "addr",
+        "add",
+        &format!("10.199.{k}.1/24"),
+        "dev",
+        &out.host_if,
+    ]);
+    ip_cmd(&["link", "set", &out.host_if, "up"]);
+    ip_cmd(&[
+        "-n",
+        &out.ns,
+        "addr",
+        "add",
+        &format!("10.199.{k}.2/24"),
+        "dev",
+        "o0",
+    ]);
+    ip_cmd(&["-n", &out.ns, "link", "set", "o0", "up"]);
+    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',9000))\ns.listen()\nwhile True:\n  c,a=s.accept()\n  c.sendall(('peer='+a[0]+'\\n').encode())\n  c.close()\n";
+    let child = Command::new("ip")
+        .args(["netns", "exec", &out.ns, "python3", "-c", script])
+        .spawn()
+        .expect("python3 listener");
+    out.listener = Some(child);
+    // The outside has no route back to the VPs' subnet: only NAT gets there.
+    let reply = (0..50)
+        .find_map(|_| {
+            let o = c.sh("w", &format!("echo | nc -w 2 10.199.{k}.2 9000"));
+            if o.stdout.contains("peer=") {
+                Some(o.stdout)
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        })
+        .expect("the VP did not reach the outside through NAT");
+    assert_eq!(
+        reply.trim(),
+        format!("peer=10.199.{k}.1"),
+        "not masqueraded"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    drop(out);
+    drop(c);
+    // Put the host's forwarding back as it was.
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", forward_before.trim());
+}
