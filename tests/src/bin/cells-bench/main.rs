@@ -19,6 +19,7 @@ use cells_tests::stats::{summarize, Summary};
 use cells_tests::Cells;
 
 mod display;
+mod network;
 mod power;
 
 fn main() {
@@ -32,6 +33,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
             display::bench(n)
         }
+        Some("network") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+            network::bench(n)
+        }
         Some("power") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             power::bench(n)
@@ -41,7 +46,7 @@ fn main() {
             Path::new(args.get(3).map(String::as_str).unwrap_or("")),
         ),
         _ => {
-            eprintln!("usage: cells-bench start [N] | display [N] | power [N]");
+            eprintln!("usage: cells-bench start [N] | display [N] | power [N] | network [N]");
             2
         }
     };
