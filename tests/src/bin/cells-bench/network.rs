@@ -117,10 +117,15 @@ pub fn bench(n: usize) -> i32 {
     let fwd_port = c.adb_port_base + 35;
     c.ok(&["port", "add", "net", &format!("{fwd_port}:9001")]);
     let mbps = |ms: f64| size as f64 / (1 << 20) as f64 / (ms / 1000.0);
-    let (mut push, mut tcp, mut relay) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut push, mut tcp, mut relay, mut copy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let pid = c.status("net")["pid"].as_u64().unwrap_or(0);
+    let copy_dest = format!("/proc/{pid}/root/data/copy.bin");
     let reps = 5;
     for rep in 0..reps + 1 {
-        c.sh_ok("net", "rm -f /data/push.bin /data/tcp.bin /data/relay.bin");
+        c.sh_ok(
+            "net",
+            "rm -f /data/push.bin /data/tcp.bin /data/relay.bin /data/copy.bin",
+        );
         let p = timed(adb.cmd().args([
             "-s",
             &serial,
@@ -129,22 +134,42 @@ pub fn bench(n: usize) -> i32 {
             "/data/push.bin",
         ]));
         let t = tcp_copy(&c, &file, (ip.as_str(), 9000), "9000", "/data/tcp.bin");
-        let r = tcp_copy(&c, &file, ("127.0.0.1", fwd_port), "9001", "/data/relay.bin");
+        let r = tcp_copy(
+            &c,
+            &file,
+            ("127.0.0.1", fwd_port),
+            "9001",
+            "/data/relay.bin",
+        );
+        let t0 = Instant::now();
+        std::fs::copy(&file, &copy_dest).expect("plain copy into the VP");
+        let k = ms(t0);
         if rep > 0 {
+            copy.push(mbps(k));
             push.push(mbps(p));
             tcp.push(mbps(t));
             relay.push(mbps(r));
         }
     }
-    c.sh_ok("net", "rm -f /data/push.bin /data/tcp.bin /data/relay.bin");
-    let (p, t, r) = (summarize(&push), summarize(&tcp), summarize(&relay));
-    println!("100 MiB into the VP's /data, MB/s (MiB/s), {reps} runs each");
+    c.sh_ok(
+        "net",
+        "rm -f /data/push.bin /data/tcp.bin /data/relay.bin /data/copy.bin",
+    );
+    let (p, t, r, k) = (
+        summarize(&push),
+        summarize(&tcp),
+        summarize(&relay),
+        summarize(&copy),
+    );
+    println!("100 MiB into the VP's /data, MiB/s, {reps} runs each");
     println!("  adb push                                    {p}");
     println!("  plain TCP to the VP's address (nc > file)   {t}");
     println!("  plain TCP through a cellsd port forward     {r}");
+    println!("  plain file copy (host, via /proc/PID/root)  {k}");
     println!(
-        "ratio of medians: adb push / plain TCP = {:.2}x, forward / direct = {:.2}x",
+        "ratio of medians: adb push / plain TCP = {:.2}x, adb push / plain copy = {:.2}x, forward / direct TCP = {:.2}x",
         p.p50 / t.p50,
+        p.p50 / k.p50,
         r.p50 / t.p50
     );
 
@@ -186,6 +211,8 @@ pub fn bench(n: usize) -> i32 {
         "tcp_copy_mbps": summary_json(&t),
         "tcp_forward_mbps": summary_json(&r),
         "ratio_push_vs_tcp": p.p50 / t.p50,
+        "plain_copy_mbps": summary_json(&k),
+        "ratio_push_vs_copy": p.p50 / k.p50,
         "start_isolated_ms": summary_json(&a),
         "start_none_ms": summary_json(&b),
         "network_share_of_start": (a.p50 - b.p50) / a.p50,
@@ -216,7 +243,7 @@ fn tcp_copy(c: &Cells, file: &std::path::Path, to: (&str, u16), vp_port: &str, d
     // Wait until nc listens (in the VP's /proc/net/tcp, state 0A).
     let port_hex = format!(":{:04X} ", vp_port.parse::<u16>().unwrap_or(0));
     let listening = Cells::wait_until(Duration::from_secs(5), || {
-        c.sh("net", "cat /proc/net/tcp")
+        c.sh("net", "cat /proc/net/tcp /proc/net/tcp6")
             .stdout
             .lines()
             .any(|l| l.contains(&port_hex) && l.split_whitespace().nth(3) == Some("0A"))
