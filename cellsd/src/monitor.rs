@@ -413,6 +413,9 @@ fn release_spare(spare: &VpCgroup) {
 
 /// What the monitor holds of a started VP.
 struct StartedVp {
+    /// The console socket, bound before `Started` so that a console request
+    /// right after the start finds it.
+    console: Option<UnixListener>,
     init: libc::pid_t,
     /// The VP's /sys/power and its link to cellsd.
     power: VpPower,
@@ -647,6 +650,15 @@ fn start(
     std::fs::write(&tmp, serde_json::to_vec_pretty(&state).unwrap_or_default())
         .and_then(|_| std::fs::rename(&tmp, &req.run_state))
         .map_err(|e| fail(format!("write {}: {e}", req.run_state.display())))?;
+    let _ = std::fs::remove_file(&req.console_socket);
+    let console = UnixListener::bind(&req.console_socket).ok();
+    if let Some(l) = &console {
+        let _ = l.set_nonblocking(true);
+        let _ = std::fs::set_permissions(
+            &req.console_socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        );
+    }
     emit(&MonitorEvent::Started);
     // cellsd answers Init with "ack" once it holds a pidfd of the init.
     let mut ack = String::new();
@@ -668,6 +680,7 @@ fn start(
         }
     }
     Ok(StartedVp {
+        console,
         init: pid,
         power,
         fb_node: state.devices.fb_node,
@@ -1019,15 +1032,7 @@ fn set_nonblocking(fd: RawFd) {
 /// as a shell would print it.
 fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
     let mut log_file = ConsoleLog::open(&req.console_log);
-    let _ = std::fs::remove_file(&req.console_socket);
-    let listener = UnixListener::bind(&req.console_socket).ok();
-    if let Some(l) = &listener {
-        let _ = l.set_nonblocking(true);
-        let _ = std::fs::set_permissions(
-            &req.console_socket,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        );
-    }
+    let listener = vp.console.take();
     set_nonblocking(vp.master.as_raw_fd());
     let mut clients: Vec<UnixStream> = Vec::new();
     let mut buf = vec![0u8; 16384];
