@@ -335,8 +335,10 @@ fn netns_of(pid: u64) -> String {
         .unwrap_or_default()
 }
 
-/// Is any process in network namespace `ns`?
-fn netns_in_use(ns: &str) -> bool {
+/// Is any process of this test's VPs (its cgroup parent) still in network
+/// namespace `ns`? (Namespace inode numbers are reused, and VPs of tests
+/// running in parallel live in namespaces of their own: only ours count.)
+fn netns_in_use(ns: &str, cgroup_parent: &str) -> bool {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -349,6 +351,8 @@ fn netns_in_use(ns: &str) -> bool {
         })
         .any(|e| {
             std::fs::read_link(e.path().join("ns/net")).is_ok_and(|p| p.to_string_lossy() == ns)
+                && std::fs::read_to_string(e.path().join("cgroup"))
+                    .is_ok_and(|c| c.contains(cgroup_parent))
         })
 }
 
@@ -398,7 +402,10 @@ fn a_hundred_start_stop_cycles_leave_nothing_behind() {
     }
     for ns in namespaces {
         assert!(!ns.is_empty());
-        assert!(!netns_in_use(&ns), "network namespace {ns} still in use");
+        assert!(
+            !netns_in_use(&ns, &c.cgroup_parent),
+            "network namespace {ns} still in use by a process of this test's VPs"
+        );
     }
     // The daemon holds no socket into a stopped VP (that would keep its
     // namespace, and its veth, alive): the listeners are closed.
