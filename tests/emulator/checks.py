@@ -69,6 +69,7 @@ def run_all(vm, res, bench=False):
     res.check("each VP's /sys/power (FUSE) on the device's kernel: own locks, aggregated", lambda: check_power(vm))
     res.check("the cgroup v2 freezer freezes a background VP; a switch thaws it", lambda: check_freezer_v2(vm))
     res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
+    res.check("VP networks on the device's kernel: eth0 on the bridge, port isolation without nft", lambda: check_network(vm))
     userspace_switch = switch_times(vm) if bench else None
     stop_cellsd(vm)
 
@@ -256,6 +257,36 @@ def check_power(vm):
     assert power(vm)["screen"] == "on"
     assert in_vp(vm, bg, "echo music > /sys/power/wake_unlock")[0] == 0
     wait(lambda: not power(vm)["suspend_blocked"], 10, "suspend allowed again")
+
+
+def check_network(vm):
+    # The initramfs has no nft: cellsd relies on the bridge port's kernel
+    # `isolated` flag alone here (and says so in its log).
+    log = vm.run("cat /tmp/cellsd.log")[1]
+    assert "nft is not installed" in log, log
+    ips = {}
+    for vp in COLORS:
+        st = json.loads(vm.ok(f"cellctl status {vp} --json"))
+        assert st["network"] == "isolated" and st["ip"], st
+        ips[vp] = st["ip"]
+        rc, out = in_vp(vm, vp, "ip -4 addr show eth0")
+        assert rc == 0 and st["ip"] in out, out
+    links = vm.ok("ls /sys/class/net")
+    assert "cells0" in links, links
+    ports = vm.ok("ls /sys/class/net/cells0/brif")
+    assert len(ports.split()) == len(COLORS), ports
+    for p in ports.split():
+        assert vm.ok(f"cat /sys/class/net/cells0/brif/{p}/isolated").strip() == "1", p
+    a, b = list(COLORS)[:2]
+    rc, out = in_vp(vm, a, "ping -c 1 -W 2 10.47.0.1")
+    assert rc == 0, f"{a} cannot reach the host: {out}"
+    rc, out = in_vp(vm, a, f"ping -c 1 -W 2 {ips[b]}")
+    assert rc != 0, f"isolated {a} reached {b}: {out}"
+    # adbd runs in every VP and answers on the VP's own loopback.
+    def adbd_listens():
+        rc, out = in_vp(vm, b, "getprop ro.product.model; cat /proc/net/tcp /proc/net/tcp6 | grep -c :15B3")
+        return rc == 0 and out.split()[0] == b and int(out.split()[-1]) >= 1
+    wait(adbd_listens, 20, f"adbd listening in {b}")
 
 
 def check_freezer_v2(vm):

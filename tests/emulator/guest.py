@@ -22,6 +22,7 @@ PANEL_W, PANEL_H = 720, 1280
 MODULES = [
     "virtio_pci", "virtio_blk", "virtio_input", "evdev", "uinput", "bochs",
     "overlay", "crc32c_generic", "ext4", "9p", "9pnet_virtio", "fuse",
+    "veth", "bridge",
 ]
 
 
