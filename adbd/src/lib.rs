@@ -5,7 +5,8 @@
 //! - [`transport`]: one host connection, its streams and their flow control;
 //! - [`shell`]: `shell:` (v1), `shell,v2,...:` (shell protocol v2 with the
 //!   exit status) and `exec:`;
-//! - [`sync`]: `sync:` (push, pull, stat, list).
+//! - [`sync`]: `sync:` (push, pull, stat, list);
+//! - [`tcp`]: `tcp:PORT[:HOST]`, the device side of `adb forward tcp:X tcp:Y`.
 //!
 //! No authentication (as a `ro.adb.secure=0` build): the daemon listens in
 //! the VP's own network namespace and cellsd forwards host loopback to it.
@@ -13,6 +14,7 @@
 pub mod protocol;
 pub mod shell;
 pub mod sync;
+pub mod tcp;
 pub mod transport;
 
 use std::sync::Arc;
@@ -31,6 +33,9 @@ pub fn services(shell_path: String) -> Services {
                     drop(io);
                     stream.close();
                 }));
+            }
+            if let Some(target) = tcp::parse_service(name) {
+                return Some(Box::new(move |stream: Stream| tcp::run(&target, stream)));
             }
             let req = shell::parse_service(name)?;
             let sh = shell_path.clone();

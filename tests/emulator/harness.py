@@ -28,7 +28,7 @@ import guest as g  # noqa: E402
 from guest import Guest, pixel  # noqa: E402
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
-BINARIES = ["cellsd", "cellctl", "cells-init", "cells-persona", "cells-binder-check"]
+BINARIES = ["cellsd", "cellctl", "cells-init", "cells-persona", "cells-binder-check", "cells-adbd", "cells-prop"]
 
 
 def log(msg):

@@ -165,6 +165,27 @@ fn stock_adb_reaches_each_vp_shell_push_pull_and_exit_status() {
         std::fs::read(&back).unwrap() == payload,
         "pulled file differs"
     );
+    // adb forward: host port -> a service on the VP's loopback (tcp: service).
+    c.sh_ok(
+        "work",
+        "nc -ll -p 8000 -e echo via-adb-forward </dev/null >/dev/null 2>&1 &",
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fwd = l.local_addr().unwrap().port();
+    drop(l);
+    adb.ok(&["-s", &sw, "forward", &format!("tcp:{fwd}"), "tcp:8000"]);
+    let got = Cells::wait_until(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", fwd))
+            .ok()
+            .and_then(|mut s| {
+                let mut t = String::new();
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                s.read_to_string(&mut t).ok().map(|_| t)
+            })
+            .is_some_and(|t| t.contains("via-adb-forward"))
+    });
+    assert!(got, "adb forward did not reach the VP's service");
+    adb.ok(&["-s", &sw, "forward", "--remove", &format!("tcp:{fwd}")]);
     // A pull of what does not exist fails with a reason.
     let o = adb.run(&["-s", &sw, "pull", "/data/nope", back.to_str().unwrap()]);
     assert_ne!(o.code, 0);
