@@ -198,7 +198,15 @@ async fn relay(
     Ok(())
 }
 
-/// Is `port` free on host loopback right now?
+/// Is `port` free on host loopback right now? Only "in use" (or not ours
+/// to take) says no: any other failure (loopback down, say) is not about the
+/// port, and shows when the forward listens at the VP's start.
 pub fn port_free(port: u16) -> bool {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    match std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.raw_os_error(),
+            Some(libc::EADDRINUSE) | Some(libc::EACCES)
+        ),
+    }
 }
