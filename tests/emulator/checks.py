@@ -342,8 +342,13 @@ def check_logind(vm):
         restart_cellsd(vm, "--power-backend logind")
         wait(lambda: '"cells"' in inhibitors(vm), 10, "the inhibitor after a cellsd restart")
         assert inhibitors(vm).count('"cells"') == 1, inhibitors(vm)
-        in_vp(vm, fg, "echo call > /sys/power/wake_unlock")
-        wait(lambda: '"cells"' not in inhibitors(vm), 10, "the inhibitor to go")
+        rc, out = in_vp(vm, fg, "echo call > /sys/power/wake_unlock")
+        assert rc == 0, f"wake_unlock in {fg}: {out}"
+        try:
+            wait(lambda: '"cells"' not in inhibitors(vm), 20, "the inhibitor to go")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\npower: {power(vm)}\ninhibitors: {inhibitors(vm)}\n"
+                                 f"cellsd log:\n{vm.run('tail -20 /tmp/cellsd.log')[1]}")
     finally:
         vm.run("kill $(cat /tmp/elogind.pid) $(cat /tmp/dbus.pid)")
         restart_cellsd(vm, "--power-backend none")
