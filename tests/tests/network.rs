@@ -165,6 +165,28 @@ fn stock_adb_reaches_each_vp_shell_push_pull_and_exit_status() {
         std::fs::read(&back).unwrap() == payload,
         "pulled file differs"
     );
+    // An interactive `adb shell` (util-linux `script` gives adb a terminal):
+    // a pty in the VP, and the shell's exit status.
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("adb -s {sw} shell"), "/dev/null"])
+        .env("ANDROID_ADB_SERVER_PORT", adb.port.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    stdin.write_all(b"tty; echo pty-$((6*7))\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    stdin.write_all(b"exit 4\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/") && text.contains("pty-42"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(4), "{text}");
+
     // adb forward: host port -> a service on the VP's loopback (tcp: service).
     c.sh_ok(
         "work",
@@ -585,4 +607,35 @@ fn nat_takes_vp_traffic_to_the_outside() {
     drop(c);
     // Put the host's forwarding back as it was.
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", forward_before.trim());
+}
+
+#[test]
+fn a_second_cellsd_on_the_same_bridge_is_refused_networking() {
+    let first = Cells::new();
+    first.create_start("w");
+    let second = Cells::with_args(None, &["--bridge", &first.bridge]);
+    second.ok(&["template", "build", "minimal"]);
+    second.ok(&["create", "x", "--template", "minimal"]);
+    let err = second.fails(&["start", "x"]);
+    assert!(
+        err.contains("belongs to another cellsd") && err.contains("--bridge"),
+        "{err}"
+    );
+    // It touched nothing of the first one's: its VP still has its port.
+    assert_eq!(
+        first.network_links().len(),
+        2,
+        "{:?}",
+        first.network_links()
+    );
+    // A VP without a network still runs there.
+    second.ok(&["create", "y", "--template", "minimal", "--network", "none"]);
+    second.ok(&["start", "y"]);
+    drop(second);
+    assert_eq!(
+        first.network_links().len(),
+        2,
+        "{:?}",
+        first.network_links()
+    );
 }

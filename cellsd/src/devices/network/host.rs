@@ -38,6 +38,9 @@ impl Default for NetConfig {
 
 pub struct HostNet {
     pub cfg: NetConfig,
+    /// Held for cellsd's life: one cellsd per bridge (another one's
+    /// clean-up would remove this one's VP ports, its ruleset replace ours).
+    _bridge_lock: Option<std::fs::File>,
     /// Why VPs cannot be attached to the bridge, if they cannot.
     bridge_error: Option<String>,
     /// The nftables ruleset is in place.
@@ -49,10 +52,17 @@ impl HostNet {
     /// Make the bridge and the ruleset (replacing a previous cellsd's).
     pub fn init(cfg: NetConfig) -> std::io::Result<HostNet> {
         let forwards = Forwarder::new(NetnsSockets::start()?);
-        let bridge_error = setup_bridge(&cfg).err().map(|e| {
+        let (bridge_lock, lock_error) = match lock_bridge(&cfg.bridge) {
+            Ok(l) => (l, None),
+            Err(e) => (None, Some(e)),
+        };
+        let bridge_error = match lock_error {
+            Some(e) => Some(e),
+            None => setup_bridge(&cfg).err().map(|e| e.to_string()),
+        };
+        if let Some(e) = &bridge_error {
             tracing::warn!("VP networking is off: {e}");
-            e.to_string()
-        });
+        }
         let mut nft_ok = false;
         if bridge_error.is_none() {
             if nft::available() {
@@ -72,6 +82,7 @@ impl HostNet {
         }
         Ok(HostNet {
             cfg,
+            _bridge_lock: bridge_lock,
             bridge_error,
             nft: nft_ok,
             forwards,
@@ -183,6 +194,46 @@ impl HostNet {
             }
         }
     }
+}
+
+/// Where cellsd locks its bridge (the lock dies with the process).
+pub const BRIDGE_LOCK_DIR: &str = "/run/cells-bridges";
+
+/// Take the bridge's lock; another cellsd holding it is an error naming its
+/// pid. A lock that cannot be made at all (no /run) is only warned about.
+fn lock_bridge(bridge: &str) -> std::result::Result<Option<std::fs::File>, String> {
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
+    if let Err(e) = std::fs::create_dir_all(BRIDGE_LOCK_DIR) {
+        tracing::warn!("cannot lock bridge {bridge} ({BRIDGE_LOCK_DIR}: {e})");
+        return Ok(None);
+    }
+    let path = std::path::Path::new(BRIDGE_LOCK_DIR).join(format!("{bridge}.lock"));
+    let mut f = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("cannot lock bridge {bridge} ({}: {e})", path.display());
+            return Ok(None);
+        }
+    };
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(format!(
+            "bridge {bridge} belongs to another cellsd (pid {}): give this one its own --bridge and --subnet",
+            pid.trim()
+        ));
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(Some(f))
 }
 
 fn setup_bridge(cfg: &NetConfig) -> Result<()> {
