@@ -59,6 +59,8 @@ pub fn vps(list: &[VpInfo]) -> String {
         "PID".into(),
         "TEMPLATE".into(),
         "UPTIME".into(),
+        "IP".into(),
+        "ADB".into(),
         "FG".into(),
     ]];
     for v in list {
@@ -76,6 +78,16 @@ pub fn vps(list: &[VpInfo]) -> String {
                 uptime(v.uptime_secs)
             } else {
                 "-".into()
+            },
+            if v.ip.is_empty() {
+                "-".into()
+            } else {
+                v.ip.clone()
+            },
+            if v.adb.is_empty() {
+                "-".into()
+            } else {
+                v.adb.clone()
             },
             if v.foreground {
                 "*".into()

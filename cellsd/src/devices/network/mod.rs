@@ -240,9 +240,9 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0xce, 0x11, o[1], o[2], o[3]]
 }
 
-/// resolv.conf for VPs: the host's nameservers, except loopback ones (a
-/// resolver on the host's 127.0.0.53 is not reachable from a VP), or the
-/// `dns` cellsd was given.
+/// resolv.conf for VPs: the host's IPv4 nameservers, except loopback ones
+/// (a resolver on the host's 127.0.0.53 is not reachable from a VP; VPs have
+/// IPv4 only), or the `dns` cellsd was given.
 pub fn resolv_conf(host_resolv: &str, dns: &[std::net::IpAddr]) -> String {
     let mut out =
         String::from("# Made by cellsd for this VP (cellsd --dns to choose the servers).\n");
@@ -257,7 +257,7 @@ pub fn resolv_conf(host_resolv: &str, dns: &[std::net::IpAddr]) -> String {
         let l = line.trim();
         if let Some(ns) = l.strip_prefix("nameserver") {
             match ns.trim().parse::<std::net::IpAddr>() {
-                Ok(ip) if !ip.is_loopback() => {
+                Ok(ip) if ip.is_ipv4() && !ip.is_loopback() => {
                     servers += 1;
                     out.push_str(&format!("nameserver {ip}\n"));
                 }
@@ -424,10 +424,10 @@ mod tests {
 
     #[test]
     fn resolv_conf_skips_loopback_servers() {
-        let host = "nameserver 127.0.0.53\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n";
+        let host = "nameserver 127.0.0.53\nnameserver 192.168.1.1\nnameserver fd00::1\nsearch lan\noptions edns0\n";
         let r = resolv_conf(host, &[]);
         assert!(r.contains("nameserver 192.168.1.1\n"));
-        assert!(!r.contains("127.0.0.53"));
+        assert!(!r.contains("127.0.0.53") && !r.contains("fd00::1"));
         assert!(r.contains("search lan\n"));
         let r = resolv_conf("nameserver 127.0.0.53\n", &[]);
         assert!(!r.lines().any(|l| l.starts_with("nameserver")), "{r}");
