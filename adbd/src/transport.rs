@@ -262,7 +262,10 @@ fn run<R: Read>(
     info: &DeviceInfo,
     services: Services,
 ) -> io::Result<()> {
-    let mut check = true;
+    // A host that reconnects sends its CNXN without a checksum (it still
+    // knows the version it had): none is checked before the version is
+    // agreed, only afterwards with a peer older than A_VERSION.
+    let mut check = false;
     let mut connected = false;
     loop {
         let m = match Message::read_from(reader, MAX_PAYLOAD, check) {

@@ -144,7 +144,7 @@ enum Command {
 #[derive(Subcommand)]
 enum PortCmd {
     /// Forward 127.0.0.1:HOST to the VP's port: `cellctl port add work 8080:80`.
-    /// Kept with the VP; live while it runs.
+    /// Kept with the VP; relays while it runs.
     Add {
         name: String,
         #[arg(value_name = "HOST:VP")]
@@ -471,7 +471,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let running = p.status(&name).await?.state != "stopped";
             if !running {
                 eprintln!(
-                    "note: VP '{name}' is not running; its adb port listens once it is started"
+                    "note: VP '{name}' is not running; its adb port answers once it is started"
                 );
             }
             if connect {

@@ -219,7 +219,8 @@ impl ManagerIface {
     }
 
     /// Forward host 127.0.0.1:HOST to the VP's port ("HOST:VP"); kept in
-    /// the VP's definition, live while it runs.
+    /// the VP's definition; the host port is the VP's until it is destroyed,
+    /// connections are relayed while it runs.
     async fn port_add(&self, name: &str, spec: &str) -> Result<(), CellsError> {
         self.check()?;
         self.mgr.port_add(name, spec).await.map(|_| ())

@@ -238,6 +238,17 @@ impl Manager {
             .map(|v| v.config.cells.slot)
             .collect();
         mgr.net.clean_leftovers(&running);
+        // Stopped VPs' forwards listen too (running ones' opened on adopt).
+        let stopped: Vec<_> = mgr
+            .lock()
+            .vps
+            .iter()
+            .filter(|(_, v)| v.run.is_none())
+            .map(|(n, v)| (n.clone(), v.config.cells.network.clone()))
+            .collect();
+        for (name, net) in stopped {
+            mgr.open_forwards(&name, None, &net);
+        }
         mgr.watch_locks();
         Ok(mgr)
     }
@@ -520,7 +531,7 @@ impl Manager {
         let fd = Arc::clone(&pidfd);
         let st = state.clone();
         self.attach_devices(&name, &state);
-        self.start_forwards(&name, pidfd.clone(), net);
+        self.open_forwards(&name, Some(pidfd.clone()), net);
         tokio::spawn(async move {
             wait_pidfd(&fd).await;
             mgr.finish(&name, &st).await;
@@ -682,6 +693,14 @@ impl Manager {
             },
         );
         drop(inner);
+        let net = self
+            .lock()
+            .vps
+            .get(name)
+            .map(|v| v.config.cells.network.clone());
+        if let Some(net) = net {
+            self.open_forwards(name, None, &net);
+        }
         self.emit_state(name, "created");
         Ok(())
     }
@@ -1027,6 +1046,7 @@ impl Manager {
         .map_err(|e| CellsError::Failed(e.to_string()))?
         .map_err(failed("removing the VP's files"))?;
         self.lock().vps.remove(name);
+        self.net.forwards.remove_vp(name);
         self.emit_state(name, "destroyed");
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::{Inner, Manager, Phase};
+use super::{Inner, Manager};
 use crate::api::CellsError;
 use crate::config::VpConfig;
 use crate::devices::network::{self, forward, NetRequest, PortForward, VpNetwork};
@@ -118,8 +118,10 @@ impl Manager {
         p
     }
 
-    /// Open a running VP's forwards (at start, and when cellsd adopts it).
-    pub(super) fn start_forwards(&self, name: &str, pidfd: Arc<OwnedFd>, net: &VpNetwork) {
+    /// A VP's forwards: listening from its creation (or cellsd's start) to
+    /// its destruction; relaying to it while it runs (`pidfd`: its init).
+    pub(super) fn open_forwards(&self, name: &str, pidfd: Option<Arc<OwnedFd>>, net: &VpNetwork) {
+        self.net.forwards.set_target(name, pidfd);
         let mut all: Vec<PortForward> = net
             .adb_port
             .map(|host| PortForward {
@@ -133,7 +135,7 @@ impl Manager {
         let name = name.to_string();
         tokio::spawn(async move {
             for f in all {
-                if let Err(e) = fw.add(&name, pidfd.clone(), f).await {
+                if let Err(e) = fw.listen(&name, f).await {
                     tracing::warn!(vp = %name, "port forward {f}: host port {} unavailable: {e}", f.host);
                 }
             }
@@ -172,7 +174,12 @@ impl Manager {
                 .map(|v| v.config.cells.network.clone())
                 .ok_or_else(|| CellsError::unknown_vp(name))?
         };
-        let active = self.net.forwards.active(name);
+        // Listening, and relaying to a running VP.
+        let active = if self.net.forwards.reaches(name) {
+            self.net.forwards.active(name)
+        } else {
+            Vec::new()
+        };
         let mut out: Vec<PortInfo> = net
             .adb_port
             .map(|host| PortInfo {
@@ -192,49 +199,41 @@ impl Manager {
         Ok(out)
     }
 
-    /// Add a forward to a VP (kept in vp.json; live at once if it runs).
+    /// Add a forward to a VP: listening at once, kept in vp.json.
     pub async fn port_add(&self, name: &str, spec: &str) -> Result<PortForward, CellsError> {
         let f = PortForward::parse(spec).map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
-        let (cfg, pidfd) = {
-            let mut inner = self.lock();
-            let taken = Self::taken_ports(&inner, "");
-            let vp = inner
-                .vps
-                .get_mut(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
-            if taken.contains(&f.host) {
+        {
+            let inner = self.lock();
+            if !inner.vps.contains_key(name) {
+                return Err(CellsError::unknown_vp(name));
+            }
+            if Self::taken_ports(&inner, "").contains(&f.host) {
                 return Err(CellsError::AlreadyExists(format!(
                     "host port {} is already forwarded (see `cellctl port list`); pick another host port",
                     f.host
                 )));
             }
-            let running = vp.phase == Phase::Running;
-            if !forward::port_free(f.host) {
-                return Err(CellsError::Busy(format!(
-                    "host port {} is in use on 127.0.0.1 by another program: pick another host port",
-                    f.host
-                )));
-            }
-            let mut cfg = vp.config.clone();
-            cfg.cells.network.ports.push(f);
-            write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
-                .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
-            vp.config = cfg.clone();
-            let pidfd = if running {
-                vp.run.as_ref().map(|r| r.pidfd.clone())
-            } else {
-                None
-            };
-            (cfg, pidfd)
-        };
-        let _ = cfg;
-        if let Some(pidfd) = pidfd {
-            self.net
-                .forwards
-                .add(name, pidfd, f)
-                .await
-                .map_err(|e| CellsError::Busy(format!("listen on 127.0.0.1:{}: {e}", f.host)))?;
         }
+        self.net.forwards.listen(name, f).await.map_err(|e| {
+            CellsError::Busy(format!(
+                "cannot listen on 127.0.0.1:{} ({e}): another program has it; pick another host port",
+                f.host
+            ))
+        })?;
+        let mut inner = self.lock();
+        let Some(vp) = inner.vps.get_mut(name) else {
+            drop(inner);
+            self.net.forwards.remove(name, f.host);
+            return Err(CellsError::unknown_vp(name));
+        };
+        let mut cfg = vp.config.clone();
+        cfg.cells.network.ports.push(f);
+        if let Err(e) = write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes()) {
+            drop(inner);
+            self.net.forwards.remove(name, f.host);
+            return Err(CellsError::Failed(format!("saving VP '{name}': {e}")));
+        }
+        vp.config = cfg;
         Ok(f)
     }
 

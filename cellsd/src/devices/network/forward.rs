@@ -7,6 +7,11 @@
 //! `adb forward` does on a phone. Sockets are made on one dedicated thread
 //! (setns changes only the calling thread's namespace; the async runtime's
 //! threads never leave the host's).
+//!
+//! A VP's listeners live as long as the VP (not only while it runs): its
+//! host ports stay reserved for it, and adb's automatic reconnect after a VP
+//! restart finds the port (while the VP is stopped a connection is accepted
+//! and closed, which adb retries; a refused connect makes it give up).
 
 use std::collections::HashMap;
 use std::io;
@@ -19,6 +24,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::PortForward;
+
+/// How long a forwarded connection waits for the VP's service to listen.
+pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 type SocketReply = oneshot::Sender<io::Result<std::net::TcpStream>>;
 
@@ -79,10 +87,17 @@ fn socket_in(pidfd: &OwnedFd, own: &OwnedFd) -> io::Result<std::net::TcpStream> 
     Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
 }
 
-/// One VP's active forwards (listeners and their connections).
+/// The VP a forward reaches: its init's pidfd while it runs, None while it
+/// is stopped (connections are then accepted and closed at once).
+type Target = Arc<Mutex<Option<Arc<OwnedFd>>>>;
+
+/// One VP's forwards: listeners (kept while the VP exists, so its ports stay
+/// its own and adb's reconnect finds the port across a VP restart), the VP
+/// they reach now, and the connections being relayed.
 #[derive(Default)]
 struct VpForwards {
     listeners: HashMap<u16, tokio::task::AbortHandle>,
+    target: Target,
     conns: Arc<Mutex<JoinSet<()>>>,
 }
 
@@ -104,9 +119,9 @@ impl Forwarder {
         self.vps.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Listen on 127.0.0.1:`f.host` and relay each connection to the VP's
-    /// 127.0.0.1:`f.vp`.
-    pub async fn add(&self, vp: &str, pidfd: Arc<OwnedFd>, f: PortForward) -> io::Result<()> {
+    /// Listen on 127.0.0.1:`f.host` for the VP: each connection is relayed
+    /// to the VP's 127.0.0.1:`f.vp` while the VP runs.
+    pub async fn listen(&self, vp: &str, f: PortForward) -> io::Result<()> {
         if self
             .lock()
             .get(vp)
@@ -118,7 +133,11 @@ impl Forwarder {
         let sockets = self.sockets.clone();
         let mut map = self.lock();
         let entry = map.entry(vp.to_string()).or_default();
+        if entry.listeners.contains_key(&f.host) {
+            return Ok(());
+        }
         let conns = entry.conns.clone();
+        let target = entry.target.clone();
         let vp_name = vp.to_string();
         let task = tokio::spawn(async move {
             loop {
@@ -130,8 +149,12 @@ impl Forwarder {
                         continue;
                     }
                 };
+                let pidfd = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let Some(pidfd) = pidfd else {
+                    // The VP is stopped: nothing answers (dropping closes).
+                    continue;
+                };
                 let sockets = sockets.clone();
-                let pidfd = pidfd.clone();
                 let vp_name = vp_name.clone();
                 let mut set = conns.lock().unwrap_or_else(|p| p.into_inner());
                 // Reap finished connections as new ones come.
@@ -147,6 +170,23 @@ impl Forwarder {
         Ok(())
     }
 
+    /// The VP started (Some: its init's pidfd) or stopped (None: its relayed
+    /// connections are closed — a socket into a dead VP would keep its
+    /// network namespace, and its veth, alive).
+    pub fn set_target(&self, vp: &str, pidfd: Option<Arc<OwnedFd>>) {
+        let mut map = self.lock();
+        let entry = map.entry(vp.to_string()).or_default();
+        let stopped = pidfd.is_none();
+        *entry.target.lock().unwrap_or_else(|p| p.into_inner()) = pidfd;
+        if stopped {
+            entry
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abort_all();
+        }
+    }
+
     pub fn remove(&self, vp: &str, host_port: u16) {
         if let Some(v) = self.lock().get_mut(vp) {
             if let Some(t) = v.listeners.remove(&host_port) {
@@ -155,7 +195,8 @@ impl Forwarder {
         }
     }
 
-    /// Close a VP's listeners and connections (it stopped).
+    /// Close all of a VP's listeners and connections (it is destroyed, or
+    /// cellsd exits).
     pub fn remove_vp(&self, vp: &str) {
         if let Some(v) = self.lock().remove(vp) {
             for (_, t) in v.listeners {
@@ -178,6 +219,13 @@ impl Forwarder {
         v.sort();
         v
     }
+
+    /// Does the VP's forward reach a running VP now?
+    pub fn reaches(&self, vp: &str) -> bool {
+        self.lock()
+            .get(vp)
+            .is_some_and(|v| v.target.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+    }
 }
 
 async fn relay(
@@ -187,11 +235,27 @@ async fn relay(
     port: u16,
 ) -> io::Result<()> {
     let _ = client.set_nodelay(true);
-    let sock = sockets.socket(pidfd).await?;
-    let sock = TcpSocket::from_std_stream(sock);
-    let mut server = sock
-        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-        .await?;
+    // A service that is not listening yet (adbd right after the VP starts,
+    // or restarting) is waited for a little: the client's connection is held
+    // rather than closed at once, as a phone's port would not have answered
+    // before its adbd did. adb's own reconnect after a VP restart relies on it.
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut server = loop {
+        let sock = TcpSocket::from_std_stream(sockets.socket(pidfd.clone()).await?);
+        match sock
+            .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await
+        {
+            Ok(s) => break s,
+            Err(e)
+                if e.kind() == io::ErrorKind::ConnectionRefused
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let _ = server.set_nodelay(true);
     tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, 256 * 1024, 256 * 1024)
         .await?;

@@ -160,10 +160,11 @@ impl HostNet {
         })
     }
 
-    /// A VP ended: close its forwards; remove its port now rather than when
-    /// the kernel gets round to destroying its namespace.
+    /// A VP ended: its forwards stop relaying (their listeners stay); its
+    /// port goes now rather than when the kernel gets round to destroying
+    /// its namespace.
     pub fn vp_stopped(&self, name: &str, slot: u32) {
-        self.forwards.remove_vp(name);
+        self.forwards.set_target(name, None);
         if self.bridge_error.is_some() {
             return;
         }
