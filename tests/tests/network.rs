@@ -350,7 +350,9 @@ fn port_forwards_reach_vp_loopback_and_follow_the_vp() {
     // While the VP is stopped the port stays the VP's: a connection is
     // closed at once, with nothing relayed.
     c.ok(&["stop", "w"]);
-    assert_eq!(read().as_deref(), Some(""), "a stopped VP answered");
+    // (Closed with our byte unread, the kernel may reset rather than close.)
+    let answer = read().unwrap_or_default();
+    assert!(answer.is_empty(), "a stopped VP answered: {answer:?}");
     assert!(!forward_active(&c, "w", host_port));
     c.ok(&["start", "w"]);
     assert!(forward_active(&c, "w", host_port));
