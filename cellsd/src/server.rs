@@ -228,7 +228,7 @@ impl ManagerIface {
 
     async fn port_remove(&self, name: &str, host_port: u16) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.port_remove(name, host_port)
+        self.mgr.port_remove(name, host_port).await
     }
 
     /// A VP's forwards: (host port, VP port, "adb" or "", listening now).

@@ -1046,7 +1046,7 @@ impl Manager {
         .map_err(|e| CellsError::Failed(e.to_string()))?
         .map_err(failed("removing the VP's files"))?;
         self.lock().vps.remove(name);
-        self.net.forwards.remove_vp(name);
+        self.net.forwards.remove_vp(name).await;
         self.emit_state(name, "destroyed");
         Ok(())
     }

@@ -220,24 +220,34 @@ impl Manager {
                 f.host
             ))
         })?;
-        let mut inner = self.lock();
-        let Some(vp) = inner.vps.get_mut(name) else {
-            drop(inner);
-            self.net.forwards.remove(name, f.host);
-            return Err(CellsError::unknown_vp(name));
-        };
-        let mut cfg = vp.config.clone();
-        cfg.cells.network.ports.push(f);
-        if let Err(e) = write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes()) {
-            drop(inner);
-            self.net.forwards.remove(name, f.host);
-            return Err(CellsError::Failed(format!("saving VP '{name}': {e}")));
+        if let Err(e) = self.port_add_config(name, f) {
+            self.net.forwards.remove(name, f.host).await;
+            return Err(e);
         }
-        vp.config = cfg;
         Ok(f)
     }
 
-    pub fn port_remove(&self, name: &str, host: u16) -> Result<(), CellsError> {
+    fn port_add_config(&self, name: &str, f: PortForward) -> Result<(), CellsError> {
+        let mut inner = self.lock();
+        let vp = inner
+            .vps
+            .get_mut(name)
+            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        let mut cfg = vp.config.clone();
+        cfg.cells.network.ports.push(f);
+        write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
+            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+        vp.config = cfg;
+        Ok(())
+    }
+
+    pub async fn port_remove(&self, name: &str, host: u16) -> Result<(), CellsError> {
+        self.port_remove_config(name, host)?;
+        self.net.forwards.remove(name, host).await;
+        Ok(())
+    }
+
+    fn port_remove_config(&self, name: &str, host: u16) -> Result<(), CellsError> {
         let mut inner = self.lock();
         let vp = inner
             .vps
@@ -259,8 +269,6 @@ impl Manager {
         write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
             .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
         vp.config = cfg;
-        drop(inner);
-        self.net.forwards.remove(name, host);
         Ok(())
     }
 }

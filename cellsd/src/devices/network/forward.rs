@@ -96,7 +96,7 @@ type Target = Arc<Mutex<Option<Arc<OwnedFd>>>>;
 /// they reach now, and the connections being relayed.
 #[derive(Default)]
 struct VpForwards {
-    listeners: HashMap<u16, tokio::task::AbortHandle>,
+    listeners: HashMap<u16, tokio::task::JoinHandle<()>>,
     target: Target,
     conns: Arc<Mutex<JoinSet<()>>>,
 }
@@ -166,7 +166,7 @@ impl Forwarder {
                 });
             }
         });
-        entry.listeners.insert(f.host, task.abort_handle());
+        entry.listeners.insert(f.host, task);
         Ok(())
     }
 
@@ -187,25 +187,31 @@ impl Forwarder {
         }
     }
 
-    pub fn remove(&self, vp: &str, host_port: u16) {
-        if let Some(v) = self.lock().get_mut(vp) {
-            if let Some(t) = v.listeners.remove(&host_port) {
-                t.abort();
-            }
+    /// Stop listening on `host_port`; returns once the port is free.
+    pub async fn remove(&self, vp: &str, host_port: u16) {
+        let task = self
+            .lock()
+            .get_mut(vp)
+            .and_then(|v| v.listeners.remove(&host_port));
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
         }
     }
 
-    /// Close all of a VP's listeners and connections (it is destroyed, or
-    /// cellsd exits).
-    pub fn remove_vp(&self, vp: &str) {
-        if let Some(v) = self.lock().remove(vp) {
-            for (_, t) in v.listeners {
-                t.abort();
-            }
+    /// Close all of a VP's listeners and connections (it is destroyed);
+    /// returns once its ports are free.
+    pub async fn remove_vp(&self, vp: &str) {
+        let v = self.lock().remove(vp);
+        if let Some(v) = v {
             v.conns
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .abort_all();
+            for (_, t) in v.listeners {
+                t.abort();
+                let _ = t.await;
+            }
         }
     }
 
