@@ -1,5 +1,6 @@
 //! The `sync:` service (AOSP `adb/SYNC.TXT`, file_sync_service): STAT, LIST,
-//! SEND (push), RECV (pull), QUIT. Requests are `[id: 4][len: u32 LE]` and a
+//! SEND (push), RECV (pull), QUIT, and the v2 stat and list (`stat_v2`,
+//! `ls_v2`: 64-bit sizes and times, errno on failure). Requests are `[id: 4][len: u32 LE]` and a
 //! path; integers are little-endian.
 //!
 //! A pushed file is written to a temporary name beside its destination and
@@ -80,6 +81,21 @@ pub fn serve(io: &mut (impl Read + Write)) -> io::Result<()> {
                 let path = read_path(io, len)?;
                 list(io, &path)?;
             }
+            b"STA2" | b"LST2" => {
+                let path = read_path(io, len)?;
+                let m = if &id == b"STA2" {
+                    fs::metadata(&path)
+                } else {
+                    fs::symlink_metadata(&path)
+                };
+                io.write_all(&id)?;
+                io.write_all(&stat_v2(m))?;
+                io.flush()?;
+            }
+            b"LIS2" => {
+                let path = read_path(io, len)?;
+                list_v2(io, &path)?;
+            }
             b"SEND" => {
                 let spec = read_path(io, len)?;
                 send(io, &spec)?;
@@ -97,6 +113,56 @@ pub fn serve(io: &mut (impl Read + Write)) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The body of a v2 stat (after the 4-byte id): error, dev, ino, mode,
+/// nlink, uid, gid, size, atime, mtime, ctime (file_sync_protocol.h's
+/// sync_stat_v2). On failure only the errno is set.
+fn stat_v2(m: io::Result<fs::Metadata>) -> Vec<u8> {
+    let mut b = Vec::with_capacity(68);
+    match m {
+        Ok(m) => {
+            b.extend_from_slice(&le(0));
+            b.extend_from_slice(&m.dev().to_le_bytes());
+            b.extend_from_slice(&m.ino().to_le_bytes());
+            b.extend_from_slice(&le(m.mode()));
+            b.extend_from_slice(&le(m.nlink() as u32));
+            b.extend_from_slice(&le(m.uid()));
+            b.extend_from_slice(&le(m.gid()));
+            b.extend_from_slice(&m.size().to_le_bytes());
+            b.extend_from_slice(&m.atime().to_le_bytes());
+            b.extend_from_slice(&m.mtime().to_le_bytes());
+            b.extend_from_slice(&m.ctime().to_le_bytes());
+        }
+        Err(e) => {
+            b.extend_from_slice(&le(e.raw_os_error().unwrap_or(libc::EIO) as u32));
+            b.resize(68, 0);
+        }
+    }
+    b
+}
+
+fn list_v2(io: &mut impl Write, path: &str) -> io::Result<()> {
+    if let Ok(rd) = fs::read_dir(path) {
+        let mut names: Vec<String> = vec![".".into(), "..".into()];
+        names.extend(
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
+        for name in names {
+            let m = Path::new(path).join(&name).symlink_metadata();
+            if m.is_err() {
+                continue;
+            }
+            io.write_all(b"DNT2")?;
+            io.write_all(&stat_v2(m))?;
+            io.write_all(&le(name.len() as u32))?;
+            io.write_all(name.as_bytes())?;
+        }
+    }
+    io.write_all(b"DONE")?;
+    io.write_all(&[0u8; 72])?;
+    io.flush()
 }
 
 fn list(io: &mut impl Write, path: &str) -> io::Result<()> {
@@ -367,6 +433,33 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stat_and_list_v2() {
+        let d = tmpdir("v2");
+        fs::write(d.join("f"), vec![7u8; 5000]).unwrap();
+        let mut s = req(b"STA2", d.join("f").to_str().unwrap().as_bytes());
+        s.extend(req(b"LST2", d.join("missing").to_str().unwrap().as_bytes()));
+        s.extend(req(b"LIS2", d.to_str().unwrap().as_bytes()));
+        let out = run(s);
+        let u32at = |o: usize| u32::from_le_bytes(out[o..o + 4].try_into().unwrap());
+        let u64at = |o: usize| u64::from_le_bytes(out[o..o + 8].try_into().unwrap());
+        // STA2: id, error 0, dev, ino, mode, nlink, uid, gid, size (offset 40), times.
+        assert_eq!(&out[..4], b"STA2");
+        assert_eq!(u32at(4), 0);
+        assert_eq!(u32at(24) & libc::S_IFMT, libc::S_IFREG);
+        assert_eq!(u64at(40), 5000);
+        // LST2 of a missing path: the errno, the rest zero.
+        assert_eq!(&out[72..76], b"LST2");
+        assert_eq!(u32at(76), libc::ENOENT as u32);
+        assert!(out[80..144].iter().all(|&b| b == 0));
+        // LIS2: DNT2 entries (stat body + name) then DONE with a zero dent.
+        let rest = &out[144..];
+        let text = String::from_utf8_lossy(rest);
+        assert!(rest.starts_with(b"DNT2") && text.contains('f'), "{text}");
+        assert!(rest.ends_with(&[&b"DONE"[..], &[0u8; 72][..]].concat()));
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -23,7 +23,7 @@ pub struct DeviceInfo {
 }
 
 /// The features this daemon implements (and so advertises).
-pub const FEATURES: [&str; 2] = ["shell_v2", "fixed_push_mkdir"];
+pub const FEATURES: [&str; 4] = ["shell_v2", "fixed_push_mkdir", "stat_v2", "ls_v2"];
 
 #[derive(Default)]
 struct StreamState {
