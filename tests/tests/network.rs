@@ -683,3 +683,41 @@ fn a_second_cellsd_on_the_same_bridge_is_refused_networking() {
         first.network_links()
     );
 }
+
+#[test]
+fn adb_thaws_a_frozen_background_vp_and_it_freezes_again_when_quiet() {
+    let c = Cells::new();
+    c.create_start("fg");
+    c.ok(&[
+        "create",
+        "bg",
+        "--template",
+        "minimal",
+        "--background",
+        "freeze-after=1s",
+    ]);
+    c.ok(&["start", "bg"]);
+    assert_eq!(c.ok(&["foreground"]).trim(), "fg");
+    let s = serial(&c, "bg");
+    let adb = Adb::new();
+    adb.connect(&s);
+    let frozen = || c.status("bg")["frozen"] == true;
+    // adb keeps its transport open; quiet, the VP freezes all the same.
+    assert!(
+        Cells::wait_until(Duration::from_secs(15), frozen),
+        "bg never froze"
+    );
+    // A command over that transport thaws it and gets its answer.
+    let o: Out = Command::new("timeout")
+        .args(["20", "adb", "-s", &s, "shell", "echo", "awake"])
+        .env("ANDROID_ADB_SERVER_PORT", adb.port.to_string())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.stdout.trim(), "awake", "{o:?}");
+    // ... and once adb is quiet again, it freezes again.
+    assert!(
+        Cells::wait_until(Duration::from_secs(15), frozen),
+        "bg did not freeze again"
+    );
+}

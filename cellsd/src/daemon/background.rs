@@ -155,6 +155,28 @@ impl Manager {
         }
     }
 
+    /// Traffic from a port forward (adb) is about to reach the VP: a frozen
+    /// VP thaws, and a background VP's freeze delay starts again, so that a
+    /// freeze-after VP freezes only once adb has been quiet that long.
+    pub(super) fn forward_activity(&self, name: &str) {
+        let mut inner = self.lock();
+        let fg = inner.foreground.as_deref() == Some(name);
+        let Some(vp) = inner.vps.get(name) else {
+            return;
+        };
+        if vp.phase != Phase::Running {
+            return;
+        }
+        if vp.frozen {
+            if let Err(e) = self.thaw_locked(&mut inner, name) {
+                tracing::warn!(vp = name, "thaw for a forward: {}", e.message());
+            }
+        }
+        if !fg {
+            self.arm_freeze(&mut inner, name);
+        }
+    }
+
     /// Before an exec: a frozen VP thaws (and stays thawed while the exec
     /// runs).
     pub(super) fn thaw_for_exec(&self, name: &str) -> Result<(), CellsError> {

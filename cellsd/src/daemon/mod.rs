@@ -228,6 +228,9 @@ impl Manager {
             power,
             net,
         });
+        mgr.net
+            .forwards
+            .set_hooks(Arc::new(net::ForwardActivity(Arc::downgrade(&mgr))));
         mgr.remove_stale_spares();
         mgr.load()?;
         let running: Vec<u32> = mgr

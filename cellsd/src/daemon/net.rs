@@ -273,6 +273,18 @@ impl Manager {
     }
 }
 
+/// Tells the manager of forward traffic (a weak link: the forwarder lives in
+/// the manager).
+pub(super) struct ForwardActivity(pub std::sync::Weak<Manager>);
+
+impl network::forward::ForwardHooks for ForwardActivity {
+    fn activity(&self, vp: &str) {
+        if let Some(m) = self.0.upgrade() {
+            m.forward_activity(vp);
+        }
+    }
+}
+
 /// ro.serialno of a VP: stable, and what `adb devices` would show on USB.
 pub fn serial_number(name: &str) -> String {
     format!("cells-{name}")

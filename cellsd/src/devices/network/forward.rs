@@ -25,6 +25,18 @@ use tokio::task::JoinSet;
 
 use super::PortForward;
 
+/// What cellsd does when a forward carries traffic to a VP (thaw it).
+pub trait ForwardHooks: Send + Sync {
+    /// Bytes from the host are about to reach `vp` (called at most every
+    /// ACTIVITY_EVERY per connection).
+    fn activity(&self, vp: &str);
+}
+
+type Hooks = Arc<std::sync::OnceLock<Arc<dyn ForwardHooks>>>;
+
+/// How often a busy connection reports activity.
+pub const ACTIVITY_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How long a forwarded connection waits for the VP's service to listen.
 pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -105,6 +117,7 @@ struct VpForwards {
 pub struct Forwarder {
     sockets: NetnsSockets,
     vps: Mutex<HashMap<String, VpForwards>>,
+    hooks: Hooks,
 }
 
 impl Forwarder {
@@ -112,7 +125,13 @@ impl Forwarder {
         Arc::new(Forwarder {
             sockets,
             vps: Mutex::new(HashMap::new()),
+            hooks: Arc::new(std::sync::OnceLock::new()),
         })
+    }
+
+    /// Who hears of traffic (cellsd's manager, made after the forwarder).
+    pub fn set_hooks(&self, hooks: Arc<dyn ForwardHooks>) {
+        let _ = self.hooks.set(hooks);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VpForwards>> {
@@ -138,6 +157,7 @@ impl Forwarder {
         }
         let conns = entry.conns.clone();
         let target = entry.target.clone();
+        let hooks = self.hooks.clone();
         let vp_name = vp.to_string();
         let task = tokio::spawn(async move {
             loop {
@@ -156,11 +176,17 @@ impl Forwarder {
                 };
                 let sockets = sockets.clone();
                 let vp_name = vp_name.clone();
+                let hooks = hooks.clone();
                 let mut set = conns.lock().unwrap_or_else(|p| p.into_inner());
                 // Reap finished connections as new ones come.
                 while set.try_join_next().is_some() {}
                 set.spawn(async move {
-                    if let Err(e) = relay(client, &sockets, pidfd, f.vp).await {
+                    let activity = || {
+                        if let Some(h) = hooks.get() {
+                            h.activity(&vp_name);
+                        }
+                    };
+                    if let Err(e) = relay(client, &sockets, pidfd, f.vp, activity).await {
                         tracing::debug!(vp = %vp_name, port = f.vp, "forward: {e}");
                     }
                 });
@@ -239,8 +265,11 @@ async fn relay(
     sockets: &NetnsSockets,
     pidfd: Arc<OwnedFd>,
     port: u16,
+    activity: impl Fn(),
 ) -> io::Result<()> {
     let _ = client.set_nodelay(true);
+    // A new connection is activity: a frozen VP must thaw to answer it.
+    activity();
     // A service that is not listening yet (adbd right after the VP starts,
     // or restarting) is waited for a little: the client's connection is held
     // rather than closed at once, as a phone's port would not have answered
@@ -263,8 +292,34 @@ async fn relay(
         }
     };
     let _ = server.set_nodelay(true);
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, 256 * 1024, 256 * 1024)
-        .await?;
+    let (mut client_r, mut client_w) = client.split();
+    let (mut server_r, mut server_w) = server.split();
+    // Host → VP: report activity before the bytes go in (at most every
+    // ACTIVITY_EVERY), so a VP frozen while the connection sat idle (adb
+    // keeps its transport open) thaws to answer.
+    let up = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut last = tokio::time::Instant::now();
+        loop {
+            let n = client_r.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            if last.elapsed() >= ACTIVITY_EVERY {
+                activity();
+                last = tokio::time::Instant::now();
+            }
+            server_w.write_all(&buf[..n]).await?;
+        }
+        server_w.shutdown().await
+    };
+    let down = async {
+        use tokio::io::AsyncWriteExt;
+        tokio::io::copy(&mut server_r, &mut client_w).await?;
+        client_w.shutdown().await
+    };
+    tokio::try_join!(up, down)?;
     Ok(())
 }
 
