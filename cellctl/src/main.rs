@@ -136,6 +136,12 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Change a stopped VP's network policy: isolated, shared-bridge or none.
+    Network {
+        name: String,
+        #[arg(value_name = "POLICY")]
+        policy: String,
+    },
     /// Forward host loopback ports to a VP's ports.
     #[command(subcommand)]
     Port(PortCmd),
@@ -488,6 +494,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             }
             println!("{serial}");
+            Ok(0)
+        }
+        Command::Network { name, policy } => {
+            p.set_network(&name, &policy).await?;
             Ok(0)
         }
         Command::Port(PortCmd::Add { name, spec }) => {

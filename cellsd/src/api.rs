@@ -272,6 +272,7 @@ pub trait Manager1 {
     /// Returns the microseconds the thaw took.
     fn thaw(&self, name: &str) -> zbus::Result<u64>;
     fn adb(&self, name: &str) -> zbus::Result<String>;
+    fn set_network(&self, name: &str, policy: &str) -> zbus::Result<()>;
     fn port_add(&self, name: &str, spec: &str) -> zbus::Result<()>;
     fn port_remove(&self, name: &str, host_port: u16) -> zbus::Result<()>;
     /// (host port, VP port, kind: "adb" or "", listening now)

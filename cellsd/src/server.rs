@@ -226,6 +226,12 @@ impl ManagerIface {
         self.mgr.port_add(name, spec).await.map(|_| ())
     }
 
+    /// Change a stopped VP's network policy: isolated, shared-bridge or none.
+    async fn set_network(&self, name: &str, policy: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.set_network(name, policy).await
+    }
+
     async fn port_remove(&self, name: &str, host_port: u16) -> Result<(), CellsError> {
         self.check()?;
         self.mgr.port_remove(name, host_port).await

@@ -721,3 +721,34 @@ fn adb_thaws_a_frozen_background_vp_and_it_freezes_again_when_quiet() {
         "bg did not freeze again"
     );
 }
+
+#[test]
+fn a_stopped_vps_network_policy_can_change() {
+    let c = Cells::new();
+    c.create_start("w");
+    let err = c.fails(&["network", "w", "none"]);
+    assert!(err.contains("cellctl stop w"), "{err}");
+    let err = c.fails(&["network", "w", "open"]);
+    assert!(err.contains("isolated, shared-bridge or none"), "{err}");
+    c.ok(&["stop", "w"]);
+    c.ok(&["network", "w", "none"]);
+    c.ok(&["start", "w"]);
+    assert_eq!(c.status("w")["network"], "none");
+    assert_eq!(
+        c.sh_ok("w", "ls /sys/class/net")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["lo"]
+    );
+    c.ok(&["stop", "w"]);
+    c.ok(&["network", "w", "shared-bridge"]);
+    c.ok(&["start", "w"]);
+    let st = c.status("w");
+    assert_eq!(st["network"], "shared-bridge");
+    let ip = st["ip"].as_str().unwrap().to_string();
+    assert!(c.sh_ok("w", "ip -4 addr show eth0").contains(&ip));
+    assert!(c
+        .network_links()
+        .iter()
+        .any(|l| l.starts_with(&format!("{}s", c.bridge))));
+}

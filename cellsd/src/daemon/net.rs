@@ -142,6 +142,36 @@ impl Manager {
         });
     }
 
+    /// Change a stopped VP's network policy (kept in vp.json; an address is
+    /// given if it now needs one).
+    pub async fn set_network(&self, name: &str, policy: &str) -> Result<(), CellsError> {
+        let policy = network::NetworkPolicy::parse(policy)
+            .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+        let op = self.op_lock(name)?;
+        let _guard = op.lock().await;
+        let inner = self.lock();
+        let vp = inner
+            .vps
+            .get(name)
+            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        if vp.phase != super::Phase::Stopped {
+            return Err(CellsError::Running(format!(
+                "VP '{name}' is {}: its network changes while it is stopped; run `cellctl stop {name}` first",
+                vp.phase.as_str()
+            )));
+        }
+        let mut cfg = vp.config.clone();
+        cfg.cells.network.policy = policy;
+        self.allocate_network(&inner, &mut cfg)?;
+        drop(inner);
+        write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
+            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+        if let Some(v) = self.lock().vps.get_mut(name) {
+            v.config = cfg;
+        }
+        Ok(())
+    }
+
     /// cellsd exits: with no VP running, remove the bridge and the ruleset.
     pub fn shutdown_network(&self) {
         let any_running = self.lock().vps.values().any(|v| v.run.is_some());
