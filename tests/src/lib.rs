@@ -368,6 +368,11 @@ impl Cells {
         if nft::available() {
             let _ = nft::apply(&nft::delete_script(&self.bridge));
         }
+        // The lock file a SIGKILLed cellsd could not remove.
+        let _ = std::fs::remove_file(
+            Path::new(cellsd::devices::network::host::BRIDGE_LOCK_DIR)
+                .join(format!("{}.lock", self.bridge)),
+        );
     }
 }
 

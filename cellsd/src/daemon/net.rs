@@ -178,6 +178,7 @@ impl Manager {
         if !any_running {
             self.net.teardown();
         }
+        self.net.release();
     }
 
     /// The serial `adb connect` takes for a VP.

@@ -179,6 +179,16 @@ impl HostNet {
         }
     }
 
+    /// cellsd exits: give the bridge's lock file back (removed while the
+    /// lock is still held; see lock_bridge).
+    pub fn release(&self) {
+        if self._bridge_lock.is_some() {
+            let _ = std::fs::remove_file(
+                std::path::Path::new(BRIDGE_LOCK_DIR).join(format!("{}.lock", self.cfg.bridge)),
+            );
+        }
+    }
+
     /// cellsd exits and no VP runs: remove the bridge and the ruleset.
     pub fn teardown(&self) {
         if self.bridge_error.is_some() {
@@ -210,27 +220,40 @@ fn lock_bridge(bridge: &str) -> std::result::Result<Option<std::fs::File>, Strin
         return Ok(None);
     }
     let path = std::path::Path::new(BRIDGE_LOCK_DIR).join(format!("{bridge}.lock"));
-    let mut f = match std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!("cannot lock bridge {bridge} ({}: {e})", path.display());
-            return Ok(None);
+    // Lock, then check the file is still the one at the path: a cellsd that
+    // exits removes its lock file, and one that had it open meanwhile must
+    // not keep a lock on a file nobody else can find.
+    let mut f = loop {
+        let f = match std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("cannot lock bridge {bridge} ({}: {e})", path.display());
+                return Ok(None);
+            }
+        };
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(format!(
+                "bridge {bridge} belongs to another cellsd (pid {}): give this one its own --bridge and --subnet",
+                pid.trim()
+            ));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let same = match (f.metadata(), std::fs::metadata(&path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if same {
+            break f;
         }
     };
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let pid = std::fs::read_to_string(&path).unwrap_or_default();
-        return Err(format!(
-            "bridge {bridge} belongs to another cellsd (pid {}): give this one its own --bridge and --subnet",
-            pid.trim()
-        ));
-    }
     let _ = f.set_len(0);
     let _ = f.rewind();
     let _ = writeln!(f, "{}", std::process::id());
