@@ -47,26 +47,14 @@ impl FbdevPanel {
             stride: fix.line_length,
         };
         let map_len = (fix.smem_len as usize).max(geometry.size());
-        // SAFETY: mapping the device's video memory, shared, for its whole length.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // The device's video memory, for its whole length.
+        let map = crate::vfb::map_shared(&fd, map_len)?;
         Ok(Self {
             path: path.to_path_buf(),
             fd,
             geometry,
             name: fix_id(&fix),
-            map: map.cast(),
+            map,
             map_len,
         })
     }

@@ -8,6 +8,26 @@ use std::path::Path;
 
 use crate::geometry::Geometry;
 
+/// Map `len` bytes of `fd` read-write and shared (a framebuffer file or
+/// device). The caller unmaps it and keeps accesses within `len`.
+pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh mapping chosen by the kernel; nothing is accessed here.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(map.cast())
+}
+
 pub struct VirtualFb {
     geometry: Geometry,
     map: *mut u8,
@@ -45,23 +65,11 @@ impl VirtualFb {
                 ),
             ));
         }
-        // SAFETY: mapping an fd we own, shared, for the size checked above.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                geometry.size(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // The file holds the size checked above.
+        let map = map_shared(&fd, geometry.size())?;
         Ok(Self {
             geometry,
-            map: map.cast(),
+            map,
             _fd: fd,
         })
     }

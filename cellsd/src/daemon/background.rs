@@ -10,12 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Inner, Manager, Phase, DEFAULT_STOP_TIMEOUT};
+use super::{running_vp, Inner, Manager, Phase, DEFAULT_STOP_TIMEOUT};
 use crate::api::CellsError;
 use crate::cgroup::{FreezeState, Freezer};
 use crate::config::{BackgroundPolicy, VpConfig};
 use crate::devices::power::hub::PowerReport;
-use crate::name;
 
 /// How long a freeze may take before it is given up (a task in an
 /// uninterruptible wait cannot freeze).
@@ -286,16 +285,9 @@ impl Manager {
     /// `cellctl freeze`: freeze a background VP now (wakelocks or not: the
     /// user asked). Returns how long it took.
     pub async fn freeze(&self, name: &str) -> Result<Duration, CellsError> {
-        name::validate("VP", name)?;
         {
             let inner = self.lock();
-            let vp = inner
-                .vps
-                .get(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
-            if vp.phase != Phase::Running {
-                return Err(CellsError::not_running(name));
-            }
+            running_vp(&inner, name)?;
             if inner.foreground.as_deref() == Some(name) {
                 return Err(CellsError::InvalidArgument(format!(
                     "VP '{name}' is the foreground and owns the screen: switch to another VP first (`cellctl switch OTHER`)"
@@ -313,15 +305,8 @@ impl Manager {
 
     /// `cellctl thaw`: thaw a frozen VP; its background policy starts over.
     pub fn thaw(&self, name: &str) -> Result<Duration, CellsError> {
-        name::validate("VP", name)?;
         let mut inner = self.lock();
-        let vp = inner
-            .vps
-            .get(name)
-            .ok_or_else(|| CellsError::unknown_vp(name))?;
-        if vp.phase != Phase::Running {
-            return Err(CellsError::not_running(name));
-        }
+        running_vp(&inner, name)?;
         let took = self.thaw_locked(&mut inner, name)?;
         if inner.foreground.as_deref() != Some(name) {
             self.arm_freeze(&mut inner, name);
@@ -342,17 +327,7 @@ impl Manager {
 
     /// One running VP's wakelocks.
     pub fn wakelocks(&self, name: &str) -> Result<Vec<String>, CellsError> {
-        name::validate("VP", name)?;
-        {
-            let inner = self.lock();
-            let vp = inner
-                .vps
-                .get(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
-            if vp.phase != Phase::Running {
-                return Err(CellsError::not_running(name));
-            }
-        }
+        running_vp(&self.lock(), name)?;
         Ok(self.power.locks(name).unwrap_or_default())
     }
 }

@@ -684,6 +684,7 @@ impl Manager {
             let _ = std::fs::remove_dir_all(layout.vp_dir(name));
             return Err(CellsError::Failed(format!("creating VP '{name}': {e}")));
         }
+        let net = config.cells.network.clone();
         inner.vps.insert(
             name.to_string(),
             Vp {
@@ -696,14 +697,7 @@ impl Manager {
             },
         );
         drop(inner);
-        let net = self
-            .lock()
-            .vps
-            .get(name)
-            .map(|v| v.config.cells.network.clone());
-        if let Some(net) = net {
-            self.open_forwards(name, None, &net);
-        }
+        self.open_forwards(name, None, &net);
         self.emit_state(name, "created");
         Ok(())
     }
@@ -1186,17 +1180,7 @@ impl Manager {
 
     /// A connection to the VP's console (a stream socket to its monitor).
     pub fn console(&self, name: &str) -> Result<OwnedFd, CellsError> {
-        name::validate("VP", name)?;
-        {
-            let inner = self.lock();
-            let vp = inner
-                .vps
-                .get(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
-            if vp.phase != Phase::Running {
-                return Err(CellsError::not_running(name));
-            }
-        }
+        running_vp(&self.lock(), name)?;
         let s = std::os::unix::net::UnixStream::connect(self.cfg.layout.vp_console_socket(name))
             .map_err(failed("connect to the VP's console"))?;
         Ok(OwnedFd::from(s))
@@ -1601,6 +1585,19 @@ fn next_running(inner: &Inner, after: &str) -> Option<String> {
         .find(|n| n.as_str() > after)
         .or_else(|| running.first())
         .map(|n| n.to_string())
+}
+
+/// The VP `name` if it exists and runs; else the API's error saying which.
+fn running_vp<'a>(inner: &'a Inner, name: &str) -> Result<&'a Vp, CellsError> {
+    name::validate("VP", name)?;
+    let vp = inner
+        .vps
+        .get(name)
+        .ok_or_else(|| CellsError::unknown_vp(name))?;
+    if vp.phase != Phase::Running {
+        return Err(CellsError::not_running(name));
+    }
+    Ok(vp)
 }
 
 fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {

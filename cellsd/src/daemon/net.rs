@@ -84,13 +84,21 @@ impl Manager {
             .map(|v| v.config.clone())
             .ok_or_else(|| CellsError::unknown_vp(name))?;
         if self.allocate_network(&inner, &mut cfg)? {
-            write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
-                .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
-            if let Some(v) = inner.vps.get_mut(name) {
-                v.config = cfg.clone();
-            }
+            self.save_config(&mut inner, cfg.clone())?;
         }
         Ok(cfg)
+    }
+
+    /// Write a VP's changed definition to its vp.json (atomically), then
+    /// make it the one in memory.
+    fn save_config(&self, inner: &mut Inner, cfg: VpConfig) -> Result<(), CellsError> {
+        let name = cfg.name.clone();
+        write_atomic(&self.cfg.layout.vp_config(&name), cfg.to_json().as_bytes())
+            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+        if let Some(v) = inner.vps.get_mut(&name) {
+            v.config = cfg;
+        }
+        Ok(())
     }
 
     pub(super) fn net_request(&self, cfg: &VpConfig) -> Result<NetRequest, CellsError> {
@@ -149,7 +157,7 @@ impl Manager {
             .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
-        let inner = self.lock();
+        let mut inner = self.lock();
         let vp = inner
             .vps
             .get(name)
@@ -163,13 +171,7 @@ impl Manager {
         let mut cfg = vp.config.clone();
         cfg.cells.network.policy = policy;
         self.allocate_network(&inner, &mut cfg)?;
-        drop(inner);
-        write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
-            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
-        if let Some(v) = self.lock().vps.get_mut(name) {
-            v.config = cfg;
-        }
-        Ok(())
+        self.save_config(&mut inner, cfg)
     }
 
     /// cellsd exits: with no VP running, remove the bridge and the ruleset.
@@ -260,16 +262,13 @@ impl Manager {
 
     fn port_add_config(&self, name: &str, f: PortForward) -> Result<(), CellsError> {
         let mut inner = self.lock();
-        let vp = inner
+        let mut cfg = inner
             .vps
-            .get_mut(name)
+            .get(name)
+            .map(|v| v.config.clone())
             .ok_or_else(|| CellsError::unknown_vp(name))?;
-        let mut cfg = vp.config.clone();
         cfg.cells.network.ports.push(f);
-        write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
-            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
-        vp.config = cfg;
-        Ok(())
+        self.save_config(&mut inner, cfg)
     }
 
     pub async fn port_remove(&self, name: &str, host: u16) -> Result<(), CellsError> {
@@ -282,7 +281,7 @@ impl Manager {
         let mut inner = self.lock();
         let vp = inner
             .vps
-            .get_mut(name)
+            .get(name)
             .ok_or_else(|| CellsError::unknown_vp(name))?;
         if vp.config.cells.network.adb_port == Some(host) {
             return Err(CellsError::InvalidArgument(format!(
@@ -297,10 +296,7 @@ impl Manager {
                 "VP '{name}' has no forward from host port {host}: see `cellctl port list {name}`"
             )));
         }
-        write_atomic(&self.cfg.layout.vp_config(name), cfg.to_json().as_bytes())
-            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
-        vp.config = cfg;
-        Ok(())
+        self.save_config(&mut inner, cfg)
     }
 }
 

@@ -142,25 +142,8 @@ pub(crate) fn summary_json(s: &Summary) -> serde_json::Value {
 }
 
 fn api_starts(c: &Cells, n: usize) -> Vec<f64> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(&c.socket)
-            .await
-            .expect("connect");
-        let conn = zbus::connection::Builder::unix_stream(stream)
-            .p2p()
-            .build()
-            .await
-            .expect("D-Bus connection");
-        let p = cellsd::api::Manager1Proxy::builder(&conn)
-            .destination("org.cells")
-            .expect("destination")
-            .build()
-            .await
-            .expect("proxy");
+    display::rt().block_on(async {
+        let (_conn, p) = display::proxy(c).await;
         let mut v = Vec::new();
         for _ in 0..n {
             settle();
