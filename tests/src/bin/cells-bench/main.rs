@@ -29,6 +29,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
             bench_start(n)
         }
+        Some("exec") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+            bench_exec(n)
+        }
         Some("display") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
             display::bench(n)
@@ -46,7 +50,9 @@ fn main() {
             Path::new(args.get(3).map(String::as_str).unwrap_or("")),
         ),
         _ => {
-            eprintln!("usage: cells-bench start [N] | display [N] | power [N] | network [N]");
+            eprintln!(
+                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N]"
+            );
             2
         }
     };
@@ -132,6 +138,62 @@ fn bench_start(n: usize) -> i32 {
         "crun_create_start_ms": summary_json(&r),
         "ratio_cellctl_vs_crun": a.p50 / r.p50,
         "ratio_dbus_vs_crun": b.p50 / r.p50,
+    });
+    println!("{json}");
+    0
+}
+
+/// `cellctl exec VP -- true` against `crun exec CTR true` into an
+/// equivalent running container, interleaved.
+fn bench_exec(n: usize) -> i32 {
+    let c = Cells::new();
+    c.ok(&["create", "bench", "--template", "minimal"]);
+    c.ok(&["start", "bench"]);
+    let build = c.status("bench")["template_build"]
+        .as_str()
+        .unwrap_or("1")
+        .to_string();
+    let rootfs = c
+        .state
+        .join(format!("templates/minimal/builds/{build}/rootfs"));
+    let mut crun = CrunLoop::new(&c.root, &rootfs);
+    crun.command("up");
+    let exec = |c: &Cells| {
+        let t = Instant::now();
+        let o = c.ctl(&["exec", "bench", "--", "true"]);
+        assert_eq!(o.code, 0, "{o:?}");
+        ms(t)
+    };
+    for _ in 0..5 {
+        exec(&c);
+        crun.command("exec");
+    }
+    let (mut cellctl, mut crun_ms) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        settle();
+        cellctl.push(exec(&c));
+        settle();
+        crun_ms.push(crun.command("exec"));
+    }
+    crun.command("down");
+    drop(crun);
+    let a = summarize(&cellctl);
+    let r = summarize(&crun_ms);
+    println!(
+        "exec latency in ms (`true` in a running VP, until its exit status is back), {n} runs each"
+    );
+    println!("  cellctl exec         {a}");
+    println!("  crun exec            {r}");
+    println!(
+        "ratio of medians: cellctl exec / crun exec = {:.2}x",
+        a.p50 / r.p50
+    );
+    let json = serde_json::json!({
+        "bench": "exec",
+        "runs": n,
+        "cellctl_exec_ms": summary_json(&a),
+        "crun_exec_ms": summary_json(&r),
+        "ratio_cellctl_vs_crun": a.p50 / r.p50,
     });
     println!("{json}");
     0
@@ -233,9 +295,18 @@ impl CrunLoop {
 
     /// One create+start (then kill+delete, not timed); its time in ms.
     fn once(&mut self) -> f64 {
+        self.command("run")
+    }
+
+    /// `run` (create+start+kill+delete, the first two timed), `up`
+    /// (create+start a container that stays), `exec` (time `crun exec` of
+    /// `true` into it), `down` (remove it). Returns the time in ms.
+    fn command(&mut self, what: &str) -> f64 {
         use std::io::{BufRead, Write};
         let stdin = self.child.stdin.as_mut().expect("stdin");
-        stdin.write_all(b"run\n").expect("crun loop alive");
+        stdin
+            .write_all(format!("{what}\n").as_bytes())
+            .expect("crun loop alive");
         stdin.flush().expect("crun loop alive");
         let mut line = String::new();
         self.out.read_line(&mut line).expect("crun loop answer");
@@ -279,19 +350,32 @@ fn crun_loop(bundle: &Path, state: &Path) -> i32 {
         c
     };
     let b = bundle.to_string_lossy().to_string();
+    let up = "bench-up";
     for (i, line) in std::io::stdin().lock().lines().enumerate() {
-        if line.is_err() {
-            break;
-        }
-        let id = format!("bench-{i}");
+        let Ok(line) = line else { break };
         let t = Instant::now();
-        run_ok(&mut crun(&["create", "--bundle", &b, &id]));
-        run_ok(&mut crun(&["start", &id]));
-        let d = ms(t);
-        println!("{d}");
-        run_ok(&mut crun(&["kill", &id, "KILL"]));
-        // crun delete --force waits for the container to be gone.
-        run_ok(&mut crun(&["delete", "--force", &id]));
+        match line.trim() {
+            "up" => {
+                run_ok(&mut crun(&["create", "--bundle", &b, up]));
+                run_ok(&mut crun(&["start", up]));
+            }
+            "exec" => run_ok(&mut crun(&["exec", up, "/system/bin/true"])),
+            "down" => {
+                run_ok(&mut crun(&["kill", up, "KILL"]));
+                run_ok(&mut crun(&["delete", "--force", up]));
+            }
+            _ => {
+                let id = format!("bench-{i}");
+                run_ok(&mut crun(&["create", "--bundle", &b, &id]));
+                run_ok(&mut crun(&["start", &id]));
+                println!("{}", ms(t));
+                run_ok(&mut crun(&["kill", &id, "KILL"]));
+                // crun delete --force waits for the container to be gone.
+                run_ok(&mut crun(&["delete", "--force", &id]));
+                continue;
+            }
+        }
+        println!("{}", ms(t));
     }
     0
 }
