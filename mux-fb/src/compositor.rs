@@ -40,16 +40,21 @@ pub struct Compositor {
     panel: Box<dyn Panel>,
     fg: Option<(String, Arc<VirtualFb>)>,
     hashes: Vec<u64>,
+    /// The foreground frame as last copied out of the VP's file: hashed
+    /// and shown from here (cellsd never maps a VP's framebuffer).
+    frame: Vec<u8>,
     stats: Stats,
 }
 
 impl Compositor {
     pub fn new(panel: Box<dyn Panel>) -> Self {
         let bands = panel.geometry().height.div_ceil(BAND_ROWS) as usize;
+        let size = panel.geometry().size();
         Self {
             panel,
             fg: None,
             hashes: vec![0; bands],
+            frame: vec![0; size],
             stats: Stats::default(),
         }
     }
@@ -88,8 +93,8 @@ impl Compositor {
         self.stats.switches += 1;
         match &self.fg {
             Some((_, vfb)) => {
-                let vfb = Arc::clone(vfb);
-                self.panel.pixels_mut().copy_from_slice(vfb.pixels());
+                // Straight from the VP's file onto the panel: one copy.
+                vfb.read_into(self.panel.pixels_mut());
                 shown(&mut self.stats);
                 // Hashing is left to the next refresh (off the switch's
                 // path); it finds every hash changed and copies the frame
@@ -113,15 +118,14 @@ impl Compositor {
         let Some((_, vfb)) = &self.fg else {
             return 0;
         };
-        let vfb = Arc::clone(vfb);
-        let src = vfb.pixels();
+        vfb.read_into(&mut self.frame);
         let mut copied = 0;
         for b in 0..self.hashes.len() {
             let r = self.band_range(b);
-            let h = xxh3_64(&src[r.clone()]);
+            let h = xxh3_64(&self.frame[r.clone()]);
             if h != self.hashes[b] {
                 self.hashes[b] = h;
-                self.panel.pixels_mut()[r.clone()].copy_from_slice(&src[r]);
+                self.panel.pixels_mut()[r.clone()].copy_from_slice(&self.frame[r]);
                 copied += 1;
             }
         }
@@ -203,7 +207,7 @@ impl Display {
                         Ok(Command::Capture(target, reply)) => {
                             let px = match target {
                                 Target::Panel => Some(comp.panel().pixels().to_vec()),
-                                Target::Vp(n) => screens.get(&n).map(|v| v.pixels().to_vec()),
+                                Target::Vp(n) => screens.get(&n).map(|v| v.frame()),
                             };
                             let _ = reply.send(px);
                         }
@@ -294,9 +298,16 @@ mod tests {
     fn vfb(name: &str, g: Geometry, color: Rgb) -> Arc<VirtualFb> {
         let p = std::env::temp_dir().join(format!("comp-{name}-{}", std::process::id()));
         let v = VirtualFb::create(&p, g).unwrap();
-        let _ = std::fs::remove_file(&p); // the mapping keeps the memory
-        fill(v.pixels_mut(), &g, color);
+        let _ = std::fs::remove_file(&p); // the fd keeps the file
+        paint(&v, |f| fill(f, &g, color));
         Arc::new(v)
+    }
+
+    /// Draw into a VP's file as the VP would.
+    fn paint(v: &VirtualFb, draw: impl FnOnce(&mut [u8])) {
+        let mut f = v.frame();
+        draw(&mut f);
+        v.write_frame(&f).unwrap();
     }
 
     #[test]
@@ -317,14 +328,14 @@ mod tests {
         );
         assert_eq!(c.refresh(), 0, "nothing changed, nothing copied");
         // A background VP draws: the panel does not change.
-        fill(blue.pixels_mut(), &g, Rgb(0x000080));
+        paint(&blue, |f| fill(f, &g, Rgb(0x000080)));
         assert_eq!(c.refresh(), 0);
         assert_eq!(
             Rgb::read(c.panel().pixels(), g.offset(10, 10)),
             Rgb(0xff0000)
         );
         // The foreground draws one row: one band is copied.
-        fill_rect(red.pixels_mut(), &g, 0, 20, 64, 1, Rgb(0x00ff00));
+        paint(&red, |f| fill_rect(f, &g, 0, 20, 64, 1, Rgb(0x00ff00)));
         assert_eq!(c.refresh(), 1);
         assert_eq!(
             Rgb::read(c.panel().pixels(), g.offset(0, 20)),

@@ -1,6 +1,13 @@
 //! A VP's virtual framebuffer in userspace mode: a file of one frame
 //! (XRGB8888, the panel's geometry) on a tmpfs, bind-mounted into the VP as
-//! /dev/fb0 and /dev/graphics/fb0, and mapped shared by cellsd to compose.
+//! /dev/fb0 and /dev/graphics/fb0.
+//!
+//! The VP owns that file and may do anything to it at any time: draw,
+//! truncate it to nothing, grow it, punch holes, chmod it. cellsd therefore
+//! never maps it (a truncated shared mapping kills the reader with SIGBUS,
+//! and memory another process writes must not be handed out as a Rust
+//! slice): every frame is copied out with `pread(2)` into cellsd's own
+//! memory, and a file shorter than a frame reads as black past its end.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -8,8 +15,8 @@ use std::path::Path;
 
 use crate::geometry::Geometry;
 
-/// Map `len` bytes of `fd` read-write and shared (a framebuffer file or
-/// device). The caller unmaps it and keeps accesses within `len`.
+/// Map `len` bytes of `fd` read-write and shared (the real panel's video
+/// memory). The caller unmaps it and keeps accesses within `len`.
 pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
     // SAFETY: a fresh mapping chosen by the kernel; nothing is accessed here.
     let map = unsafe {
@@ -28,20 +35,15 @@ pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
     Ok(map.cast())
 }
 
+/// One VP's framebuffer file, read (and, for host-side drawing in tests,
+/// written) through its fd only.
 pub struct VirtualFb {
     geometry: Geometry,
-    map: *mut u8,
-    _fd: OwnedFd,
+    fd: OwnedFd,
 }
 
-// SAFETY: the mapping is shared memory that other processes (the VP) write
-// at any time anyway; this type only hands out raw copies of it.
-unsafe impl Send for VirtualFb {}
-// SAFETY: as above.
-unsafe impl Sync for VirtualFb {}
-
 impl VirtualFb {
-    /// Create the framebuffer file (zero-filled: black) and map it.
+    /// Create the framebuffer file (zero-filled: black).
     pub fn create(path: &Path, geometry: Geometry) -> io::Result<Self> {
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -50,53 +52,56 @@ impl VirtualFb {
             .truncate(true)
             .open(path)?;
         f.set_len(geometry.size() as u64)?;
-        Self::from_fd(OwnedFd::from(f), geometry)
+        Ok(Self::from_fd(OwnedFd::from(f), geometry))
     }
 
-    /// Map an open framebuffer file.
-    pub fn from_fd(fd: OwnedFd, geometry: Geometry) -> io::Result<Self> {
-        let len = std::fs::File::from(fd.try_clone()?).metadata()?.len();
-        if len < geometry.size() as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "framebuffer file is {len} bytes, {} expected",
-                    geometry.size()
-                ),
-            ));
-        }
-        // The file holds the size checked above.
-        let map = map_shared(&fd, geometry.size())?;
-        Ok(Self {
-            geometry,
-            map,
-            _fd: fd,
-        })
+    /// An open framebuffer file (whatever its size now: the VP may change it).
+    pub fn from_fd(fd: OwnedFd, geometry: Geometry) -> Self {
+        Self { geometry, fd }
     }
 
     pub fn geometry(&self) -> Geometry {
         self.geometry
     }
 
-    /// The current contents. The VP may be writing them at the same time
-    /// (as with any framebuffer without page flipping).
-    pub fn pixels(&self) -> &[u8] {
-        // SAFETY: the mapping is geometry.size() bytes and lives as long as self.
-        unsafe { std::slice::from_raw_parts(self.map, self.geometry.size()) }
+    /// Copy the current frame into `out` (one frame long). The VP may be
+    /// drawing at the same time, as with any framebuffer without page
+    /// flipping; what the file lacks (it was truncated) reads as black.
+    /// Errors (an fd that cannot be read) also leave black.
+    pub fn read_into(&self, out: &mut [u8]) {
+        let len = out.len().min(self.geometry.size());
+        let mut done = 0;
+        while done < len {
+            // SAFETY: pread into our own buffer, within its length.
+            let n = unsafe {
+                libc::pread(
+                    self.fd.as_raw_fd(),
+                    out[done..len].as_mut_ptr().cast(),
+                    len - done,
+                    done as libc::off_t,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                _ => break, // end of a truncated file, or an error
+            }
+        }
+        out[done..].fill(0);
     }
 
-    /// Write access, for drawing from the host (tests, the persona of a test).
-    #[allow(clippy::mut_from_ref)]
-    pub fn pixels_mut(&self) -> &mut [u8] {
-        // SAFETY: as above; concurrent writers are the nature of a framebuffer.
-        unsafe { std::slice::from_raw_parts_mut(self.map, self.geometry.size()) }
+    /// The current frame, copied.
+    pub fn frame(&self) -> Vec<u8> {
+        let mut v = vec![0; self.geometry.size()];
+        self.read_into(&mut v);
+        v
     }
-}
 
-impl Drop for VirtualFb {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping once.
-        unsafe { libc::munmap(self.map.cast(), self.geometry.size()) };
+    /// Write a whole frame into the file (drawing from the host: tests,
+    /// benchmarks).
+    pub fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
+        let f = std::fs::File::from(self.fd.try_clone()?);
+        std::os::unix::fs::FileExt::write_all_at(&f, frame, 0)
     }
 }
 
@@ -106,7 +111,7 @@ mod tests {
     use crate::geometry::Rgb;
 
     #[test]
-    fn two_mappings_share_memory() {
+    fn two_handles_share_the_file() {
         let p = std::env::temp_dir().join(format!("vfb-{}", std::process::id()));
         let g = Geometry::new(32, 16);
         let a = VirtualFb::create(&p, g).unwrap();
@@ -115,12 +120,37 @@ mod tests {
             .write(true)
             .open(&p)
             .unwrap();
-        let b = VirtualFb::from_fd(OwnedFd::from(f), g).unwrap();
-        crate::draw::fill(a.pixels_mut(), &g, Rgb(0x00ff00));
-        assert_eq!(Rgb::read(b.pixels(), g.offset(31, 15)), Rgb(0x00ff00));
-        let short = std::fs::File::create(p.with_extension("short")).unwrap();
-        assert!(VirtualFb::from_fd(OwnedFd::from(short), g).is_err());
-        let _ = std::fs::remove_file(p.with_extension("short"));
+        let b = VirtualFb::from_fd(OwnedFd::from(f), g);
+        let mut frame = vec![0; g.size()];
+        crate::draw::fill(&mut frame, &g, Rgb(0x00ff00));
+        a.write_frame(&frame).unwrap();
+        assert_eq!(Rgb::read(&b.frame(), g.offset(31, 15)), Rgb(0x00ff00));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_truncated_or_grown_file_is_read_safely() {
+        let p = std::env::temp_dir().join(format!("vfb-trunc-{}", std::process::id()));
+        let g = Geometry::new(16, 16);
+        let v = VirtualFb::create(&p, g).unwrap();
+        let mut frame = vec![0; g.size()];
+        crate::draw::fill(&mut frame, &g, Rgb(0xffffff));
+        v.write_frame(&frame).unwrap();
+        // What a VP can do to its own file: cut it in half, then to nothing.
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(g.size() as u64 / 2).unwrap();
+        let got = v.frame();
+        assert_eq!(Rgb::read(&got, 0), Rgb(0xffffff));
+        assert_eq!(
+            Rgb::read(&got, g.size() - 4),
+            Rgb(0),
+            "past the end reads black"
+        );
+        f.set_len(0).unwrap();
+        assert!(v.frame().iter().all(|b| *b == 0));
+        // Grown far past a frame: only one frame is read.
+        f.set_len(64 << 20).unwrap();
+        assert_eq!(v.frame().len(), g.size());
         std::fs::remove_file(&p).unwrap();
     }
 }

@@ -247,6 +247,21 @@ impl Cells {
         o.stdout
     }
 
+    /// A screenshot of the panel (`vp` None) or of a VP's framebuffer,
+    /// decoded: (width, height, RGB bytes).
+    pub fn shot(&self, vp: Option<&str>) -> (u32, u32, Vec<u8>) {
+        let out = self
+            .root
+            .join(format!("shot-{}.png", vp.unwrap_or("panel")));
+        let o = out.to_string_lossy().to_string();
+        match vp {
+            Some(v) => self.ok(&["screenshot", "--vp", v, "-o", &o]),
+            None => self.ok(&["screenshot", "-o", &o]),
+        };
+        let png = std::fs::read(&out).expect("screenshot file");
+        mux_fb::screenshot::decode_png(&png).expect("screenshot PNG")
+    }
+
     pub fn status(&self, vp: &str) -> Value {
         serde_json::from_str(&self.ok(&["status", vp, "--json"])).expect("status JSON")
     }
@@ -374,6 +389,12 @@ impl Cells {
                 .join(format!("{}.lock", self.bridge)),
         );
     }
+}
+
+/// The colour of pixel (x, y) of a decoded screenshot.
+pub fn pixel(img: &(u32, u32, Vec<u8>), x: u32, y: u32) -> mux_fb::geometry::Rgb {
+    let i = ((y * img.0 + x) * 3) as usize;
+    mux_fb::geometry::Rgb::new(img.2[i], img.2[i + 1], img.2[i + 2])
 }
 
 impl Default for Cells {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cells_tests::{Cells, Value};
+use cells_tests::{pixel, Cells, Value};
 use mux_fb::geometry::Rgb;
 
 const RED: Rgb = Rgb(0xff0000);
@@ -12,21 +12,8 @@ const GREEN: Rgb = Rgb(0x00ff00);
 const BLUE: Rgb = Rgb(0x0000ff);
 const W: u32 = 720;
 
-/// Decode a screenshot; returns (width, height, rgb bytes).
 fn shot(c: &Cells, vp: Option<&str>) -> (u32, u32, Vec<u8>) {
-    let out = c.root.join(format!("shot-{}.png", vp.unwrap_or("panel")));
-    let o = out.to_string_lossy().to_string();
-    match vp {
-        Some(v) => c.ok(&["screenshot", "--vp", v, "-o", &o]),
-        None => c.ok(&["screenshot", "-o", &o]),
-    };
-    let png = std::fs::read(&out).unwrap();
-    mux_fb::screenshot::decode_png(&png).unwrap()
-}
-
-fn pixel(img: &(u32, u32, Vec<u8>), x: u32, y: u32) -> Rgb {
-    let i = ((y * img.0 + x) * 3) as usize;
-    Rgb::new(img.2[i], img.2[i + 1], img.2[i + 2])
+    c.shot(vp)
 }
 
 /// Three running VPs in red, green and blue, each persona having drawn.

@@ -423,7 +423,7 @@ impl Manager {
                 Some(n) => self.display.attach_node(name, n),
                 None => {
                     let fb = sys::pidfd_getfd(&monitor, d.fb)?;
-                    let vfb = mux_fb::vfb::VirtualFb::from_fd(fb, d.geometry)?;
+                    let vfb = mux_fb::vfb::VirtualFb::from_fd(fb, d.geometry);
                     self.display.attach_file(name, Arc::new(vfb));
                 }
             }
