@@ -434,13 +434,11 @@ fn errstr<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
 }
 
 /// What a monitor sets up before it knows which VP it starts: its private
-/// mount namespace, the console pty, its signalfd and the pipes to the init.
-/// A spare monitor does this while it waits.
+/// mount namespace, its signalfd and the channels to the init. A spare
+/// monitor does this while it waits.
 struct Groundwork {
-    master: OwnedFd,
-    slave: OwnedFd,
-    slave_path: PathBuf,
     signals: SignalFd,
+    /// "go" to the init, with the fd of the VP's run dir (a socket pair).
     go: (OwnedFd, OwnedFd),
     err: (OwnedFd, OwnedFd),
 }
@@ -455,24 +453,6 @@ fn groundwork() -> Result<Groundwork, String> {
         None::<&str>,
     )
     .map_err(errstr("make / private"))?;
-
-    // The console: a pty from the host's devpts; the VP sees the slave as
-    // /dev/console.
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(errstr("open /dev/ptmx"))?;
-    nix::pty::grantpt(&master).map_err(errstr("grantpt"))?;
-    nix::pty::unlockpt(&master).map_err(errstr("unlockpt"))?;
-    let slave_path = PathBuf::from(nix::pty::ptsname_r(&master).map_err(errstr("ptsname"))?);
-    let slave: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(&slave_path)
-        .map_err(errstr("open console pty"))?
-        .into();
-    // SAFETY: PtyMaster owns a valid fd; we take it over.
-    let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
-
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -485,16 +465,15 @@ fn groundwork() -> Result<Groundwork, String> {
     mask.thread_block().map_err(errstr("block signals"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(errstr("signalfd"))?;
-    let go = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
+    let go = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(errstr("socketpair"))?;
     let err = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
-    Ok(Groundwork {
-        master,
-        slave,
-        slave_path,
-        signals,
-        go,
-        err,
-    })
+    Ok(Groundwork { signals, go, err })
 }
 
 fn start(
@@ -503,25 +482,18 @@ fn start(
     ground: Groundwork,
 ) -> Result<StartedVp, String> {
     let cfg = &req.config;
+    let owner = cfg.host_root_id();
     let lower = req.run_dir.join("lower");
     let rootfs = req.run_dir.join("rootfs");
     for d in [&lower, &rootfs] {
         std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
     }
     let Groundwork {
-        master,
-        slave,
-        slave_path,
         signals,
-        go: (go_r, go_w),
+        go: (go_parent, go_child),
         err: (err_r, err_w),
     } = ground;
-    // The console belongs to VP root so the VP may reopen it.
-    if let Some(id) = cfg.host_root_id() {
-        nix::unistd::fchown(&slave, Some(Uid::from_raw(id)), Some(Gid::from_raw(id + 5)))
-            .map_err(errstr("chown console pty"))?;
-    }
-    phase("console pty, signals, pipes");
+    phase("signals, channels");
 
     // The VP's cgroup: the spare this monitor already sits in is renamed
     // (v1), the v2 part is entered by the clone itself. Either way no
@@ -551,11 +523,23 @@ fn start(
         ))
     })?;
     let power_dir = req.run_dir.join("dev").join("power");
-    let mut power = VpPower::mount(&power_dir, cfg.host_root_id())
+    let mut power = VpPower::mount(&power_dir, owner)
         .map_err(|e| leave_cgroup(format!("creating the VP's /sys/power: {e}")))?;
+    device_dirs.push((power_dir, power::VP_POWER_DIR.to_string()));
     phase("devices");
 
     let flags = clone_flags(cfg).bits();
+    // The VP's user namespace is created with VP root's host uid as the
+    // effective uid: it then belongs to that uid, and the kernel charges
+    // what the VP uses (inotify instances, user namespaces, ...) to it, not
+    // to host root.
+    let euid = match owner {
+        Some(id) if flags & libc::CLONE_NEWUSER != 0 => Some(
+            sys::EuidGuard::set(id)
+                .map_err(|e| leave_cgroup(format!("setresuid for the VP's user namespace: {e}")))?,
+        ),
+        _ => None,
+    };
     // SAFETY: the monitor is single-threaded (a fresh exec of cellsd).
     let cloned = unsafe {
         match &v2_cgroup {
@@ -563,27 +547,16 @@ fn start(
             None => sys::clone_process(flags),
         }
     };
-    let pid = cloned.map_err(|e| leave_cgroup(format!("clone the VP's init: {e}")))?;
-    if pid == 0 {
-        drop(go_w);
+    if let Ok(0) = cloned {
+        // The child keeps the effective uid (the guard is not dropped here).
+        std::mem::forget(euid);
+        drop(go_parent);
         drop(err_r);
-        device_dirs.push((power_dir, power::VP_POWER_DIR.to_string()));
-        let mounts = rootfs::DeviceMounts {
-            nodes: device_nodes,
-            dirs: device_dirs,
-            binderfs: req.devices.binder == BinderRequest::Binderfs,
-        };
-        init_child(
-            req,
-            go_r,
-            err_w,
-            slave.as_raw_fd(),
-            &rootfs,
-            &slave_path,
-            &mounts,
-        );
+        init_child(req, go_child, err_w);
     }
-    drop(go_r);
+    drop(euid);
+    let pid = cloned.map_err(|e| leave_cgroup(format!("clone the VP's init: {e}")))?;
+    drop(go_child);
     drop(err_w);
 
     let kernel_fb = device_fds.fb_node;
@@ -600,11 +573,6 @@ fn start(
         leave_cgroup(e)
     };
     phase("clone");
-    // Now that the init is cloned the monitor may have threads: serve the
-    // power file system before the init (released below) mounts it.
-    power
-        .serve(&req.run_dir.join(power::POWER_SOCKET))
-        .map_err(|e| fail(e.to_string()))?;
     if spare.is_none() {
         // No spare was prepared: move the init into the v1 cgroups (slow path).
         for d in req.cgroup.hierarchy.v1_dirs(&req.cgroup.rel) {
@@ -615,6 +583,28 @@ fn start(
     }
     prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
     phase("maps, template, overlay");
+    // The VP's whole tree, built here as host root: in the init's copy of
+    // this namespace every mount is locked.
+    let mounts = rootfs::DeviceMounts {
+        nodes: device_nodes,
+        dirs: device_dirs,
+        binderfs: req.devices.binder == BinderRequest::Binderfs,
+    };
+    let steps =
+        rootfs::plan(&cfg.runtime, &rootfs, &mounts, owner).map_err(|e| fail(e.to_string()))?;
+    let applied = rootfs::apply(&rootfs, &steps, owner, &mut |k| vp_kernel_mounts(pid, k))
+        .map_err(|e| fail(e.to_string()))?;
+    let Some((master, slave)) = applied.console else {
+        return Err(fail(
+            "the VP's spec has no devpts mount for its console".into(),
+        ));
+    };
+    phase("mounts");
+    // Now that the init is cloned the monitor may have threads: serve the
+    // power file system before the init runs.
+    power
+        .serve(&req.run_dir.join(power::POWER_SOCKET))
+        .map_err(|e| fail(e.to_string()))?;
     if let Some(a) = req.network.as_ref().and_then(|n| n.attach.as_ref()) {
         network::attach_vp(pid, a)
             .map_err(|e| fail(format!("attaching the VP to bridge {}: {e}", a.bridge)))?;
@@ -622,8 +612,12 @@ fn start(
     }
 
     emit(&MonitorEvent::Init { pid });
-    nix::unistd::write(&go_w, b"g").map_err(|e| fail(format!("release init: {e}")))?;
-    drop(go_w);
+    let run_dir = std::fs::File::open(&req.run_dir)
+        .map_err(|e| fail(format!("open {}: {e}", req.run_dir.display())))?;
+    sys::send_fds(&go_parent, b"g", &[run_dir.as_raw_fd()])
+        .map_err(|e| fail(format!("release init: {e}")))?;
+    drop(run_dir);
+    drop(go_parent);
 
     // The error pipe is close-on-exec in the child: EOF means exec succeeded.
     let mut err = String::new();
@@ -691,6 +685,128 @@ fn start(
     })
 }
 
+/// Mount `mounts` (proc, sysfs) from inside the VP's pid and network
+/// namespaces: a child joins them (setns to a pid namespace only affects
+/// children), its child is then a process of the VP's pid namespace with
+/// host credentials that mounts them into the monitor's namespace and
+/// exits. It exists while the VP's init still waits for "go": no code of
+/// the VP runs meanwhile. Only raw system calls after the fork.
+fn vp_kernel_mounts(init: i32, mounts: &[rootfs::KernelMount]) -> Result<(), rootfs::RootfsError> {
+    let bad = |msg: String| rootfs::RootfsError::VpKernel {
+        what: mounts
+            .iter()
+            .map(|m| m.fstype.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+        msg,
+    };
+    let pidfd = sys::pidfd_open(init).map_err(|e| bad(format!("pidfd of the init: {e}")))?;
+    let c = |s: &str| CString::new(s).map_err(|_| bad(format!("NUL in {s:?}")));
+    let mut prepared = Vec::new();
+    for m in mounts {
+        let target = sys::cstr(&m.target).map_err(|e| bad(e.to_string()))?;
+        let data = m.data.as_deref().map(c).transpose()?;
+        prepared.push((c(&m.fstype)?, target, m.flags.bits(), data));
+    }
+    let sys_src = c("/sys")?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: after fork only async-signal-safe system calls run in the
+    // child and grandchild (every string was prepared above).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(bad(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if child == 0 {
+        // SAFETY: raw system calls only; _exit never returns.
+        unsafe {
+            if libc::setns(pidfd.as_raw_fd(), libc::CLONE_NEWPID | libc::CLONE_NEWNET) != 0 {
+                libc::_exit(2);
+            }
+            let grand = libc::fork();
+            if grand == 0 {
+                for (i, (fstype, target, flags, data)) in prepared.iter().enumerate() {
+                    let d = data
+                        .as_ref()
+                        .map(|d| d.as_ptr())
+                        .unwrap_or(std::ptr::null());
+                    let r = libc::mount(
+                        fstype.as_ptr(),
+                        target.as_ptr(),
+                        fstype.as_ptr(),
+                        *flags,
+                        d.cast(),
+                    );
+                    if r == 0 {
+                        continue;
+                    }
+                    // A kernel that refuses a fresh sysfs gets the host's /sys
+                    // bound read-only instead (it shows the host's devices).
+                    if fstype.as_bytes() == b"sysfs" {
+                        let bind = libc::MS_BIND | libc::MS_REC;
+                        let ro = libc::MS_BIND
+                            | libc::MS_REMOUNT
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | libc::MS_NOEXEC;
+                        if libc::mount(
+                            sys_src.as_ptr(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            bind,
+                            std::ptr::null(),
+                        ) == 0
+                            && libc::mount(
+                                std::ptr::null(),
+                                target.as_ptr(),
+                                std::ptr::null(),
+                                ro,
+                                std::ptr::null(),
+                            ) == 0
+                        {
+                            continue;
+                        }
+                    }
+                    let code = [i as u8, *libc::__errno_location() as u8];
+                    libc::write(err_w.as_raw_fd(), code.as_ptr().cast(), 2);
+                    libc::_exit(1);
+                }
+                libc::_exit(0);
+            }
+            let mut st = 0;
+            if grand < 0 || libc::waitpid(grand, &mut st, 0) != grand {
+                libc::_exit(3);
+            }
+            libc::_exit(if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                4
+            });
+        }
+    }
+    drop(err_w);
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    let mut code = [0u8; 2];
+    let n = nix::unistd::read(&err_r, &mut code).unwrap_or(0);
+    if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+        return Ok(());
+    }
+    if n == 2 {
+        let m = &mounts[(code[0] as usize).min(mounts.len() - 1)];
+        return Err(bad(format!(
+            "mount {} on {}: {}",
+            m.fstype,
+            m.target.display(),
+            std::io::Error::from_raw_os_error(code[1] as i32)
+        )));
+    }
+    Err(bad(format!(
+        "the helper in the VP's namespaces failed (wait status {st})"
+    )))
+}
+
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Make the VP's devices on a tmpfs private to this monitor
@@ -720,7 +836,7 @@ fn make_devices(
         }
         DisplayMode::Kernel => {
             let (n, node) =
-                display::create_kernel_fb(owner).map_err(errstr("mux_fb framebuffer"))?;
+                display::create_kernel_fb(&dir, owner).map_err(errstr("mux_fb framebuffer"))?;
             let info = display::write_info(&dir, g, owner).map_err(errstr("framebuffer info"))?;
             (node, None, Some(n), info)
         }
@@ -741,12 +857,11 @@ fn make_devices(
         fb_node,
     };
     if let BinderRequest::Device(node) = &req.devices.binder {
-        // The pool device belongs to this VP's root while it runs.
-        let id = owner.unwrap_or(0);
-        std::os::unix::fs::chown(node, Some(id), Some(id)).map_err(errstr("chown binder"))?;
-        std::fs::set_permissions(node, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(errstr("chmod binder"))?;
-        nodes.push((node.clone(), "/dev/binder".to_string()));
+        // The pool device is this VP root's while it runs, through a
+        // private node: the host's node keeps its owner and mode.
+        let private = dir.join("binder");
+        sys::private_node(node, &private, owner, 0o600).map_err(errstr("binder node"))?;
+        nodes.push((private, "/dev/binder".to_string()));
         fds.binder = Some(node.clone());
     }
     let mut held: Vec<OwnedFd> = fb_fd.into_iter().collect();
@@ -887,24 +1002,16 @@ fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Re
 }
 
 /// The VP's init before exec: runs in the clone child, inside the new
-/// namespaces. Never returns.
-fn init_child(
-    req: &MonitorRequest,
-    go: OwnedFd,
-    err: OwnedFd,
-    console: RawFd,
-    rootfs: &Path,
-    console_path: &Path,
-    devices: &rootfs::DeviceMounts,
-) -> ! {
+/// namespaces (still in the monitor's mount namespace). Never returns.
+fn init_child(req: &MonitorRequest, go: OwnedFd, err: OwnedFd) -> ! {
     let mut b = [0u8; 1];
-    match nix::unistd::read(&go, &mut b) {
-        Ok(1) => {}
+    let run_dir = match sys::recv_fds(&go, &mut b, 1) {
+        Ok((1, mut fds)) if fds.len() == 1 => fds.remove(0),
         // The monitor gave up (or died): leave quietly.
         // SAFETY: _exit is always safe.
         _ => unsafe { libc::_exit(1) },
-    }
-    let e = match setup_and_exec(req, console, rootfs, console_path, devices) {
+    };
+    let e = match setup_and_exec(req, run_dir) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -915,14 +1022,27 @@ fn init_child(
 
 fn setup_and_exec(
     req: &MonitorRequest,
-    console: RawFd,
-    rootfs: &Path,
-    console_path: &Path,
-    devices: &rootfs::DeviceMounts,
+    run_dir: OwnedFd,
 ) -> Result<std::convert::Infallible, String> {
     let cfg = &req.config;
+    // Into the VP's run dir by fd (no path walk as VP ids); the new mount
+    // namespace keeps the working directory, on its copy of the tree.
+    nix::unistd::fchdir(&run_dir).map_err(errstr("fchdir to the VP's run dir"))?;
+    drop(run_dir);
     nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
         .map_err(errstr("unshare(mount, cgroup namespaces)"))?;
+    // Every mount came from the monitor's (more privileged) namespace and
+    // is locked here, so pivot_root refuses the root. A bind of it onto
+    // itself is this namespace's own mount; what is mounted below it stays
+    // locked (masks cannot be removed).
+    mount(
+        Some("rootfs"),
+        "rootfs",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(errstr("bind the VP's root onto itself"))?;
     if cfg.host_root_id().is_some() {
         let root_g = Gid::from_raw(0);
         let root_u = Uid::from_raw(0);
@@ -930,38 +1050,36 @@ fn setup_and_exec(
         nix::unistd::setgroups(&[]).map_err(errstr("setgroups"))?;
         nix::unistd::setresuid(root_u, root_u, root_u).map_err(errstr("setresuid(0)"))?;
     }
-    // The overlay came from the monitor's (more privileged) mount namespace,
-    // so it is locked here and pivot_root refuses a locked mount. A bind of
-    // it onto itself is this namespace's own mount (runc does the same).
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(errstr("bind the VP's root onto itself"))?;
-    phase("child: namespaces, root bind");
+    rootfs::pivot(Path::new("rootfs")).map_err(|e| e.to_string())?;
+    phase("child: namespaces, pivot_root");
     nix::unistd::sethostname(cfg.hostname()).map_err(errstr("sethostname"))?;
     if let Err(e) = loopback_up() {
         return Err(format!("bring up lo: {e}"));
     }
-    let steps =
-        rootfs::plan(&cfg.runtime, rootfs, console_path, devices).map_err(|e| e.to_string())?;
-    rootfs::apply(rootfs, &steps).map_err(|e| e.to_string())?;
-    phase("child: mounts");
-    rootfs::pivot(rootfs).map_err(|e| e.to_string())?;
-    phase("child: pivot_root");
-
+    if req.devices.binder == BinderRequest::Binderfs {
+        rootfs::apply(Path::new("/"), &rootfs::binderfs_steps(), None, &mut |_| {
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    }
     nix::unistd::setsid().map_err(errstr("setsid"))?;
+    let console = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/console")
+        .map_err(errstr("open /dev/console"))?;
     // SAFETY: dup2 of a valid fd onto 0, 1, 2.
     unsafe {
         for fd in 0..3 {
-            if libc::dup2(console, fd) < 0 {
+            if libc::dup2(console.as_raw_fd(), fd) < 0 {
                 return Err(format!("dup2 console: {}", std::io::Error::last_os_error()));
             }
         }
     }
+    drop(console);
+    // Nothing of the keyring cellsd runs with is the VP's.
+    sys::join_new_session_keyring().map_err(errstr("a session keyring of the VP's own"))?;
     restrict_bounding_set(&bounding_set(cfg)).map_err(errstr("drop capabilities"))?;
     let process = cfg
         .runtime
@@ -1179,9 +1297,6 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
         log(&format!("removing cgroup: {e}"));
     }
     let _ = std::fs::remove_file(&req.run_state);
-    if let BinderRequest::Device(node) = &req.devices.binder {
-        let _ = std::os::unix::fs::chown(node, Some(0), Some(0));
-    }
     if let Some(n) = vp.fb_node {
         display::destroy_kernel_fb(n);
     }

@@ -1,13 +1,24 @@
-//! The VP's root filesystem setup, from its OCI spec: the mounts, the device
+//! The VP's root filesystem, from its OCI spec: the mounts, the device
 //! nodes, the masked and read-only paths, and pivot_root.
 //!
+//! The VP's monitor builds the whole tree in its own private mount
+//! namespace (host root, the host's user namespace) before the VP's init
+//! runs; the init then enters a copy of that namespace from inside the
+//! VP's user namespace, which makes every mount of it *locked*: VP root can
+//! neither unmount a mask (revealing what it hides) nor remount a read-only
+//! path writable. Only proc and sysfs must be mounted from inside the VP's
+//! pid and network namespaces; the monitor has a short-lived helper there
+//! do it (see [`Step::VpKernel`]), before any of the VP's code runs.
+//!
 //! [`plan`] is a pure function from the spec to a list of [`Step`]s, so the
-//! order and the flags are unit-tested; [`apply`] carries the steps out with
-//! real mount(2) calls inside the VP's new mount namespace (in the monitor's
-//! child, before exec of the VP's init).
+//! order and the flags are unit-tested; [`apply`] carries the steps out.
+//! The tree is built while no process of the VP exists, so what is checked
+//! about it (no symlink on a mount target's path) stays true until the
+//! mount is made.
 
 use std::io;
-use std::os::unix::fs::symlink;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -26,10 +37,15 @@ pub enum RootfsError {
     },
     #[error("{0} in the VP's filesystem is a symlink; refusing to mount over it (remove it from the VP's writable layer)")]
     Symlink(PathBuf),
+    #[error("mounting {what} inside the VP's namespaces failed: {msg}")]
+    VpKernel { what: String, msg: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
+    /// A file system that belongs to the VP's pid or network namespace
+    /// (proc, sysfs): mounted by a helper that lives in those namespaces.
+    VpKernel(KernelMount),
     /// mkdir -p then mount(2).
     Mount {
         source: String,
@@ -45,6 +61,12 @@ pub enum Step {
         source: PathBuf,
         target: PathBuf,
     },
+    /// The VP's console: a new pty of the VP's own devpts (mounted at
+    /// `devpts`), its slave bound at `target`.
+    Console {
+        devpts: PathBuf,
+        target: PathBuf,
+    },
     Symlink {
         target: String,
         link: PathBuf,
@@ -57,6 +79,15 @@ pub enum Step {
     ReadOnly {
         path: PathBuf,
     },
+}
+
+/// A mount made inside the VP's pid and network namespaces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelMount {
+    pub fstype: String,
+    pub target: PathBuf,
+    pub flags: MsFlags,
+    pub data: Option<String>,
 }
 
 /// Map fstab-style options to mount flags and the data string.
@@ -128,9 +159,10 @@ pub fn in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, RootfsError> {
     Ok(out)
 }
 
-/// The VP's own devices: host nodes to bind (host node, path in the VP),
+/// The VP's own devices: host nodes to bind (node, path in the VP),
 /// directories to bind over the VP's (the power file system over
-/// /sys/power), and whether the VP gets its own binderfs instance.
+/// /sys/power), and whether the VP gets its own binderfs instance (mounted
+/// by its init, see [`binderfs_steps`]).
 #[derive(Debug, Clone, Default)]
 pub struct DeviceMounts {
     pub nodes: Vec<(PathBuf, String)>,
@@ -138,16 +170,45 @@ pub struct DeviceMounts {
     pub binderfs: bool,
 }
 
+/// tmpfs and devpts options name VP ids (`gid=5`, the VP's tty group); the
+/// monitor mounts them as host root, so they are translated to host ids,
+/// and a tmpfs root without `uid=`/`gid=` belongs to VP root.
+fn host_id_options(fstype: &str, data: Option<String>, owner: Option<u32>) -> Option<String> {
+    let Some(base) = owner else { return data };
+    if fstype != "tmpfs" && fstype != "devpts" {
+        return data;
+    }
+    let mut opts: Vec<String> = data
+        .map(|d| d.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    for o in opts.iter_mut() {
+        for key in ["uid=", "gid="] {
+            if let Some(v) = o.strip_prefix(key).and_then(|v| v.parse::<u32>().ok()) {
+                *o = format!("{key}{}", base.saturating_add(v));
+            }
+        }
+    }
+    if fstype == "tmpfs" {
+        for key in ["uid=", "gid="] {
+            if !opts.iter().any(|o| o.starts_with(key)) {
+                opts.push(format!("{key}{base}"));
+            }
+        }
+    }
+    Some(opts.join(","))
+}
+
 /// The steps that build the VP's filesystem under `rootfs` (the overlay,
-/// still at its host path), with `console` the pty slave for /dev/console
-/// and `devices` the VP's own devices.
+/// still at its host path in the monitor's namespace), with `devices` the
+/// VP's own devices and `owner` VP root's host id (None: no user namespace).
 pub fn plan(
     spec: &Spec,
     rootfs: &Path,
-    console: &Path,
     devices: &DeviceMounts,
+    owner: Option<u32>,
 ) -> Result<Vec<Step>, RootfsError> {
     let mut steps = Vec::new();
+    let mut devpts = None;
     for m in spec.mounts().as_deref().unwrap_or_default() {
         let target = in_root(rootfs, m.destination())?;
         let opts = m.options().clone().unwrap_or_default();
@@ -159,6 +220,22 @@ pub fn plan(
             .map(|s| s.to_string_lossy().into_owned())
             .or_else(|| fstype.clone())
             .unwrap_or_else(|| "none".to_string());
+        if !bind && matches!(fstype.as_deref(), Some("proc" | "sysfs")) {
+            steps.push(Step::VpKernel(KernelMount {
+                fstype: fstype.clone().unwrap_or_default(),
+                target,
+                flags,
+                data,
+            }));
+            continue;
+        }
+        if fstype.as_deref() == Some("devpts") {
+            devpts = Some(target.clone());
+        }
+        let data = match &fstype {
+            Some(t) if !bind => host_id_options(t, data, owner),
+            _ => data,
+        };
         steps.push(Step::Mount {
             source,
             target,
@@ -203,27 +280,12 @@ pub fn plan(
         });
     }
     let dev = in_root(rootfs, Path::new("/dev"))?;
-    if devices.binderfs {
-        // Mounted inside the VP's user namespace: VP root owns the instance.
-        steps.push(Step::Mount {
-            source: "binder".into(),
-            target: in_root(rootfs, Path::new(crate::devices::binder::BINDERFS_DIR))?,
-            fstype: Some("binder".into()),
-            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            data: None,
-            remount: None,
+    if let Some(devpts) = devpts {
+        steps.push(Step::Console {
+            devpts,
+            target: dev.join("console"),
         });
-        for name in crate::devices::binder::BINDERFS_LINKS {
-            steps.push(Step::Symlink {
-                target: format!("binderfs/{name}"),
-                link: dev.join(name),
-            });
-        }
     }
-    steps.push(Step::BindNode {
-        source: console.to_path_buf(),
-        target: dev.join("console"),
-    });
     steps.push(Step::Symlink {
         target: "pts/ptmx".into(),
         link: dev.join("ptmx"),
@@ -258,6 +320,27 @@ pub fn plan(
         });
     }
     Ok(steps)
+}
+
+/// What the VP's init mounts itself, after pivot_root, inside its own
+/// namespaces: a binderfs instance owned by VP root, and the links into it.
+pub fn binderfs_steps() -> Vec<Step> {
+    let dev = PathBuf::from("/dev");
+    let mut steps = vec![Step::Mount {
+        source: "binder".into(),
+        target: PathBuf::from(crate::devices::binder::BINDERFS_DIR),
+        fstype: Some("binder".into()),
+        flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        data: None,
+        remount: None,
+    }];
+    for name in crate::devices::binder::BINDERFS_LINKS {
+        steps.push(Step::Symlink {
+            target: format!("binderfs/{name}"),
+            link: dev.join(name),
+        });
+    }
+    steps
 }
 
 fn ioe<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
@@ -331,10 +414,130 @@ fn bind_remount(path: &Path, flags: MsFlags) -> Result<(), RootfsError> {
     .map_err(nixe("remount", path))
 }
 
-/// Carry out the steps. Runs in the VP's mount namespace, before pivot_root.
-pub fn apply(rootfs: &Path, steps: &[Step]) -> Result<(), RootfsError> {
+/// What [`apply`] leaves for the monitor: the console pty (master, and the
+/// slave kept open so the master never sees a hang-up between users).
+#[derive(Default)]
+pub struct Applied {
+    pub console: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// mkdir -p below `rootfs`; what is created belongs to `owner` (VP root),
+/// as if the VP had made it.
+fn make_dirs(path: &Path, owner: Option<u32>) -> Result<(), RootfsError> {
+    let mut missing = Vec::new();
+    let mut p = path.to_path_buf();
+    while std::fs::symlink_metadata(&p).is_err() {
+        missing.push(p.clone());
+        if !p.pop() {
+            break;
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ioe("mkdir", &d)(e)),
+        }
+        if let Some(id) = owner {
+            std::os::unix::fs::lchown(&d, Some(id), Some(id)).map_err(ioe("chown", &d))?;
+        }
+    }
+    Ok(())
+}
+
+/// An empty file to mount a node on (created if missing, owned by `owner`).
+fn make_file(path: &Path, owner: Option<u32>) -> Result<(), RootfsError> {
+    if let Some(parent) = path.parent() {
+        make_dirs(parent, owner)?;
+    }
+    match std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(_) => {
+            if let Some(id) = owner {
+                std::os::unix::fs::lchown(path, Some(id), Some(id)).map_err(ioe("chown", path))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(ioe("create", path)(e)),
+    }
+}
+
+/// A new pty of the devpts instance mounted at `devpts`, its slave owned by
+/// VP root (group tty, 5 in the VP) as a console is.
+fn new_pty(devpts: &Path, owner: Option<u32>) -> Result<(OwnedFd, OwnedFd, PathBuf), RootfsError> {
+    use std::os::fd::FromRawFd;
+    let ptmx = devpts.join("ptmx");
+    let c = crate::sys::cstr(&ptmx).map_err(ioe("open", &ptmx))?;
+    // SAFETY: open with a valid path; the fd is owned below.
+    let raw = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(ioe("open", &ptmx)(io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd.
+    let master = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut n: libc::c_uint = 0;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes an unsigned int.
+    let ok = unsafe {
+        libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) == 0
+            && libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) == 0
+    };
+    if !ok {
+        return Err(ioe("unlock pty of", &ptmx)(io::Error::last_os_error()));
+    }
+    let slave_path = devpts.join(n.to_string());
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&slave_path)
+        .map_err(ioe("open", &slave_path))?
+        .into();
+    if let Some(id) = owner {
+        nix::unistd::fchown(
+            &slave,
+            Some(nix::unistd::Uid::from_raw(id)),
+            Some(nix::unistd::Gid::from_raw(id + 5)),
+        )
+        .map_err(|e| ioe("chown", &slave_path)(e.into()))?;
+    }
+    Ok((master, slave, slave_path))
+}
+
+/// Carry out the steps: in the monitor's mount namespace, before the VP's
+/// init runs (or, for [`binderfs_steps`], in the init after pivot_root).
+/// `vp_kernel` mounts the [`Step::VpKernel`] file systems from inside the
+/// VP's namespaces; it is called once, first, with all of them (their
+/// targets exist by then).
+pub fn apply(
+    rootfs: &Path,
+    steps: &[Step],
+    owner: Option<u32>,
+    vp_kernel: &mut dyn FnMut(&[KernelMount]) -> Result<(), RootfsError>,
+) -> Result<Applied, RootfsError> {
+    let mut applied = Applied::default();
+    let kernel: Vec<KernelMount> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::VpKernel(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    if !kernel.is_empty() {
+        for k in &kernel {
+            check_no_symlink(rootfs, &k.target)?;
+            make_dirs(&k.target, owner)?;
+        }
+        vp_kernel(&kernel)?;
+    }
     for step in steps {
         match step {
+            Step::VpKernel(_) => {}
             Step::Mount {
                 source,
                 target,
@@ -344,47 +547,22 @@ pub fn apply(rootfs: &Path, steps: &[Step]) -> Result<(), RootfsError> {
                 remount,
             } => {
                 check_no_symlink(rootfs, target)?;
-                std::fs::create_dir_all(target).map_err(ioe("mkdir", target))?;
-                let res = mount(
+                make_dirs(target, owner)?;
+                mount(
                     Some(source.as_str()),
                     target,
                     fstype.as_deref(),
                     *flags,
                     data.as_deref(),
-                );
-                match res {
-                    Ok(()) => {}
-                    // A kernel that refuses a fresh sysfs here (it is only
-                    // allowed when the host's /sys is fully visible) gets the
-                    // host's /sys bound read-only instead.
-                    Err(_) if fstype.as_deref() == Some("sysfs") => {
-                        mount(
-                            Some("/sys"),
-                            target,
-                            None::<&str>,
-                            MsFlags::MS_BIND | MsFlags::MS_REC,
-                            None::<&str>,
-                        )
-                        .map_err(nixe("bind /sys on", target))?;
-                        bind_remount(target, MsFlags::MS_RDONLY)?;
-                    }
-                    Err(e) => return Err(nixe("mount", target)(e)),
-                }
+                )
+                .map_err(nixe("mount", target))?;
                 if let Some(extra) = remount {
                     bind_remount(target, *extra)?;
                 }
             }
             Step::BindNode { source, target } => {
                 check_no_symlink(rootfs, target)?;
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(ioe("mkdir", parent))?;
-                }
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(target)
-                    .map_err(ioe("create", target))?;
+                make_file(target, owner)?;
                 mount(
                     Some(source.as_path()),
                     target,
@@ -394,10 +572,28 @@ pub fn apply(rootfs: &Path, steps: &[Step]) -> Result<(), RootfsError> {
                 )
                 .map_err(nixe("bind", target))?;
             }
+            Step::Console { devpts, target } => {
+                check_no_symlink(rootfs, target)?;
+                let (master, slave, slave_path) = new_pty(devpts, owner)?;
+                make_file(target, owner)?;
+                mount(
+                    Some(slave_path.as_path()),
+                    target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(nixe("bind", target))?;
+                applied.console = Some((master, slave));
+            }
             Step::Symlink { target, link } => {
                 check_no_symlink(rootfs, link.parent().unwrap_or(rootfs))?;
                 match symlink(target, link) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if let Some(id) = owner {
+                            let _ = std::os::unix::fs::lchown(link, Some(id), Some(id));
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(ioe("symlink", link)(e)),
                 }
@@ -447,11 +643,12 @@ pub fn apply(rootfs: &Path, steps: &[Step]) -> Result<(), RootfsError> {
             }
         }
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Make `rootfs` the root: pivot_root(".", ".") then detach the old root,
-/// which leaves nothing of the host's tree reachable.
+/// which leaves nothing of the host's tree reachable. `rootfs` may be
+/// relative to the current directory.
 pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     std::env::set_current_dir(rootfs).map_err(ioe("chdir", rootfs))?;
     crate::sys::pivot_root(Path::new("."), Path::new(".")).map_err(ioe("pivot_root", rootfs))?;
@@ -520,16 +717,15 @@ mod tests {
             dirs: vec![(PathBuf::from("/run/x/power"), "/sys/power".to_string())],
             binderfs: true,
         };
-        let steps = plan(&spec(), Path::new("/r"), Path::new("/dev/pts/7"), &devs).unwrap();
-        assert!(steps
-            .iter()
-            .any(|s| matches!(s, Step::Mount { fstype: Some(t), target, .. }
-            if t == "binder" && target == Path::new("/r/dev/binderfs"))));
-        assert!(steps
-            .iter()
-            .any(|s| matches!(s, Step::Symlink { target, link }
-            if target == "binderfs/binder" && link == Path::new("/r/dev/binder"))));
+        let steps = plan(&spec(), Path::new("/r"), &devs, Some(1_000_000)).unwrap();
         let pos = |pred: &dyn Fn(&Step) -> bool| steps.iter().position(pred).unwrap();
+        // proc and sysfs are mounted from inside the VP's namespaces.
+        let proc_mount = pos(
+            &|s| matches!(s, Step::VpKernel(k) if k.fstype == "proc" && k.target == Path::new("/r/proc")),
+        );
+        let sysfs = pos(
+            &|s| matches!(s, Step::VpKernel(k) if k.fstype == "sysfs" && k.flags.contains(MsFlags::MS_RDONLY)),
+        );
         let dev_tmpfs =
             pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/dev")));
         let pts =
@@ -537,17 +733,14 @@ mod tests {
         let null = pos(
             &|s| matches!(s, Step::BindNode { target, .. } if target == Path::new("/r/dev/null")),
         );
-        let console = pos(
-            &|s| matches!(s, Step::BindNode { source, target } if source == Path::new("/dev/pts/7") && target == Path::new("/r/dev/console")),
-        );
-        let proc_mount =
-            pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/proc")));
+        let console = pos(&|s| {
+            matches!(s, Step::Console { devpts, target }
+            if devpts == Path::new("/r/dev/pts") && target == Path::new("/r/dev/console"))
+        });
         let kcore =
             pos(&|s| matches!(s, Step::Mask { path } if path == Path::new("/r/proc/kcore")));
         let sys_ro =
             pos(&|s| matches!(s, Step::ReadOnly { path } if path == Path::new("/r/proc/sys")));
-        let sysfs =
-            pos(&|s| matches!(s, Step::Mount { target, .. } if target == Path::new("/r/sys")));
         let power = pos(&|s| {
             matches!(s, Step::Mount { source, target, flags, .. }
             if source == "/run/x/power" && target == Path::new("/r/sys/power") && *flags == MsFlags::MS_BIND)
@@ -555,11 +748,24 @@ mod tests {
         assert!(dev_tmpfs < pts && pts < null && null < console);
         assert!(proc_mount < kcore && proc_mount < sys_ro);
         assert!(sysfs < power, "the power file system goes on top of /sys");
+        // VP ids in tmpfs and devpts options become host ids; /dev is VP root's.
+        assert!(steps.iter().any(|s| matches!(s, Step::Mount { target, data: Some(d), .. }
+            if target == Path::new("/r/dev") && d.contains("uid=1000000") && d.contains("gid=1000000"))));
+        assert!(steps.iter().any(|s| matches!(s, Step::Mount { target, data: Some(d), .. }
+            if target == Path::new("/r/dev/pts") && d.contains("gid=1000005") && !d.contains("gid=5,"))));
+        // binderfs is the init's own mount, not the monitor's.
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::Mount { fstype: Some(t), .. } if t == "binder")));
+        assert!(binderfs_steps()
+            .iter()
+            .any(|s| matches!(s, Step::Symlink { target, link }
+            if target == "binderfs/binder" && link == Path::new("/dev/binder"))));
         // /dev holds exactly the listed nodes.
         let nodes: Vec<_> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::BindNode { target, .. } => {
+                Step::BindNode { target, .. } | Step::Console { target, .. } => {
                     target.file_name().map(|n| n.to_string_lossy().into_owned())
                 }
                 _ => None,
@@ -569,19 +775,17 @@ mod tests {
             nodes,
             ["null", "zero", "full", "random", "urandom", "tty", "fb0", "console"]
         );
-        assert!(steps
-            .iter()
-            .any(|s| matches!(s, Step::BindNode { source, target }
-            if source == Path::new("/run/x/fb0") && target == Path::new("/r/dev/graphics/fb0"))));
-        // /sys is read-only; /data is a bind of the VP's data dir.
-        assert!(steps
-            .iter()
-            .any(|s| matches!(s, Step::Mount { target, flags, .. }
-            if target == Path::new("/r/sys") && flags.contains(MsFlags::MS_RDONLY))));
+        // /data is a bind of the VP's data dir.
         assert!(steps.iter().any(
             |s| matches!(s, Step::Mount { source, target, fstype: None, remount: Some(_), .. }
             if source == "/state/vps/w/data" && target == Path::new("/r/data"))
         ));
+        // A privileged VP's options stay as written.
+        let steps = plan(&spec(), Path::new("/r"), &devs, None).unwrap();
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Mount { target, data: Some(d), .. }
+            if target == Path::new("/r/dev/pts") && d.contains("gid=5"))));
     }
 
     #[test]

@@ -279,9 +279,147 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Make a character device node `path` with the device number `rdev`
+/// (a private copy of a host node, on a tmpfs of the monitor's own).
+pub fn mknod_char(path: &Path, rdev: u64, mode: u32) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: mknod with a valid path and integer arguments.
+    check(
+        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | (mode & 0o7777), rdev) } as libc::c_long,
+    )?;
+    Ok(())
+}
+
+/// A private copy of the character device `host` at `private` (on a tmpfs
+/// of the monitor's), owned by `owner` with `mode`. The VP gets the copy:
+/// whatever VP root does to its node (chmod, chown) stays on the copy, and
+/// the host's node keeps its owner and mode.
+pub fn private_node(host: &Path, private: &Path, owner: Option<u32>, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(host)?;
+    if !meta.file_type().is_char_device() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a character device", host.display()),
+        ));
+    }
+    match std::fs::remove_file(private) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    mknod_char(private, meta.rdev(), mode)?;
+    if let Some(id) = owner {
+        std::os::unix::fs::lchown(private, Some(id), Some(id))?;
+    }
+    // mknod applies the umask.
+    std::fs::set_permissions(private, std::os::unix::fs::PermissionsExt::from_mode(mode))
+}
+
+/// While alive, the calling (single-threaded) process has this effective
+/// uid with its file system uid left at 0: processes it creates then own
+/// what their effective uid owns (a new user namespace is owned by, and
+/// its kernel counts charged to, the effective uid), while file access
+/// (cgroup.procs of CLONE_INTO_CGROUP) still works as root. Dropped, it
+/// restores effective uid 0 and with it the effective capabilities.
+pub struct EuidGuard(());
+
+impl EuidGuard {
+    pub fn set(euid: u32) -> io::Result<Self> {
+        // SAFETY: setresuid/setfsuid with integer arguments; -1 keeps a value.
+        check(unsafe { libc::setresuid(u32::MAX, euid, u32::MAX) } as libc::c_long)?;
+        // setfsuid cannot fail when the real uid is 0 and reports no error.
+        // SAFETY: as above.
+        unsafe { libc::setfsuid(0) };
+        Ok(EuidGuard(()))
+    }
+}
+
+impl Drop for EuidGuard {
+    fn drop(&mut self) {
+        // SAFETY: back to effective uid 0 (the saved uid is 0); setresuid
+        // also sets the file system uid to the effective one.
+        unsafe { libc::setresuid(u32::MAX, 0, u32::MAX) };
+    }
+}
+
+/// A new, empty session keyring for the calling process (owned by its
+/// current uid): nothing of the keyring it had is possessed any more.
+pub fn join_new_session_keyring() -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a NULL name creates an anonymous keyring.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Mark the calling process non-dumpable: processes of a less privileged
+/// user namespace can then neither ptrace it nor open its /proc files.
+pub fn set_non_dumpable() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Send `fds` with one byte of data over a unix socket (SCM_RIGHTS).
+pub fn send_fds(sock: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [io::IoSlice::new(data)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Receive one message of at most `buf.len()` bytes and up to `max_fds`
+/// fds (SCM_RIGHTS, close-on-exec). Returns the bytes read and the fds.
+pub fn recv_fds(
+    sock: &impl AsRawFd,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    // CMSG_SPACE of max_fds ints: header plus payload, rounded up.
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space_len = unsafe { libc::CMSG_SPACE((max_fds.max(1) * 4) as u32) } as usize;
+    let mut space = vec![0u8; space_len];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            for fd in v {
+                // SAFETY: the kernel just installed these fds for us.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fds_pass_over_a_socketpair() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        send_fds(&a, b"x", &[f.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; 4];
+        let (n, fds) = recv_fds(&b, &mut buf, 4).unwrap();
+        assert_eq!((n, &buf[..1], fds.len()), (1, &b"x"[..], 1));
+    }
 
     #[test]
     fn start_time_of_self_is_stable() {

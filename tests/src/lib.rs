@@ -262,6 +262,35 @@ impl Cells {
         mux_fb::screenshot::decode_png(&png).expect("screenshot PNG")
     }
 
+    /// Copy the escape suite's probe (`cells-probe`) into a running VP as
+    /// /data/probe.
+    pub fn push_probe(&self, vp: &str) {
+        let bin = std::fs::File::open(self.bin.join("cells-probe"))
+            .expect("cells-probe built next to cellsd (cargo build --workspace)");
+        let o: Out = self
+            .ctl_cmd()
+            .args([
+                "exec",
+                vp,
+                "--",
+                "sh",
+                "-c",
+                "cat > /data/probe && chmod 755 /data/probe",
+            ])
+            .stdin(Stdio::from(bin))
+            .output()
+            .expect("run cellctl")
+            .into();
+        assert_eq!(o.code, 0, "copy the probe into {vp}: {o:?}");
+    }
+
+    /// Run the probe in a VP (after [`Cells::push_probe`]).
+    pub fn probe(&self, vp: &str, args: &[&str]) -> Out {
+        let mut a = vec!["exec", vp, "--", "/data/probe"];
+        a.extend_from_slice(args);
+        self.ctl(&a)
+    }
+
     pub fn status(&self, vp: &str) -> Value {
         serde_json::from_str(&self.ok(&["status", vp, "--json"])).expect("status JSON")
     }

@@ -73,3 +73,141 @@ fn framebuffer_truncate_grow_garbage_and_chmod_do_not_reach_cellsd() {
     assert!(!c.run.join("vps/red/dev/fb0").exists());
     assert!(daemon_alive(&c));
 }
+
+/// Hole 6: the masks and read-only paths are locked mounts; VP root cannot
+/// unmount or remount them, nor mount a fresh (unmasked) proc.
+#[test]
+fn masks_and_read_only_paths_cannot_be_removed() {
+    let c = Cells::new();
+    c.create_start("vp");
+    // Control: VP root mounts and unmounts in its own namespace.
+    c.sh_ok(
+        "vp",
+        "mkdir -p /tmp/own && mount -t tmpfs none /tmp/own && umount /tmp/own",
+    );
+    for attack in [
+        "umount /proc/timer_list",
+        "umount -l /proc/timer_list",
+        "umount /proc/kcore",
+        "umount /proc/sys",
+        "umount -l /proc/sys",
+        "umount /sys/firmware",
+        "mount -o remount,rw /proc/sys",
+        "mount -o remount,bind,rw /proc/sys",
+        "mkdir -p /tmp/p && mount -t proc proc /tmp/p",
+        "mkdir -p /tmp/s && mount -t sysfs sysfs /tmp/s",
+        "echo 1 > /proc/sys/kernel/sysrq",
+        "echo h > /proc/sysrq-trigger",
+    ] {
+        let o = c.sh("vp", attack);
+        assert_ne!(o.code, 0, "`{attack}` succeeded in the VP: {o:?}");
+    }
+    // Still masked afterwards.
+    assert_eq!(c.sh_ok("vp", "wc -c < /proc/timer_list").trim(), "0");
+    assert!(c.sh("vp", "ls /proc/sys/kernel/hostname").code == 0);
+}
+
+/// Hole 12 (and 4): the VP's nodes are its own copies; chmod by VP root
+/// changes nothing on the host. The console is a pty of the VP's own devpts.
+#[test]
+fn device_nodes_given_to_a_vp_are_not_host_nodes() {
+    let c = Cells::new();
+    c.create_start("vp");
+    // Control: VP root may chmod what it owns.
+    c.sh_ok("vp", "touch /data/mine && chmod 0600 /data/mine");
+    // Host nodes bound into the VP cannot be chmod'ed.
+    for n in ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/tty"] {
+        let o = c.sh("vp", &format!("chmod 0600 {n}"));
+        assert_ne!(o.code, 0, "chmod of {n} succeeded: {o:?}");
+    }
+    // /dev/console belongs to the VP (it may chmod it) but is not a host pty.
+    let before = host_pts();
+    c.sh_ok("vp", "chmod 0666 /dev/console && ls -l /dev/console");
+    let (dev, ino) = {
+        let out = c.sh_ok("vp", "stat -c '%D %i' /dev/console");
+        let mut it = out.split_whitespace();
+        (
+            it.next().unwrap_or("").to_string(),
+            it.next().unwrap_or("").to_string(),
+        )
+    };
+    let host_devpts = c.sh_ok("vp", "stat -c '%D' /dev/pts/ptmx");
+    assert_eq!(
+        dev,
+        host_devpts.trim(),
+        "the console is on the VP's own devpts"
+    );
+    assert!(!ino.is_empty());
+    assert_eq!(before, host_pts(), "no host pty changed mode");
+}
+
+/// Mode of every pty of the host's devpts.
+fn host_pts() -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut v: Vec<(String, u32)> = std::fs::read_dir("/dev/pts")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?.permissions().mode();
+            Some((e.file_name().to_string_lossy().to_string(), m))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Hole 9: the VP's user namespace belongs to VP root's host uid, so what
+/// the VP uses is charged to it: a VP that takes every inotify instance it
+/// may leaves host root's untouched.
+#[test]
+fn kernel_counts_are_charged_to_the_vp_not_host_root() {
+    let c = Cells::new();
+    c.create_start("vp");
+    c.push_probe("vp");
+    let mut child = c
+        .ctl_cmd()
+        .args(["exec", "vp", "--", "/data/probe", "inotify-hold"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cellctl exec");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("probe output");
+    let held: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // Control: the VP got (nearly) its whole per-user allowance.
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(128);
+    assert!(
+        held + 8 >= limit,
+        "the VP held only {held} of {limit}: {line}"
+    );
+    // Host root can still make inotify instances, several of them.
+    let mut mine = Vec::new();
+    for _ in 0..8 {
+        // SAFETY: inotify_init1 with a flag; closed below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        assert!(
+            fd >= 0,
+            "host root cannot make an inotify instance while a VP holds {held}: {}",
+            std::io::Error::last_os_error()
+        );
+        mine.push(fd);
+    }
+    for fd in mine {
+        // SAFETY: closing our own fds.
+        unsafe { libc::close(fd) };
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+}

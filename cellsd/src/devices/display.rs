@@ -281,8 +281,10 @@ impl Screen {
 }
 
 /// Make a VP framebuffer device with the kernel module (in the monitor):
-/// returns N and its node, owned by VP root.
-pub fn create_kernel_fb(owner: Option<u32>) -> io::Result<(u32, PathBuf)> {
+/// returns N and a private node of it in `dir` (the monitor's own tmpfs),
+/// owned by VP root. The host's /dev/fbN keeps its owner and mode: what VP
+/// root does to its node (chmod) reaches nothing on the host.
+pub fn create_kernel_fb(dir: &Path, owner: Option<u32>) -> io::Result<(u32, PathBuf)> {
     let n = kernel::Control::open()?.create()?;
     let node = kernel::fb_path(n);
     // devtmpfs makes the node; give it a moment.
@@ -292,11 +294,9 @@ pub fn create_kernel_fb(owner: Option<u32>) -> io::Result<(u32, PathBuf)> {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    if let Some(id) = owner {
-        std::os::unix::fs::chown(&node, Some(id), Some(id))?;
-    }
-    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660))?;
-    Ok((n, node))
+    let private = dir.join(format!("fb{n}"));
+    crate::sys::private_node(&node, &private, owner, 0o660)?;
+    Ok((n, private))
 }
 
 pub fn destroy_kernel_fb(n: u32) {

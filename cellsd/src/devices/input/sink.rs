@@ -114,7 +114,8 @@ pub struct Created {
     pub kind: DeviceKind,
     /// Where the VP sees it, e.g. /dev/input/event0.
     pub vp_path: String,
-    /// The node on the host to bind there.
+    /// The node to bind there: in `dir`, the monitor's own tmpfs (a FIFO,
+    /// or a private copy of the uinput device's node).
     pub node: PathBuf,
     pub fd: OwnedFd,
 }
@@ -129,14 +130,22 @@ pub fn create(
 ) -> io::Result<Vec<Created>> {
     let mut out = Vec::new();
     for (kind, node_name, dev_name) in VP_DEVICES {
+        let private = dir.join(format!("input-{node_name}"));
         let (node, fd) = match backend {
-            Backend::Fifo => fifo(&dir.join(format!("input-{node_name}")))?,
-            Backend::Uinput => super::uinput::create(*kind, dev_name, g)?,
+            Backend::Fifo => {
+                let r = fifo(&private)?;
+                if let Some(id) = owner {
+                    std::os::unix::fs::chown(&private, Some(id), Some(id))?;
+                }
+                std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o660))?;
+                r
+            }
+            Backend::Uinput => {
+                let (host, fd) = super::uinput::create(*kind, dev_name, g)?;
+                crate::sys::private_node(&host, &private, owner, 0o660)?;
+                (private, fd)
+            }
         };
-        if let Some(id) = owner {
-            std::os::unix::fs::chown(&node, Some(id), Some(id))?;
-        }
-        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660))?;
         out.push(Created {
             kind: *kind,
             vp_path: format!("/dev/input/{node_name}"),
