@@ -2,7 +2,6 @@
 //! cellsd over its peer-to-peer socket.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +13,7 @@ use cellsd::api::{CellsError, Manager1Proxy, TemplateInfo, VpInfo};
 use cellsd::layout::{DEFAULT_RUN_DIR, SOCKET_NAME};
 
 mod console;
+mod relay;
 mod table;
 
 /// Byte that detaches `cellctl console` (Ctrl-]).
@@ -250,6 +250,10 @@ struct CreateArgs {
 #[derive(Args)]
 struct ExecArgs {
     name: String,
+    /// Run the command on a terminal: a pty of the VP's own, relayed to
+    /// this one (raw mode; the VP's line discipline handles Ctrl-C).
+    #[arg(long, short = 't')]
+    tty: bool,
     /// Working directory inside the VP.
     #[arg(long, short = 'w', default_value = "/")]
     cwd: String,
@@ -646,6 +650,7 @@ async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure
 }
 
 async fn exec(p: &Manager1Proxy<'_>, a: ExecArgs) -> Result<u8, Failure> {
+    use std::os::fd::OwnedFd;
     let mut env: Vec<String> = a.env.clone();
     for kv in &env {
         if !kv.contains('=') || kv.starts_with('=') {
@@ -659,27 +664,49 @@ async fn exec(p: &Manager1Proxy<'_>, a: ExecArgs) -> Result<u8, Failure> {
     }
     let argv: Vec<&str> = a.command.iter().map(String::as_str).collect();
     let envs: Vec<&str> = env.iter().map(String::as_str).collect();
-    let (i, o, e) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    let id = p
-        .exec_start(
-            &a.name,
-            &argv,
-            &envs,
-            &a.cwd,
-            i.as_fd().into(),
-            o.as_fd().into(),
-            e.as_fd().into(),
-        )
+    let (rows, cols) = relay::winsize().unwrap_or((24, 80));
+    let (id, fds) = p
+        .exec_start(&a.name, &argv, &envs, &a.cwd, a.tty, rows, cols)
         .await?;
-    // Signals sent to cellctl (Ctrl-C ...) go to the command in the VP.
+    let mut fds: Vec<OwnedFd> = fds.into_iter().map(OwnedFd::from).collect();
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Failure(format!("pipe: {e}")))?;
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for k in [
-        SignalKind::interrupt(),
+    let mut forwarded = vec![
         SignalKind::terminate(),
         SignalKind::hangup(),
         SignalKind::quit(),
-    ] {
+    ];
+    let (relay, _raw) = if a.tty {
+        let master = fds
+            .pop()
+            .ok_or_else(|| Failure("cellsd sent no pty for the command".into()))?;
+        let raw = relay::RawMode::enter();
+        // The VP's pty follows our terminal's size.
+        let winch = master.try_clone()?;
+        let mut s = signal(SignalKind::window_change())?;
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                relay::resize(std::os::fd::AsRawFd::as_raw_fd(&winch));
+            }
+        });
+        (
+            std::thread::spawn(move || relay::tty(master, done_r)),
+            Some(raw),
+        )
+    } else {
+        let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+            .try_into()
+            .map_err(|_| Failure("cellsd sent no pipes for the command".into()))?;
+        // Ctrl-C at our terminal goes to the command.
+        forwarded.push(SignalKind::interrupt());
+        (
+            std::thread::spawn(move || relay::pipes(stdin, [stdout, stderr], done_r)),
+            None,
+        )
+    };
+    for k in forwarded {
         let mut s = signal(k)?;
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -692,10 +719,14 @@ async fn exec(p: &Manager1Proxy<'_>, a: ExecArgs) -> Result<u8, Failure> {
     }
     let wait = p.exec_wait(id);
     tokio::pin!(wait);
-    loop {
+    let code = loop {
         tokio::select! {
-            r = &mut wait => return Ok(r?.clamp(0, 255) as u8),
+            r = &mut wait => break r,
             Some(sig) = rx.recv() => p.exec_signal(id, sig).await?,
         }
-    }
+    };
+    // The command has exited: the relay drains what it wrote and ends.
+    drop(done_w);
+    let _ = tokio::task::spawn_blocking(move || relay.join()).await;
+    Ok(code?.clamp(0, 255) as u8)
 }

@@ -246,10 +246,10 @@ pub trait Manager1 {
         argv: &[&str],
         env: &[&str],
         cwd: &str,
-        stdin: zbus::zvariant::Fd<'_>,
-        stdout: zbus::zvariant::Fd<'_>,
-        stderr: zbus::zvariant::Fd<'_>,
-    ) -> zbus::Result<u64>;
+        tty: bool,
+        rows: u16,
+        cols: u16,
+    ) -> zbus::Result<(u64, Vec<zbus::zvariant::OwnedFd>)>;
     fn exec_wait(&self, id: u64) -> zbus::Result<i32>;
     fn exec_signal(&self, id: u64, signal: i32) -> zbus::Result<()>;
     fn console(&self, name: &str) -> zbus::Result<OwnedFd>;

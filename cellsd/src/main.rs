@@ -108,9 +108,7 @@ fn main() {
         Some("__monitor") => {
             std::process::exit(cellsd::monitor::main(argv.get(2).map(String::as_str)))
         }
-        Some("__exec") => std::process::exit(cellsd::execer::main(
-            argv.get(2).map(String::as_str).unwrap_or(""),
-        )),
+        Some("__exec") => std::process::exit(cellsd::execer::main()),
         _ => {}
     }
     let args = Args::parse();

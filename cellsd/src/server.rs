@@ -4,7 +4,6 @@
 //! the `cells` group if that group exists).
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
@@ -130,8 +129,11 @@ impl ManagerIface {
         self.mgr.status(name)
     }
 
-    /// Run argv inside a running VP with the given stdio; returns an id for
-    /// ExecWait (the exit status) and ExecSignal.
+    /// Run argv inside a running VP. Without a tty it runs on pipes made
+    /// for it and the reply carries their other ends (stdin to write,
+    /// stdout and stderr to read); with `tty` it runs on a pty of the VP's
+    /// own devpts (rows x cols) and the reply carries the master. The id is
+    /// for ExecWait (the exit status) and ExecSignal.
     #[allow(clippy::too_many_arguments)]
     async fn exec_start(
         &self,
@@ -139,13 +141,17 @@ impl ManagerIface {
         argv: Vec<String>,
         env: Vec<String>,
         cwd: &str,
-        stdin: zvariant::OwnedFd,
-        stdout: zvariant::OwnedFd,
-        stderr: zvariant::OwnedFd,
-    ) -> Result<u64, CellsError> {
+        tty: bool,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(u64, Vec<zvariant::OwnedFd>), CellsError> {
         self.check()?;
-        let stdio: [OwnedFd; 3] = [stdin.into(), stdout.into(), stderr.into()];
-        self.mgr.exec_start(name, argv, env, cwd.to_string(), stdio)
+        let ws = tty.then_some(crate::execer::Winsize { rows, cols });
+        let (id, fds) = self
+            .mgr
+            .exec_start(name, argv, env, cwd.to_string(), ws)
+            .await?;
+        Ok((id, fds.into_iter().map(zvariant::OwnedFd::from).collect()))
     }
 
     async fn exec_wait(&self, id: u64) -> Result<i32, CellsError> {

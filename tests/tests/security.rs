@@ -211,3 +211,190 @@ fn kernel_counts_are_charged_to_the_vp_not_host_root() {
     drop(child.stdin.take());
     let _ = child.wait();
 }
+
+/// Hole 3: `cellctl exec` never shows a host-credentialed process inside
+/// the VP, and its request (argv, environment) is not on any host command
+/// line.
+#[test]
+fn exec_puts_no_host_credentialed_process_into_the_vp() {
+    let c = Cells::new();
+    c.create_start("vp");
+    c.push_probe("vp");
+    // VP root watches its /proc while execs come and go.
+    let watcher = c
+        .ctl_cmd()
+        .args(["exec", "vp", "--", "/data/probe", "uid-scan", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cellctl exec");
+    let secret = format!("s3cret-{}", std::process::id());
+    let mut seen_on_host = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut execs = 0;
+    while std::time::Instant::now() < deadline {
+        let child = c
+            .ctl_cmd()
+            .args([
+                "exec",
+                "-e",
+                &format!("TOKEN={secret}"),
+                "vp",
+                "--",
+                "sh",
+                "-c",
+                "echo $TOKEN; sleep 0.05",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cellctl exec");
+        // Every host process's command line, while the exec runs.
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(&secret) && !cmd.contains("cellctl") {
+                    seen_on_host.push(cmd);
+                }
+            }
+        }
+        let out = child.wait_with_output().expect("exec output");
+        // Control: the command got the value.
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), secret);
+        execs += 1;
+    }
+    assert!(
+        seen_on_host.is_empty(),
+        "the exec request is on a host command line: {seen_on_host:?}"
+    );
+    let out = watcher.wait_with_output().expect("scan output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("scans "), "the scan ran: {text}");
+    assert!(
+        !text.contains("unmapped"),
+        "during {execs} execs the VP saw processes with host credentials:\n{text}"
+    );
+}
+
+/// Hole 4: the command runs on pipes made for it (or a pty of the VP's own
+/// devpts), in a session of its own; no terminal of the host gets in.
+#[test]
+fn exec_gets_no_host_terminal_and_its_own_session() {
+    let c = Cells::new();
+    c.create_start("vp");
+    let script = "for f in 0 1 2; do readlink /proc/self/fd/$f; done; \
+                  echo sid $(cut -d' ' -f6 /proc/self/stat) sh $$";
+    // cellctl itself runs on a terminal (util-linux script gives it a pty).
+    let cmd = format!(
+        "CELLS_SOCKET={} {} exec vp -- sh -c \"{}\"",
+        c.socket.display(),
+        c.bin.join("cellctl").display(),
+        script.replace('$', "\\$")
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("sid"), "{text}");
+    let links: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(':') || l.starts_with('/'))
+        .collect();
+    assert_eq!(links.len(), 3, "{text}");
+    for l in &links {
+        assert!(
+            l.trim().starts_with("pipe:"),
+            "the command's stdio is not a pipe: {text}"
+        );
+    }
+    let sid_line = text.lines().find(|l| l.starts_with("sid")).unwrap_or("");
+    let f: Vec<&str> = sid_line.split_whitespace().collect();
+    assert_eq!(
+        f.get(1),
+        f.get(3),
+        "the command is not in a session of its own: {text}"
+    );
+    // With -t: a pty of the VP's devpts, not the host's.
+    let o = c.ctl(&[
+        "exec",
+        "-t",
+        "vp",
+        "--",
+        "sh",
+        "-c",
+        "stat -L -c '%D' /proc/self/fd/0 /dev/pts/ptmx; tty",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let l: Vec<&str> = o.stdout.lines().map(str::trim).collect();
+    assert!(
+        l.len() >= 3 && l[0] == l[1],
+        "stdin is not on the VP's devpts: {o:?}"
+    );
+    assert!(l[2].starts_with("/dev/pts/"), "{o:?}");
+    // A daemon left behind does not keep cellctl (or the host terminal).
+    let t = std::time::Instant::now();
+    c.sh_ok("vp", "sleep 30 & echo started");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "exec waited for the daemon it left"
+    );
+    c.sh_ok("vp", "pkill sleep || killall sleep || true");
+}
+
+/// Hole 7: a VP's processes possess no keyring of the host: the init and
+/// every exec get a new session keyring.
+#[test]
+fn vps_share_no_session_keyring_with_the_host() {
+    // A key in the session keyring that cellsd (a child of this test)
+    // inherits.
+    let desc = format!("cells-test-{}", std::process::id());
+    let cdesc = std::ffi::CString::new(desc.clone()).unwrap();
+    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+    // SAFETY: add_key with valid strings and a small payload.
+    let key = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            cdesc.as_ptr(),
+            b"secret".as_ptr(),
+            6usize,
+            KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    assert!(key > 0, "add_key: {}", std::io::Error::last_os_error());
+    let c = Cells::new();
+    c.ok(&["create", "a", "--template", "minimal"]);
+    c.ok(&["create", "b", "--template", "minimal"]);
+    c.ok(&["start", "a", "b"]);
+    // Control: a process of the host with cellsd's keyring finds the key.
+    let host = std::process::Command::new(c.bin.join("cells-probe"))
+        .args(["keyring", &desc])
+        .output()
+        .expect("probe on the host");
+    let host = String::from_utf8_lossy(&host.stdout).to_string();
+    assert!(host.contains("found"), "{host}");
+    let mut sessions = Vec::new();
+    for vp in ["a", "b"] {
+        c.push_probe(vp);
+        for _ in 0..2 {
+            let o = c.probe(vp, &["keyring", &desc]);
+            assert_eq!(o.code, 0, "{o:?}");
+            assert!(
+                !o.stdout.contains("found"),
+                "VP {vp} possesses the host's key: {o:?}"
+            );
+            sessions.push(o.stdout.lines().next().unwrap_or("").to_string());
+        }
+    }
+    sessions.push(host.lines().next().unwrap_or("").to_string());
+    let mut uniq = sessions.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(
+        uniq.len(),
+        sessions.len(),
+        "a session keyring is shared: {sessions:?}"
+    );
+    // SAFETY: unlinking our test key from our session keyring (KEYCTL_UNLINK).
+    unsafe { libc::syscall(libc::SYS_keyctl, 9, key, KEY_SPEC_SESSION_KEYRING) };
+}

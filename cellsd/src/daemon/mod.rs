@@ -33,7 +33,7 @@ use crate::devices::input::router::{ContactId, SourceEvent};
 use crate::devices::input::sink::{Backend, Sink};
 use crate::devices::power::backend::SleepBackend;
 use crate::devices::power::hub::PowerHub;
-use crate::execer::ExecRequest;
+use crate::execer::{ExecReply, ExecRequest, Winsize};
 use crate::layout::{write_atomic, Layout};
 use crate::monitor::{
     bounding_set, BinderRequest, DeviceRequest, MonitorEvent, MonitorRequest, RunState, SpareSetup,
@@ -45,6 +45,8 @@ use mux_fb::panel::PanelSpec;
 
 /// How long a start may take before cellsd gives up on the monitor.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the exec helper may take to enter the VP and fork.
+const EXEC_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default grace between SIGTERM and SIGKILL on stop.
 pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
 
@@ -1048,15 +1050,18 @@ impl Manager {
         Ok(())
     }
 
-    /// Start a command in a running VP with the caller's stdio.
-    pub fn exec_start(
+    /// Start a command in a running VP. It gets pipes made for it (or,
+    /// with `tty`, a pty of the VP's own devpts); the caller gets their
+    /// other ends: stdin (to write), stdout, stderr (to read), or the pty
+    /// master. Returns the exec's id and those fds.
+    pub async fn exec_start(
         self: &Arc<Self>,
         name: &str,
         args: Vec<String>,
         env: Vec<String>,
         cwd: String,
-        stdio: [OwnedFd; 3],
-    ) -> Result<u64, CellsError> {
+        tty: Option<Winsize>,
+    ) -> Result<(u64, Vec<OwnedFd>), CellsError> {
         name::validate("VP", name)?;
         if args.is_empty() {
             return Err(CellsError::InvalidArgument(
@@ -1098,17 +1103,62 @@ impl Manager {
             env: full_env,
             cwd: if cwd.is_empty() { "/".into() } else { cwd },
             bounding: bounding_set(&config),
+            tty,
         };
-        let json = serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()))?;
-        let [i, o, e] = stdio;
+        // The command's pipes: the VP ends go to the helper, ours to the caller.
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| failed("pipe")(e.into()))
+        };
+        let (vp_fds, caller_fds) = if tty.is_some() {
+            (Vec::new(), Vec::new())
+        } else {
+            let (in_r, in_w) = pipe()?;
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            (vec![in_r, out_w, err_w], vec![in_w, out_r, err_r])
+        };
+        let (ours, helpers) =
+            std::os::unix::net::UnixStream::pair().map_err(failed("socketpair"))?;
         let mut child = tokio::process::Command::new(&self.cfg.self_exe)
             .arg("__exec")
-            .arg(json)
-            .stdin(Stdio::from(i))
-            .stdout(Stdio::from(o))
-            .stderr(Stdio::from(e))
+            .stdin(Stdio::from(OwnedFd::from(helpers)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .map_err(failed("spawn the exec helper"))?;
+        let vp = name.to_string();
+        let reply = tokio::task::spawn_blocking(move || {
+            let raw: Vec<i32> = vp_fds.iter().map(|f| f.as_raw_fd()).collect();
+            crate::execer::send_message(&ours, &req, &raw)?;
+            drop(vp_fds);
+            let _ = ours.set_read_timeout(Some(EXEC_START_TIMEOUT));
+            crate::execer::recv_message::<ExecReply>(&ours, 1)
+        })
+        .await
+        .map_err(|e| CellsError::Failed(e.to_string()))?;
+        let fds = match reply {
+            Ok((ExecReply::Started, master)) if tty.is_none() || master.len() == 1 => {
+                if tty.is_some() {
+                    master
+                } else {
+                    caller_fds
+                }
+            }
+            Ok((ExecReply::Failed { error }, _)) => {
+                let _ = child.wait().await;
+                return Err(CellsError::Failed(format!("exec in VP '{vp}': {error}")));
+            }
+            Ok((ExecReply::Started, _)) => {
+                let _ = child.kill().await;
+                return Err(CellsError::Failed("the exec helper sent no pty".into()));
+            }
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(CellsError::Failed(format!(
+                    "exec in VP '{vp}': the helper: {e}"
+                )));
+            }
+        };
         let pid = child.id().unwrap_or(0) as i32;
         let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
@@ -1138,7 +1188,7 @@ impl Manager {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
         });
-        Ok(id)
+        Ok((id, fds))
     }
 
     pub async fn exec_wait(&self, id: u64) -> Result<i32, CellsError> {
