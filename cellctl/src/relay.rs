@@ -67,7 +67,7 @@ impl Input {
     fn wants_read(&self) -> bool {
         self.open && self.buf.is_empty() && self.to.is_some()
     }
-    fn from_stdin(&mut self, scratch: &mut [u8]) {
+    fn read_stdin(&mut self, scratch: &mut [u8]) {
         match read(0, scratch) {
             Read::Data(n) => self.buf.extend_from_slice(&scratch[..n]),
             Read::Again => {}
@@ -155,7 +155,7 @@ pub fn pipes(stdin: OwnedFd, outputs: [OwnedFd; 2], done: OwnedFd) {
         };
         let exited = ready(done.as_raw_fd(), libc::POLLIN);
         if input.wants_read() && ready(0, libc::POLLIN) {
-            input.from_stdin(&mut buf);
+            input.read_stdin(&mut buf);
         }
         input.flush(true);
         for (fd, ours, live) in outs.iter_mut() {
@@ -276,7 +276,7 @@ pub fn tty(master: OwnedFd, done: OwnedFd) {
         poll(&mut fds);
         let exited = fds[0].revents & READY != 0;
         if input.wants_read() && fds.iter().any(|p| p.fd == 0 && p.revents & READY != 0) {
-            input.from_stdin(&mut buf);
+            input.read_stdin(&mut buf);
         }
         input.flush(false);
         if reading {
