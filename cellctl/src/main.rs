@@ -245,6 +245,10 @@ struct CreateArgs {
     /// shared-bridge VPs) or none (loopback only).
     #[arg(long, value_name = "POLICY")]
     network: Option<String>,
+    /// Seccomp filter: default (cells' profile, see docs/SECURITY.md), off,
+    /// or FILE, a profile in docker's JSON format.
+    #[arg(long, value_name = "default|off|FILE")]
+    seccomp: Option<String>,
 }
 
 #[derive(Args)]
@@ -396,6 +400,18 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             if let Some(n) = &a.network {
                 o.insert("network", Value::from(n.as_str()));
+            }
+            let seccomp = match a.seccomp.as_deref() {
+                None => None,
+                Some(v @ ("default" | "off")) => Some(v.to_string()),
+                Some(file) => Some(std::fs::read_to_string(file).map_err(|e| {
+                    Failure(format!(
+                        "--seccomp {file}: cannot read it ({e}); give default, off or the path of a profile in docker's JSON format"
+                    ))
+                })?),
+            };
+            if let Some(s) = &seccomp {
+                o.insert("seccomp", Value::from(s.as_str()));
             }
             p.create(&a.name, o).await?;
             Ok(0)

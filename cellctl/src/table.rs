@@ -156,6 +156,7 @@ pub fn status(v: &VpInfo) -> String {
     if !v.adb.is_empty() {
         rows.push(vec!["adb:".into(), v.adb.clone()]);
     }
+    rows.push(vec!["seccomp:".into(), v.seccomp.clone()]);
     render(&rows)
 }
 

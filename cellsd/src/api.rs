@@ -109,6 +109,8 @@ pub struct VpInfo {
     pub ip: String,
     /// Serial for `adb connect` (127.0.0.1:PORT; "" before the first start).
     pub adb: String,
+    /// Seccomp filter: default, off or custom.
+    pub seccomp: String,
 }
 
 impl VpInfo {
@@ -133,6 +135,7 @@ impl VpInfo {
             "network": self.network,
             "ip": if self.ip.is_empty() { serde_json::Value::Null } else { self.ip.clone().into() },
             "adb": if self.adb.is_empty() { serde_json::Value::Null } else { self.adb.clone().into() },
+            "seccomp": self.seccomp,
         })
     }
 }

@@ -146,6 +146,8 @@ pub enum ConfigError {
     BadHostname(String),
     #[error("invalid background policy '{0}': use run, stop or freeze-after=DURATION (for example freeze-after=30s; units ms, s, m, h)")]
     BadBackground(String),
+    #[error("invalid seccomp setting: {0}; use --seccomp default, off or FILE (a profile in docker's JSON format)")]
+    BadSeccomp(String),
     #[error("building the OCI runtime spec failed: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("{path}: {source}")]
@@ -180,6 +182,75 @@ pub struct CreateOptions {
     pub background: Option<BackgroundPolicy>,
     /// Its network policy (default: isolated).
     pub network: Option<crate::devices::network::NetworkPolicy>,
+    /// Its seccomp filter (default: cells' default profile).
+    pub seccomp: Option<Seccomp>,
+}
+
+/// A VP's seccomp filter (see [`crate::seccomp`]): stored in vp.json as
+/// `"off"`, or as the profile itself (docker's JSON format); absent means
+/// the default profile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Seccomp {
+    #[default]
+    Default,
+    Off,
+    Custom(serde_json::Value),
+}
+
+impl Seccomp {
+    pub fn is_default(&self) -> bool {
+        *self == Seccomp::Default
+    }
+
+    /// `default`, `off`, or a profile's JSON text.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "default" => Ok(Seccomp::Default),
+            "off" => Ok(Seccomp::Off),
+            t if t.starts_with('{') => serde_json::from_str(t).map(Seccomp::Custom).map_err(|e| {
+                ConfigError::BadSeccomp(format!("the profile is not valid JSON: {e}"))
+            }),
+            other => Err(ConfigError::BadSeccomp(format!(
+                "'{other}' is neither default, off nor a profile"
+            ))),
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Seccomp::Default => "default",
+            Seccomp::Off => "off",
+            Seccomp::Custom(_) => "custom",
+        }
+    }
+}
+
+impl Serialize for Seccomp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Seccomp::Default => s.serialize_str("default"),
+            Seccomp::Off => s.serialize_str("off"),
+            Seccomp::Custom(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Seccomp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => match s.as_str() {
+                "default" => Ok(Seccomp::Default),
+                "off" => Ok(Seccomp::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "seccomp '{other}': use default, off or a profile object"
+                ))),
+            },
+            v @ serde_json::Value::Object(_) => Ok(Seccomp::Custom(v)),
+            _ => Err(serde::de::Error::custom(
+                "seccomp: use default, off or a profile object",
+            )),
+        }
+    }
 }
 
 /// What happens to a VP while it is not the foreground.
@@ -293,6 +364,8 @@ pub struct CellsSettings {
     /// Network policy, address, adb port and port forwards.
     #[serde(default)]
     pub network: crate::devices::network::VpNetwork,
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
+    pub seccomp: Seccomp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -383,6 +456,18 @@ impl CreateOptions {
             if p < 16 {
                 return Err(ConfigError::BadPids(p));
             }
+        }
+        if let Some(Seccomp::Custom(v)) = &self.seccomp {
+            // Compiled as a VP would get it (the bounding set is the same
+            // for every VP), so a bad profile is refused at create.
+            let caps: Vec<String> = CAP_NAMES
+                .iter()
+                .filter(|c| !DROPPED_CAPS.contains(c))
+                .map(|c| c.to_string())
+                .collect();
+            crate::seccomp::parse_profile(v, &caps)
+                .and_then(|p| crate::seccomp::compile(&p))
+                .map_err(|e| ConfigError::BadSeccomp(e.to_string()))?;
         }
         Ok(())
     }
@@ -603,6 +688,7 @@ impl VpConfig {
                     policy: opts.network.unwrap_or_default(),
                     ..Default::default()
                 },
+                seccomp: opts.seccomp.clone().unwrap_or_default(),
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })
@@ -613,6 +699,26 @@ impl VpConfig {
         if let Some(linux) = self.runtime.linux_mut().as_mut() {
             linux.set_cgroups_path(Some(PathBuf::from(format!("{parent}/{}", self.name))));
         }
+    }
+
+    /// The names of the capabilities in the VP's bounding set.
+    pub fn capability_names(&self) -> Vec<String> {
+        crate::monitor::bounding_set(self)
+            .into_iter()
+            .filter_map(|c| CAP_NAMES.get(c as usize).map(|n| n.to_string()))
+            .collect()
+    }
+
+    /// The VP's compiled seccomp filter (None: `--seccomp off`).
+    pub fn seccomp_filter(
+        &self,
+    ) -> Result<Option<crate::seccomp::Filter>, crate::seccomp::SeccompError> {
+        let profile = match &self.cells.seccomp {
+            Seccomp::Off => return Ok(None),
+            Seccomp::Default => crate::seccomp::default_profile(),
+            Seccomp::Custom(v) => crate::seccomp::parse_profile(v, &self.capability_names())?,
+        };
+        crate::seccomp::compile(&profile).map(Some)
     }
 
     /// Host uid/gid that VP root maps to, or None for a privileged VP.

@@ -54,6 +54,9 @@ pub struct ExecRequest {
     /// Some: the command runs on a pty of the VP's devpts of this size;
     /// None: on the three pipes sent with the request.
     pub tty: Option<Winsize>,
+    /// The VP's seccomp filter, installed just before the exec.
+    #[serde(default)]
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 /// The helper's answer, once the command is forked (or could not be).
@@ -349,6 +352,12 @@ fn run_child(req: &ExecRequest, fds: [RawFd; 3], tty: bool) -> i32 {
     }
     cloexec_from(3);
     reset_signals();
+    if let Some(f) = &req.seccomp {
+        if let Err(e) = crate::seccomp::install(f) {
+            say(e.to_string());
+            return 125;
+        }
+    }
     let e = exec_in_path(&req.args, &req.env);
     let prog = req.args.first().map(String::as_str).unwrap_or("");
     eprintln!("cellctl exec: {prog}: {e}");

@@ -18,6 +18,7 @@ pub mod layout;
 pub mod monitor;
 pub mod name;
 pub mod rootfs;
+pub mod seccomp;
 pub mod server;
 pub mod sys;
 pub mod template;

@@ -528,6 +528,9 @@ fn start(
     device_dirs.push((power_dir, power::VP_POWER_DIR.to_string()));
     phase("devices");
 
+    let seccomp = cfg
+        .seccomp_filter()
+        .map_err(|e| leave_cgroup(e.to_string()))?;
     let flags = clone_flags(cfg).bits();
     // The VP's user namespace is created with VP root's host uid as the
     // effective uid: it then belongs to that uid, and the kernel charges
@@ -552,7 +555,7 @@ fn start(
         std::mem::forget(euid);
         drop(go_parent);
         drop(err_r);
-        init_child(req, go_child, err_w);
+        init_child(req, go_child, err_w, seccomp.as_ref());
     }
     drop(euid);
     let pid = cloned.map_err(|e| leave_cgroup(format!("clone the VP's init: {e}")))?;
@@ -1003,7 +1006,12 @@ fn prepare_vp(req: &MonitorRequest, pid: i32, lower: &Path, rootfs: &Path) -> Re
 
 /// The VP's init before exec: runs in the clone child, inside the new
 /// namespaces (still in the monitor's mount namespace). Never returns.
-fn init_child(req: &MonitorRequest, go: OwnedFd, err: OwnedFd) -> ! {
+fn init_child(
+    req: &MonitorRequest,
+    go: OwnedFd,
+    err: OwnedFd,
+    seccomp: Option<&crate::seccomp::Filter>,
+) -> ! {
     let mut b = [0u8; 1];
     let run_dir = match sys::recv_fds(&go, &mut b, 1) {
         Ok((1, mut fds)) if fds.len() == 1 => fds.remove(0),
@@ -1011,7 +1019,7 @@ fn init_child(req: &MonitorRequest, go: OwnedFd, err: OwnedFd) -> ! {
         // SAFETY: _exit is always safe.
         _ => unsafe { libc::_exit(1) },
     };
-    let e = match setup_and_exec(req, run_dir) {
+    let e = match setup_and_exec(req, run_dir, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -1023,6 +1031,7 @@ fn init_child(req: &MonitorRequest, go: OwnedFd, err: OwnedFd) -> ! {
 fn setup_and_exec(
     req: &MonitorRequest,
     run_dir: OwnedFd,
+    seccomp: Option<&crate::seccomp::Filter>,
 ) -> Result<std::convert::Infallible, String> {
     let cfg = &req.config;
     // Into the VP's run dir by fd (no path walk as VP ids); the new mount
@@ -1092,6 +1101,10 @@ fn setup_and_exec(
     let args = process.args().clone().unwrap_or_default();
     let mut env = process.env().clone().unwrap_or_default();
     env.extend(req.extra_env.iter().cloned());
+    // Last: the filter applies to the init's exec and everything after.
+    if let Some(f) = seccomp {
+        crate::seccomp::install(f).map_err(|e| e.to_string())?;
+    }
     let e = exec_in_path(&args, &env);
     Err(format!("exec {:?} in the VP: {e}", args.first()))
 }

@@ -363,8 +363,8 @@ fn vps_share_no_session_keyring_with_the_host() {
     };
     assert!(key > 0, "add_key: {}", std::io::Error::last_os_error());
     let c = Cells::new();
-    c.ok(&["create", "a", "--template", "minimal"]);
-    c.ok(&["create", "b", "--template", "minimal"]);
+    c.ok(&["create", "a", "--template", "minimal", "--seccomp", "off"]);
+    c.ok(&["create", "b", "--template", "minimal", "--seccomp", "off"]);
     c.ok(&["start", "a", "b"]);
     // Control: a process of the host with cellsd's keyring finds the key.
     let host = std::process::Command::new(c.bin.join("cells-probe"))
@@ -397,4 +397,118 @@ fn vps_share_no_session_keyring_with_the_host() {
     );
     // SAFETY: unlinking our test key from our session keyring (KEYCTL_UNLINK).
     unsafe { libc::syscall(libc::SYS_keyctl, 9, key, KEY_SPEC_SESSION_KEYRING) };
+}
+
+fn syscall_results(c: &Cells, vp: &str) -> std::collections::BTreeMap<String, String> {
+    c.push_probe(vp);
+    let o = c.probe(vp, &["syscalls"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    o.stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, r)| (n.to_string(), r.to_string()))
+        .collect()
+}
+
+/// Hole 6: every VP process runs under the default seccomp filter; `off`
+/// is the control (the same calls then reach the kernel, which allows
+/// several of them to VP root).
+#[test]
+fn the_default_seccomp_filter_stops_what_it_lists() {
+    let c = Cells::new();
+    c.ok(&["create", "def", "--template", "minimal"]);
+    c.ok(&["create", "off", "--template", "minimal", "--seccomp", "off"]);
+    c.ok(&["start", "def", "off"]);
+    assert_eq!(c.status("def")["seccomp"], "default");
+    assert_eq!(c.status("off")["seccomp"], "off");
+    // The init (and so everything it starts) runs filtered.
+    assert!(c.sh_ok("def", "grep Seccomp: /proc/1/status").contains('2'));
+    assert!(c.sh_ok("off", "grep Seccomp: /proc/1/status").contains('0'));
+    let def = syscall_results(&c, "def");
+    let off = syscall_results(&c, "off");
+    let eperm = "errno 1".to_string();
+    // Calls the kernel allows VP root, stopped only by the filter.
+    for call in [
+        "keyctl",
+        "add_key",
+        "io_uring_setup",
+        "userfaultfd",
+        "perf_event_open",
+        "unshare_newuser",
+        "personality",
+        "keyctl_i386",
+    ] {
+        assert_eq!(
+            def.get(call),
+            Some(&eperm),
+            "{call} in the filtered VP: {def:?}"
+        );
+        assert_eq!(
+            off.get(call).map(String::as_str),
+            Some("ok"),
+            "control: {call} without the filter: {off:?}"
+        );
+    }
+    assert_eq!(def.get("clone3").map(String::as_str), Some("errno 38"));
+    assert_eq!(off.get("clone3").map(String::as_str), Some("ok"));
+    // Calls the kernel refuses a VP anyway; the filter refuses them first.
+    for call in [
+        "request_key",
+        "bpf",
+        "kexec_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "open_by_handle_at",
+        "reboot",
+        "syslog",
+        "acct",
+        "swapon",
+        "settimeofday",
+        "clock_settime",
+    ] {
+        assert_eq!(def.get(call), Some(&eperm), "{call}: {def:?}");
+    }
+    // What Android's init needs still works under the filter.
+    c.sh_ok(
+        "def",
+        "unshare -m sh -c 'mount -t tmpfs none /tmp && umount /tmp' && echo ok",
+    );
+    // A bad profile is refused at create, naming the problem.
+    let f = c.root.join("bad.json");
+    std::fs::write(&f, r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#).unwrap();
+    let e = c.fails(&[
+        "create",
+        "bad",
+        "--template",
+        "minimal",
+        "--seccomp",
+        &f.to_string_lossy(),
+    ]);
+    assert!(e.contains("SCMP_ACT_NOTIFY is not supported"), "{e}");
+    // A docker-format profile is applied.
+    std::fs::write(
+        &f,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    c.ok(&[
+        "create",
+        "custom",
+        "--template",
+        "minimal",
+        "--seccomp",
+        &f.to_string_lossy(),
+    ]);
+    c.ok(&["start", "custom"]);
+    assert_eq!(c.status("custom")["seccomp"], "custom");
+    assert!(c
+        .sh_ok("custom", "grep Seccomp: /proc/1/status")
+        .contains('2'));
+    let custom = syscall_results(&c, "custom");
+    assert_eq!(
+        custom.get("keyctl").map(String::as_str),
+        Some("ok"),
+        "{custom:?}"
+    );
 }

@@ -1104,6 +1104,9 @@ impl Manager {
             cwd: if cwd.is_empty() { "/".into() } else { cwd },
             bounding: bounding_set(&config),
             tty,
+            seccomp: config
+                .seccomp_filter()
+                .map_err(|e| CellsError::Failed(e.to_string()))?,
         };
         // The command's pipes: the VP ends go to the helper, ours to the caller.
         let pipe = || {
@@ -1696,6 +1699,7 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
         memory_limit: cfg.memory_limit().unwrap_or(0).max(0) as u64,
         cpus: cfg.cpus().unwrap_or(0.0),
         pids_limit: cfg.pids_limit().unwrap_or(0).max(0) as u64,
+        seccomp: cfg.cells.seccomp.describe().to_string(),
     })
 }
 
@@ -1761,6 +1765,13 @@ pub fn create_options(
                         .map_err(|e: config::ConfigError| CellsError::InvalidArgument(e.to_string()))?,
                 );
             }
+            "seccomp" => {
+                let t = text().ok_or_else(|| bad(k, "a string: default, off or a profile's JSON"))?;
+                o.seccomp = Some(
+                    config::Seccomp::parse(&t)
+                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                );
+            }
             "network" => {
                 let t = text().ok_or_else(|| bad(k, "a string: isolated, shared-bridge or none"))?;
                 o.network = Some(
@@ -1770,7 +1781,7 @@ pub fn create_options(
             }
             other => {
                 return Err(CellsError::InvalidArgument(format!(
-                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background, network"
+                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background, network, seccomp"
                 )))
             }
         }

@@ -7,6 +7,7 @@
 //! cells-probe inotify-hold          take inotify instances until refused, print "held N", wait for stdin EOF
 //! cells-probe keyring [DESC]        print "session SERIAL" and whether a "user" key DESC is possessed
 //! cells-probe uid-scan SECS         for SECS seconds, print every process whose uid is not mapped here
+//! cells-probe syscalls              try the calls a seccomp filter should stop: "NAME ok" or "NAME errno N"
 //! ```
 
 use std::io::{BufRead, Write};
@@ -102,12 +103,211 @@ fn uid_scan(secs: u64) -> i32 {
     0
 }
 
+/// The result of one attempt: Ok, or the errno.
+fn attempt(rc: libc::c_long) -> Result<libc::c_long, i32> {
+    if rc < 0 {
+        Err(errno())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Run `f` in a child (for calls that change the caller, like unshare);
+/// the child's exit code 0 means the call succeeded, else it is the errno.
+fn in_child(f: impl FnOnce() -> libc::c_long) -> Result<libc::c_long, i32> {
+    // SAFETY: the child only makes the call and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let r = f();
+        let code = if r < 0 { errno() } else { 0 };
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(code) };
+    }
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    match libc::WEXITSTATUS(st) {
+        0 => Ok(0),
+        e => Err(e),
+    }
+}
+
+/// keyctl(KEYCTL_GET_KEYRING_ID, @s) through the i386 system call ABI.
+#[cfg(target_arch = "x86_64")]
+fn keyctl_i386() -> libc::c_long {
+    let mut ret: i64 = 288; // __NR_keyctl on i386
+                            // SAFETY: int 0x80 with the i386 ABI: eax = number, ebx/ecx/edx args.
+    unsafe {
+        std::arch::asm!(
+            "xchg {b}, rbx",
+            "int 0x80",
+            "xchg {b}, rbx",
+            b = inout(reg) 0i64 => _,
+            inout("rax") ret,
+            in("rcx") -3i64,
+            in("rdx") 0i64,
+        );
+    }
+    // The 32-bit return value in eax.
+    ret as i32 as libc::c_long
+}
+
+fn syscalls() -> i32 {
+    let null = std::ptr::null::<libc::c_void>();
+    // SAFETY (all below): raw system calls with arguments that touch no
+    // memory of ours beyond the constant strings and zeroed structs given.
+    let results: Vec<(&str, Result<libc::c_long, i32>)> = vec![
+        (
+            "keyctl",
+            attempt(unsafe { libc::syscall(libc::SYS_keyctl, 0, -3i64, 0) }),
+        ),
+        (
+            "add_key",
+            attempt(unsafe {
+                libc::syscall(
+                    libc::SYS_add_key,
+                    c"user".as_ptr(),
+                    c"probe".as_ptr(),
+                    c"v".as_ptr(),
+                    1usize,
+                    -3i64,
+                )
+            }),
+        ),
+        (
+            "request_key",
+            attempt(unsafe {
+                libc::syscall(
+                    libc::SYS_request_key,
+                    c"user".as_ptr(),
+                    c"probe".as_ptr(),
+                    null,
+                    0,
+                )
+            }),
+        ),
+        (
+            "io_uring_setup",
+            attempt(unsafe {
+                let mut params = [0u8; 120];
+                libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr())
+            }),
+        ),
+        // UFFD_USER_MODE_ONLY: allowed to unprivileged users by the kernel.
+        (
+            "userfaultfd",
+            attempt(unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | 1) }),
+        ),
+        (
+            "perf_event_open",
+            attempt(unsafe {
+                // PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, this process,
+                // user space only (exclude_kernel | exclude_hv).
+                let mut attr = [0u8; 128];
+                attr[4..8].copy_from_slice(&128u32.to_le_bytes());
+                attr[0..4].copy_from_slice(&1u32.to_le_bytes());
+                attr[40] = 0b0110_0000;
+                libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0)
+            }),
+        ),
+        (
+            "unshare_newuser",
+            in_child(|| unsafe { libc::unshare(libc::CLONE_NEWUSER) } as libc::c_long),
+        ),
+        (
+            "clone3",
+            in_child(|| unsafe {
+                let mut args = [0u64; 11];
+                args[4] = libc::SIGCHLD as u64;
+                let r = libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), 88usize);
+                if r == 0 {
+                    libc::_exit(0);
+                }
+                if r > 0 {
+                    libc::waitpid(r as i32, std::ptr::null_mut(), 0);
+                    0
+                } else {
+                    r
+                }
+            }),
+        ),
+        (
+            "personality",
+            in_child(|| unsafe { libc::personality(0x0040000) } as libc::c_long),
+        ),
+        (
+            "bpf",
+            attempt(unsafe { libc::syscall(libc::SYS_bpf, 5, null, 0) }),
+        ),
+        (
+            "kexec_load",
+            attempt(unsafe { libc::syscall(libc::SYS_kexec_load, 0, 0, null, 0) }),
+        ),
+        (
+            "init_module",
+            attempt(unsafe { libc::syscall(libc::SYS_init_module, null, 0, c"".as_ptr()) }),
+        ),
+        (
+            "finit_module",
+            attempt(unsafe { libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0) }),
+        ),
+        (
+            "delete_module",
+            attempt(unsafe { libc::syscall(libc::SYS_delete_module, c"probe".as_ptr(), 0) }),
+        ),
+        (
+            "open_by_handle_at",
+            attempt(unsafe { libc::syscall(libc::SYS_open_by_handle_at, -1, null, 0) }),
+        ),
+        (
+            "reboot",
+            attempt(unsafe { libc::syscall(libc::SYS_reboot, 0, 0, 0, null) }),
+        ),
+        (
+            "syslog",
+            attempt(unsafe { libc::syscall(libc::SYS_syslog, 3, null, 0) }),
+        ),
+        (
+            "acct",
+            attempt(unsafe { libc::syscall(libc::SYS_acct, null) }),
+        ),
+        (
+            "swapon",
+            attempt(unsafe { libc::syscall(libc::SYS_swapon, c"/nonexistent".as_ptr(), 0) }),
+        ),
+        (
+            "settimeofday",
+            attempt(unsafe { libc::syscall(libc::SYS_settimeofday, null, null) }),
+        ),
+        (
+            "clock_settime",
+            attempt(unsafe {
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                libc::syscall(libc::SYS_clock_settime, libc::CLOCK_REALTIME, &ts)
+            }),
+        ),
+        #[cfg(target_arch = "x86_64")]
+        ("keyctl_i386", attempt(keyctl_i386())),
+    ];
+    for (name, r) in results {
+        match r {
+            Ok(_) => println!("{name} ok"),
+            Err(e) => println!("{name} errno {e}"),
+        }
+    }
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("inotify-hold") => inotify_hold(),
         Some("keyring") => keyring(args.get(2).map(String::as_str)),
         Some("uid-scan") => uid_scan(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5)),
+        Some("syscalls") => syscalls(),
         _ => {
             eprintln!("usage: cells-probe inotify-hold | keyring [DESC] | uid-scan SECS");
             2
