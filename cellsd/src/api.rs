@@ -111,6 +111,8 @@ pub struct VpInfo {
     pub adb: String,
     /// Seccomp filter: default, off or custom.
     pub seccomp: String,
+    /// Why the VP cannot be used (state "invalid"); "" otherwise.
+    pub error: String,
 }
 
 impl VpInfo {
@@ -136,6 +138,7 @@ impl VpInfo {
             "ip": if self.ip.is_empty() { serde_json::Value::Null } else { self.ip.clone().into() },
             "adb": if self.adb.is_empty() { serde_json::Value::Null } else { self.adb.clone().into() },
             "seccomp": self.seccomp,
+            "error": if self.error.is_empty() { serde_json::Value::Null } else { self.error.clone().into() },
         })
     }
 }

@@ -164,6 +164,12 @@ pub enum ConfigError {
     },
     #[error("{path} has format version {found}, this cellsd reads version {CONFIG_VERSION}: use a matching cellsd")]
     Version { path: PathBuf, found: u32 },
+    #[error("{path}: {field} {why}; cellsd does not start a VP whose definition it did not write: restore the file (or recreate the VP), then restart cellsd; nothing of the VP was changed or removed")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        why: String,
+    },
 }
 
 /// What `cellctl create` asks for.
@@ -762,6 +768,124 @@ impl VpConfig {
 
     fn resources(&self) -> Option<&oci_spec::runtime::LinuxResources> {
         self.runtime.linux().as_ref()?.resources().as_ref()
+    }
+
+    /// The options the VP was (or would have been) created with.
+    pub fn create_options(&self) -> CreateOptions {
+        CreateOptions {
+            template: self.cells.template.clone(),
+            hostname: self.runtime.hostname().clone(),
+            memory: self.memory_limit().map(|m| m.max(0) as u64),
+            cpus: self.cpus(),
+            pids: self.pids_limit(),
+            privileged: self.cells.privileged,
+            color: self.cells.color.clone(),
+            background: Some(self.cells.background),
+            network: Some(self.cells.network.policy),
+            seccomp: Some(self.cells.seccomp.clone()),
+        }
+    }
+
+    /// Check a definition read from disk against what cells itself would
+    /// have written for this VP: its name is its folder's, its ids are a
+    /// full range of its own above the system's, and its runtime spec is
+    /// exactly the one its settings make (a spec changed by hand could bind
+    /// a host path into the VP or map VP root to host root). `path` names
+    /// the file in errors; `data_dir` is the VP's data folder.
+    pub fn validate_loaded(
+        &self,
+        path: &Path,
+        dir_name: &str,
+        data_dir: &Path,
+    ) -> Result<(), ConfigError> {
+        let invalid = |field: &str, why: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            why,
+        };
+        if self.name != dir_name {
+            return Err(invalid(
+                "name",
+                format!("is '{}', but the VP's folder is '{dir_name}'", self.name),
+            ));
+        }
+        let opts = self.create_options();
+        opts.validate()
+            .map_err(|e| invalid("cells", format!("is not valid: {e}")))?;
+        let host_id = match (self.cells.privileged, self.host_root_id()) {
+            (true, None) => 0,
+            (false, Some(id)) => id,
+            (true, Some(_)) => {
+                return Err(invalid(
+                    "runtime.linux.uidMappings",
+                    "map ids of a privileged VP".into(),
+                ))
+            }
+            (false, None) => {
+                return Err(invalid("runtime.linux.uidMappings", "are missing".into()))
+            }
+        };
+        if !self.cells.privileged && (host_id < ID_RANGE || host_id.checked_add(ID_RANGE).is_none())
+        {
+            return Err(invalid(
+                "runtime.linux.uidMappings",
+                format!(
+                    "map VP root to host id {host_id}, inside the system's first {ID_RANGE} ids"
+                ),
+            ));
+        }
+        let mut expected = build_spec(&self.name, &opts, host_id, data_dir)
+            .map_err(|e| invalid("runtime", format!("cannot be rebuilt: {e}")))?;
+        // The cgroup parent is cellsd's choice at create (--cgroup-parent).
+        let cg = self
+            .runtime
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .unwrap_or_default();
+        let parent = cg
+            .to_string_lossy()
+            .strip_suffix(&format!("/{}", self.name))
+            .map(String::from)
+            .filter(|p| {
+                !p.is_empty() && !p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            });
+        let Some(parent) = parent else {
+            return Err(invalid(
+                "runtime.linux.cgroupsPath",
+                format!("is '{}', not PARENT/{}", cg.display(), self.name),
+            ));
+        };
+        if let Some(l) = expected.linux_mut().as_mut() {
+            l.set_cgroups_path(Some(PathBuf::from(format!("{parent}/{}", self.name))));
+        }
+        if expected == self.runtime {
+            return Ok(());
+        }
+        // Name the first part that differs.
+        let a = serde_json::to_value(&self.runtime).unwrap_or_default();
+        let b = serde_json::to_value(&expected).unwrap_or_default();
+        let mut field = "runtime".to_string();
+        if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            if let Some(k) = keys.into_iter().find(|k| a.get(*k) != b.get(*k)) {
+                field = format!("runtime.{k}");
+                if let (Some(la), Some(lb)) = (
+                    a.get(k).and_then(|v| v.as_object()),
+                    b.get(k).and_then(|v| v.as_object()),
+                ) {
+                    let sub: std::collections::BTreeSet<&String> =
+                        la.keys().chain(lb.keys()).collect();
+                    if let Some(k2) = sub.into_iter().find(|k2| la.get(*k2) != lb.get(*k2)) {
+                        field = format!("runtime.{k}.{k2}");
+                    }
+                }
+            }
+        }
+        Err(invalid(
+            &field,
+            "differs from what cells makes for this VP's settings".into(),
+        ))
     }
 
     pub fn to_json(&self) -> String {

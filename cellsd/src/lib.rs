@@ -22,3 +22,4 @@ pub mod seccomp;
 pub mod server;
 pub mod sys;
 pub mod template;
+pub mod trust;

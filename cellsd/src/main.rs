@@ -150,9 +150,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let run_dir = std::path::absolute(&args.run_dir).context("run dir")?;
     check_state_dir(&state).map_err(anyhow::Error::msg)?;
     check_state_dir(&run_dir).map_err(anyhow::Error::msg)?;
-    // 0711: VPs' user namespaces must traverse to their own folders.
-    for (d, mode) in [(&state, 0o711), (&run_dir, 0o755)] {
+    // Made (if missing) as root, then checked: only root may be able to
+    // change them or any folder above them.
+    for (d, mode, what) in [(&state, 0o711, "state dir"), (&run_dir, 0o755, "run dir")] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        cellsd::trust::check_dir(d, what)?;
         std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     }
     let layout = Layout::new(&state, &run_dir);

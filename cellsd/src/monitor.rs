@@ -1052,6 +1052,9 @@ fn setup_and_exec(
         None::<&str>,
     )
     .map_err(errstr("bind the VP's root onto itself"))?;
+    // Onto that new mount (the lookup crosses it), while the file system
+    // uid is still the monitor's: the run dir is root's alone (0700).
+    std::env::set_current_dir("rootfs").map_err(errstr("chdir into the VP's root"))?;
     if cfg.host_root_id().is_some() {
         let root_g = Gid::from_raw(0);
         let root_u = Uid::from_raw(0);
@@ -1059,7 +1062,7 @@ fn setup_and_exec(
         nix::unistd::setgroups(&[]).map_err(errstr("setgroups"))?;
         nix::unistd::setresuid(root_u, root_u, root_u).map_err(errstr("setresuid(0)"))?;
     }
-    rootfs::pivot(Path::new("rootfs")).map_err(|e| e.to_string())?;
+    rootfs::pivot(Path::new(".")).map_err(|e| e.to_string())?;
     phase("child: namespaces, pivot_root");
     nix::unistd::sethostname(cfg.hostname()).map_err(errstr("sethostname"))?;
     if let Err(e) = loopback_up() {
@@ -1122,6 +1125,8 @@ impl ConsoleLog {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .ok();
         let size = file

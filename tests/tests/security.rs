@@ -512,3 +512,156 @@ fn the_default_seccomp_filter_stops_what_it_lists() {
         "{custom:?}"
     );
 }
+
+/// Hole 10: the VP's folders belong to root except its writable layer and
+/// /data; a definition changed on disk is refused at load, naming the
+/// field, and nothing of the VP is touched.
+#[test]
+fn vp_folders_are_roots_and_tampered_definitions_are_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let mut c = Cells::new();
+    c.create_start("vp");
+    c.sh_ok("vp", "echo keep > /data/precious");
+    let dir = c.state.join("vps/vp");
+    let m = std::fs::metadata(&dir).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o700), "vps/vp");
+    for (sub, owned_by_vp) in [("upper", true), ("data", true), ("work", false)] {
+        let m = std::fs::metadata(dir.join(sub)).unwrap();
+        assert_eq!(m.uid() != 0, owned_by_vp, "{sub} owner {}", m.uid());
+    }
+    let run = std::fs::metadata(c.run.join("vps/vp")).unwrap();
+    assert_eq!((run.uid(), run.mode() & 0o077), (0, 0), "run/vps/vp");
+    c.ok(&["stop", "vp"]);
+    c.ok(&["create", "other", "--template", "minimal"]);
+    // Tamper: VP root mapped to host root; and a host path bound into a VP.
+    let json = std::fs::read_to_string(dir.join("vp.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["runtime"]["linux"]["uidMappings"][0]["hostID"] = 0.into();
+    std::fs::write(dir.join("vp.json"), v.to_string()).unwrap();
+    let other = c.state.join("vps/other/vp.json");
+    let mut o: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&other).unwrap()).unwrap();
+    o["runtime"]["mounts"][4]["source"] = "/".into();
+    std::fs::write(&other, o.to_string()).unwrap();
+    c.end_daemon(libc::SIGTERM);
+    c.start_daemon();
+    let s = c.status("vp");
+    assert_eq!(s["state"], "invalid", "{s}");
+    let err = s["error"].as_str().unwrap_or("");
+    assert!(err.contains("uidMappings"), "{err}");
+    let e = c.fails(&["start", "vp"]);
+    assert!(
+        e.contains("cannot be used") && e.contains("uidMappings"),
+        "{e}"
+    );
+    let s = c.status("other");
+    assert!(
+        s["error"].as_str().unwrap_or("").contains("runtime.mounts"),
+        "{s}"
+    );
+    // Listed, and nothing removed: not by a restart, not by destroy.
+    let list = c.ok(&["list"]);
+    assert!(list.contains("invalid"), "{list}");
+    c.fails(&["destroy", "vp"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/precious")).unwrap(),
+        "keep\n"
+    );
+    // A definition that is not JSON at all is listed the same way.
+    std::fs::write(&other, "{ not json").unwrap();
+    c.end_daemon(libc::SIGTERM);
+    c.start_daemon();
+    assert_eq!(c.status("other")["state"], "invalid");
+    // Control: restored, the VP starts again with its data.
+    std::fs::write(dir.join("vp.json"), json).unwrap();
+    c.end_daemon(libc::SIGTERM);
+    c.start_daemon();
+    c.ok(&["start", "vp"]);
+    assert_eq!(c.sh_ok("vp", "cat /data/precious").trim(), "keep");
+}
+
+/// Removes a host user made by a test, by name, however the test ends.
+struct TestUser(String);
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(&self.0).status();
+    }
+}
+
+/// Hole 10: a VP's ids must be nobody's on the host.
+#[test]
+fn id_ranges_that_overlap_host_users_are_refused() {
+    let base = 50_000_000 + (std::process::id() % 1000) * 65536 * 4;
+    let c = Cells::with_args(None, &["--id-base", &base.to_string()]);
+    c.ok(&["template", "build", "minimal"]);
+    c.ok(&["create", "a", "--template", "minimal"]);
+    c.ok(&["start", "a"]);
+    c.ok(&["stop", "a"]);
+    let name = format!("cellst{}", std::process::id() % 100_000);
+    let ok = std::process::Command::new("useradd")
+        .args(["--no-create-home", "--shell", "/usr/sbin/nologin", "--uid"])
+        .arg((base + 100).to_string())
+        .arg(&name)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "useradd (passwd) failed");
+    let _user = TestUser(name.clone());
+    let e = c.fails(&["start", "a"]);
+    assert!(e.contains(&name) && e.contains("--id-base"), "{e}");
+    // Creating a VP over those ids is refused too (b would get a's slot).
+    c.ok(&["destroy", "a"]);
+    let e = c.fails(&["create", "b", "--template", "minimal"]);
+    assert!(e.contains(&name), "{e}");
+}
+
+/// Hole 10: cellsd refuses a state or run dir that others could change.
+#[test]
+fn state_and_run_dirs_others_can_change_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::env::temp_dir().join(format!("cells-trust-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("open/state")).unwrap();
+    std::fs::set_permissions(root.join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = cells_tests::bin_dir().join("cellsd");
+    let o = std::process::Command::new(&bin)
+        .arg("--state-dir")
+        .arg(root.join("open/state"))
+        .arg("--run-dir")
+        .arg(root.join("run"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("writable by others") && err.contains("open"),
+        "{err}"
+    );
+    std::fs::create_dir_all(root.join("user")).unwrap();
+    std::os::unix::fs::chown(root.join("user"), Some(65534), Some(65534)).unwrap();
+    let o = std::process::Command::new(&bin)
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .arg("--run-dir")
+        .arg(root.join("user/run"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// No VP id needs to walk the host's folders any more: a state dir under a
+/// folder only root may enter works (it used to fail with EACCES).
+#[test]
+fn a_state_dir_below_a_private_folder_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cells::new();
+    // The harness's folder is made 0700 before any VP exists.
+    std::fs::set_permissions(&c.root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    c.create_start("vp");
+    assert_eq!(
+        c.sh_ok("vp", "echo hi > /data/x && cat /data/x").trim(),
+        "hi"
+    );
+}

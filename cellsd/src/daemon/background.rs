@@ -225,10 +225,7 @@ impl Manager {
         let (freezer, gen) = {
             let mut inner = self.lock();
             let fg = inner.foreground.as_deref() == Some(name);
-            let vp = inner
-                .vps
-                .get_mut(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            let vp = inner.vps.get_mut(name).ok_or_else(|| self.missing(name))?;
             if gen.is_some_and(|g| g != vp.bg_gen) || fg {
                 return Err(FreezeFailure::Cancelled);
             }

@@ -177,6 +177,9 @@ pub struct Manager {
     power: Arc<PowerHub>,
     /// The bridge, nftables and the port forwards.
     net: crate::devices::network::host::HostNet,
+    /// VPs whose definition could not be used (name -> why): listed, never
+    /// started, never removed by cellsd.
+    invalid: Mutex<BTreeMap<String, String>>,
 }
 
 fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
@@ -229,6 +232,7 @@ impl Manager {
             binders: Mutex::new(Vec::new()),
             power,
             net,
+            invalid: Mutex::new(BTreeMap::new()),
         });
         mgr.net
             .forwards
@@ -256,6 +260,20 @@ impl Manager {
         }
         mgr.watch_locks();
         Ok(mgr)
+    }
+
+    /// The error for a name that is not a usable VP: unknown, or defined
+    /// but invalid (then saying why).
+    fn missing(&self, name: &str) -> CellsError {
+        match self
+            .invalid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            Some(why) => CellsError::Failed(format!("VP '{name}' cannot be used: {why}")),
+            None => CellsError::unknown_vp(name),
+        }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -314,14 +332,30 @@ impl Manager {
                 Ok(t) => t,
                 Err(_) => continue, // a destroy that was cut short; nothing to run
             };
-            let config = match VpConfig::from_json(&path, &text) {
+            let dir = self.cfg.layout.vp_dir(&name);
+            let config = VpConfig::from_json(&path, &text)
+                .and_then(|c| {
+                    c.validate_loaded(&path, &name, &self.cfg.layout.vp_data(&name))
+                        .map(|_| c)
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|c| self.check_unique(&c, &path).map(|_| c));
+            let config = match config {
                 Ok(c) => c,
                 Err(e) => {
-                    // Never delete what we cannot read: the VP's data is there.
-                    tracing::error!("skipping VP {name}: {e}");
+                    // Never delete what we cannot use: the VP's data is there.
+                    // Its processes, if it runs, are left alone too.
+                    tracing::error!("VP {name} is not usable: {e}");
+                    self.invalid
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name, e);
                     continue;
                 }
             };
+            if let Err(e) = secure_vp_dir(&dir) {
+                tracing::warn!(vp = name.as_str(), "{e}");
+            }
             let run = self.adopt(&config);
             let phase = if run.is_some() {
                 Phase::Running
@@ -364,6 +398,26 @@ impl Manager {
             .collect();
         for n in background {
             self.arm_freeze(&mut inner, &n);
+        }
+        Ok(())
+    }
+
+    /// A loaded definition must not share its id range or its slot with a
+    /// VP already loaded (two VPs with one id range are one user).
+    fn check_unique(&self, cfg: &VpConfig, path: &Path) -> Result<(), String> {
+        let inner = self.lock();
+        for (other, v) in &inner.vps {
+            let clash = v.config.cells.slot == cfg.cells.slot
+                || matches!((v.config.host_root_id(), cfg.host_root_id()),
+                    (Some(a), Some(b)) if a.abs_diff(b) < ID_RANGE);
+            if clash {
+                return Err(format!(
+                    "{}: its slot {} or id range is also VP '{other}''s; two VPs must not share ids: \
+                     restore the file (or recreate the VP), then restart cellsd",
+                    path.display(),
+                    cfg.cells.slot
+                ));
+            }
         }
         Ok(())
     }
@@ -601,22 +655,40 @@ impl Manager {
             .vps
             .get(name)
             .map(|v| Arc::clone(&v.op))
-            .ok_or_else(|| CellsError::unknown_vp(name))
+            .ok_or_else(|| self.missing(name))
     }
 
     pub fn list(&self) -> Vec<VpInfo> {
         let inner = self.lock();
-        inner
+        let mut v: Vec<VpInfo> = inner
             .vps
             .keys()
             .filter_map(|n| info_of(&inner, n))
-            .collect()
+            .collect();
+        for (n, why) in self
+            .invalid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            v.push(invalid_info(n, why));
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     pub fn status(&self, name: &str) -> Result<VpInfo, CellsError> {
         name::validate("VP", name)?;
         let inner = self.lock();
-        info_of(&inner, name).ok_or_else(|| CellsError::unknown_vp(name))
+        if let Some(why) = self
+            .invalid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(invalid_info(name, why));
+        }
+        info_of(&inner, name).ok_or_else(|| self.missing(name))
     }
 
     pub fn create(&self, name: &str, opts: CreateOptions) -> Result<(), CellsError> {
@@ -652,20 +724,20 @@ impl Manager {
         .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
         config.set_cgroup_parent(&self.cfg.cgroup_parent);
         self.allocate_network(&inner, &mut config)?;
+        if let Some(id) = config.host_root_id() {
+            self.check_id_range(name, id)?;
+        }
         let result = (|| -> std::io::Result<()> {
-            // state/vps is 0711 and vps/NAME belongs to VP root (0700): the
-            // VP's user namespace must reach /data's source to bind it, and
-            // no other host user gets in.
+            // state/vps and vps/NAME belong to root (0700): the monitor (as
+            // root) mounts the VP's folders, no VP id walks there, and no
+            // other host user gets in. Only upper/ and data/ are VP root's.
             let vps = layout.vps_dir();
             std::fs::create_dir_all(&vps)?;
-            std::fs::set_permissions(&vps, std::fs::Permissions::from_mode(0o711))?;
+            std::fs::set_permissions(&vps, std::fs::Permissions::from_mode(0o700))?;
             let dir = layout.vp_dir(name);
-            std::fs::create_dir_all(&dir)?;
+            std::fs::create_dir(&dir)?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
             let owner = config.host_root_id();
-            if let Some(id) = owner {
-                chown(&dir, Some(id), Some(id))?;
-            }
             for (d, mode) in [
                 (layout.vp_upper(name), 0o755),
                 (layout.vp_data(name), 0o771),
@@ -702,6 +774,24 @@ impl Manager {
         self.open_forwards(name, None, &net);
         self.emit_state(name, "created");
         Ok(())
+    }
+
+    /// A VP's id range must be nobody else's on the host: a user (or a
+    /// subordinate range of one) with those ids could reach the VP's files
+    /// and processes, and own its user namespace.
+    fn check_id_range(&self, vp: &str, first: u32) -> Result<(), CellsError> {
+        let hits = id_range_users(first, ID_RANGE);
+        if hits.is_empty() {
+            return Ok(());
+        }
+        Err(CellsError::Failed(format!(
+            "VP '{vp}' would map to host ids {first}-{}, which belong to {}: \
+             restart cellsd with --id-base N where N..N+{} holds no user, group or \
+             /etc/subuid, /etc/subgid range (and recreate the VP), or move those ids away",
+            first as u64 + ID_RANGE as u64 - 1,
+            hits.join(", "),
+            ID_RANGE as u64 * 256,
+        )))
     }
 
     fn check_template_known(&self, t: &str) -> Result<(), CellsError> {
@@ -742,10 +832,7 @@ impl Manager {
         let _guard = op.lock().await;
         {
             let mut inner = self.lock();
-            let vp = inner
-                .vps
-                .get_mut(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            let vp = inner.vps.get_mut(name).ok_or_else(|| self.missing(name))?;
             if vp.phase != Phase::Stopped {
                 return Err(CellsError::already_running(name));
             }
@@ -792,6 +879,9 @@ impl Manager {
 
     async fn spawn_vp(self: &Arc<Self>, config: &VpConfig) -> Result<Running, CellsError> {
         let name = config.name.as_str();
+        if let Some(id) = config.host_root_id() {
+            self.check_id_range(name, id)?;
+        }
         let layout = &self.cfg.layout;
         let t = &config.cells.template;
         let build = match template::current_build(layout, t) {
@@ -805,6 +895,10 @@ impl Manager {
         };
         let run_dir = layout.vp_run_dir(name);
         std::fs::create_dir_all(&run_dir).map_err(failed("create the run dir"))?;
+        for d in [run_dir.as_path(), layout.run.join("vps").as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                .map_err(failed("chmod the run dir"))?;
+        }
         let req = MonitorRequest {
             config: config.clone(),
             template_rootfs: layout.template_build_rootfs(t, &build),
@@ -979,10 +1073,7 @@ impl Manager {
         let _guard = op.lock().await;
         let (pidfd, mut ended) = {
             let mut inner = self.lock();
-            let vp = inner
-                .vps
-                .get_mut(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            let vp = inner.vps.get_mut(name).ok_or_else(|| self.missing(name))?;
             let Some(run) = vp.run.as_ref().filter(|_| vp.phase == Phase::Running) else {
                 return Err(CellsError::not_running(name));
             };
@@ -1022,10 +1113,7 @@ impl Manager {
         let _guard = op.lock().await;
         {
             let inner = self.lock();
-            let vp = inner
-                .vps
-                .get(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
             if vp.phase != Phase::Stopped {
                 return Err(CellsError::Running(format!(
                     "VP '{name}' is {}: stop it first with `cellctl stop {name}`",
@@ -1070,10 +1158,7 @@ impl Manager {
         }
         let (config, state) = {
             let inner = self.lock();
-            let vp = inner
-                .vps
-                .get(name)
-                .ok_or_else(|| CellsError::unknown_vp(name))?;
+            let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
             match (&vp.run, vp.phase) {
                 (Some(r), Phase::Running) => (vp.config.clone(), r.state.clone()),
                 _ => return Err(CellsError::not_running(name)),
@@ -1379,10 +1464,7 @@ impl Manager {
     pub fn switch(&self, name: &str) -> Result<(), CellsError> {
         name::validate("VP", name)?;
         let mut inner = self.lock();
-        let vp = inner
-            .vps
-            .get(name)
-            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         if vp.phase != Phase::Running {
             return Err(CellsError::NotRunning(format!(
                 "VP '{name}' is not running, so it cannot be the foreground: start it with `cellctl start {name}`"
@@ -1431,7 +1513,7 @@ impl Manager {
             Some(n) => {
                 name::validate("VP", n)?;
                 let inner = self.lock();
-                let v = inner.vps.get(n).ok_or_else(|| CellsError::unknown_vp(n))?;
+                let v = inner.vps.get(n).ok_or_else(|| self.missing(n))?;
                 if v.phase != Phase::Running {
                     return Err(CellsError::not_running(n));
                 }
@@ -1653,6 +1735,68 @@ fn running_vp<'a>(inner: &'a Inner, name: &str) -> Result<&'a Vp, CellsError> {
     Ok(vp)
 }
 
+/// What `list` and `status` say of a VP whose definition is not usable.
+fn invalid_info(name: &str, why: &str) -> VpInfo {
+    VpInfo {
+        name: name.to_string(),
+        state: "invalid".to_string(),
+        error: why.to_string(),
+        ..Default::default()
+    }
+}
+
+/// A VP's folder in the state dir belongs to root, mode 0700 (only its
+/// upper/ and data/ are VP root's). Folders of older cellsd versions
+/// (owned by VP root) are taken back.
+fn secure_vp_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(format!("{} is not a folder", dir.display()));
+    }
+    if meta.uid() != 0 || meta.gid() != 0 || meta.mode() & 0o7777 != 0o700 {
+        std::os::unix::fs::lchown(dir, Some(0), Some(0))
+            .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("securing {}: {e}", dir.display()))?;
+        tracing::info!("{} now belongs to root (mode 0700)", dir.display());
+    }
+    Ok(())
+}
+
+/// Host ids that are someone's already: users and groups of /etc/passwd
+/// and /etc/group, and the subordinate ranges of /etc/subuid and
+/// /etc/subgid. Returns what a range [first, first+len) overlaps.
+pub fn id_range_users(first: u32, len: u32) -> Vec<String> {
+    let end = first as u64 + len as u64;
+    let mut hits = Vec::new();
+    for (file, kind) in [("/etc/passwd", "user"), ("/etc/group", "group")] {
+        for l in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            if let Some(id) = f.get(2).and_then(|x| x.parse::<u64>().ok()) {
+                // nobody/nogroup (65534) is the overflow id, outside every range.
+                if id >= first as u64 && id < end {
+                    hits.push(format!("{kind} '{}' ({file}, id {id})", f[0]));
+                }
+            }
+        }
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        for l in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            let (Some(s), Some(n)) = (
+                f.get(1).and_then(|x| x.parse::<u64>().ok()),
+                f.get(2).and_then(|x| x.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            if s < end && s + n > first as u64 {
+                hits.push(format!("{file} entry '{}'", l.trim()));
+            }
+        }
+    }
+    hits
+}
+
 fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
     let vp = inner.vps.get(name)?;
     let cfg = &vp.config;
@@ -1700,6 +1844,7 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
         cpus: cfg.cpus().unwrap_or(0.0),
         pids_limit: cfg.pids_limit().unwrap_or(0).max(0) as u64,
         seccomp: cfg.cells.seccomp.describe().to_string(),
+        error: String::new(),
     })
 }
 

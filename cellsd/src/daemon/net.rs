@@ -82,7 +82,7 @@ impl Manager {
             .vps
             .get(name)
             .map(|v| v.config.clone())
-            .ok_or_else(|| CellsError::unknown_vp(name))?;
+            .ok_or_else(|| self.missing(name))?;
         if self.allocate_network(&inner, &mut cfg)? {
             self.save_config(&mut inner, cfg.clone())?;
         }
@@ -158,10 +158,7 @@ impl Manager {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
         let mut inner = self.lock();
-        let vp = inner
-            .vps
-            .get(name)
-            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         if vp.phase != super::Phase::Stopped {
             return Err(CellsError::Running(format!(
                 "VP '{name}' is {}: its network changes while it is stopped; run `cellctl stop {name}` first",
@@ -186,10 +183,7 @@ impl Manager {
     /// The serial `adb connect` takes for a VP.
     pub fn adb_serial(&self, name: &str) -> Result<String, CellsError> {
         let inner = self.lock();
-        let vp = inner
-            .vps
-            .get(name)
-            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         match vp.config.cells.network.adb_port {
             Some(p) => Ok(format!("127.0.0.1:{p}")),
             None => Err(CellsError::NotRunning(format!(
@@ -205,7 +199,7 @@ impl Manager {
                 .vps
                 .get(name)
                 .map(|v| v.config.cells.network.clone())
-                .ok_or_else(|| CellsError::unknown_vp(name))?
+                .ok_or_else(|| self.missing(name))?
         };
         // Listening, and relaying to a running VP.
         let active = if self.net.forwards.reaches(name) {
@@ -238,7 +232,7 @@ impl Manager {
         {
             let inner = self.lock();
             if !inner.vps.contains_key(name) {
-                return Err(CellsError::unknown_vp(name));
+                return Err(self.missing(name));
             }
             if Self::taken_ports(&inner, "").contains(&f.host) {
                 return Err(CellsError::AlreadyExists(format!(
@@ -266,7 +260,7 @@ impl Manager {
             .vps
             .get(name)
             .map(|v| v.config.clone())
-            .ok_or_else(|| CellsError::unknown_vp(name))?;
+            .ok_or_else(|| self.missing(name))?;
         cfg.cells.network.ports.push(f);
         self.save_config(&mut inner, cfg)
     }
@@ -279,10 +273,7 @@ impl Manager {
 
     fn port_remove_config(&self, name: &str, host: u16) -> Result<(), CellsError> {
         let mut inner = self.lock();
-        let vp = inner
-            .vps
-            .get(name)
-            .ok_or_else(|| CellsError::unknown_vp(name))?;
+        let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         if vp.config.cells.network.adb_port == Some(host) {
             return Err(CellsError::InvalidArgument(format!(
                 "host port {host} is VP '{name}''s adb port, which cannot be removed"
