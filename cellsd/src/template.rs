@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,7 +41,19 @@ pub enum TemplateError {
     },
     #[error("template '{0}' is not built: run `cellctl template build {0}` first")]
     NotBuilt(String),
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
+    #[error("{path} is {why}: a template takes regular files only (put links in the recipe's [symlinks], and leave devices and FIFOs out)")]
+    NotRegular { path: PathBuf, why: String },
+    #[error("{path} is {size} bytes, more than the {cap} bytes a template file may have")]
+    TooLarge { path: PathBuf, size: u64, cap: u64 },
+    #[error("the template would be {total} bytes, more than the {cap} bytes a build may have")]
+    BuildTooLarge { total: u64, cap: u64 },
 }
+
+/// Largest file a template build copies, and largest build.
+pub const MAX_FILE: u64 = 512 << 20;
+pub const MAX_BUILD: u64 = 4 << 30;
 
 fn ioe<'a>(
     what: &'static str,
@@ -205,7 +217,10 @@ pub fn load_recipe(src: &Sources, template: &str) -> Result<Recipe, TemplateErro
 /// True if the ELF file has no program interpreter (PT_INTERP), i.e. runs
 /// in a rootfs without a dynamic loader.
 pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
-    let mut f = std::fs::File::open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
     let mut buf = Vec::new();
     f.by_ref().take(64 * 1024).read_to_end(&mut buf)?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF file");
@@ -228,25 +243,84 @@ pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Applet names of a busybox binary (`busybox --list`).
+/// Applet names of a busybox binary, read from the binary itself (its
+/// sorted, NUL-separated name table, which starts "[", "[["): cellsd never
+/// runs a program a recipe names.
 pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, TemplateError> {
-    let out = std::process::Command::new(busybox)
-        .arg("--list")
-        .output()
-        .map_err(ioe("run", busybox))?;
-    let list: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|a| !a.is_empty() && !a.contains('/'))
-        .map(String::from)
-        .collect();
+    let data = read_regular(busybox, MAX_FILE)?;
+    let list = applet_table(&data);
     if list.is_empty() {
         return Err(TemplateError::BadRecipe {
             path: busybox.to_path_buf(),
-            msg: "`busybox --list` printed no applets".into(),
+            msg: "no busybox applet table found in it (is it Debian's busybox-static?)".into(),
         });
     }
     Ok(list)
+}
+
+/// The applet names in a busybox binary's bytes.
+pub fn applet_table(data: &[u8]) -> Vec<String> {
+    let start = match data.windows(5).position(|w| w == b"[\0[[\0") {
+        Some(p) => p,
+        None => return Vec::new(),
+    };
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-[".contains(&b);
+    data[start..]
+        .split(|b| *b == 0)
+        .take_while(|n| !n.is_empty() && n.len() < 64 && n.iter().all(|b| ok(*b)))
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect()
+}
+
+/// Open a file the build reads: never through a symlink as its last
+/// component, never blocking (a FIFO), and it must be a regular file of at
+/// most `cap` bytes. Folders on the way are checked by the caller.
+fn open_regular(path: &Path, cap: u64) -> Result<(std::fs::File, u64), TemplateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                TemplateError::NotRegular {
+                    path: path.to_path_buf(),
+                    why: "a symlink".into(),
+                }
+            } else {
+                ioe("open", path)(e)
+            }
+        })?;
+    let meta = f.metadata().map_err(ioe("stat", path))?;
+    if !meta.is_file() {
+        return Err(TemplateError::NotRegular {
+            path: path.to_path_buf(),
+            why: "not a regular file".into(),
+        });
+    }
+    if meta.len() > cap {
+        return Err(TemplateError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            cap,
+        });
+    }
+    Ok((f, meta.len()))
+}
+
+fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, TemplateError> {
+    let (f, len) = open_regular(path, cap)?;
+    let mut v = Vec::with_capacity(len as usize);
+    f.take(cap).read_to_end(&mut v).map_err(ioe("read", path))?;
+    Ok(v)
+}
+
+/// A host file a recipe names (busybox, host_files, programs): absolute,
+/// in folders only root may change, itself a regular file.
+fn check_host_file(path: &Path, what: &str) -> Result<(), TemplateError> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    crate::trust::check_dir(parent, &format!("{what}'s folder"))?;
+    open_regular(path, MAX_FILE).map(|_| ())
 }
 
 fn parse_mode(recipe: &Path, s: &str) -> Result<u32, TemplateError> {
@@ -267,9 +341,18 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, TemplateError> {
             let ft = e.file_type().map_err(ioe("stat", &p))?;
             if ft.is_dir() {
                 stack.push(p);
-            } else {
+            } else if ft.is_file() {
                 let rel = p.strip_prefix(dir).unwrap_or(&p).to_path_buf();
                 out.push((p, rel));
+            } else {
+                return Err(TemplateError::NotRegular {
+                    path: p,
+                    why: if ft.is_symlink() {
+                        "a symlink".into()
+                    } else {
+                        "not a regular file".into()
+                    },
+                });
             }
         }
     }
@@ -347,7 +430,7 @@ pub fn plan(
     for f in &recipe.host_files {
         let dest = rootfs_path(&rpath, f)?;
         steps.push(BuildStep::Copy {
-            src: std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f)),
+            src: PathBuf::from(f),
             dest,
             mode: 0o755,
         });
@@ -362,7 +445,12 @@ pub fn plan(
 }
 
 fn check_sources(src: &Sources, recipe: &Recipe) -> Result<(), TemplateError> {
+    crate::trust::check_dir(&src.recipes, "recipes folder")?;
+    if !recipe.programs.is_empty() {
+        crate::trust::check_dir(&src.programs, "programs folder")?;
+    }
     if let Some(bb) = &recipe.busybox {
+        check_host_file(&bb.path, "busybox")?;
         match is_static_elf(&bb.path) {
             Ok(true) => {}
             Ok(false) => {
@@ -381,8 +469,18 @@ fn check_sources(src: &Sources, recipe: &Recipe) -> Result<(), TemplateError> {
             }
         }
     }
+    for f in &recipe.host_files {
+        check_host_file(Path::new(f), "host file")?;
+    }
     for p in &recipe.programs {
         let path = src.programs.join(&p.name);
+        if p.name.contains('/') {
+            return Err(TemplateError::BadRecipe {
+                path: path.clone(),
+                msg: format!("program name '{}' must be a file name", p.name),
+            });
+        }
+        open_regular(&path, MAX_FILE)?;
         if !matches!(is_static_elf(&path), Ok(true)) {
             return Err(TemplateError::NotStatic {
                 path,
@@ -543,7 +641,21 @@ fn apply_step(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(ioe("replace", &p)(e)),
             }
-            *bytes += std::fs::copy(src, &p).map_err(ioe("copy", src))?;
+            let (mut from, len) = open_regular(src, MAX_FILE)?;
+            if *bytes + len > MAX_BUILD {
+                return Err(TemplateError::BuildTooLarge {
+                    total: *bytes + len,
+                    cap: MAX_BUILD,
+                });
+            }
+            let mut to = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&p)
+                .map_err(ioe("create", &p))?;
+            *bytes += std::io::copy(&mut (&mut from).take(MAX_FILE), &mut to)
+                .map_err(ioe("copy", src))?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
                 .map_err(ioe("chmod", &p))?;
             *files += 1;
@@ -707,6 +819,93 @@ files = "files"
         assert_eq!(gc(&layout, "t", &[]), vec!["1".to_string()]);
         assert!(layout.template_build_rootfs("t", "2").is_dir());
         assert_eq!(built_templates(&layout), vec!["t".to_string()]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn busybox_applets_come_from_its_table_not_from_running_it() {
+        let bb = Path::new("/bin/busybox");
+        if !bb.exists() {
+            return;
+        }
+        let listed = std::process::Command::new(bb)
+            .arg("--list")
+            .output()
+            .unwrap();
+        let listed: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(busybox_applets(bb).unwrap(), listed);
+        assert!(applet_table(b"no table here").is_empty());
+    }
+
+    #[test]
+    fn recipes_take_regular_files_from_root_only_folders() {
+        let root = tmp("regular");
+        // A symlink in the recipe's files: refused, not followed.
+        let src = sources(&root, RECIPE);
+        std::os::unix::fs::symlink("/etc/shadow", root.join("recipes/t/files/shadow")).unwrap();
+        let recipe = load_recipe(&src, "t").unwrap();
+        let e = plan(&src, "t", &recipe, &[]).unwrap_err().to_string();
+        assert!(e.contains("a symlink") && e.contains("[symlinks]"), "{e}");
+        std::fs::remove_file(root.join("recipes/t/files/shadow")).unwrap();
+        let layout = Layout::new(root.join("state"), root.join("run"));
+        // A FIFO among the host files: refused, never read (no hang).
+        let fifo = root.join("fifo");
+        let c = crate::sys::cstr(&fifo).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        std::fs::write(
+            root.join("recipes/t/template.toml"),
+            format!("host_files = [\"{}\"]\n", fifo.display()),
+        )
+        .unwrap();
+        let src = Sources {
+            recipes: root.join("recipes"),
+            programs: root.join("bin"),
+        };
+        let e = build(&layout, &src, "t", |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // Too large (sparse, so cheap to make).
+        let big = root.join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE + 1)
+            .unwrap();
+        std::fs::write(
+            root.join("recipes/t/template.toml"),
+            format!("host_files = [\"{}\"]\n", big.display()),
+        )
+        .unwrap();
+        let e = build(&layout, &src, "t", |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the"), "{e}");
+        // A host file in a folder others may change: refused.
+        use std::os::unix::fs::PermissionsExt;
+        let open = root.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(open.join("f"), "x").unwrap();
+        std::fs::write(
+            root.join("recipes/t/template.toml"),
+            format!("host_files = [\"{}\"]\n", open.join("f").display()),
+        )
+        .unwrap();
+        let e = build(&layout, &src, "t", |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("writable by others"), "{e}");
+        // A recipes folder others may change: refused.
+        std::fs::set_permissions(root.join("recipes"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        let e = build(&layout, &src, "t", |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recipes folder"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -76,6 +76,7 @@ pub fn check_dir(path: &Path, what: &str) -> Result<(), TrustError> {
         .components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
             _ => None,
         })
         .rev()
@@ -193,6 +194,7 @@ mod tests {
         let link = d.join("link");
         std::os::unix::fs::symlink(&state, &link).unwrap();
         check_dir(&link, "state dir").unwrap();
+        check_dir(&state.join("../state"), "state dir").unwrap();
         // A sticky dir is not trusted as the folder itself.
         let sticky = d.join("sticky");
         std::fs::create_dir(&sticky).unwrap();
