@@ -8,9 +8,12 @@
 //! - [`sync`]: `sync:` (push, pull, stat, list);
 //! - [`tcp`]: `tcp:PORT[:HOST]`, the device side of `adb forward tcp:X tcp:Y`.
 //!
-//! No authentication (as a `ro.adb.secure=0` build): the daemon listens in
-//! the VP's own network namespace and cellsd forwards host loopback to it.
+//! - [`auth`]: adb's AUTH: only hosts whose key is in the VP's authorized
+//!   keys (`cellctl adb VP --authorize`) get in, as on a `ro.adb.secure=1`
+//!   phone. The daemon listens on the VP's own loopback; cellsd forwards a
+//!   host loopback port to it.
 
+pub mod auth;
 pub mod protocol;
 pub mod shell;
 pub mod sync;

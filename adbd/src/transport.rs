@@ -44,6 +44,8 @@ pub struct Conn {
     /// The peer predates A_VERSION and checks payload checksums.
     checksums: std::sync::atomic::AtomicBool,
     max_payload: AtomicU32,
+    /// The protocol version agreed in CNXN.
+    version: AtomicU32,
     streams: Mutex<HashMap<u32, Arc<StreamShared>>>,
     next_id: AtomicU32,
 }
@@ -233,12 +235,21 @@ impl Write for StreamIo<'_> {
 /// the stream's own thread), or None to refuse the OPEN.
 pub type Services = Arc<dyn Fn(&str) -> Option<Box<dyn FnOnce(Stream) + Send>> + Send + Sync>;
 
+/// Who may connect: the authorized keys (None: anyone, for tests of the
+/// transport itself), and what to do once a host is authenticated (the
+/// daemon lifts its deadline for authentication).
+pub struct Auth<'a> {
+    pub keys: Option<crate::auth::Keys>,
+    pub connected: &'a (dyn Fn() + Sync),
+}
+
 /// Serve one host connection until it closes.
 pub fn serve_connection<R, W>(
     mut reader: R,
     writer: W,
     info: &DeviceInfo,
     services: Services,
+    auth: &Auth,
 ) -> io::Result<()>
 where
     R: Read,
@@ -248,10 +259,11 @@ where
         writer: Mutex::new(Box::new(writer)),
         checksums: std::sync::atomic::AtomicBool::new(true),
         max_payload: AtomicU32::new(MAX_PAYLOAD_V1),
+        version: AtomicU32::new(A_VERSION),
         streams: Mutex::new(HashMap::new()),
         next_id: AtomicU32::new(1),
     });
-    let result = run(&mut reader, &conn, info, services);
+    let result = run(&mut reader, &conn, info, services, auth);
     conn.close_all();
     result
 }
@@ -261,12 +273,21 @@ fn run<R: Read>(
     conn: &Arc<Conn>,
     info: &DeviceInfo,
     services: Services,
+    auth: &Auth,
 ) -> io::Result<()> {
     // A host that reconnects sends its CNXN without a checksum (it still
     // knows the version it had): none is checked before the version is
     // agreed, only afterwards with a peer older than A_VERSION.
     let mut check = false;
     let mut connected = false;
+    // The token the host must sign (after its CNXN, until authenticated).
+    let mut token: Option<[u8; crate::auth::TOKEN_SIZE]> = None;
+    let banner = || device_banner(&info.name, &info.model, &info.device, &FEATURES);
+    let send_token = |conn: &Conn| -> io::Result<[u8; crate::auth::TOKEN_SIZE]> {
+        let t = crate::auth::new_token()?;
+        conn.send(A_AUTH, crate::auth::AUTH_TOKEN, 0, &t)?;
+        Ok(t)
+    };
     loop {
         let m = match Message::read_from(reader, MAX_PAYLOAD, check) {
             Ok(m) => m,
@@ -276,15 +297,57 @@ fn run<R: Read>(
         match m.command {
             A_CNXN => {
                 let version = m.arg0.clamp(A_VERSION_MIN, A_VERSION);
+                conn.version.store(version, Ordering::Relaxed);
                 check = version < A_VERSION;
                 conn.checksums.store(check, Ordering::Relaxed);
                 let max = m.arg1.clamp(MAX_PAYLOAD_V1, MAX_PAYLOAD);
                 conn.max_payload.store(max, Ordering::Relaxed);
                 // A new CNXN means the host started over: old streams are gone.
                 conn.close_all();
-                let banner = device_banner(&info.name, &info.model, &info.device, &FEATURES);
-                conn.send_msg(&Message::new(A_CNXN, version, MAX_PAYLOAD, banner))?;
+                if auth.keys.is_some() && !connected {
+                    token = Some(send_token(conn)?);
+                    continue;
+                }
+                conn.send_msg(&Message::new(A_CNXN, version, MAX_PAYLOAD, banner()))?;
                 connected = true;
+                (auth.connected)();
+            }
+            A_AUTH if !connected => {
+                let (Some(keys), Some(t)) = (&auth.keys, token) else {
+                    continue;
+                };
+                match m.arg0 {
+                    crate::auth::AUTH_SIGNATURE => {
+                        match crate::auth::verify(&keys.load(), &t, &m.data) {
+                            Some(k) => {
+                                eprintln!("adbd: host authenticated with key {}", k.comment);
+                                token = None;
+                                let version = conn.version.load(Ordering::Relaxed);
+                                conn.send_msg(&Message::new(
+                                    A_CNXN,
+                                    version,
+                                    MAX_PAYLOAD,
+                                    banner(),
+                                ))?;
+                                connected = true;
+                                (auth.connected)();
+                            }
+                            // Try the next key (a fresh token, as adbd does).
+                            None => token = Some(send_token(conn)?),
+                        }
+                    }
+                    crate::auth::AUTH_RSAPUBLICKEY => {
+                        let text = String::from_utf8_lossy(&m.data).to_string();
+                        let who = cells_templates::adbkey::parse_line(&text)
+                            .map(|k| k.comment)
+                            .unwrap_or_else(|e| format!("(bad key: {e})"));
+                        // No one to ask: the host stays unauthorized.
+                        eprintln!(
+                            "adbd: refused unauthorized key {who}; authorize it with `cellctl adb VP --authorize`"
+                        );
+                    }
+                    _ => {}
+                }
             }
             _ if !connected => {
                 return Err(io::Error::new(
@@ -360,7 +423,7 @@ fn run<R: Read>(
                 }
                 s.cv.notify_all();
             }
-            // No AUTH is asked for, STLS is not offered: ignore.
+            // STLS is not offered; AUTH after CNXN means nothing: ignore.
             _ => {}
         }
     }

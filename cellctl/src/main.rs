@@ -135,6 +135,17 @@ enum Command {
         /// Also run `adb connect SERIAL` (needs adb in PATH).
         #[arg(long)]
         connect: bool,
+        /// Let an adb key into the VP's adbd: KEYFILE (an adbkey.pub), by
+        /// default the calling user's ~/.android/adbkey.pub (adb makes it at
+        /// its first start). Kept with the VP.
+        #[arg(long, value_name = "KEYFILE", num_args = 0..=1, default_missing_value = "")]
+        authorize: Option<String>,
+        /// Take a key's access away: KEYFILE, or every key when none is given.
+        #[arg(long, value_name = "KEYFILE", num_args = 0..=1, default_missing_value = "", conflicts_with = "authorize")]
+        revoke: Option<String>,
+        /// List the VP's authorized keys.
+        #[arg(long)]
+        keys: bool,
     },
     /// Change a stopped VP's network policy: isolated, shared-bridge or none.
     Network {
@@ -492,7 +503,33 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Adb { name, connect } => {
+        Command::Adb {
+            name,
+            connect,
+            authorize,
+            revoke,
+            keys,
+        } => {
+            if let Some(file) = authorize {
+                let (path, key) = read_adb_key(&file)?;
+                p.adb_authorize(&name, &key).await?;
+                eprintln!("authorized {} for VP '{name}'", path.display());
+            }
+            if let Some(file) = revoke {
+                let key = if file.is_empty() {
+                    String::new()
+                } else {
+                    read_adb_key(&file)?.1
+                };
+                let n = p.adb_revoke(&name, &key).await?;
+                eprintln!("revoked {n} key(s) of VP '{name}'");
+            }
+            if keys {
+                for (comment, start) in p.adb_keys(&name).await? {
+                    println!("{start}...  {comment}");
+                }
+                return Ok(0);
+            }
             let serial = p.adb(&name).await?;
             let running = p.status(&name).await?.state != "stopped";
             if !running {
@@ -625,6 +662,41 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// The calling user's adb public key: `~/.android/adbkey.pub` of the user
+/// who ran sudo (SUDO_USER), else of $ANDROID_USER_HOME or $HOME; or `file`.
+fn read_adb_key(file: &str) -> Result<(PathBuf, String), Failure> {
+    let path = if !file.is_empty() {
+        PathBuf::from(file)
+    } else {
+        let home = std::env::var("SUDO_USER")
+            .ok()
+            .filter(|u| !u.is_empty() && u != "root")
+            .and_then(|u| {
+                std::fs::read_to_string("/etc/passwd")
+                    .ok()?
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.first() == Some(&u.as_str()))
+                            .then(|| PathBuf::from(f.get(5).copied().unwrap_or("")))
+                    })
+            });
+        match (home, std::env::var_os("ANDROID_USER_HOME")) {
+            (Some(h), _) => h.join(".android/adbkey.pub"),
+            (None, Some(a)) => PathBuf::from(a).join("adbkey.pub"),
+            (None, None) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".android/adbkey.pub"),
+        }
+    };
+    let key = std::fs::read_to_string(&path).map_err(|e| {
+        Failure(format!(
+            "cannot read the adb key {} ({e}): run `adb start-server` once as that user (adb makes ~/.android/adbkey.pub), or give the key file: --authorize KEYFILE",
+            path.display()
+        ))
+    })?;
+    Ok((path, key.trim().to_string()))
 }
 
 async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure> {

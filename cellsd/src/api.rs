@@ -279,6 +279,9 @@ pub trait Manager1 {
     fn thaw(&self, name: &str) -> zbus::Result<u64>;
     fn adb(&self, name: &str) -> zbus::Result<String>;
     fn set_network(&self, name: &str, policy: &str) -> zbus::Result<()>;
+    fn adb_authorize(&self, name: &str, key: &str) -> zbus::Result<()>;
+    fn adb_revoke(&self, name: &str, key: &str) -> zbus::Result<u32>;
+    fn adb_keys(&self, name: &str) -> zbus::Result<Vec<(String, String)>>;
     fn port_add(&self, name: &str, spec: &str) -> zbus::Result<()>;
     fn port_remove(&self, name: &str, host_port: u16) -> zbus::Result<()>;
     /// (host port, VP port, kind: "adb" or "", listening now)

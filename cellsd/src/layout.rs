@@ -5,6 +5,7 @@
 //!   vps/NAME/upper, work      the VP's writable overlay layer and overlay's work dir
 //!   vps/NAME/data             the VP's /data
 //!   vps/NAME/console.log      what the VP's console printed (rotated at 1 MiB)
+//!   vps/NAME/adb/adb_keys     the adb keys the VP's adbd lets in (`cellctl adb --authorize`)
 //!   templates/T/current       symlink to the build VPs start from
 //!   templates/T/builds/N/     one immutable build: rootfs/ and build.json
 //! Run dir (volatile, default /run/cells):
@@ -70,6 +71,14 @@ impl Layout {
     }
     pub fn vp_data(&self, vp: &str) -> PathBuf {
         self.vp_dir(vp).join("data")
+    }
+    /// The VP's adb keys folder (root's; bound read-only as the VP's /dev/adb).
+    pub fn vp_adb_dir(&self, vp: &str) -> PathBuf {
+        self.vp_dir(vp).join("adb")
+    }
+    /// The keys its adbd lets in (adb_keys format), kept by cellsd.
+    pub fn vp_adb_keys(&self, vp: &str) -> PathBuf {
+        self.vp_adb_dir(vp).join("adb_keys")
     }
     pub fn vp_console_log(&self, vp: &str) -> PathBuf {
         self.vp_dir(vp).join("console.log")

@@ -79,7 +79,14 @@ pub struct MonitorRequest {
     /// The VP's initial system properties (ro.product.model, ...).
     #[serde(default)]
     pub properties: Vec<(String, String)>,
+    /// The folder of the VP's authorized adb keys, bound read-only as its
+    /// /dev/adb.
+    #[serde(default)]
+    pub adb_keys: Option<PathBuf>,
 }
+
+/// Where the VP sees its authorized adb keys (adbd reads `adb_keys` there).
+pub const VP_ADB_DIR: &str = "/dev/adb";
 
 /// The devices a VP gets (see [`crate::devices`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -591,6 +598,11 @@ fn start(
     let mounts = rootfs::DeviceMounts {
         nodes: device_nodes,
         dirs: device_dirs,
+        ro_dirs: req
+            .adb_keys
+            .iter()
+            .map(|d| (d.clone(), VP_ADB_DIR.to_string()))
+            .collect(),
         binderfs: req.devices.binder == BinderRequest::Binderfs,
     };
     let steps =

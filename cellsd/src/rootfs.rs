@@ -167,6 +167,8 @@ pub fn in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, RootfsError> {
 pub struct DeviceMounts {
     pub nodes: Vec<(PathBuf, String)>,
     pub dirs: Vec<(PathBuf, String)>,
+    /// Host folders the VP may only read (its adb keys).
+    pub ro_dirs: Vec<(PathBuf, String)>,
     pub binderfs: bool,
 }
 
@@ -277,6 +279,18 @@ pub fn plan(
             flags: MsFlags::MS_BIND,
             data: None,
             remount: None,
+        });
+    }
+    for (dir, vp_path) in &devices.ro_dirs {
+        steps.push(Step::Mount {
+            source: dir.to_string_lossy().into_owned(),
+            target: in_root(rootfs, Path::new(vp_path))?,
+            fstype: None,
+            flags: MsFlags::MS_BIND,
+            data: None,
+            remount: Some(
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            ),
         });
     }
     let dev = in_root(rootfs, Path::new("/dev"))?;
@@ -715,6 +729,7 @@ mod tests {
         let devs = DeviceMounts {
             nodes: vec![(PathBuf::from("/run/x/fb0"), "/dev/graphics/fb0".to_string())],
             dirs: vec![(PathBuf::from("/run/x/power"), "/sys/power".to_string())],
+            ro_dirs: vec![(PathBuf::from("/s/vps/w/adb"), "/dev/adb".to_string())],
             binderfs: true,
         };
         let steps = plan(&spec(), Path::new("/r"), &devs, Some(1_000_000)).unwrap();
@@ -748,6 +763,8 @@ mod tests {
         assert!(dev_tmpfs < pts && pts < null && null < console);
         assert!(proc_mount < kcore && proc_mount < sys_ro);
         assert!(sysfs < power, "the power file system goes on top of /sys");
+        assert!(steps.iter().any(|s| matches!(s, Step::Mount { source, target, remount: Some(r), .. }
+            if source == "/s/vps/w/adb" && target == Path::new("/r/dev/adb") && r.contains(MsFlags::MS_RDONLY))));
         // VP ids in tmpfs and devpts options become host ids; /dev is VP root's.
         assert!(steps.iter().any(|s| matches!(s, Step::Mount { target, data: Some(d), .. }
             if target == Path::new("/r/dev") && d.contains("uid=1000000") && d.contains("gid=1000000"))));

@@ -224,6 +224,24 @@ impl ManagerIface {
         self.mgr.adb_serial(name)
     }
 
+    /// Let the holder of an adb key (an adbkey.pub line) into the VP's adbd.
+    async fn adb_authorize(&self, name: &str, key: &str) -> Result<(), CellsError> {
+        self.check()?;
+        self.mgr.adb_authorize(name, key)
+    }
+
+    /// Take an adb key's access away ("" all keys); returns how many went.
+    async fn adb_revoke(&self, name: &str, key: &str) -> Result<u32, CellsError> {
+        self.check()?;
+        self.mgr.adb_revoke(name, key)
+    }
+
+    /// The VP's authorized adb keys: (comment, the key's first characters).
+    async fn adb_keys(&self, name: &str) -> Result<Vec<(String, String)>, CellsError> {
+        self.check()?;
+        self.mgr.adb_keys(name)
+    }
+
     /// Forward host 127.0.0.1:HOST to the VP's port ("HOST:VP"); kept in
     /// the VP's definition; the host port is the VP's until it is destroyed,
     /// connections are relayed while it runs.

@@ -4,5 +4,6 @@
 //! - `cells-init`: the VP's pid 1 (`/init` -> `/system/bin/init`);
 //! - `cells-prop`: `getprop` / `setprop` over the VP's property store ([`props`]).
 
+pub mod adbkey;
 pub mod props;
 pub mod services;

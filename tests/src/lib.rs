@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod adb;
 pub mod stats;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

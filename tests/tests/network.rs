@@ -8,58 +8,8 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
+use cells_tests::adb::Adb;
 use cells_tests::{Cells, Out};
-
-/// The stock adb client with a private server port.
-struct Adb {
-    port: u16,
-}
-
-impl Adb {
-    fn new() -> Adb {
-        // A port the kernel says is free now.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let port = l.local_addr().expect("addr").port();
-        drop(l);
-        Adb { port }
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        Command::new("adb")
-            .env("ANDROID_ADB_SERVER_PORT", self.port.to_string())
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run adb (Debian package adb; scripts/install-deps installs it)")
-            .into()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(o.code, 0, "adb {args:?}: {o:?}");
-        o.stdout
-    }
-
-    fn connect(&self, serial: &str) {
-        // adbd comes up with the VP's services: retry briefly.
-        let ok = Cells::wait_until(Duration::from_secs(10), || {
-            let o = self.run(&["connect", serial]);
-            o.stdout.contains("connected to")
-                && self.run(&["-s", serial, "shell", "true"]).code == 0
-        });
-        assert!(
-            ok,
-            "adb connect {serial} failed: {:?}",
-            self.run(&["connect", serial])
-        );
-    }
-}
-
-impl Drop for Adb {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
 
 fn serial(c: &Cells, vp: &str) -> String {
     let out = c.ok(&["adb", vp]);
@@ -101,7 +51,9 @@ fn stock_adb_reaches_each_vp_shell_push_pull_and_exit_status() {
     assert_eq!(st["adb"], sw.as_str());
     assert_eq!(st["network"], "isolated");
 
-    let adb = Adb::new();
+    let adb = Adb::new(&c);
+    adb.authorize(&c, "work");
+    adb.authorize(&c, "home");
     adb.connect(&sw);
     adb.connect(&sh);
     let devices = adb.ok(&["devices", "-l"]);
@@ -170,6 +122,7 @@ fn stock_adb_reaches_each_vp_shell_push_pull_and_exit_status() {
     let mut child = Command::new("script")
         .args(["-qec", &format!("adb -s {sw} shell"), "/dev/null"])
         .env("ANDROID_ADB_SERVER_PORT", adb.port.to_string())
+        .env("HOME", &adb.home)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -488,7 +441,8 @@ fn adb_reconnects_by_itself_after_a_vp_restart() {
     let c = Cells::new();
     c.create_start("w");
     let s = serial(&c, "w");
-    let adb = Adb::new();
+    let adb = Adb::new(&c);
+    adb.authorize(&c, "w");
     adb.connect(&s);
     assert_eq!(
         adb.ok(&["-s", &s, "shell", "echo", "before"]).trim(),
@@ -535,7 +489,8 @@ fn a_restarted_cellsd_removes_leftover_ports_and_keeps_running_vps_attached() {
     // The running VP kept its port, address and adb forward.
     assert!(c.network_links().len() == 2, "{:?}", c.network_links());
     assert_eq!(serial(&c, "w"), serial_before);
-    let adb = Adb::new();
+    let adb = Adb::new(&c);
+    adb.authorize(&c, "w");
     adb.connect(&serial_before);
     assert_eq!(
         adb.ok(&["-s", &serial_before, "shell", "getprop", "ro.cells.vp"])
@@ -699,7 +654,8 @@ fn adb_thaws_a_frozen_background_vp_and_it_freezes_again_when_quiet() {
     c.ok(&["start", "bg"]);
     assert_eq!(c.ok(&["foreground"]).trim(), "fg");
     let s = serial(&c, "bg");
-    let adb = Adb::new();
+    let adb = Adb::new(&c);
+    adb.authorize(&c, "bg");
     adb.connect(&s);
     let frozen = || c.status("bg")["frozen"] == true;
     // adb keeps its transport open; quiet, the VP freezes all the same.
@@ -711,6 +667,7 @@ fn adb_thaws_a_frozen_background_vp_and_it_freezes_again_when_quiet() {
     let o: Out = Command::new("timeout")
         .args(["20", "adb", "-s", &s, "shell", "echo", "awake"])
         .env("ANDROID_ADB_SERVER_PORT", adb.port.to_string())
+        .env("HOME", &adb.home)
         .output()
         .unwrap()
         .into();

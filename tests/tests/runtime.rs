@@ -140,6 +140,7 @@ fn dev_holds_only_the_listed_nodes_and_mknod_fails() {
     names.sort();
     let mut expected: Vec<String> = [
         "__properties__",
+        "adb",
         "console",
         "fb0",
         "fd",

@@ -665,3 +665,130 @@ fn a_state_dir_below_a_private_folder_works() {
         "hi"
     );
 }
+
+/// Run `script` as the unprivileged host user nobody (util-linux setpriv),
+/// with a HOME of its own.
+fn as_nobody(c: &Cells, script: &str) -> cells_tests::Out {
+    let home = c.root.join("nobody-home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("HOME", &home)
+        .env("PYTHONPATH", pylib())
+        .current_dir(&home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)")
+        .into()
+}
+
+/// PyPI's adb-shell, installed by scripts/install-deps.
+fn pylib() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pylib")
+}
+
+fn adb_shell_client() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/adb_shell_client.py")
+        .to_string_lossy()
+        .to_string()
+}
+
+/// adb-shell (PyPI) as root with `key`: (exit status, output).
+fn adb_shell(port: &str, key: &std::path::Path, cmd: &str) -> (i32, String) {
+    let o = std::process::Command::new("python3")
+        .arg(adb_shell_client())
+        .args(["127.0.0.1", port])
+        .arg(key)
+        .arg(cmd)
+        .env("PYTHONPATH", pylib())
+        .output()
+        .expect("python3 with adb-shell (scripts/install-deps)");
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// Hole 2: only authorized adb keys get into a VP; any other client, a
+/// local user's above all, is refused. Two independent clients: Debian's
+/// adb and PyPI's adb-shell.
+#[test]
+fn adb_lets_in_authorized_keys_only() {
+    let c = Cells::new();
+    c.create_start("vp");
+    let serial = c
+        .ok(&["adb", "vp"])
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let port = serial.rsplit(':').next().unwrap().to_string();
+    let adb = cells_tests::adb::Adb::new(&c);
+    // No key is authorized yet: even root's client is refused.
+    adb.run(&["connect", &serial]);
+    let o = adb.run(&["-s", &serial, "shell", "id"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(format!("{o:?}").contains("unauthorized"), "{o:?}");
+    // Control: authorized, the stock client gets VP root's shell.
+    adb.authorize(&c, "vp");
+    assert!(c.ok(&["adb", "vp", "--keys"]).contains('@'));
+    adb.run(&["disconnect", &serial]);
+    adb.connect(&serial);
+    assert!(adb.ok(&["-s", &serial, "shell", "id"]).contains("uid=0"));
+    // The local user nobody, with its own key, gets nothing.
+    let o = as_nobody(
+        &c,
+        &format!(
+            "adb -P {p} start-server >/dev/null 2>&1; adb -P {p} connect {serial}; adb -P {p} -s {serial} shell id; r=$?; adb -P {p} kill-server; exit $r",
+            p = adb.port + 1
+        ),
+    );
+    assert_ne!(o.code, 0, "nobody got a shell: {o:?}");
+    assert!(!o.stdout.contains("uid=0"), "{o:?}");
+    // adb-shell: with the authorized key it gets in, with its own it is not.
+    let root_key = adb.home.join(".android/adbkey");
+    let (code, out) = adb_shell(&port, &root_key, "id");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("uid=0"), "{out}");
+    let stranger = c.root.join("stranger-key");
+    let (code, out) = adb_shell(&port, &stranger, "id");
+    assert_eq!(code, 3, "an unauthorized adb-shell key got in: {out}");
+    let (code, out) = adb_shell(&port, std::path::Path::new("none"), "id");
+    assert_eq!(code, 3, "adb-shell without a key got in: {out}");
+    let o = as_nobody(
+        &c,
+        &format!("python3 {} 127.0.0.1 {port} ./k id", adb_shell_client()),
+    );
+    assert_eq!(o.code, 3, "nobody's adb-shell got in: {o:?}");
+    // Authorizing adb-shell's key lets it in; revoking every key locks out
+    // new connections again.
+    c.ok(&[
+        "adb",
+        "vp",
+        "--authorize",
+        &format!("{}.pub", stranger.display()),
+    ]);
+    assert_eq!(adb_shell(&port, &stranger, "true").0, 0);
+    c.ok(&["adb", "vp", "--revoke"]);
+    assert_eq!(adb_shell(&port, &stranger, "true").0, 3);
+    assert_eq!(adb_shell(&port, &root_key, "true").0, 3);
+    // A bad key is refused with the fix.
+    let bad = c.root.join("bad.pub");
+    std::fs::write(&bad, "not a key").unwrap();
+    let e = c.fails(&["adb", "vp", "--authorize", &bad.to_string_lossy()]);
+    assert!(e.contains("not an adb public key"), "{e}");
+}

@@ -2,19 +2,30 @@
 //! services.d). Listens on TCP 5555 in the VP's network namespace.
 //!
 //! ```text
-//! adbd [--port 5555] [--listen 0.0.0.0] [--shell /system/bin/sh]
+//! adbd [--port 5555] [--listen 0.0.0.0] [--shell /system/bin/sh] [--keys /dev/adb/adb_keys]
 //! ```
+//!
+//! Only hosts whose key is in the keys file get in (adb's AUTH); cells
+//! keeps that file with the VP (`cellctl adb VP --authorize`) and binds it
+//! read-only into the VP. A host has 60 s to authenticate.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use cells_adbd::transport::{serve_connection, DeviceInfo};
+use cells_adbd::auth::Keys;
+use cells_adbd::transport::{serve_connection, Auth, DeviceInfo};
 use cells_templates::props::PropStore;
 
 struct Args {
     addr: SocketAddr,
     shell: String,
+    keys: std::path::PathBuf,
 }
+
+/// Where cells binds the VP's authorized keys.
+const KEYS: &str = "/dev/adb/adb_keys";
+/// How long a host may take to authenticate.
+const AUTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn parse_args() -> Result<Args, String> {
     let mut port: u16 = 5555;
@@ -24,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap_or("/bin/sh")
         .to_string();
+    let mut keys = std::path::PathBuf::from(KEYS);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |what: &str| it.next().ok_or(format!("{what} needs a value"));
@@ -41,8 +53,9 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--listen {v:?} is not an IP address"))?;
             }
             "--shell" => shell = val("--shell")?,
+            "--keys" => keys = val("--keys")?.into(),
             "-h" | "--help" => {
-                println!("usage: adbd [--port 5555] [--listen 0.0.0.0] [--shell /system/bin/sh]");
+                println!("usage: adbd [--port 5555] [--listen 0.0.0.0] [--shell /system/bin/sh] [--keys {KEYS}]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -51,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         addr: SocketAddr::new(ip, port),
         shell,
+        keys,
     })
 }
 
@@ -110,6 +124,7 @@ fn main() {
         // Read the banner's properties per connection: setprop may change
         // ro.* only once, but the daemon may start before they are set.
         let info = device_info();
+        let keys = args.keys.clone();
         std::thread::spawn(move || {
             let peer = conn.peer_addr().ok();
             let writer = match conn.try_clone() {
@@ -119,7 +134,19 @@ fn main() {
                     return;
                 }
             };
-            if let Err(e) = serve_connection(conn, writer, &info, services) {
+            // Until it is authenticated, a silent host is dropped.
+            let _ = conn.set_read_timeout(Some(AUTH_DEADLINE));
+            let lift = writer.try_clone().ok();
+            let connected = move || {
+                if let Some(s) = &lift {
+                    let _ = s.set_read_timeout(None);
+                }
+            };
+            let auth = Auth {
+                keys: Some(Keys::File(keys)),
+                connected: &connected,
+            };
+            if let Err(e) = serve_connection(conn, writer, &info, services, &auth) {
                 eprintln!("adbd: connection from {peer:?}: {e}");
             }
         });

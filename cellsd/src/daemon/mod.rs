@@ -754,6 +754,9 @@ impl Manager {
             }
             write_atomic(&layout.vp_config(name), config.to_json().as_bytes())
         })();
+        let result = result.and_then(|_| {
+            net::ensure_adb_dir(layout, name).map_err(|e| std::io::Error::other(e.message()))
+        });
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(layout.vp_dir(name));
             return Err(CellsError::Failed(format!("creating VP '{name}': {e}")));
@@ -893,6 +896,7 @@ impl Manager {
                 )));
             }
         };
+        net::ensure_adb_dir(layout, name)?;
         let run_dir = layout.vp_run_dir(name);
         std::fs::create_dir_all(&run_dir).map_err(failed("create the run dir"))?;
         for d in [run_dir.as_path(), layout.run.join("vps").as_path()] {
@@ -921,6 +925,7 @@ impl Manager {
             trace: tracing::enabled!(tracing::Level::DEBUG),
             network: Some(self.net_request(config)?),
             properties: self.properties(config),
+            adb_keys: Some(layout.vp_adb_dir(name)),
         };
         let mut monitor = self.take_monitor().await?;
         let mut line =

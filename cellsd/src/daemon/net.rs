@@ -192,6 +192,78 @@ impl Manager {
         }
     }
 
+    /// The keys a VP's adbd lets in (one `BASE64 comment` line each).
+    fn adb_keys_of(&self, name: &str) -> Result<Vec<cells_templates::adbkey::AdbKey>, CellsError> {
+        if !self.lock().vps.contains_key(name) {
+            return Err(self.missing(name));
+        }
+        let text = std::fs::read_to_string(self.cfg.layout.vp_adb_keys(name)).unwrap_or_default();
+        Ok(cells_templates::adbkey::parse_file(&text))
+    }
+
+    fn write_adb_keys(
+        &self,
+        name: &str,
+        keys: &[cells_templates::adbkey::AdbKey],
+    ) -> Result<(), CellsError> {
+        ensure_adb_dir(&self.cfg.layout, name)?;
+        let text: String = keys
+            .iter()
+            .map(|k| format!("{} {}\n", k.base64, k.comment).replace(" \n", "\n"))
+            .collect();
+        write_atomic(&self.cfg.layout.vp_adb_keys(name), text.as_bytes())
+            .map_err(|e| CellsError::Failed(format!("writing the VP's adb keys: {e}")))
+    }
+
+    /// Let the holder of `key` (an adbkey.pub line) into the VP's adbd,
+    /// from the next connection on (running or not).
+    pub fn adb_authorize(&self, name: &str, key: &str) -> Result<(), CellsError> {
+        crate::name::validate("VP", name)?;
+        let k = cells_templates::adbkey::parse_line(key).map_err(|e| {
+            CellsError::InvalidArgument(format!(
+                "not an adb public key ({e}): give the contents of an adbkey.pub (adb makes ~/.android/adbkey.pub at its first start)"
+            ))
+        })?;
+        let mut keys = self.adb_keys_of(name)?;
+        if !keys.iter().any(|x| x.base64 == k.base64) {
+            keys.push(k);
+        }
+        self.write_adb_keys(name, &keys)
+    }
+
+    /// Take a key's access away ("" takes every key's); adb connections
+    /// already made stay until they close.
+    pub fn adb_revoke(&self, name: &str, key: &str) -> Result<u32, CellsError> {
+        crate::name::validate("VP", name)?;
+        let mut keys = self.adb_keys_of(name)?;
+        let before = keys.len();
+        if key.trim().is_empty() {
+            keys.clear();
+        } else {
+            let k = cells_templates::adbkey::parse_line(key)
+                .map_err(|e| CellsError::InvalidArgument(format!("not an adb public key ({e})")))?;
+            keys.retain(|x| x.base64 != k.base64);
+            if keys.len() == before {
+                return Err(CellsError::InvalidArgument(format!(
+                    "that key ({}) is not authorized for VP '{name}': see `cellctl adb {name} --keys`",
+                    k.comment
+                )));
+            }
+        }
+        self.write_adb_keys(name, &keys)?;
+        Ok((before - keys.len()) as u32)
+    }
+
+    /// The authorized keys of a VP: (comment, the key's first characters).
+    pub fn adb_keys(&self, name: &str) -> Result<Vec<(String, String)>, CellsError> {
+        crate::name::validate("VP", name)?;
+        Ok(self
+            .adb_keys_of(name)?
+            .into_iter()
+            .map(|k| (k.comment, k.base64.chars().take(24).collect()))
+            .collect())
+    }
+
     pub fn ports(&self, name: &str) -> Result<Vec<PortInfo>, CellsError> {
         let net = {
             let inner = self.lock();
@@ -306,4 +378,25 @@ impl network::forward::ForwardHooks for ForwardActivity {
 /// ro.serialno of a VP: stable, and what `adb devices` would show on USB.
 pub fn serial_number(name: &str) -> String {
     format!("cells-{name}")
+}
+
+/// The VP's adb folder and keys file (an empty file: nobody is let in),
+/// made if missing; root's, readable by the VP through its bind.
+pub(super) fn ensure_adb_dir(layout: &crate::layout::Layout, name: &str) -> Result<(), CellsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = layout.vp_adb_dir(name);
+    let res = (|| -> std::io::Result<()> {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let keys = layout.vp_adb_keys(name);
+        if std::fs::symlink_metadata(&keys).is_err() {
+            write_atomic(&keys, b"")?;
+        }
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644))
+    })();
+    res.map_err(|e| CellsError::Failed(format!("the adb keys folder {}: {e}", dir.display())))
 }

@@ -24,28 +24,18 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-struct Adb {
-    port: String,
-}
+/// The shared test client, its output hidden (a benchmark prints numbers).
+struct Adb(cells_tests::adb::Adb);
 
 impl Adb {
     fn cmd(&self) -> Command {
-        let mut c = Command::new("adb");
-        c.env("ANDROID_ADB_SERVER_PORT", &self.port)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let mut c = self.0.cmd();
+        c.stdout(Stdio::null()).stderr(Stdio::inherit());
         c
     }
     fn ok(&self, args: &[&str]) {
         let st = self.cmd().args(args).status().expect("adb");
         assert!(st.success(), "adb {args:?}");
-    }
-}
-
-impl Drop for Adb {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
     }
 }
 
@@ -63,11 +53,8 @@ pub fn bench(n: usize) -> i32 {
     c.ok(&["start", "net"]);
     let serial = c.ok(&["adb", "net"]).trim().to_string();
     let ip = c.status("net")["ip"].as_str().unwrap_or("").to_string();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let adb = Adb {
-        port: l.local_addr().expect("addr").port().to_string(),
-    };
-    drop(l);
+    let adb = Adb(cells_tests::adb::Adb::new(&c));
+    adb.0.authorize(&c, "net");
     let connected = Cells::wait_until(Duration::from_secs(10), || {
         adb.cmd().args(["connect", &serial]).status().is_ok()
             && adb
