@@ -792,3 +792,117 @@ fn adb_lets_in_authorized_keys_only() {
     let e = c.fails(&["adb", "vp", "--authorize", &bad.to_string_lossy()]);
     assert!(e.contains("not an adb public key"), "{e}");
 }
+
+/// Hole 8: a VP's port carries only the VP's own MAC and address; no VP
+/// reaches a service of the host.
+#[test]
+fn vps_cannot_spoof_each_other_or_reach_host_services() {
+    let c = Cells::new();
+    for vp in ["s1", "s2", "s3"] {
+        c.ok(&[
+            "create",
+            vp,
+            "--template",
+            "minimal",
+            "--network",
+            "shared-bridge",
+        ]);
+    }
+    c.ok(&["create", "iso", "--template", "minimal"]);
+    c.ok(&["start", "s1", "s2", "s3", "iso"]);
+    let ip = |vp: &str| c.status(vp)["ip"].as_str().unwrap().to_string();
+    let mac = |vp: &str| {
+        c.sh_ok(vp, "cat /sys/class/net/eth0/address")
+            .trim()
+            .to_string()
+    };
+    for vp in ["s1", "s3"] {
+        c.push_probe(vp);
+    }
+    let (i1, i2, i3) = (ip("s1"), ip("s2"), ip("s3"));
+    let (m1, m2, m3) = (mac("s1"), mac("s2"), mac("s3"));
+    let arp_of = |vp: &str, addr: &str| -> String {
+        c.sh_ok(vp, &format!("grep '^{addr} ' /proc/net/arp || true"))
+    };
+    // ARP: s1 claims s2's address to s3; control: s1 announcing itself.
+    c.probe("s1", &["arp-request", &m1, &i2, &i3]);
+    c.probe("s1", &["arp-request", &m1, &i1, &i3]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        arp_of("s3", &i1).contains(&m1),
+        "control: s3 learnt s1 from its ARP: {}",
+        arp_of("s3", &i1)
+    );
+    assert!(
+        !arp_of("s3", &i2).contains(&m1),
+        "s3 took s1's MAC for s2's address: {}",
+        arp_of("s3", &i2)
+    );
+    // UDP: forged IP source, forged MAC source; controls with the truth.
+    let mut listen = c
+        .ctl_cmd()
+        .args(["exec", "s3", "--", "/data/probe", "udp-listen", "9000", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("listener");
+    let mut out = std::io::BufReader::new(listen.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(first.contains("listening"), "{first}");
+    c.probe("s1", &["udp-raw", &i1, &i3, "9000", "honest-ip"]);
+    c.probe("s1", &["udp-raw", &i2, &i3, "9000", "spoofed-ip"]);
+    c.probe(
+        "s1",
+        &["frame-udp", &m1, &m3, &i1, &i3, "9000", "honest-frame"],
+    );
+    c.probe(
+        "s1",
+        &["frame-udp", &m2, &m3, &i1, &i3, "9000", "spoofed-mac"],
+    );
+    c.probe(
+        "s1",
+        &["frame-udp", &m2, &m3, &i2, &i3, "9000", "spoofed-both"],
+    );
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut out, &mut got).unwrap();
+    let _ = listen.wait();
+    assert!(
+        got.contains(&format!("from {i1} honest-ip")),
+        "control (raw socket): {got}"
+    );
+    assert!(
+        got.contains("honest-frame"),
+        "control (packet socket): {got}"
+    );
+    assert!(
+        !got.contains("spoofed"),
+        "a spoofed datagram arrived: {got}"
+    );
+    // Host services: a listener on the bridge address answers the host
+    // (control) but neither an isolated nor a shared VP.
+    let gw = c.status("iso")["ip"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('.')
+        .map(|(net, _)| format!("{net}.1"))
+        .unwrap();
+    let l = std::net::TcpListener::bind((gw.as_str(), 0)).expect("listen on the bridge address");
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    assert!(
+        std::net::TcpStream::connect((gw.as_str(), port)).is_ok(),
+        "control: the host reaches it"
+    );
+    for vp in ["iso", "s1"] {
+        let o = c.sh(
+            vp,
+            &format!("timeout 3 nc {gw} {port} </dev/null; echo rc=$?"),
+        );
+        assert!(
+            !o.stdout.contains("rc=0"),
+            "{vp} reached a host service: {o:?}"
+        );
+    }
+    // The gateway still answers a ping.
+    assert_eq!(c.sh("iso", &format!("ping -c1 -W2 {gw}")).code, 0);
+}

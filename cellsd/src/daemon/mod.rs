@@ -247,6 +247,7 @@ impl Manager {
             .map(|v| v.config.cells.slot)
             .collect();
         mgr.net.clean_leftovers(&running);
+        mgr.sync_sources(&mgr.lock());
         // Stopped VPs' forwards listen too (running ones' opened on adopt).
         let stopped: Vec<_> = mgr
             .lock()
@@ -773,6 +774,7 @@ impl Manager {
                 bg_gen: 0,
             },
         );
+        self.sync_sources(&inner);
         drop(inner);
         self.open_forwards(name, None, &net);
         self.emit_state(name, "created");
@@ -1137,7 +1139,11 @@ impl Manager {
         .await
         .map_err(|e| CellsError::Failed(e.to_string()))?
         .map_err(failed("removing the VP's files"))?;
-        self.lock().vps.remove(name);
+        {
+            let mut inner = self.lock();
+            inner.vps.remove(name);
+            self.sync_sources(&inner);
+        }
         self.net.forwards.remove_vp(name).await;
         self.emit_state(name, "destroyed");
         Ok(())

@@ -95,10 +95,33 @@ impl Manager {
         let name = cfg.name.clone();
         write_atomic(&self.cfg.layout.vp_config(&name), cfg.to_json().as_bytes())
             .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+        let mut moved = false;
         if let Some(v) = inner.vps.get_mut(&name) {
+            let (a, b) = (&v.config.cells.network, &cfg.cells.network);
+            moved = a.policy != b.policy || a.ip != b.ip;
             v.config = cfg;
         }
+        if moved {
+            self.sync_sources(inner);
+        }
         Ok(())
+    }
+
+    /// Tell the ruleset which source (MAC, address) each defined bridged
+    /// VP's port may send from.
+    pub(super) fn sync_sources(&self, inner: &Inner) {
+        let bridge = &self.net.cfg.bridge;
+        let sources: Vec<crate::devices::network::nft::Source> = inner
+            .vps
+            .values()
+            .filter_map(|v| {
+                let n = &v.config.cells.network;
+                let ip = n.ip.filter(|_| n.policy.bridged())?;
+                let ifname = network::host_if(bridge, v.config.cells.slot, n.policy).ok()?;
+                Some((ifname, network::mac_for(ip), ip))
+            })
+            .collect();
+        self.net.set_sources(&sources);
     }
 
     pub(super) fn net_request(&self, cfg: &VpConfig) -> Result<NetRequest, CellsError> {

@@ -8,6 +8,10 @@
 //! cells-probe keyring [DESC]        print "session SERIAL" and whether a "user" key DESC is possessed
 //! cells-probe uid-scan SECS         for SECS seconds, print every process whose uid is not mapped here
 //! cells-probe syscalls              try the calls a seccomp filter should stop: "NAME ok" or "NAME errno N"
+//! cells-probe udp-listen PORT SECS  print "from IP MSG" for each UDP datagram to PORT within SECS
+//! cells-probe udp-raw SRC DST PORT MSG                 a UDP datagram with any IP source (raw socket)
+//! cells-probe frame-udp SMAC DMAC SRC DST PORT MSG     the same as a whole Ethernet frame on eth0
+//! cells-probe arp-request SMAC SIP TIP                 "who has TIP, tell SIP at SMAC", broadcast on eth0
 //! ```
 
 use std::io::{BufRead, Write};
@@ -301,6 +305,147 @@ fn syscalls() -> i32 {
     0
 }
 
+fn parse_ip(s: &str) -> [u8; 4] {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(|a| a.octets())
+        .unwrap_or([0; 4])
+}
+
+fn parse_mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').take(6).enumerate() {
+        m[i] = u8::from_str_radix(p, 16).unwrap_or(0);
+    }
+    m
+}
+
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 header and a UDP datagram (UDP checksum 0: none).
+fn ip_udp(src: [u8; 4], dst: [u8; 4], port: u16, msg: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + msg.len();
+    let mut p = vec![0u8; 20];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = libc::IPPROTO_UDP as u8;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    let c = ip_checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&port.to_be_bytes());
+    p.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(msg);
+    p
+}
+
+fn udp_raw(src: &str, dst: &str, port: u16, msg: &str) -> i32 {
+    // SAFETY: a raw IPv4 socket (IPPROTO_RAW: we give the whole header).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        println!("socket errno {}", errno());
+        return 1;
+    }
+    let pkt = ip_udp(parse_ip(src), parse_ip(dst), port, msg.as_bytes());
+    // SAFETY: sockaddr_in is plain data, zeroed then filled.
+    let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    to.sin_family = libc::AF_INET as u16;
+    to.sin_addr.s_addr = u32::from_ne_bytes(parse_ip(dst));
+    // SAFETY: sending our buffer to a valid address.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&to as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    println!("sent {n}");
+    0
+}
+
+/// Send a whole Ethernet frame on eth0 (AF_PACKET).
+fn send_frame(frame: &[u8]) -> i32 {
+    // SAFETY: a packet socket; the frame is our buffer.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        if fd < 0 {
+            println!("socket errno {}", errno());
+            return 1;
+        }
+        let ifindex = libc::if_nametoindex(c"eth0".as_ptr());
+        let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_ifindex = ifindex as i32;
+        sa.sll_halen = 6;
+        sa.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sa as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        println!("sent {n}");
+    }
+    0
+}
+
+fn frame_udp(smac: &str, dmac: &str, src: &str, dst: &str, port: u16, msg: &str) -> i32 {
+    let mut f = Vec::new();
+    f.extend_from_slice(&parse_mac(dmac));
+    f.extend_from_slice(&parse_mac(smac));
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend(ip_udp(parse_ip(src), parse_ip(dst), port, msg.as_bytes()));
+    send_frame(&f)
+}
+
+fn arp_request(smac: &str, sip: &str, tip: &str) -> i32 {
+    let mac = parse_mac(smac);
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&parse_ip(sip));
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&parse_ip(tip));
+    send_frame(&f)
+}
+
+fn udp_listen(port: u16, secs: u64) -> i32 {
+    let Ok(s) = std::net::UdpSocket::bind(("0.0.0.0", port)) else {
+        println!("bind errno {}", errno());
+        return 1;
+    };
+    println!("listening");
+    let _ = std::io::stdout().flush();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut buf = [0u8; 2048];
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        let _ = s.set_read_timeout(Some(left.max(std::time::Duration::from_millis(1))));
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            println!("from {} {}", from.ip(), String::from_utf8_lossy(&buf[..n]));
+            let _ = std::io::stdout().flush();
+        }
+    }
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -308,6 +453,25 @@ fn main() {
         Some("keyring") => keyring(args.get(2).map(String::as_str)),
         Some("uid-scan") => uid_scan(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5)),
         Some("syscalls") => syscalls(),
+        Some("udp-listen") => udp_listen(
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(9000),
+            args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3),
+        ),
+        Some("udp-raw") if args.len() >= 6 => udp_raw(
+            &args[2],
+            &args[3],
+            args[4].parse().unwrap_or(9000),
+            &args[5],
+        ),
+        Some("frame-udp") if args.len() >= 8 => frame_udp(
+            &args[2],
+            &args[3],
+            &args[4],
+            &args[5],
+            args[6].parse().unwrap_or(9000),
+            &args[7],
+        ),
+        Some("arp-request") if args.len() >= 5 => arp_request(&args[2], &args[3], &args[4]),
         _ => {
             eprintln!("usage: cells-probe inotify-hold | keyring [DESC] | uid-scan SECS");
             2

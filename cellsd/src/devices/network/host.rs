@@ -163,6 +163,19 @@ impl HostNet {
     /// A VP ended: its forwards stop relaying (their listeners stay); its
     /// port goes now rather than when the kernel gets round to destroying
     /// its namespace.
+    /// Which sources the VP ports may send from (every defined bridged VP):
+    /// replaces the ruleset's set. Nothing to do without nftables (the
+    /// kernel's port isolation then keeps isolated VPs apart, with no check
+    /// of sources).
+    pub fn set_sources(&self, sources: &[nft::Source]) {
+        if !self.nft {
+            return;
+        }
+        if let Err(e) = nft::apply(&nft::sources_script(&self.cfg.bridge, sources)) {
+            tracing::warn!("nftables: the VPs' source addresses not set: {e}");
+        }
+    }
+
     pub fn vp_stopped(&self, name: &str, slot: u32) {
         self.forwards.set_target(name, None);
         if self.bridge_error.is_some() {

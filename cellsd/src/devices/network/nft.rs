@@ -1,7 +1,9 @@
 //! The nftables ruleset of one bridge, applied with `nft -f -` in one
 //! transaction (the old tables are replaced atomically). Rules match the
 //! host veth names (`<bridge>i*` is every isolated VP), so VP starts and
-//! stops never touch nftables.
+//! stops never touch nftables. Which source a VP port may send from (its
+//! MAC and address) is a set, `vp_src`, replaced when VPs are defined,
+//! removed or change policy ([`sources_script`]) — not at start or stop.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -23,8 +25,17 @@ pub fn ruleset(bridge: &str, subnet: &Subnet, nat: bool) -> String {
     for fam in ["inet", "bridge"] {
         s.push_str(&format!("add table {fam} {t}\ndelete table {fam} {t}\n"));
     }
+    let gw = subnet.gateway();
     s.push_str(&format!(
         r#"table inet {t} {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    # VPs reach no service of the host (only answers to the host's own
+    # connections come back, and a ping of the gateway is answered).
+    iifname "{bridge}" ct state established,related accept
+    iifname "{bridge}" ip daddr {gw} icmp type echo-request accept
+    iifname "{bridge}" drop
+  }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
     # VPs reach out; from outside only answers come in. (With br_netfilter
@@ -48,6 +59,21 @@ pub fn ruleset(bridge: &str, subnet: &Subnet, nat: bool) -> String {
     s.push_str("}\n");
     s.push_str(&format!(
         r#"table bridge {t} {{
+  set vp_src {{
+    type ifname . ether_addr . ipv4_addr
+  }}
+  chain prerouting {{
+    type filter hook prerouting priority filter; policy accept;
+    iifname "{bridge}i*" jump vp_port
+    iifname "{bridge}s*" jump vp_port
+  }}
+  # A VP's port carries only its own MAC and address: no spoofed IP or ARP
+  # source, no other link protocol (VPs have no IPv6 address of cells').
+  chain vp_port {{
+    ether type ip iifname . ether saddr . ip saddr @vp_src return
+    ether type arp iifname . ether saddr . arp saddr ip @vp_src iifname . arp saddr ether . arp saddr ip @vp_src return
+    drop
+  }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
     # An isolated VP's frames reach no other VP (the host is not a port).
@@ -62,9 +88,31 @@ pub fn ruleset(bridge: &str, subnet: &Subnet, nat: bool) -> String {
     iifname "{bridge}s*" ip daddr {subnet} ip daddr != {gw} drop
   }}
 }}
-"#,
-        gw = subnet.gateway()
+"#
     ));
+    s
+}
+
+/// One VP port's only allowed source: (host veth name, MAC, address).
+pub type Source = (String, [u8; 6], std::net::Ipv4Addr);
+
+/// Replace the set of allowed sources (every defined bridged VP).
+pub fn sources_script(bridge: &str, sources: &[Source]) -> String {
+    let t = table_name(bridge);
+    let mut s = format!("flush set bridge {t} vp_src\n");
+    if !sources.is_empty() {
+        let elems: Vec<String> = sources
+            .iter()
+            .map(|(ifname, mac, ip)| {
+                let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+                format!("\"{ifname}\" . {} . {ip}", m.join(":"))
+            })
+            .collect();
+        s.push_str(&format!(
+            "add element bridge {t} vp_src {{ {} }}\n",
+            elems.join(", ")
+        ));
+    }
     s
 }
 
@@ -130,5 +178,27 @@ mod tests {
         assert!(r.starts_with("add table inet cells_cells0\ndelete table inet cells_cells0\n"));
         assert!(!ruleset("cells0", &s, false).contains("masquerade"));
         assert_eq!(table_name("a-b"), "cells_a_b");
+        assert!(
+            r.contains("iifname \"cells0\" drop"),
+            "VPs reach no host service"
+        );
+        assert!(r.contains("ip daddr 10.47.0.1 icmp type echo-request accept"));
+        assert!(r.contains("iifname \"cells0s*\" jump vp_port"));
+        let src = sources_script(
+            "cells0",
+            &[(
+                "cells0i3".into(),
+                [2, 0xce, 0x11, 0, 0, 5],
+                "10.47.0.5".parse().unwrap(),
+            )],
+        );
+        assert_eq!(
+            src,
+            "flush set bridge cells_cells0 vp_src\nadd element bridge cells_cells0 vp_src { \"cells0i3\" . 02:ce:11:00:00:05 . 10.47.0.5 }\n"
+        );
+        assert_eq!(
+            sources_script("cells0", &[]),
+            "flush set bridge cells_cells0 vp_src\n"
+        );
     }
 }
