@@ -517,20 +517,26 @@ impl Manager {
             .retain(|x| x != b);
     }
 
-    /// The binder device for a starting VP (reserved until it ends).
-    fn reserve_binder(&self, vp: &str) -> Result<BinderRequest, CellsError> {
+    /// The binder device for a starting VP (reserved until it ends; from
+    /// the pool, one this VP's uid used before or one nobody used).
+    fn reserve_binder(&self, vp: &str, uid: u32) -> Result<BinderRequest, CellsError> {
         Ok(match &self.cfg.binder {
             BinderMode::None => BinderRequest::None,
             BinderMode::Binderfs => BinderRequest::Binderfs,
             BinderMode::Pool(pool) => {
+                let owners = Path::new(binder::OWNERS_DIR);
                 let mut held = self.binders.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(dev) = binder::pick(pool, &held).cloned() else {
+                let Some(dev) = binder::pick(pool, &held, uid, |d| binder::owner_of(owners, d)).cloned()
+                else {
                     return Err(CellsError::Failed(format!(
-                        "no free binder device for VP '{vp}': all {} are used by running VPs; \
-                         load binder_linux with more devices= or stop a VP",
+                        "no binder device for VP '{vp}': of the {} devices, the free ones have had \
+                         another VP as their context manager since boot (binder_linux keeps that); \
+                         load binder_linux with more devices= (or stop a VP)",
                         pool.len()
                     )));
                 };
+                binder::record_owner(owners, &dev, uid)
+                    .map_err(failed("recording the binder device's owner"))?;
                 held.push(dev.clone());
                 BinderRequest::Device(dev)
             }
@@ -920,7 +926,7 @@ impl Manager {
             devices: DeviceRequest {
                 geometry: self.display.geometry(),
                 input: self.cfg.input_backend,
-                binder: self.reserve_binder(name)?,
+                binder: self.reserve_binder(name, config.host_root_id().unwrap_or(0))?,
                 display: self.display.mode(),
             },
             extra_env: self.runtime_env(config),

@@ -90,9 +90,43 @@ pub fn pool_in(dev: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The first device of the pool that no running VP holds.
-pub fn pick<'a>(pool: &'a [PathBuf], in_use: &[PathBuf]) -> Option<&'a PathBuf> {
-    pool.iter().find(|p| !in_use.contains(p))
+/// Where cellsd remembers which host uid used each pool device since boot
+/// (a tmpfs: binder_linux forgets at reboot too).
+pub const OWNERS_DIR: &str = "/run/cells-binder";
+
+/// binder_linux lets a device's context manager be set again only by the
+/// uid that set it first (`binder_context_mgr_uid` outlives the process),
+/// so a device once used by one VP's root is that VP's until reboot. The
+/// uid each device was given to, from `owners` (device name -> uid).
+pub fn owner_of(owners: &Path, dev: &Path) -> Option<u32> {
+    let name = dev.file_name()?;
+    std::fs::read_to_string(owners.join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Record that `dev` is `uid`'s from now on.
+pub fn record_owner(owners: &Path, dev: &Path, uid: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(owners)?;
+    std::fs::set_permissions(owners, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let name = dev.file_name().unwrap_or_default();
+    crate::layout::write_atomic(&owners.join(name), uid.to_string().as_bytes())
+}
+
+/// The device for a VP whose root is host `uid`: one no running VP holds
+/// that this uid already used, else one nobody used yet.
+pub fn pick<'a>(
+    pool: &'a [PathBuf],
+    in_use: &[PathBuf],
+    uid: u32,
+    owner: impl Fn(&Path) -> Option<u32>,
+) -> Option<&'a PathBuf> {
+    let free = || pool.iter().filter(|p| !in_use.contains(p));
+    free()
+        .find(|p| owner(p) == Some(uid))
+        .or_else(|| free().find(|p| owner(p).is_none()))
 }
 
 /// What the VP's init mounts for a binderfs instance, and the links in /dev.
@@ -123,9 +157,19 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
             .collect();
         assert_eq!(names, ["binder2", "binder10"]);
-        assert_eq!(pick(&pool, &[]), Some(&pool[0]));
-        assert_eq!(pick(&pool, &[pool[0].clone()]), Some(&pool[1]));
-        assert_eq!(pick(&pool, &pool.clone()), None);
+        let none = |_: &Path| None;
+        assert_eq!(pick(&pool, &[], 7, none), Some(&pool[0]));
+        assert_eq!(pick(&pool, &[pool[0].clone()], 7, none), Some(&pool[1]));
+        assert_eq!(pick(&pool, &pool.clone(), 7, none), None);
+        // Devices remember their first context manager's uid.
+        let owners = d.join("owners");
+        record_owner(&owners, &pool[0], 1000).unwrap();
+        assert_eq!(owner_of(&owners, &pool[0]), Some(1000));
+        let own = |p: &Path| owner_of(&owners, p);
+        assert_eq!(pick(&pool, &[], 1000, own), Some(&pool[0]), "its own again");
+        assert_eq!(pick(&pool, &[], 2000, own), Some(&pool[1]), "never another's");
+        record_owner(&owners, &pool[1], 2000).unwrap();
+        assert_eq!(pick(&pool, &[], 3000, own), None, "every device is taken");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
