@@ -52,9 +52,9 @@ struct Args {
     /// display). Default: fbdev:/dev/fb0 where it exists, else headless:720x1280.
     #[arg(long, env = "CELLS_PANEL")]
     panel: Option<String>,
-    /// How VP input devices are made: uinput (needs /dev/uinput), fifo (the
-    /// host backend), or auto.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "uinput", "fifo"])]
+    /// How VP input devices are made: evdev (served by each VP's monitor,
+    /// the default) or fifo (named pipes carrying the event stream).
+    #[arg(long, default_value = "evdev", value_parser = ["auto", "evdev", "fifo"])]
     input_backend: String,
     /// Folder of the host input devices to multiplex to the foreground VP.
     #[arg(long, default_value = "/dev/input")]
@@ -206,9 +206,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         cgroup_parent: args.cgroup_parent.trim_matches('/').to_string(),
         panel,
         input_backend: match args.input_backend.as_str() {
-            "uinput" => Backend::Uinput,
             "fifo" => Backend::Fifo,
-            _ => Backend::detect(),
+            _ => Backend::Evdev,
         },
         input_dir: Some(args.input_dir.clone()),
         grab_input: !args.no_grab,

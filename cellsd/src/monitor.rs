@@ -426,6 +426,10 @@ struct StartedVp {
     init: libc::pid_t,
     /// The VP's /sys/power and its link to cellsd.
     power: VpPower,
+    /// The VP's evdev devices (evdev backend), fed from cellsd's pipes.
+    input: Option<input::evdev_fs::VpInput>,
+    /// What the input devices were last told about freezing.
+    input_freezing: bool,
     /// The mux_fb device of the VP (kernel mode), removed when it ends.
     fb_node: Option<u32>,
     /// The VP's devices: open for the VP's whole life.
@@ -521,9 +525,15 @@ fn start(
         .map_err(|e| leave_cgroup(e.to_string()))?;
     phase("cgroup");
 
-    let (device_fds, mut device_nodes, held) =
+    let (device_fds, mut device_nodes, held, mut vp_input) =
         make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
     let mut device_dirs = Vec::new();
+    if vp_input.is_some() {
+        device_dirs.push((
+            req.run_dir.join("dev").join("input"),
+            "/dev/input".to_string(),
+        ));
+    }
     runtime_files(req, &mut device_nodes, &mut device_dirs).map_err(|e| {
         leave_cgroup(format!(
             "writing the VP's properties and network files: {e}"
@@ -620,6 +630,9 @@ fn start(
     power
         .serve(&req.run_dir.join(power::POWER_SOCKET))
         .map_err(|e| fail(e.to_string()))?;
+    if let Some(i) = vp_input.as_mut() {
+        i.serve().map_err(|e| fail(e.to_string()))?;
+    }
     if let Some(a) = req.network.as_ref().and_then(|n| n.attach.as_ref()) {
         network::attach_vp(pid, a)
             .map_err(|e| fail(format!("attaching the VP to bridge {}: {e}", a.bridge)))?;
@@ -692,6 +705,8 @@ fn start(
         console,
         init: pid,
         power,
+        input: vp_input,
+        input_freezing: false,
         fb_node: state.devices.fb_node,
         _devices: held,
         master,
@@ -830,7 +845,15 @@ use std::os::unix::fs::OpenOptionsExt;
 #[allow(clippy::type_complexity)]
 fn make_devices(
     req: &MonitorRequest,
-) -> Result<(DeviceFds, Vec<(PathBuf, String)>, Vec<OwnedFd>), String> {
+) -> Result<
+    (
+        DeviceFds,
+        Vec<(PathBuf, String)>,
+        Vec<OwnedFd>,
+        Option<input::evdev_fs::VpInput>,
+    ),
+    String,
+> {
     let dir = req.run_dir.join("dev");
     std::fs::create_dir_all(&dir).map_err(errstr("mkdir dev"))?;
     let g = req.devices.geometry;
@@ -861,8 +884,6 @@ fn make_devices(
         .map(|p| (fb_file.clone(), p.to_string()))
         .collect();
     nodes.push((info, display::VP_FB_INFO.to_string()));
-    let inputs = input::sink::create(req.devices.input, &dir, g, owner)
-        .map_err(|e| format!("input devices ({:?}): {e}", req.devices.input))?;
     let mut fds = DeviceFds {
         geometry: g,
         fb: fb_fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
@@ -880,12 +901,34 @@ fn make_devices(
         fds.binder = Some(node.clone());
     }
     let mut held: Vec<OwnedFd> = fb_fd.into_iter().collect();
-    for i in inputs {
-        nodes.push((i.node.clone(), i.vp_path.clone()));
-        fds.inputs.push((i.kind, i.fd.as_raw_fd()));
-        held.push(i.fd);
+    let mut vp_input = None;
+    match req.devices.input {
+        Backend::Fifo => {
+            let fifos = input::sink::create_fifos(&dir, owner)
+                .map_err(|e| format!("input devices (FIFOs): {e}"))?;
+            for i in fifos {
+                nodes.push((i.node.clone(), i.vp_path.clone()));
+                fds.inputs.push((i.kind, i.fd.as_raw_fd()));
+                held.push(i.fd);
+            }
+        }
+        Backend::Evdev => {
+            let devices = input::sink::VP_DEVICES
+                .iter()
+                .map(|(kind, node, name)| {
+                    (node.to_string(), input::evdev_fs::spec_for(*kind, name, g))
+                })
+                .collect();
+            let (vi, writers) = input::evdev_fs::VpInput::mount(&dir.join("input"), devices, owner)
+                .map_err(|e| format!("input devices: {e}"))?;
+            for ((kind, _, _), w) in input::sink::VP_DEVICES.iter().zip(writers) {
+                fds.inputs.push((*kind, w.as_raw_fd()));
+                held.push(w);
+            }
+            vp_input = Some(vi);
+        }
     }
-    Ok((fds, nodes, held))
+    Ok((fds, nodes, held, vp_input))
 }
 
 /// Where the template keeps /etc, as a path in the VP: Android's layout
@@ -1209,6 +1252,16 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
                 revents: 0,
             });
         }
+        let input_fds = vp.input.as_ref().map(|i| i.poll_fds()).unwrap_or_default();
+        for fd in &input_fds {
+            fds.push(libc::pollfd {
+                fd: *fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // The console's clients start here.
+        let first_client = 6 + input_fds.len();
         for c in &clients {
             fds.push(libc::pollfd {
                 fd: c.as_raw_fd(),
@@ -1229,6 +1282,19 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
         }
         let ready = |i: usize| fds[i].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
         vp.power.handle([ready(3), ready(4), ready(5)]);
+        if let Some(input) = vp.input.as_mut() {
+            for i in 0..input_fds.len() {
+                if ready(6 + i) {
+                    input.handle(i);
+                }
+            }
+            // A VP being frozen must not sit in a blocked read of ours.
+            let freezing = vp.power.freezing();
+            if freezing != vp.input_freezing {
+                input.set_freezing(freezing);
+                vp.input_freezing = freezing;
+            }
+        }
         if fds[1].revents & libc::POLLIN != 0 {
             // SAFETY: reading into our own buffer.
             let r =
@@ -1245,9 +1311,13 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
             }
         }
         let mut gone = Vec::new();
-        // Only the clients that were polled (fds[6..]); new ones come below.
-        for (i, c) in clients.iter_mut().enumerate().take(fds.len() - 6) {
-            let re = fds[6 + i].revents;
+        // Only the clients that were polled; new ones come below.
+        for (i, c) in clients
+            .iter_mut()
+            .enumerate()
+            .take(fds.len() - first_client)
+        {
+            let re = fds[first_client + i].revents;
             if re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
                 continue;
             }

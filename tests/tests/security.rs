@@ -906,3 +906,88 @@ fn vps_cannot_spoof_each_other_or_reach_host_services() {
     // The gateway still answers a ping.
     assert_eq!(c.sh("iso", &format!("ping -c1 -W2 {gw}")).code, 0);
 }
+
+/// Hole 5: a VP's input devices are evdev devices its monitor serves, not
+/// devices of the host's input core: what the VP writes to them (Alt+SysRq,
+/// KEY_POWER) reaches its own readers only. (The emulator proves the same
+/// with the host's real sysrq handler and logind.)
+#[test]
+fn vp_input_devices_are_not_host_input_devices() {
+    let c = Cells::new();
+    c.create_start("vp");
+    c.create_start("other");
+    c.push_probe("vp");
+    c.push_probe("other");
+    // Real evdev answers: name, version, capabilities, ranges, a grab.
+    let info = c.probe("vp", &["evdev-info", "/dev/input/event1"]).stdout;
+    assert!(
+        info.contains("name cells keys") && info.contains("version 0x10001"),
+        "{info}"
+    );
+    assert!(
+        info.contains("key 116") && info.contains("grab 0"),
+        "{info}"
+    );
+    let touch = c.probe("vp", &["evdev-info", "/dev/input/event0"]).stdout;
+    assert!(touch.contains("abs 53 0 719"), "{touch}");
+    // None of them is a device of the host.
+    let host = std::fs::read_to_string("/proc/bus/input/devices").unwrap_or_default();
+    assert!(
+        !host.contains("cells"),
+        "a VP device is a host input device:\n{host}"
+    );
+    // Alt+SysRq+H and KEY_POWER written by VP root: its own reader gets them
+    // (control), the other VP's reader nothing.
+    let reader = |vp: &str| {
+        let mut child = c
+            .ctl_cmd()
+            .args([
+                "exec",
+                vp,
+                "--",
+                "/data/probe",
+                "evdev-read",
+                "/dev/input/event1",
+                "10",
+                "2000",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+        assert!(first.contains("open"), "{first}");
+        (child, out)
+    };
+    let (mut own, mut own_out) = reader("vp");
+    let (mut theirs, mut their_out) = reader("other");
+    let w = c.probe(
+        "vp",
+        &[
+            "evdev-write",
+            "/dev/input/event1",
+            "1:56:1",
+            "1:99:1",
+            "1:35:1",
+            "0:0:0",
+            "1:116:1",
+            "0:0:0",
+        ],
+    );
+    assert!(w.stdout.contains("wrote 144"), "{w:?}");
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut own_out, &mut got).unwrap();
+    let _ = own.wait();
+    assert!(
+        got.contains("1 99 1") && got.contains("1 116 1"),
+        "the VP's own reader: {got}"
+    );
+    let mut other = String::new();
+    std::io::Read::read_to_string(&mut their_out, &mut other).unwrap();
+    let _ = theirs.wait();
+    assert!(
+        !other.contains("1 116"),
+        "another VP's reader got it: {other}"
+    );
+}

@@ -526,7 +526,8 @@ impl Manager {
             BinderMode::Pool(pool) => {
                 let owners = Path::new(binder::OWNERS_DIR);
                 let mut held = self.binders.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(dev) = binder::pick(pool, &held, uid, |d| binder::owner_of(owners, d)).cloned()
+                let Some(dev) =
+                    binder::pick(pool, &held, uid, |d| binder::owner_of(owners, d)).cloned()
                 else {
                     return Err(CellsError::Failed(format!(
                         "no binder device for VP '{vp}': of the {} devices, the free ones have had \

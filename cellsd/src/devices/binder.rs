@@ -167,7 +167,11 @@ mod tests {
         assert_eq!(owner_of(&owners, &pool[0]), Some(1000));
         let own = |p: &Path| owner_of(&owners, p);
         assert_eq!(pick(&pool, &[], 1000, own), Some(&pool[0]), "its own again");
-        assert_eq!(pick(&pool, &[], 2000, own), Some(&pool[1]), "never another's");
+        assert_eq!(
+            pick(&pool, &[], 2000, own),
+            Some(&pool[1]),
+            "never another's"
+        );
         record_owner(&owners, &pool[1], 2000).unwrap();
         assert_eq!(pick(&pool, &[], 3000, own), None, "every device is taken");
         std::fs::remove_dir_all(&d).unwrap();

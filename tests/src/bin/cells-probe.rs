@@ -12,6 +12,9 @@
 //! cells-probe udp-raw SRC DST PORT MSG                 a UDP datagram with any IP source (raw socket)
 //! cells-probe frame-udp SMAC DMAC SRC DST PORT MSG     the same as a whole Ethernet frame on eth0
 //! cells-probe arp-request SMAC SIP TIP                 "who has TIP, tell SIP at SMAC", broadcast on eth0
+//! cells-probe evdev-info DEV        evdev ioctls: "name N", "version V", "key K" for KEY_POWER, "abs A MIN MAX"
+//! cells-probe evdev-read DEV N MS   poll, then print up to N events "TYPE CODE VALUE" within MS
+//! cells-probe evdev-write DEV T:C:V...  write events to DEV (as sendevent does)
 //! ```
 
 use std::io::{BufRead, Write};
@@ -446,6 +449,119 @@ fn udp_listen(port: u16, secs: u64) -> i32 {
     0
 }
 
+/// _IOC(dir, 'E', nr, size)
+fn eioc(dir: u64, nr: u64, size: usize) -> u64 {
+    dir << 30 | (size as u64) << 16 | (b'E' as u64) << 8 | nr
+}
+
+fn open_dev(path: &str, flags: i32) -> i32 {
+    let c = std::ffi::CString::new(path).unwrap_or_default();
+    // SAFETY: open with a valid path.
+    unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) }
+}
+
+fn evdev_info(dev: &str) -> i32 {
+    let fd = open_dev(dev, libc::O_RDONLY | libc::O_NONBLOCK);
+    if fd < 0 {
+        println!("open errno {}", errno());
+        return 1;
+    }
+    let mut name = [0u8; 256];
+    let mut version = 0i32;
+    let mut keys = [0u8; 96];
+    // SAFETY: evdev ioctls with buffers of the sizes their numbers encode.
+    unsafe {
+        let n = libc::ioctl(fd, eioc(2, 0x06, 256) as _, name.as_mut_ptr());
+        let end = name.iter().position(|b| *b == 0).unwrap_or(0);
+        println!("name {} (ret {n})", String::from_utf8_lossy(&name[..end]));
+        libc::ioctl(fd, eioc(2, 0x01, 4) as _, &mut version);
+        println!("version {version:#x}");
+        libc::ioctl(fd, eioc(2, 0x21, 96) as _, keys.as_mut_ptr());
+        if keys[116 / 8] & (1 << (116 % 8)) != 0 {
+            println!("key 116");
+        }
+        let mut abs = [0i32; 6];
+        if libc::ioctl(fd, eioc(2, 0x40 + 0x35, 24) as _, abs.as_mut_ptr()) == 0 {
+            println!("abs 53 {} {}", abs[1], abs[2]);
+        }
+        let mut grab = 1i32;
+        let r = libc::ioctl(
+            fd,
+            eioc(1, 0x90, 4) as _,
+            &mut grab as *mut i32 as libc::c_long,
+        );
+        println!("grab {r}");
+    }
+    0
+}
+
+fn evdev_read(dev: &str, n: usize, ms: i32) -> i32 {
+    let fd = open_dev(dev, libc::O_RDONLY | libc::O_NONBLOCK);
+    if fd < 0 {
+        println!("open errno {}", errno());
+        return 1;
+    }
+    println!("open");
+    let _ = std::io::stdout().flush();
+    let mut got = 0;
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+    while got < n {
+        let left = end
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as i32;
+        if left == 0 {
+            break;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd.
+        if unsafe { libc::poll(&mut p, 1, left) } <= 0 {
+            break;
+        }
+        let mut buf = [0u8; 24 * 16];
+        // SAFETY: reading into our buffer.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r <= 0 {
+            continue;
+        }
+        for e in buf[..r as usize].chunks_exact(24) {
+            let t = u16::from_ne_bytes([e[16], e[17]]);
+            let c = u16::from_ne_bytes([e[18], e[19]]);
+            let v = i32::from_ne_bytes([e[20], e[21], e[22], e[23]]);
+            println!("{t} {c} {v}");
+            got += 1;
+        }
+        let _ = std::io::stdout().flush();
+    }
+    0
+}
+
+fn evdev_write(dev: &str, events: &[String]) -> i32 {
+    let fd = open_dev(dev, libc::O_WRONLY);
+    if fd < 0 {
+        println!("open errno {}", errno());
+        return 1;
+    }
+    let mut buf = Vec::new();
+    for e in events {
+        let f: Vec<i64> = e.split(':').filter_map(|x| x.parse().ok()).collect();
+        if f.len() != 3 {
+            continue;
+        }
+        buf.extend_from_slice(&[0u8; 16]);
+        buf.extend_from_slice(&(f[0] as u16).to_ne_bytes());
+        buf.extend_from_slice(&(f[1] as u16).to_ne_bytes());
+        buf.extend_from_slice(&(f[2] as i32).to_ne_bytes());
+    }
+    // SAFETY: writing our buffer.
+    let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    println!("wrote {r}");
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -472,6 +588,13 @@ fn main() {
             &args[7],
         ),
         Some("arp-request") if args.len() >= 5 => arp_request(&args[2], &args[3], &args[4]),
+        Some("evdev-info") if args.len() >= 3 => evdev_info(&args[2]),
+        Some("evdev-read") if args.len() >= 5 => evdev_read(
+            &args[2],
+            args[3].parse().unwrap_or(1),
+            args[4].parse().unwrap_or(1000),
+        ),
+        Some("evdev-write") if args.len() >= 4 => evdev_write(&args[2], &args[3..]),
         _ => {
             eprintln!("usage: cells-probe inotify-hold | keyring [DESC] | uid-scan SECS");
             2

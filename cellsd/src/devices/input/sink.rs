@@ -1,14 +1,18 @@
 //! A VP's input devices: where cellsd writes the events of one VP device.
 //!
-//! Two backends side by side, created by the VP's monitor before the VP
-//! starts and handed to cellsd as open fds:
-//! - `uinput` (a device with /dev/uinput: the emulator, a phone): a real
-//!   evdev device per VP device, bind-mounted into the VP's /dev/input; the
-//!   kernel stamps the events and every reader gets all of them, with the
-//!   usual evdev ioctls.
-//! - `fifo` (hosts without uinput): a named pipe carrying the same
-//!   `struct input_event` stream. Readers read exactly what an evdev reader
-//!   reads; the evdev ioctls do not work, and two readers share one stream.
+//! Created by the VP's monitor before the VP starts and handed to cellsd as
+//! open fds (the write ends of pipes into the monitor):
+//! - `evdev` (the default, on every host): evdev devices served in user
+//!   space by the monitor ([`super::evdev_fs`]), the VP's /dev/input: evdev's
+//!   read, poll and ioctls, every reader gets every event, and nothing of
+//!   them is a device of the host's input core (no host handler sees what a
+//!   VP types or writes);
+//! - `fifo` (`cellsd --input-backend fifo`): a named pipe per device carrying
+//!   the same `struct input_event` stream; no ioctls, and two readers share
+//!   one stream.
+//!
+//! (uinput devices, used before, were devices of the host's input core:
+//! the host's sysrq, VT keyboard and logind saw VP input.)
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -19,24 +23,15 @@ use serde::{Deserialize, Serialize};
 
 use super::event::*;
 use super::router::DeviceKind;
-use mux_fb::Geometry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    Uinput,
+    /// A VP started by an older cellsd with uinput devices is adopted as
+    /// one of these: its fds take the same raw events.
+    #[serde(alias = "uinput")]
+    Evdev,
     Fifo,
-}
-
-impl Backend {
-    /// uinput where /dev/uinput exists, else the FIFO host backend.
-    pub fn detect() -> Self {
-        if Path::new("/dev/uinput").exists() {
-            Backend::Uinput
-        } else {
-            Backend::Fifo
-        }
-    }
 }
 
 /// The devices every VP gets, in /dev/input order.
@@ -65,8 +60,8 @@ impl Sink {
     /// does not read its input must not stall the others).
     pub fn write(&mut self, events: &[InputEvent]) -> io::Result<()> {
         let stamped: Vec<InputEvent> = match self.backend {
-            // The kernel stamps uinput events itself.
-            Backend::Uinput => events.to_vec(),
+            // The monitor stamps them as its readers' clocks want.
+            Backend::Evdev => events.to_vec(),
             Backend::Fifo => {
                 let now = InputEvent::default().realtime();
                 events
@@ -109,43 +104,27 @@ impl InputEvent {
     }
 }
 
-/// A device made for a VP by its monitor.
+/// A device made for a VP by its monitor (FIFO backend).
 pub struct Created {
     pub kind: DeviceKind,
     /// Where the VP sees it, e.g. /dev/input/event0.
     pub vp_path: String,
-    /// The node to bind there: in `dir`, the monitor's own tmpfs (a FIFO,
-    /// or a private copy of the uinput device's node).
+    /// The FIFO to bind there, in `dir`, the monitor's own tmpfs.
     pub node: PathBuf,
     pub fd: OwnedFd,
 }
 
-/// Make a VP's input devices (in the monitor, before the VP starts).
+/// Make a VP's FIFO input devices (in the monitor, before the VP starts).
 /// `dir` is the monitor's private device folder; `owner` VP root's host id.
-pub fn create(
-    backend: Backend,
-    dir: &Path,
-    g: Geometry,
-    owner: Option<u32>,
-) -> io::Result<Vec<Created>> {
+pub fn create_fifos(dir: &Path, owner: Option<u32>) -> io::Result<Vec<Created>> {
     let mut out = Vec::new();
-    for (kind, node_name, dev_name) in VP_DEVICES {
+    for (kind, node_name, _) in VP_DEVICES {
         let private = dir.join(format!("input-{node_name}"));
-        let (node, fd) = match backend {
-            Backend::Fifo => {
-                let r = fifo(&private)?;
-                if let Some(id) = owner {
-                    std::os::unix::fs::chown(&private, Some(id), Some(id))?;
-                }
-                std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o660))?;
-                r
-            }
-            Backend::Uinput => {
-                let (host, fd) = super::uinput::create(*kind, dev_name, g)?;
-                crate::sys::private_node(&host, &private, owner, 0o660)?;
-                (private, fd)
-            }
-        };
+        let (node, fd) = fifo(&private)?;
+        if let Some(id) = owner {
+            std::os::unix::fs::chown(&private, Some(id), Some(id))?;
+        }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o660))?;
         out.push(Created {
             kind: *kind,
             vp_path: format!("/dev/input/{node_name}"),
@@ -188,7 +167,7 @@ mod tests {
     fn fifo_devices_carry_input_events() {
         let dir = std::env::temp_dir().join(format!("sink-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let devs = create(Backend::Fifo, &dir, Geometry::new(720, 1280), None).unwrap();
+        let devs = create_fifos(&dir, None).unwrap();
         assert_eq!(devs.len(), 2);
         assert_eq!(devs[0].vp_path, "/dev/input/event0");
         let mut reader = std::fs::OpenOptions::new()

@@ -552,6 +552,11 @@ impl VpPower {
         ]
     }
 
+    /// Whether cellsd is freezing the VP now.
+    pub fn freezing(&self) -> bool {
+        lock(&self.state).freezing
+    }
+
     /// How long the monitor may sleep before a lock expires.
     pub fn timeout(&self) -> Option<Duration> {
         lock(&self.state)
