@@ -269,6 +269,10 @@ struct ExecArgs {
     /// this one (raw mode; the VP's line discipline handles Ctrl-C).
     #[arg(long, short = 't')]
     tty: bool,
+    /// Pass this terminal's input to the command even without -t (input
+    /// that is not a terminal — a file, a pipe — always is).
+    #[arg(long, short = 'i')]
+    interactive: bool,
     /// Working directory inside the VP.
     #[arg(long, short = 'w', default_value = "/")]
     cwd: String,
@@ -789,8 +793,14 @@ async fn exec(p: &Manager1Proxy<'_>, a: ExecArgs) -> Result<u8, Failure> {
             .map_err(|_| Failure("cellsd sent no pipes for the command".into()))?;
         // Ctrl-C at our terminal goes to the command.
         forwarded.push(SignalKind::interrupt());
+        // A terminal's input is the user's next commands: the command gets
+        // it only when asked for (-i), as with docker exec.
+        // SAFETY: isatty has no preconditions.
+        let give_stdin = a.interactive || unsafe { libc::isatty(0) } != 1;
         (
-            std::thread::spawn(move || relay::pipes(stdin, [stdout, stderr], done_r)),
+            std::thread::spawn(move || {
+                relay::pipes(give_stdin.then_some(stdin), [stdout, stderr], done_r)
+            }),
             None,
         )
     };

@@ -116,11 +116,13 @@ fn pfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
 
 const READY: libc::c_short = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
 
-/// Relay a command running on pipes: `stdin` (its stdin, to write),
-/// `outputs` (its stdout and stderr, to read). `done` is readable (EOF)
-/// once the command has exited.
-pub fn pipes(stdin: OwnedFd, outputs: [OwnedFd; 2], done: OwnedFd) {
-    set_nonblocking(stdin.as_raw_fd());
+/// Relay a command running on pipes: `stdin` (its stdin, to write; None:
+/// it reads EOF at once), `outputs` (its stdout and stderr, to read).
+/// `done` is readable (EOF) once the command has exited.
+pub fn pipes(stdin: Option<OwnedFd>, outputs: [OwnedFd; 2], done: OwnedFd) {
+    if let Some(s) = &stdin {
+        set_nonblocking(s.as_raw_fd());
+    }
     let mut outs: Vec<(Option<OwnedFd>, RawFd, bool)> = outputs
         .into_iter()
         .zip([1, 2])
@@ -130,9 +132,9 @@ pub fn pipes(stdin: OwnedFd, outputs: [OwnedFd; 2], done: OwnedFd) {
         })
         .collect();
     let mut input = Input {
-        to: Some(stdin),
+        open: stdin.is_some(),
+        to: stdin,
         buf: Vec::new(),
-        open: true,
     };
     let mut buf = vec![0u8; 65536];
     loop {

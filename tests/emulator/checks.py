@@ -61,15 +61,18 @@ def run_all(vm, res, bench=False):
     setup_vps(vm)
     res.check("panel (QMP screendump) shows the foreground VP's colour", lambda: check_panel_shows_fg(vm))
     res.check("after cellctl switch the panel shows the new foreground", lambda: check_switch(vm))
-    res.check("VP input devices are uinput evdev devices; host devices are grabbed", lambda: check_uinput(vm))
+    res.check("VP input devices are evdev devices of their monitor, none is a host input device; host devices are grabbed", lambda: check_evdev(vm))
+    res.check("what a VP writes to its keys (Alt+SysRq+H, KEY_POWER) reaches no host consumer; through uinput it would", lambda: check_keys_reach_no_host(vm))
     res.check("a QMP tablet tap reaches only the foreground VP's /data/input.log", lambda: check_tap(vm))
     res.check("a key held across a switch is released in the old foreground", lambda: check_key_release(vm))
     res.check("each VP has its own binder device as /dev/binder", lambda: check_binder(vm))
+    res.check("every VP becomes its binder context manager on every start (a new VP never gets another's used device)", lambda: check_binder_every_start(vm))
     res.check("VP cgroups on cgroup v2 with limits", lambda: check_cgroup_v2(vm))
     res.check("each VP's /sys/power (FUSE) on the device's kernel: own locks, aggregated", lambda: check_power(vm))
     res.check("the cgroup v2 freezer freezes a background VP; a switch thaws it", lambda: check_freezer_v2(vm))
     res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
     res.check("VP networks on the device's kernel: eth0 on the bridge, port isolation without nft", lambda: check_network(vm))
+    res.check("the foreground VP truncating, growing or mapping past its framebuffer does not reach cellsd", lambda: check_fb_attack(vm, kernel=False))
     userspace_switch = switch_times(vm) if bench else None
     stop_cellsd(vm)
 
@@ -83,6 +86,7 @@ def run_all(vm, res, bench=False):
     res.check("with mux_fb: FBIOPUT_VSCREENINFO is limited to the panel's mode", lambda: check_mode_locked(vm))
     res.check("with mux_fb: no frame of a background VP ever reaches the panel", lambda: check_no_background_frames(vm))
     res.check("with mux_fb: a background VP's FBIOBLANK never reaches the panel", lambda: check_blank(vm))
+    res.check("with mux_fb: truncating or mapping past a VP framebuffer is refused, cellsd unharmed", lambda: check_fb_attack(vm, kernel=True))
     res.check("with mux_fb: unloading is refused while VPs map their framebuffers", lambda: check_unload_refused(vm))
     if bench:
         res.check("benchmarks", lambda: run_benchmarks(vm, userspace_switch))
@@ -377,14 +381,77 @@ def check_switch(vm):
         assert vm.ok("cellctl foreground").strip() == vp
 
 
-def check_uinput(vm):
+def push_probe(vm, vp):
+    vm.ok(f"cellctl exec {vp} -- sh -c 'cat > /data/probe && chmod 755 /data/probe' < /mnt/host/bin/cells-probe")
+
+
+def check_evdev(vm):
     out = vm.ok("cellctl exec red -- ls -l /dev/input/")
-    assert re.search(r"^c.* 13,\s*\d+ .*event0", out, re.M), out
+    assert re.search(r"^-rw-rw----.* event0$", out, re.M) and "event1" in out, out
     devices = vm.ok("cat /proc/bus/input/devices")
-    assert devices.count('N: Name="cells touchscreen"') == 3, devices
-    assert devices.count('N: Name="cells keys"') == 3, devices
+    assert "cells" not in devices, f"a VP device is a host input device:\n{devices}"
+    push_probe(vm, "red")
+    info = vm.ok("cellctl exec red -- /data/probe evdev-info /dev/input/event1")
+    assert "name cells keys" in info and "key 116" in info, info
     out = vm.ok("cellctl display")
     assert "QEMU Virtio Tablet" in out or "Tablet" in out, out
+
+
+def dmesg_sysrq(vm):
+    return vm.run("dmesg | grep -i sysrq")[1]
+
+
+def check_keys_reach_no_host(vm):
+    vm.ok("echo 1 > /proc/sys/kernel/sysrq; dmesg -c > /dev/null")
+    push_probe(vm, "red")
+    # Alt (56) + SysRq (99) + H (35), then KEY_POWER (116), from VP root.
+    out = vm.ok("cellctl exec red -- /data/probe evdev-write /dev/input/event1 "
+                "1:56:1 0:0:0 1:99:1 0:0:0 1:35:1 0:0:0 1:35:0 1:99:0 1:56:0 0:0:0 1:116:1 0:0:0 1:116:0 0:0:0")
+    assert "wrote 336" in out, out
+    time.sleep(2)
+    assert "sysrq" not in dmesg_sysrq(vm).lower(), dmesg_sysrq(vm)
+    assert vm.ok("echo alive").strip() == "alive"
+    # Control: the same keys from a uinput device (what VP devices were)
+    # reach the host's sysrq handler.
+    out = vm.ok("/mnt/host/bin/cells-probe uinput-keys 56 99 35")
+    assert "pressed" in out, out
+    wait(lambda: "sysrq" in dmesg_sysrq(vm).lower(), 10, "the host's sysrq handler to log the uinput keys")
+    vm.ok("dmesg -c > /dev/null")
+
+
+def check_binder_every_start(vm):
+    # red stops; yellow (new ids) must not get red's device, whose context
+    # manager uid binder_linux remembers; red gets it back.
+    vm.ok("cellctl stop red --timeout 5")
+    vm.ok("cellctl create yellow --template minimal --color ffff00")
+    vm.ok("cellctl start yellow", timeout=180)
+    for vp in ["yellow", "green", "blue"]:
+        out = vm.ok(f"cellctl exec {vp} -- /system/bin/binder-check")
+        assert "context manager: ok" in out, f"{vp}: {out}"
+    vm.ok("cellctl start red", timeout=180)
+    out = vm.ok("cellctl exec red -- /system/bin/binder-check")
+    assert "context manager: ok" in out, f"red after a restart: {out}"
+    vm.ok("cellctl stop yellow --timeout 5; cellctl destroy yellow")
+    vm.ok("cellctl switch red")
+
+
+def check_fb_attack(vm, kernel):
+    vm.ok("cellctl switch red")
+    push_probe(vm, "red")
+    size = PANEL_W * PANEL_H * 4
+    for attack in [": > /dev/fb0", "truncate -s 1 /dev/graphics/fb0", "truncate -s 64M /dev/fb0"]:
+        vm.run(f"cellctl exec red -- sh -c '{attack}'")
+        time.sleep(0.5)
+        assert vm.run("cellctl list")[0] == 0, f"cellsd died after {attack}: {vm.run('tail /tmp/cellsd.log')[1]}"
+    out = vm.ok(f"cellctl exec red -- /data/probe mmap /dev/fb0 {size * 4}")
+    if kernel:
+        assert "errno 22" in out, f"mux_fb mapped past the frame: {out}"
+        assert "errno" not in vm.ok(f"cellctl exec red -- /data/probe mmap /dev/fb0 {size}"), "control"
+    time.sleep(0.5)
+    assert vm.run("cellctl list")[0] == 0
+    vm.ok("cellctl switch green")
+    wait(lambda: panel_color(vm) == GREEN, 10, "the panel to show green after the attacks")
+    vm.ok("cellctl switch red")
 
 
 def check_tap(vm, x=300, y=500):

@@ -28,7 +28,8 @@ import guest as g  # noqa: E402
 from guest import Guest, pixel  # noqa: E402
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
-BINARIES = ["cellsd", "cellctl", "cells-init", "cells-persona", "cells-binder-check", "cells-adbd", "cells-prop"]
+BINARIES = ["cellsd", "cellctl", "cells-init", "cells-persona", "cells-binder-check", "cells-adbd", "cells-prop",
+            "cells-probe"]
 
 
 def log(msg):

@@ -991,3 +991,222 @@ fn vp_input_devices_are_not_host_input_devices() {
         "another VP's reader got it: {other}"
     );
 }
+
+/// The classics: devices, kernel logs, sysctls, mounts of host paths, the
+/// template, other VPs' processes, sockets and SysV IPC, cgroups.
+#[test]
+fn classic_escapes_are_denied() {
+    let c = Cells::new();
+    c.create_start("a");
+    c.create_start("b");
+    c.push_probe("a");
+    c.push_probe("b");
+    // Controls first: what VP root may do.
+    c.sh_ok(
+        "a",
+        "mkfifo /tmp/fifo && mkdir -p /tmp/m && mount -t tmpfs x /tmp/m && umount /tmp/m",
+    );
+    let denied = [
+        "mknod /tmp/mem c 1 1",
+        "mknod /tmp/sda b 8 0",
+        "cat /dev/mem",
+        "cat /dev/kmsg",
+        "head -c1 /dev/vda /dev/sda /dev/nvme0n1",
+        "dmesg",
+        "echo 1 > /proc/sys/vm/drop_caches",
+        "echo 0 > /proc/sys/kernel/randomize_va_space",
+        "sysctl -w kernel.panic=1",
+        "date -s 2001-01-01 >/dev/null 2>&1; [ $(date +%Y) = 2001 ]",
+        "mount -t ext4 /dev/vda /tmp/m",
+        "mount -t devtmpfs devtmpfs /tmp/m",
+        "mount -t debugfs debugfs /tmp/m",
+        "mount -t securityfs securityfs /tmp/m",
+        "mount -t bpf bpf /tmp/m",
+        "echo 1 > /sys/kernel/mm/ksm/run",
+        "cat /proc/kcore | head -c1 | grep -q .",
+        "cat /proc/keys | grep -q .",
+        "insmod /nonexistent.ko",
+    ];
+    for attack in denied {
+        let o = c.sh("a", attack);
+        assert_ne!(o.code, 0, "`{attack}` succeeded as VP root: {o:?}");
+    }
+    // Host paths are out of reach, also through /proc/*/root.
+    let marker = format!("/tmp/cells-host-marker-{}", std::process::id());
+    std::fs::write(&marker, "host").unwrap();
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host", "control");
+    let o = c.sh(
+        "a",
+        &format!("cat {marker} /proc/*/root{marker} /proc/1/root/..{marker} 2>/dev/null"),
+    );
+    assert!(
+        !o.stdout.contains("host"),
+        "a host file was read from the VP: {o:?}"
+    );
+    let _ = std::fs::remove_file(&marker);
+    // The template: a write lands in the VP's own layer only.
+    let build = c.status("a")["template_build"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tpl = c.state.join(format!(
+        "templates/minimal/builds/{build}/rootfs/system/etc/hosts"
+    ));
+    let before = std::fs::read(&tpl).unwrap();
+    c.sh_ok("a", "echo owned > /system/etc/hosts; cat /system/etc/hosts");
+    assert_eq!(
+        std::fs::read(&tpl).unwrap(),
+        before,
+        "the shared template changed"
+    );
+    assert_ne!(
+        c.sh_ok("b", "cat /system/etc/hosts"),
+        "owned\n",
+        "b sees a's write"
+    );
+    // Other VPs' processes: invisible, unreachable by signal.
+    c.sh_ok("b", "sleep 300 >/dev/null 2>&1 & echo $! > /data/sleeper");
+    let bpid = c.sh_ok("b", "cat /data/sleeper").trim().to_string();
+    assert!(
+        c.sh_ok("b", "ps").contains("sleep 300"),
+        "control: b sees its process"
+    );
+    assert!(
+        !c.sh_ok("a", "ps").contains("sleep 300"),
+        "a sees b's process"
+    );
+    c.sh("a", "kill -9 -1; true");
+    assert!(
+        c.sh("b", &format!("kill -0 {bpid}")).code == 0,
+        "a's kill -1 reached b"
+    );
+    // Abstract unix sockets and SysV IPC are per VP.
+    let mut l = c
+        .ctl_cmd()
+        .args([
+            "exec",
+            "b",
+            "--",
+            "/data/probe",
+            "unix-listen",
+            "cells-b",
+            "3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(l.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("listening"), "{first}");
+    assert!(
+        c.probe("b", &["unix-connect", "cells-b"])
+            .stdout
+            .contains("got hello"),
+        "control"
+    );
+    assert!(
+        c.probe("a", &["unix-connect", "cells-b"])
+            .stdout
+            .contains("errno"),
+        "a reached b's socket"
+    );
+    let _ = l.wait();
+    assert!(c
+        .probe("b", &["shm-create", "4242"])
+        .stdout
+        .contains("created"));
+    assert!(
+        c.probe("b", &["shm-get", "4242"]).stdout.contains("found"),
+        "control"
+    );
+    assert!(
+        c.probe("a", &["shm-get", "4242"]).stdout.contains("errno"),
+        "a sees b's shared memory"
+    );
+    // Cgroups: a VP's own cgroup namespace, whose files it cannot change.
+    assert_eq!(
+        c.sh_ok("a", "cat /proc/self/cgroup | cut -d: -f3 | sort -u")
+            .trim(),
+        "/"
+    );
+    let mnt = c.sh(
+        "a",
+        "mkdir -p /tmp/cg && mount -t cgroup -o pids none /tmp/cg && cat /tmp/cg/pids.max",
+    );
+    if mnt.code == 0 {
+        assert_ne!(
+            c.sh("a", "echo max > /tmp/cg/pids.max").code,
+            0,
+            "a raised its pids limit"
+        );
+        assert_ne!(
+            c.sh("a", "echo 1 > /tmp/cg/cgroup.procs").code,
+            0,
+            "a moved its init"
+        );
+    }
+    let cg = c.vp_cgroup_dirs("a");
+    let pids = cg
+        .iter()
+        .find(|d| d.join("pids.max").exists())
+        .map(|d| d.join("pids.max"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(pids).unwrap().trim(),
+        "4096",
+        "the limit stays"
+    );
+}
+
+/// An unprivileged host user gets nothing of cellsd or of any VP: not its
+/// sockets, not a VP's files, not its processes' roots. (adb: see
+/// adb_lets_in_authorized_keys_only.)
+#[test]
+fn an_unprivileged_host_user_gets_into_nothing() {
+    let c = Cells::new();
+    c.create_start("vp");
+    c.sh_ok("vp", "echo secret > /data/private");
+    let init = c.status("vp")["pid"].as_u64().unwrap();
+    // Controls: root has all of these.
+    assert_eq!(
+        std::fs::read_to_string(c.state.join("vps/vp/data/private")).unwrap(),
+        "secret\n"
+    );
+    assert!(std::fs::read_dir(format!("/proc/{init}/root/data")).is_ok());
+    let connect = |path: &std::path::Path, kind: &str| {
+        format!(
+            "python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX, socket.{kind}); s.connect('{}'); print('connected')\"",
+            path.display()
+        )
+    };
+    let attempts = [
+        format!(
+            "CELLS_SOCKET={} {} list",
+            c.socket.display(),
+            c.bin.join("cellctl").display()
+        ),
+        connect(&c.socket, "SOCK_STREAM"),
+        connect(&c.run.join("input.sock"), "SOCK_SEQPACKET"),
+        connect(&c.run.join("vps/vp/console.sock"), "SOCK_STREAM"),
+        connect(&c.run.join("vps/vp/power.sock"), "SOCK_STREAM"),
+        format!("cat {}", c.state.join("vps/vp/data/private").display()),
+        format!("ls {}", c.state.join("vps/vp/upper").display()),
+        format!("cat {}", c.state.join("vps/vp/console.log").display()),
+        format!("cat {}", c.state.join("vps/vp/vp.json").display()),
+        format!("ls /proc/{init}/root/data"),
+        format!("cat /proc/{init}/environ"),
+        format!("echo x > {}/evil", c.run.display()),
+        format!("ln -s / {}/vps/vp/console.log", c.state.display()),
+    ];
+    for a in &attempts {
+        let o = as_nobody(&c, a);
+        assert!(
+            o.code != 0 && !o.stdout.contains("connected") && !o.stdout.contains("secret"),
+            "nobody: `{a}` worked: {o:?}"
+        );
+    }
+}

@@ -15,6 +15,12 @@
 //! cells-probe evdev-info DEV        evdev ioctls: "name N", "version V", "key K" for KEY_POWER, "abs A MIN MAX"
 //! cells-probe evdev-read DEV N MS   poll, then print up to N events "TYPE CODE VALUE" within MS
 //! cells-probe evdev-write DEV T:C:V...  write events to DEV (as sendevent does)
+//! cells-probe mmap DEV LEN          map LEN bytes of DEV shared, write them: "ok" or "errno N"
+//! cells-probe uinput-keys CODE...   (on a host) a uinput keyboard that presses CODE... together, then releases
+//! cells-probe unix-listen NAME SECS an abstract unix socket @NAME, answering "hello" for SECS
+//! cells-probe unix-connect NAME     connect to @NAME: "got MSG" or "errno N"
+//! cells-probe shm-create KEY        a SysV shared memory segment with KEY, kept; prints its id
+//! cells-probe shm-get KEY           "found ID" or "errno N"
 //! ```
 
 use std::io::{BufRead, Write};
@@ -562,6 +568,155 @@ fn evdev_write(dev: &str, events: &[String]) -> i32 {
     0
 }
 
+fn mmap_dev(dev: &str, len: usize) -> i32 {
+    let fd = open_dev(dev, libc::O_RDWR);
+    if fd < 0 {
+        println!("open errno {}", errno());
+        return 1;
+    }
+    // SAFETY: a fresh shared mapping; written only within len, then unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            println!("errno {}", errno());
+            return 0;
+        }
+        std::ptr::write_bytes(p.cast::<u8>(), 0x7f, len.min(4096));
+        libc::munmap(p, len);
+    }
+    println!("ok");
+    0
+}
+
+/// A uinput keyboard on the host: what a VP's device used to be.
+fn uinput_keys(codes: &[u16]) -> i32 {
+    let fd = open_dev("/dev/uinput", libc::O_WRONLY | libc::O_NONBLOCK);
+    if fd < 0 {
+        println!("open errno {}", errno());
+        return 1;
+    }
+    const UI_SET_EVBIT: u64 = 0x4004_5564;
+    const UI_SET_KEYBIT: u64 = 0x4004_5565;
+    const UI_DEV_SETUP: u64 = 0x405c_5503;
+    const UI_DEV_CREATE: u64 = 0x5501;
+    let mut setup = [0u8; 92];
+    setup[0..2].copy_from_slice(&6u16.to_ne_bytes());
+    setup[8..8 + 11].copy_from_slice(b"probe keys\0");
+    // SAFETY: uinput ioctls with their documented arguments.
+    unsafe {
+        libc::ioctl(fd, UI_SET_EVBIT as _, 1);
+        for c in codes {
+            libc::ioctl(fd, UI_SET_KEYBIT as _, *c as libc::c_int);
+        }
+        if libc::ioctl(fd, UI_DEV_SETUP as _, setup.as_ptr()) < 0
+            || libc::ioctl(fd, UI_DEV_CREATE as _) < 0
+        {
+            println!("uinput errno {}", errno());
+            return 1;
+        }
+    }
+    // Handlers bind to the new device.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ev = |t: u16, c: u16, v: i32| {
+        let mut b = [0u8; 24];
+        b[16..18].copy_from_slice(&t.to_ne_bytes());
+        b[18..20].copy_from_slice(&c.to_ne_bytes());
+        b[20..24].copy_from_slice(&v.to_ne_bytes());
+        // SAFETY: writing our buffer.
+        unsafe { libc::write(fd, b.as_ptr().cast(), 24) };
+    };
+    for c in codes {
+        ev(1, *c, 1);
+        ev(0, 0, 0);
+    }
+    for c in codes.iter().rev() {
+        ev(1, *c, 0);
+        ev(0, 0, 0);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    println!("pressed");
+    0
+}
+
+fn abstract_addr(name: &str) -> (libc::sockaddr_un, u32) {
+    // SAFETY: sockaddr_un is plain data.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as u16;
+    for (i, b) in name.bytes().take(100).enumerate() {
+        a.sun_path[i + 1] = b as libc::c_char;
+    }
+    (a, (2 + 1 + name.len().min(100)) as u32)
+}
+
+fn unix_listen(name: &str, secs: u64) -> i32 {
+    let (a, len) = abstract_addr(name);
+    // SAFETY: a stream socket bound to our address.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        if libc::bind(fd, (&a as *const libc::sockaddr_un).cast(), len) != 0
+            || libc::listen(fd, 8) != 0
+        {
+            println!("errno {}", errno());
+            return 1;
+        }
+        println!("listening");
+        let _ = std::io::stdout().flush();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < end {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut p, 1, 100) > 0 {
+                let c = libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut());
+                if c >= 0 {
+                    libc::write(c, b"hello".as_ptr().cast(), 5);
+                    libc::close(c);
+                }
+            }
+        }
+    }
+    0
+}
+
+fn unix_connect(name: &str) -> i32 {
+    let (a, len) = abstract_addr(name);
+    // SAFETY: a stream socket connected to the address; reading our buffer.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        if libc::connect(fd, (&a as *const libc::sockaddr_un).cast(), len) != 0 {
+            println!("errno {}", errno());
+            return 0;
+        }
+        let mut b = [0u8; 16];
+        let n = libc::read(fd, b.as_mut_ptr().cast(), b.len());
+        println!("got {}", String::from_utf8_lossy(&b[..n.max(0) as usize]));
+    }
+    0
+}
+
+fn shm(key: i32, create: bool) -> i32 {
+    let flags = if create { libc::IPC_CREAT | 0o600 } else { 0 };
+    // SAFETY: shmget with integer arguments.
+    let id = unsafe { libc::shmget(key, 4096, flags) };
+    if id < 0 {
+        println!("errno {}", errno());
+    } else if create {
+        println!("created {id}");
+    } else {
+        println!("found {id}");
+    }
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -595,6 +750,19 @@ fn main() {
             args[4].parse().unwrap_or(1000),
         ),
         Some("evdev-write") if args.len() >= 4 => evdev_write(&args[2], &args[3..]),
+        Some("unix-listen") if args.len() >= 4 => {
+            unix_listen(&args[2], args[3].parse().unwrap_or(3))
+        }
+        Some("unix-connect") if args.len() >= 3 => unix_connect(&args[2]),
+        Some("shm-create") if args.len() >= 3 => shm(args[2].parse().unwrap_or(1), true),
+        Some("shm-get") if args.len() >= 3 => shm(args[2].parse().unwrap_or(1), false),
+        Some("mmap") if args.len() >= 4 => mmap_dev(&args[2], args[3].parse().unwrap_or(4096)),
+        Some("uinput-keys") => uinput_keys(
+            &args[2..]
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect::<Vec<u16>>(),
+        ),
         _ => {
             eprintln!("usage: cells-probe inotify-hold | keyring [DESC] | uid-scan SECS");
             2
