@@ -230,7 +230,8 @@ pub struct EvdevSource {
 
 impl EvdevSource {
     /// Open and grab `path` if it is a touch device or a keyboard; Ok(None)
-    /// for other devices and for the VPs' own devices (named "cells ...").
+    /// for other devices and for uinput devices of VPs an older cellsd
+    /// started (named "cells ..."; today's VP devices are not host devices).
     pub fn open(
         path: &Path,
         source: u32,
