@@ -8,6 +8,7 @@
 
 pub mod binder;
 pub mod display;
+pub mod fusefs;
 pub mod input;
 pub mod network;
 pub mod power;

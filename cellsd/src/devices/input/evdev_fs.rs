@@ -33,13 +33,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use crate::devices::fusefs::{Owner, Owners};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
     LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite, Request,
     TimeOrNow, WriteFlags,
 };
-use nix::mount::MsFlags;
 
 use super::event::*;
 use super::router::DeviceKind;
@@ -531,18 +531,11 @@ fn take_events(c: &mut Client, size: usize) -> Vec<u8> {
 const INO_ROOT: u64 = 1;
 const TTL: Duration = Duration::from_secs(3600);
 
-#[derive(Clone, Copy)]
-struct Owner {
-    uid: u32,
-    gid: u32,
-    mode: u16,
-}
-
 /// The file system: the root and one file per device (inode 2 + index).
 pub struct EvdevFs {
     state: Arc<Mutex<EvdevState>>,
     names: Vec<String>,
-    owners: Mutex<HashMap<u64, Owner>>,
+    owners: Owners,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -560,30 +553,7 @@ impl EvdevFs {
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
-        let o = *lock(&self.owners).get(&ino)?;
-        let dir = ino == INO_ROOT;
-        let t = SystemTime::UNIX_EPOCH;
-        Some(FileAttr {
-            ino: INodeNo(ino),
-            size: 0,
-            blocks: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind: if dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            },
-            perm: o.mode,
-            nlink: if dir { 2 } else { 1 },
-            uid: o.uid,
-            gid: o.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        })
+        self.owners.attr(ino, 0)
     }
 }
 
@@ -626,17 +596,7 @@ impl Filesystem for EvdevFs {
     ) {
         // The kernel checked the right to chown/chmod (default_permissions);
         // Android's ueventd sets these. A truncate means nothing here.
-        if let Some(o) = lock(&self.owners).get_mut(&ino.0) {
-            if let Some(m) = mode {
-                o.mode = (m & 0o7777) as u16;
-            }
-            if let Some(u) = uid {
-                o.uid = u;
-            }
-            if let Some(g) = gid {
-                o.gid = g;
-            }
-        }
+        self.owners.set(ino.0, mode, uid, gid);
         match self.attr(ino.0) {
             Some(a) => reply.attr(&TTL, &a),
             None => reply.error(Errno::ENOENT),
@@ -816,33 +776,10 @@ impl VpInput {
         devices: Vec<(String, DeviceSpec)>,
         owner: Option<u32>,
     ) -> Result<(Self, Vec<OwnedFd>), EvdevFsError> {
-        std::fs::create_dir_all(dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
-        let dev: OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open("/dev/fuse")
-            .map_err(io_err(
-                "open /dev/fuse (load the fuse module: modprobe fuse)",
-            ))?
-            .into();
-        let data = format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions",
-            dev.as_raw_fd()
-        );
-        nix::mount::mount(
-            Some("cells-input"),
-            dir,
-            Some("fuse"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some(data.as_str()),
-        )
-        .map_err(|e| EvdevFsError {
-            what: format!("mount the input devices on {}", dir.display()),
-            source: e.into(),
-        })?;
+        let dev = crate::devices::fusefs::mount(dir, "cells-input")
+            .map_err(io_err("the input devices"))?;
         let id = owner.unwrap_or(0);
-        let mut owners = HashMap::new();
+        let mut owners = BTreeMap::new();
         owners.insert(
             INO_ROOT,
             Owner {
@@ -877,7 +814,7 @@ impl VpInput {
         let fs = EvdevFs {
             state: state.clone(),
             names,
-            owners: Mutex::new(owners),
+            owners: Owners::new(owners),
         };
         // The kernel queued INIT at mount: answered here, single-threaded.
         let session =
@@ -934,8 +871,6 @@ impl VpInput {
         lock(&self.state).set_freezing(on);
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 #[cfg(test)]
 mod tests {

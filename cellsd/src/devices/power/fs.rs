@@ -16,13 +16,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::devices::fusefs::{Owner, Owners};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
     Request, TimeOrNow, WriteFlags,
 };
 use nix::fcntl::OFlag;
-use nix::mount::MsFlags;
 
 use super::{parse_wake_lock, parse_wake_unlock, PowerCommand, PowerEvent, STATE_VALUES};
 
@@ -137,18 +137,11 @@ const FILES: &[(u64, &str, u16)] = &[
     (INO_FB_WAKE, "wait_for_fb_wake", 0o444),
 ];
 
-#[derive(Clone, Copy)]
-struct Owner {
-    uid: u32,
-    gid: u32,
-    mode: u16,
-}
-
 /// The FUSE file system of one VP's /sys/power. The kernel checks
 /// permissions (default_permissions) against the owners kept here.
 pub struct PowerFs {
     state: Arc<Mutex<PowerState>>,
-    owners: Mutex<BTreeMap<u64, Owner>>,
+    owners: Owners,
     /// Written to whenever the outbox gets an event (wakes the monitor's loop).
     notify: OwnedFd,
 }
@@ -184,37 +177,14 @@ impl PowerFs {
         }
         Self {
             state,
-            owners: Mutex::new(owners),
+            owners: Owners::new(owners),
             notify,
         }
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
-        let o = *lock(&self.owners).get(&ino)?;
-        let kind = if ino == INO_ROOT {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        };
-        let t = SystemTime::UNIX_EPOCH;
-        Some(FileAttr {
-            ino: INodeNo(ino),
-            // sysfs files say 4096; a reader reads until a short read.
-            size: if kind == FileType::Directory { 0 } else { 4096 },
-            blocks: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind,
-            perm: o.mode,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: o.uid,
-            gid: o.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        })
+        // sysfs files say 4096; a reader reads until a short read.
+        self.owners.attr(ino, 4096)
     }
 
     fn state(&self) -> MutexGuard<'_, PowerState> {
@@ -293,17 +263,7 @@ impl Filesystem for PowerFs {
         // The kernel has checked the caller's right to chown/chmod
         // (default_permissions). A truncate (`echo x > file`) is accepted
         // and ignored, as sysfs does.
-        if let Some(o) = lock(&self.owners).get_mut(&ino.0) {
-            if let Some(m) = mode {
-                o.mode = (m & 0o7777) as u16;
-            }
-            if let Some(u) = uid {
-                o.uid = u;
-            }
-            if let Some(g) = gid {
-                o.gid = g;
-            }
-        }
+        self.owners.set(ino.0, mode, uid, gid);
         match self.attr(ino.0) {
             Some(a) => reply.attr(&TTL, &a),
             None => reply.error(Errno::ENOENT),
@@ -474,33 +434,8 @@ impl VpPower {
     /// Mount the VP's /sys/power file system at `dir` (a directory that is
     /// bound over the VP's /sys/power later). `owner`: VP root's host id.
     pub fn mount(dir: &Path, owner: Option<u32>) -> Result<Self, PowerFsError> {
-        std::fs::create_dir_all(dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
-        let dev: OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open("/dev/fuse")
-            .map_err(io_err(
-                "open /dev/fuse (load the fuse module: modprobe fuse)",
-            ))?
-            .into();
-        // allow_other: the VP's processes are other users (and in another
-        // user namespace); default_permissions: the kernel checks the modes.
-        let data = format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions",
-            dev.as_raw_fd()
-        );
-        nix::mount::mount(
-            Some("cells-power"),
-            dir,
-            Some("fuse"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some(data.as_str()),
-        )
-        .map_err(|e| PowerFsError::Io {
-            what: format!("mount the power file system on {}", dir.display()),
-            source: e.into(),
-        })?;
+        let dev = crate::devices::fusefs::mount(dir, "cells-power")
+            .map_err(io_err("the power file system"))?;
         let (notify_r, notify_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| PowerFsError::Io {
                 what: "pipe".into(),
@@ -646,8 +581,6 @@ impl VpPower {
         }
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 #[cfg(test)]
 mod tests {
