@@ -26,6 +26,16 @@ use nix::fcntl::OFlag;
 
 use super::{parse_wake_lock, parse_wake_unlock, PowerCommand, PowerEvent, STATE_VALUES};
 
+/// Most locks one VP holds at once (the kernel's wakelock limit,
+/// `WL_NUMBER_LIMIT`): a new one past it fails with ENOSPC, as there.
+pub const MAX_LOCKS: usize = 100;
+/// Most reads one VP may have blocked in `wait_for_fb_*` at once; past it a
+/// read fails with EAGAIN (each one is a request the monitor holds).
+pub const MAX_WAITERS: usize = 64;
+/// Most `state` requests queued for a cellsd that does not read; older
+/// ones are dropped first (each is only a request).
+pub const MAX_QUEUED_STATES: usize = 16;
+
 /// One VP's power state (in its monitor).
 #[derive(Default)]
 pub struct PowerState {
@@ -68,14 +78,22 @@ impl PowerState {
     }
 
     /// Take (or refresh) a lock. A refresh replaces the timeout, as
-    /// Android's wakelocks do.
-    pub fn lock(&mut self, name: String, timeout: Option<Duration>) {
+    /// Android's wakelocks do. A new lock past [`MAX_LOCKS`] fails.
+    pub fn lock(&mut self, name: String, timeout: Option<Duration>) -> Result<(), Errno> {
         self.expire(Instant::now());
         let changed = !self.locks.contains_key(&name);
+        if changed && self.locks.len() >= MAX_LOCKS {
+            return Err(Errno::ENOSPC);
+        }
         self.locks.insert(name, timeout.map(|t| Instant::now() + t));
         if changed {
             self.report();
         }
+        Ok(())
+    }
+
+    fn waiters(&self) -> usize {
+        self.sleep_readers.len() + self.wake_readers.len()
     }
 
     /// Release one of this VP's locks; false if it holds none of that name.
@@ -200,8 +218,7 @@ impl PowerFs {
         match ino {
             INO_WAKE_LOCK => {
                 let (name, timeout) = parse_wake_lock(data).map_err(|_| Errno::EINVAL)?;
-                st.lock(name, timeout);
-                Ok(())
+                st.lock(name, timeout)
             }
             // Another VP's lock of the same name is in another VP's table,
             // out of reach from here: the unlock fails as for an unknown name.
@@ -310,6 +327,7 @@ impl Filesystem for PowerFs {
                         (INO_FB_SLEEP, false) => reply.data(b"sleeping\n"),
                         (INO_FB_WAKE, true) => reply.data(b"awake\n"),
                         _ if st.freezing => reply.error(Errno::EINTR),
+                        _ if st.waiters() >= MAX_WAITERS => reply.error(Errno::EAGAIN),
                         // Block until the framebuffer changes state.
                         (INO_FB_SLEEP, true) => st.sleep_readers.push(reply),
                         _ => st.wake_readers.push(reply),
@@ -428,6 +446,31 @@ struct Client {
     writer: UnixStream,
     /// A command line read in part (the socket is non-blocking).
     partial: String,
+    /// Events not yet written (cellsd reads slower than the VP changes its
+    /// locks): a lock snapshot replaces an older one, so this stays small.
+    queued: Vec<PowerEvent>,
+    /// The rest of a line written in part.
+    pending: Vec<u8>,
+}
+
+/// Queue `ev` for cellsd: the newest lock set supersedes any older one not
+/// yet sent; `state` requests are capped at [`MAX_QUEUED_STATES`].
+fn enqueue(q: &mut Vec<PowerEvent>, ev: PowerEvent) {
+    match ev {
+        PowerEvent::Locks { .. } => q.retain(|e| !matches!(e, PowerEvent::Locks { .. })),
+        PowerEvent::State { .. } => {
+            let states = q
+                .iter()
+                .filter(|e| matches!(e, PowerEvent::State { .. }))
+                .count();
+            if states >= MAX_QUEUED_STATES {
+                if let Some(i) = q.iter().position(|e| matches!(e, PowerEvent::State { .. })) {
+                    q.remove(i);
+                }
+            }
+        }
+    }
+    q.push(ev);
 }
 
 impl VpPower {
@@ -492,11 +535,21 @@ impl VpPower {
         lock(&self.state).freezing
     }
 
-    /// How long the monitor may sleep before a lock expires.
+    /// How long the monitor may sleep before a lock expires (or before it
+    /// tries again to write what cellsd has not taken yet).
     pub fn timeout(&self) -> Option<Duration> {
-        lock(&self.state)
+        let expiry = lock(&self.state)
             .next_expiry()
-            .map(|t| t.saturating_duration_since(Instant::now()))
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        let retry = self
+            .client
+            .as_ref()
+            .filter(|c| !c.pending.is_empty() || !c.queued.is_empty())
+            .map(|_| Duration::from_millis(20));
+        match (expiry, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Handle what poll found on [`VpPower::poll_fds`] (and expiries).
@@ -520,13 +573,16 @@ impl VpPower {
         // The newest connection is cellsd (a restarted one replaces the old).
         while let Ok((s, _)) = l.accept() {
             let Ok(w) = s.try_clone() else { continue };
+            // Non-blocking both ways (one file description): a cellsd that
+            // stops reading must not stall the VP's power; what it has not
+            // read waits in `queued`.
             let _ = s.set_nonblocking(true);
-            // A cellsd that stops reading must not stall the VP's power.
-            let _ = w.set_write_timeout(Some(Duration::from_millis(200)));
             self.client = Some(Client {
                 reader: std::io::BufReader::new(s),
                 writer: w,
                 partial: String::new(),
+                queued: Vec::new(),
+                pending: Vec::new(),
             });
             // Tell it where things stand, then every change.
             let mut st = lock(&self.state);
@@ -566,19 +622,38 @@ impl VpPower {
         }
     }
 
+    /// Write what cellsd has not had yet, as far as its socket takes it.
+    /// A full socket keeps the link (and the rest queued); only a closed or
+    /// broken one drops it.
     fn flush(&mut self) {
         let events = std::mem::take(&mut lock(&self.state).outbox);
         let Some(c) = &mut self.client else { return };
-        let mut out = Vec::new();
-        for ev in &events {
-            if let Ok(mut line) = serde_json::to_vec(ev) {
+        for ev in events {
+            enqueue(&mut c.queued, ev);
+        }
+        loop {
+            if c.pending.is_empty() {
+                if c.queued.is_empty() {
+                    return;
+                }
+                let ev = c.queued.remove(0);
+                let Ok(mut line) = serde_json::to_vec(&ev) else {
+                    continue;
+                };
                 line.push(b'\n');
-                out.extend(line);
+                c.pending = line;
+            }
+            match c.writer.write(&c.pending) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
             }
         }
-        if !out.is_empty() && c.writer.write_all(&out).is_err() {
-            self.client = None;
-        }
+        self.client = None;
     }
 }
 
@@ -589,8 +664,8 @@ mod tests {
     #[test]
     fn locks_expire_and_are_reported() {
         let mut st = PowerState::default();
-        st.lock("a".into(), None);
-        st.lock("b".into(), Some(Duration::from_millis(1)));
+        st.lock("a".into(), None).unwrap();
+        st.lock("b".into(), Some(Duration::from_millis(1))).unwrap();
         assert_eq!(st.locks(), ["a", "b"]);
         assert!(st.next_expiry().is_some());
         assert!(st.expire(Instant::now() + Duration::from_millis(5)));
@@ -598,8 +673,8 @@ mod tests {
         assert!(st.unlock("a"));
         assert!(!st.unlock("a"));
         // A refresh of a held lock is not a change.
-        st.lock("c".into(), None);
-        st.lock("c".into(), Some(Duration::from_secs(5)));
+        st.lock("c".into(), None).unwrap();
+        st.lock("c".into(), Some(Duration::from_secs(5))).unwrap();
         let reports: Vec<_> = st
             .outbox
             .iter()
@@ -609,5 +684,99 @@ mod tests {
             })
             .collect();
         assert_eq!(reports, [1, 2, 1, 0, 1]);
+    }
+
+    #[test]
+    fn locks_are_capped_like_the_kernels() {
+        let mut st = PowerState::default();
+        for i in 0..MAX_LOCKS {
+            st.lock(format!("l{i}"), None).unwrap();
+        }
+        assert_eq!(st.lock("one-more".into(), None), Err(Errno::ENOSPC));
+        // A refresh of a held lock still works at the cap; after a release a
+        // new one fits again.
+        st.lock("l0".into(), Some(Duration::from_secs(9))).unwrap();
+        assert!(st.unlock("l1"));
+        st.lock("one-more".into(), None).unwrap();
+        assert_eq!(st.locks().len(), MAX_LOCKS);
+    }
+
+    /// Regression (issue 11): the link to cellsd dropped when its socket
+    /// buffer filled. Now a full socket keeps the link, and cellsd gets the
+    /// newest lock set once it reads again.
+    #[test]
+    fn a_full_link_is_kept_and_catches_up() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        // A small send buffer fills after a few lines.
+        let small: libc::c_int = 4096;
+        // SAFETY: setsockopt with a valid int on our own socket.
+        unsafe {
+            libc::setsockopt(
+                ours.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let (notify, _w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+        let w = ours.try_clone().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut p = VpPower {
+            state: Arc::new(Mutex::new(PowerState::default())),
+            session: None,
+            _served: None,
+            notify,
+            listener: None,
+            client: Some(Client {
+                reader: std::io::BufReader::new(ours),
+                writer: w,
+                partial: String::new(),
+                queued: Vec::new(),
+                pending: Vec::new(),
+            }),
+        };
+        for round in 0..2000 {
+            {
+                let mut st = lock(&p.state);
+                let name = format!("lock-with-a-long-name-{}", round % (MAX_LOCKS - 1));
+                if st.unlock(&name) {
+                    continue;
+                }
+                st.lock(name, None).unwrap();
+                st.outbox.push(PowerEvent::State {
+                    value: "mem".into(),
+                });
+            }
+            p.flush();
+            assert!(p.client.is_some(), "the link dropped at round {round}");
+        }
+        let queued = p.client.as_ref().map(|c| c.queued.len()).unwrap();
+        assert!(queued <= MAX_QUEUED_STATES + 1, "queue grew to {queued}");
+        assert!(p.timeout().is_some(), "a backlog needs a retry");
+        // cellsd reads again: the last line it gets is the current lock set.
+        let want = lock(&p.state).locks();
+        let mut r = std::io::BufReader::new(theirs);
+        r.get_ref().set_nonblocking(true).unwrap();
+        let mut last = None;
+        for _ in 0..10_000 {
+            p.flush();
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(n) if n > 0 => {
+                    if let Ok(PowerEvent::Locks { locks }) = serde_json::from_str(line.trim()) {
+                        last = Some(locks);
+                    }
+                }
+                _ => {
+                    let c = p.client.as_ref().unwrap();
+                    if c.pending.is_empty() && c.queued.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(last, Some(want));
+        assert!(p.client.is_some());
     }
 }
