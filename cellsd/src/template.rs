@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -594,14 +595,21 @@ pub fn build(
             .as_bytes(),
     )
     .map_err(ioe("write", &info_path))?;
+    // Everything of the build is on disk before anything points at it: a
+    // crash or power loss after `current` moves must not leave a VP a
+    // lower layer of empty files.
+    sync_fs(&partial).map_err(ioe("syncfs", &partial))?;
     let done = builds.join(&id);
     std::fs::rename(&partial, &done).map_err(ioe("rename", &partial))?;
+    sync_dir(&builds).map_err(ioe("fsync", &builds))?;
     // Swap `current` atomically: a new symlink renamed over the old one.
     let current = layout.template_current(template);
     let tmp = layout.template_dir(template).join(".current.tmp");
     let _ = std::fs::remove_file(&tmp);
     symlink(format!("builds/{id}"), &tmp).map_err(ioe("symlink", &tmp))?;
     std::fs::rename(&tmp, &current).map_err(ioe("rename", &current))?;
+    let tdir = layout.template_dir(template);
+    sync_dir(&tdir).map_err(ioe("fsync", &tdir))?;
     progress(total, total, "done");
     Ok(info)
 }
@@ -664,8 +672,44 @@ fn apply_step(
     Ok(())
 }
 
+/// Write out the file system holding `path` (every file of a build at once).
+fn sync_fs(path: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    // SAFETY: syncfs on an fd we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make a rename or a new entry in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Remove builds left unfinished by a build that was cut short (a crash):
+/// call only while no build runs (under the build lock).
+pub fn remove_partial(layout: &Layout, template: &str) -> Vec<String> {
+    let mut removed = Vec::new();
+    for e in std::fs::read_dir(layout.template_builds(template))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(id) = e.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        if id.ends_with(".partial") && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed.push(id);
+        }
+    }
+    removed
+}
+
 /// Delete the builds of `template` that are neither current nor in `in_use`
-/// (builds that running VPs have as their lower layer). Returns what was removed.
+/// (builds that running or starting VPs have as their lower layer). A build
+/// in progress (`N.partial`) is never touched here: [`remove_partial`]
+/// removes the ones a crash left. Returns what was removed.
 pub fn gc(layout: &Layout, template: &str, in_use: &[String]) -> Vec<String> {
     let current = current_build(layout, template);
     let mut removed = Vec::new();
@@ -677,7 +721,10 @@ pub fn gc(layout: &Layout, template: &str, in_use: &[String]) -> Vec<String> {
         let Some(id) = e.file_name().to_str().map(String::from) else {
             continue;
         };
-        let keep = Some(&id) == current.as_ref() || in_use.contains(&id);
+        let keep = Some(&id) == current.as_ref()
+            || in_use.contains(&id)
+            || id.ends_with(".partial")
+            || id.starts_with('.');
         if !keep && std::fs::remove_dir_all(e.path()).is_ok() {
             removed.push(id);
         }
@@ -819,6 +866,15 @@ files = "files"
         assert_eq!(gc(&layout, "t", &[]), vec!["1".to_string()]);
         assert!(layout.template_build_rootfs("t", "2").is_dir());
         assert_eq!(built_templates(&layout), vec!["t".to_string()]);
+        // Regression (issue 11): gc deleted a build in progress. A
+        // `N.partial` stays through gc; only remove_partial (no build
+        // running) takes it.
+        let partial = layout.template_builds("t").join("3.partial");
+        std::fs::create_dir_all(partial.join("rootfs")).unwrap();
+        assert!(gc(&layout, "t", &[]).is_empty());
+        assert!(partial.is_dir());
+        assert_eq!(remove_partial(&layout, "t"), vec!["3.partial".to_string()]);
+        assert!(!partial.exists());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -131,6 +131,9 @@ struct Running {
     pidfd: Arc<OwnedFd>,
     /// Becomes true once the VP has ended and been cleaned up.
     ended: watch::Receiver<bool>,
+    /// The template build a VP started here holds (an adopted VP's build is
+    /// kept through its run state alone).
+    _pin: Option<BuildPin>,
 }
 
 struct Inner {
@@ -164,6 +167,10 @@ pub struct Manager {
     execs: Mutex<HashMap<u64, ExecEntry>>,
     next_exec: AtomicU64,
     build_lock: tokio::sync::Mutex<()>,
+    /// Template builds picked by VPs that are starting (not yet running):
+    /// gc keeps them. gc runs holding this lock, and a start picks its
+    /// build holding it, so a build cannot go between the two.
+    pinned: Arc<Mutex<Vec<(String, String)>>>,
     /// A monitor spawned ahead of time, waiting in a spare cgroup.
     spare: tokio::sync::Mutex<Option<Monitor>>,
     spare_seq: AtomicU64,
@@ -225,6 +232,7 @@ impl Manager {
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(1),
             build_lock: tokio::sync::Mutex::new(()),
+            pinned: Arc::new(Mutex::new(Vec::new())),
             spare: tokio::sync::Mutex::new(None),
             spare_seq: AtomicU64::new(0),
             display: screen,
@@ -608,6 +616,7 @@ impl Manager {
             state,
             pidfd,
             ended: rx,
+            _pin: None,
         }
     }
 
@@ -896,7 +905,8 @@ impl Manager {
         }
         let layout = &self.cfg.layout;
         let t = &config.cells.template;
-        let build = match template::current_build(layout, t) {
+        let pin = BuildPin::take(&self.pinned, layout, t);
+        let build = match pin.as_ref().map(|p| p.build.clone()) {
             Some(b) => b,
             None => {
                 self.check_template_known(t)?;
@@ -985,7 +995,9 @@ impl Manager {
                 // tokio reaps the monitor when it exits (the Child is dropped
                 // without kill_on_drop); the VP's end is seen on the pidfd.
                 drop(monitor);
-                Ok(self.watch(name.to_string(), state, pidfd, &config.cells.network))
+                let mut running = self.watch(name.to_string(), state, pidfd, &config.cells.network);
+                running._pin = pin;
+                Ok(running)
             }
             Err(e) => {
                 let _ = monitor.child.kill().await;
@@ -1357,6 +1369,15 @@ impl Manager {
         let mgr = Arc::clone(self);
         let tname = t.to_string();
         let info = tokio::task::spawn_blocking(move || {
+            // No build runs now (we hold the build lock): what a crash left
+            // half-built goes.
+            for p in template::remove_partial(&layout, &tname) {
+                tracing::info!(
+                    template = tname.as_str(),
+                    build = p.as_str(),
+                    "removed an unfinished build"
+                );
+            }
             let mut last = (0u64, std::time::Instant::now());
             template::build(&layout, &sources, &tname, |done, total, step| {
                 // At most ~100 progress signals, and not more than every 20 ms.
@@ -1409,10 +1430,13 @@ impl Manager {
                 .collect()
         };
         let layout = self.cfg.layout.clone();
+        let pinned = Arc::clone(&self.pinned);
         let _ = tokio::task::spawn_blocking(move || {
+            let pins = pinned.lock().unwrap_or_else(|p| p.into_inner());
             for t in template::built_templates(&layout) {
                 let used: Vec<String> = in_use
                     .iter()
+                    .chain(pins.iter())
                     .filter(|(tt, _)| *tt == t)
                     .map(|(_, b)| b.clone())
                     .collect();
@@ -1679,6 +1703,45 @@ impl Manager {
             }
         }
         Ok(())
+    }
+}
+
+/// A starting VP's hold on the template build it picked (see
+/// `Manager::pinned`); released when the start ends, by then the running
+/// VP's run state keeps the build.
+struct BuildPin {
+    pins: Arc<Mutex<Vec<(String, String)>>>,
+    template: String,
+    build: String,
+}
+
+impl BuildPin {
+    /// Pick the current build of `template` and pin it (None: not built).
+    fn take(
+        pins: &Arc<Mutex<Vec<(String, String)>>>,
+        layout: &Layout,
+        template: &str,
+    ) -> Option<Self> {
+        let mut held = pins.lock().unwrap_or_else(|p| p.into_inner());
+        let build = template::current_build(layout, template)?;
+        held.push((template.to_string(), build.clone()));
+        Some(Self {
+            pins: Arc::clone(pins),
+            template: template.to_string(),
+            build,
+        })
+    }
+}
+
+impl Drop for BuildPin {
+    fn drop(&mut self) {
+        let mut held = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held
+            .iter()
+            .position(|(t, b)| *t == self.template && *b == self.build)
+        {
+            held.remove(i);
+        }
     }
 }
 
@@ -1970,4 +2033,48 @@ pub fn check_state_dir(p: &Path) -> Result<(), String> {
         return Err(format!("state dir '{s}' must be an absolute path"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 11): gc deleted the build a starting VP had just
+    /// picked (a new build became current between the pick and the run).
+    #[test]
+    fn a_pinned_build_survives_gc() {
+        let root = std::env::temp_dir().join(format!("cells-pin-{}", std::process::id()));
+        let layout = Layout::new(root.join("state"), root.join("run"));
+        let builds = layout.template_builds("t");
+        for b in ["1", "2"] {
+            std::fs::create_dir_all(builds.join(b).join("rootfs")).unwrap();
+        }
+        let current = layout.template_current("t");
+        std::os::unix::fs::symlink("builds/1", &current).unwrap();
+        let pins = Arc::new(Mutex::new(Vec::new()));
+        let pin = BuildPin::take(&pins, &layout, "t").unwrap();
+        assert_eq!(pin.build, "1");
+        // Build 2 becomes current while the VP starts on build 1.
+        std::fs::remove_file(&current).unwrap();
+        std::os::unix::fs::symlink("builds/2", &current).unwrap();
+        let held: Vec<String> = pins
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect();
+        assert!(template::gc(&layout, "t", &held).is_empty());
+        assert!(builds.join("1").is_dir());
+        drop(pin);
+        let held: Vec<String> = pins
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect();
+        assert!(held.is_empty());
+        assert_eq!(template::gc(&layout, "t", &held), vec!["1".to_string()]);
+        assert!(BuildPin::take(&pins, &layout, "none").is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
