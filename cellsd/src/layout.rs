@@ -61,7 +61,7 @@ impl Layout {
         self.vps_dir().join(vp)
     }
     pub fn vp_config(&self, vp: &str) -> PathBuf {
-        self.vp_dir(vp).join("vp.json")
+        self.vp_dir(vp).join(VP_CONFIG_FILE)
     }
     pub fn vp_upper(&self, vp: &str) -> PathBuf {
         self.vp_dir(vp).join("upper")
@@ -119,6 +119,14 @@ impl Layout {
 }
 
 /// Write a file atomically: a temporary sibling, fsync, rename.
+/// The VP's definition in `vps/NAME`.
+pub const VP_CONFIG_FILE: &str = "vp.json";
+
+/// Prefix of a VP folder being created (renamed to `vps/NAME` when whole).
+pub const CREATING_PREFIX: &str = ".creating-";
+/// Prefix a VP folder is renamed to before it is removed.
+pub const DESTROYING_PREFIX: &str = ".destroying-";
+
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -438,6 +438,17 @@ struct StartedVp {
     /// Kept open so the master never sees a hang-up between console users.
     _slave: OwnedFd,
     signals: SignalFd,
+    /// What run.json says; written again on SIGUSR1 (a cellsd that finds
+    /// the VP running without it asks for it).
+    state: RunState,
+}
+
+/// Write the run state atomically (no fsync: the run dir does not outlive a
+/// reboot anyway).
+fn write_run_state(path: &Path, state: &RunState) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state).unwrap_or_default())?;
+    std::fs::rename(&tmp, path)
 }
 
 fn errstr<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
@@ -470,6 +481,7 @@ fn groundwork() -> Result<Groundwork, String> {
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
+        Signal::SIGUSR1,
     ] {
         mask.add(s);
     }
@@ -667,10 +679,7 @@ fn start(
         template_build: req.template_build.clone(),
         devices: device_fds,
     };
-    // No fsync: the run dir does not outlive a reboot anyway.
-    let tmp = req.run_state.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&state).unwrap_or_default())
-        .and_then(|_| std::fs::rename(&tmp, &req.run_state))
+    write_run_state(&req.run_state, &state)
         .map_err(|e| fail(format!("write {}: {e}", req.run_state.display())))?;
     let _ = std::fs::remove_file(&req.console_socket);
     let console = UnixListener::bind(&req.console_socket).ok();
@@ -712,6 +721,7 @@ fn start(
         master,
         _slave: slave,
         signals,
+        state,
     })
 }
 
@@ -1352,6 +1362,12 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
                         let r = unsafe { libc::waitpid(vp.init, &mut st, libc::WNOHANG) };
                         if r == vp.init {
                             ended = Some(st);
+                        }
+                    }
+                    // cellsd found the VP without its run state: restore it.
+                    libc::SIGUSR1 => {
+                        if let Err(e) = write_run_state(&req.run_state, &vp.state) {
+                            log(&format!("restoring {}: {e}", req.run_state.display()));
                         }
                     }
                     // The host is shutting us down: let the VP shut down cleanly.

@@ -7,6 +7,7 @@
 
 mod background;
 mod net;
+mod reserve;
 pub use net::PortInfo;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +35,7 @@ use crate::devices::input::sink::{Backend, Sink};
 use crate::devices::power::backend::SleepBackend;
 use crate::devices::power::hub::PowerHub;
 use crate::execer::{ExecReply, ExecRequest, Winsize};
-use crate::layout::{write_atomic, Layout};
+use crate::layout::Layout;
 use crate::monitor::{
     bounding_set, BinderRequest, DeviceRequest, MonitorEvent, MonitorRequest, RunState, SpareSetup,
 };
@@ -139,6 +140,8 @@ struct Running {
 struct Inner {
     vps: BTreeMap<String, Vp>,
     foreground: Option<String>,
+    /// What unusable VPs (listed as invalid) still hold: never handed out.
+    reserved: BTreeMap<String, reserve::Reservation>,
 }
 
 /// Name prefix of spare cgroups (VP names cannot start with a dot).
@@ -227,6 +230,7 @@ impl Manager {
             inner: Mutex::new(Inner {
                 vps: BTreeMap::new(),
                 foreground: None,
+                reserved: BTreeMap::new(),
             }),
             events,
             execs: Mutex::new(HashMap::new()),
@@ -333,13 +337,35 @@ impl Manager {
             let Some(name) = e.file_name().to_str().map(String::from) else {
                 continue;
             };
+            // What a create or destroy cut short left (never a whole VP).
+            if name.starts_with(crate::layout::CREATING_PREFIX)
+                || name.starts_with(crate::layout::DESTROYING_PREFIX)
+            {
+                tracing::info!(
+                    folder = name.as_str(),
+                    "removing what an interrupted create or destroy left"
+                );
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!("{}: {err}", e.path().display());
+                }
+                continue;
+            }
             if name::validate("VP", &name).is_err() {
                 continue;
             }
             let path = self.cfg.layout.vp_config(&name);
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
-                Err(_) => continue, // a destroy that was cut short; nothing to run
+                Err(e) => {
+                    let why = format!(
+                        "{}: {e}; the VP's data is kept: restore the file from a backup, \
+                         or remove the folder {} to forget the VP",
+                        path.display(),
+                        self.cfg.layout.vp_dir(&name).display()
+                    );
+                    self.mark_invalid(&name, why);
+                    continue;
+                }
             };
             let dir = self.cfg.layout.vp_dir(&name);
             let config = VpConfig::from_json(&path, &text)
@@ -354,18 +380,20 @@ impl Manager {
                 Err(e) => {
                     // Never delete what we cannot use: the VP's data is there.
                     // Its processes, if it runs, are left alone too.
-                    tracing::error!("VP {name} is not usable: {e}");
-                    self.invalid
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name, e);
+                    self.mark_invalid(&name, e);
                     continue;
                 }
             };
             if let Err(e) = secure_vp_dir(&dir) {
                 tracing::warn!(vp = name.as_str(), "{e}");
             }
-            let run = self.adopt(&config);
+            let run = match self.adopt(&config) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.mark_invalid(&name, e);
+                    continue;
+                }
+            };
             let phase = if run.is_some() {
                 Phase::Running
             } else {
@@ -409,6 +437,18 @@ impl Manager {
             self.arm_freeze(&mut inner, &n);
         }
         Ok(())
+    }
+
+    /// A VP that cannot be used: listed with why, and what it holds
+    /// (slot, address, ports) is never given to another VP.
+    fn mark_invalid(&self, name: &str, why: String) {
+        tracing::error!("VP {name} is not usable: {why}");
+        let r = reserve::Reservation::recover(&self.cfg.layout, name, self.cfg.id_base);
+        self.lock().reserved.insert(name.to_string(), r);
+        self.invalid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), why);
     }
 
     /// A loaded definition must not share its id range or its slot with a
@@ -563,12 +603,63 @@ impl Manager {
 
     /// A VP found running after a cellsd restart: watch it again. A VP whose
     /// init is gone gets its leftovers (cgroup, run state) removed.
-    fn adopt(self: &Arc<Self>, config: &VpConfig) -> Option<Running> {
+    ///
+    /// A VP whose run state is missing or unreadable but whose cgroup still
+    /// has processes is not killed: its monitor is asked to write the run
+    /// state again (SIGUSR1); if it cannot, the VP's processes are left
+    /// alone and the error says what to do.
+    fn adopt(self: &Arc<Self>, config: &VpConfig) -> Result<Option<Running>, String> {
         let name = &config.name;
         let path = self.cfg.layout.vp_run_state(name);
-        let state: Option<RunState> = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let read = || -> Option<RunState> {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+        };
+        let cg = self.cgroup_of(config);
+        let mut state = read();
+        if state.is_none() {
+            let pids = if cg.exists() { cg.pids() } else { Vec::new() };
+            if !pids.is_empty() {
+                let monitor = find_monitor(&pids);
+                if let Some(m) = monitor {
+                    tracing::warn!(
+                        vp = name.as_str(),
+                        monitor = m,
+                        "the VP runs without a readable run state: asking its monitor"
+                    );
+                    // SAFETY: a signal to a process we identified as a monitor.
+                    unsafe { libc::kill(m, libc::SIGUSR1) };
+                    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+                    while state.is_none() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                        state = read();
+                    }
+                }
+                if state.is_none() {
+                    return Err(format!(
+                        "VP '{name}' has running processes (pids {}) but its run state {} is \
+                         missing or unreadable{}; its processes and data are left as they are: \
+                         stop them (kill {}) and restart cellsd, then start the VP again",
+                        pids.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        path.display(),
+                        if monitor.is_some() {
+                            " and its monitor did not restore it"
+                        } else {
+                            " and it has no monitor"
+                        },
+                        monitor.map(|m| m.to_string()).unwrap_or_else(|| pids
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")),
+                    ));
+                }
+            }
+        }
         if let Some(state) = state.filter(RunState::init_alive) {
             if let Ok(pidfd) = sys::pidfd_open(state.init_pid) {
                 // The pid could have been reused between the check and the open.
@@ -578,18 +669,22 @@ impl Manager {
                         pid = state.init_pid,
                         "adopted running VP"
                     );
-                    return Some(self.watch(name.clone(), state, pidfd, &config.cells.network));
+                    return Ok(Some(self.watch(
+                        name.clone(),
+                        state,
+                        pidfd,
+                        &config.cells.network,
+                    )));
                 }
             }
         }
         let _ = std::fs::remove_file(&path);
-        let cg = self.cgroup_of(config);
         if cg.exists() {
             if let Err(e) = cg.destroy(Duration::from_secs(5)) {
                 tracing::warn!("leftover cgroup of {name}: {e}");
             }
         }
-        None
+        Ok(None)
     }
 
     /// Watch a running VP's init; when it ends, clean up and mark it stopped.
@@ -720,7 +815,12 @@ impl Manager {
                 "a VP named '{name}' already exists: pick another name, or remove it with `cellctl destroy {name}`"
             )));
         }
-        let used: Vec<u32> = inner.vps.values().map(|v| v.config.cells.slot).collect();
+        let used: Vec<u32> = inner
+            .vps
+            .values()
+            .map(|v| v.config.cells.slot)
+            .chain(inner.reserved.values().filter_map(|r| r.slot))
+            .collect();
         let slot = (0..).find(|s| !used.contains(s)).unwrap_or(0);
         if self
             .cfg
@@ -744,37 +844,49 @@ impl Manager {
         if let Some(id) = config.host_root_id() {
             self.check_id_range(name, id)?;
         }
+        // The VP's folder is made whole under a temporary name and renamed
+        // into place: a create cut short (a crash) leaves no half VP, only a
+        // `.creating-*` folder that the next start of cellsd removes.
+        let vps = layout.vps_dir();
+        let tmp = vps.join(format!("{}{name}", crate::layout::CREATING_PREFIX));
         let result = (|| -> std::io::Result<()> {
             // state/vps and vps/NAME belong to root (0700): the monitor (as
             // root) mounts the VP's folders, no VP id walks there, and no
             // other host user gets in. Only upper/ and data/ are VP root's.
-            let vps = layout.vps_dir();
             std::fs::create_dir_all(&vps)?;
             std::fs::set_permissions(&vps, std::fs::Permissions::from_mode(0o700))?;
-            let dir = layout.vp_dir(name);
-            std::fs::create_dir(&dir)?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp)?;
+            }
+            std::fs::create_dir(&tmp)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))?;
             let owner = config.host_root_id();
-            for (d, mode) in [
-                (layout.vp_upper(name), 0o755),
-                (layout.vp_data(name), 0o771),
-                (layout.vp_work(name), 0o700),
+            let rel = |p: PathBuf| -> PathBuf {
+                tmp.join(p.strip_prefix(layout.vp_dir(name)).unwrap_or(&p))
+            };
+            for (d, mode, vp_owned) in [
+                (rel(layout.vp_upper(name)), 0o755, true),
+                (rel(layout.vp_data(name)), 0o771, true),
+                (rel(layout.vp_work(name)), 0o700, false),
             ] {
                 std::fs::create_dir_all(&d)?;
                 std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
                 // The upper layer's root and /data belong to VP root.
-                if d != layout.vp_work(name) {
+                if vp_owned {
                     if let Some(id) = owner {
                         chown(&d, Some(id), Some(id))?;
                     }
                 }
             }
-            write_atomic(&layout.vp_config(name), config.to_json().as_bytes())
+            reserve::write_definition(&tmp, &config)?;
+            std::fs::rename(&tmp, layout.vp_dir(name))?;
+            std::fs::File::open(&vps)?.sync_all()
         })();
         let result = result.and_then(|_| {
             net::ensure_adb_dir(layout, name).map_err(|e| std::io::Error::other(e.message()))
         });
         if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
             let _ = std::fs::remove_dir_all(layout.vp_dir(name));
             return Err(CellsError::Failed(format!("creating VP '{name}': {e}")));
         }
@@ -1149,11 +1261,22 @@ impl Manager {
         }
         let dir = self.cfg.layout.vp_dir(name);
         let run_dir = self.cfg.layout.vp_run_dir(name);
-        // Remove the definition first: a destroy cut short leaves no half VP.
-        let _ = std::fs::remove_file(self.cfg.layout.vp_config(name));
+        // Rename the VP's folder out of the way first (atomic): a destroy
+        // cut short leaves no half VP, only a `.destroying-*` folder that
+        // the next start of cellsd removes.
+        let vps = self.cfg.layout.vps_dir();
+        let gone = vps.join(format!(
+            "{}{name}-{}",
+            crate::layout::DESTROYING_PREFIX,
+            unix_now()
+        ));
+        std::fs::rename(&dir, &gone).map_err(failed("removing the VP's folder"))?;
+        if let Ok(d) = std::fs::File::open(&vps) {
+            let _ = d.sync_all();
+        }
         tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_dir_all(&run_dir);
-            std::fs::remove_dir_all(&dir)
+            std::fs::remove_dir_all(&gone)
         })
         .await
         .map_err(|e| CellsError::Failed(e.to_string()))?
@@ -1704,6 +1827,26 @@ impl Manager {
         }
         Ok(())
     }
+}
+
+/// The monitor of the VP whose cgroup holds `pids`: the parent, outside
+/// the cgroup, of one of them (the init), a host-root `cellsd __monitor`.
+fn find_monitor(pids: &[i32]) -> Option<i32> {
+    pids.iter().find_map(|p| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        let ppid: i32 = stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        if pids.contains(&ppid) || ppid <= 1 {
+            return None;
+        }
+        let meta = std::fs::metadata(format!("/proc/{ppid}")).ok()?;
+        let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).ok()?;
+        let is_monitor = cmdline.split(|b| *b == 0).nth(1) == Some(b"__monitor".as_slice());
+        (std::os::unix::fs::MetadataExt::uid(&meta) == 0 && is_monitor).then_some(ppid)
+    })
 }
 
 /// A starting VP's hold on the template build it picked (see

@@ -32,6 +32,12 @@ impl Manager {
                 let n = &v.config.cells.network;
                 n.adb_port.into_iter().chain(n.ports.iter().map(|p| p.host))
             })
+            .chain(
+                inner
+                    .reserved
+                    .values()
+                    .flat_map(|r| r.ports.iter().copied()),
+            )
             .collect()
     }
 
@@ -51,6 +57,7 @@ impl Manager {
                 .iter()
                 .filter(|(name, _)| **name != cfg.name)
                 .filter_map(|(_, v)| v.config.cells.network.ip)
+                .chain(inner.reserved.values().filter_map(|r| r.ip))
                 .collect();
             n.ip = Some(
                 net_cfg
@@ -93,7 +100,7 @@ impl Manager {
     /// make it the one in memory.
     fn save_config(&self, inner: &mut Inner, cfg: VpConfig) -> Result<(), CellsError> {
         let name = cfg.name.clone();
-        write_atomic(&self.cfg.layout.vp_config(&name), cfg.to_json().as_bytes())
+        super::reserve::write_definition(&self.cfg.layout.vp_dir(&name), &cfg)
             .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
         let mut moved = false;
         if let Some(v) = inner.vps.get_mut(&name) {
