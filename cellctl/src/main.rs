@@ -232,7 +232,7 @@ struct CreateArgs {
     /// Host name inside the VP (default: the VP's name).
     #[arg(long)]
     hostname: Option<String>,
-    /// Memory limit, e.g. 512M or 2G.
+    /// Memory limit, e.g. 512M or 2G, or none (default: cellsd's --default-memory, 2G on most hosts).
     #[arg(long)]
     memory: Option<String>,
     /// CPU limit in CPUs, e.g. 1.5.

@@ -30,6 +30,8 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} still has processes after killing them: {pids:?}")]
     Busy { path: PathBuf, pids: Vec<i32> },
+    #[error("the {0} cgroup controller is not mounted: mount it (or cgroup2 with it) and restart cellsd")]
+    NoController(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -160,6 +162,37 @@ impl Hierarchy {
                 .find(|(c, _)| c == controller)
                 .map(|(_, mp)| mp.join(rel)),
         }
+    }
+}
+
+impl Hierarchy {
+    /// Cap the memory of everything under `parent` (all VPs together, and
+    /// their monitors) at `bytes`: whatever VPs do, the host keeps the rest,
+    /// and an out-of-memory kill happens among them, never to cellsd or
+    /// another host process. (Memory protection for the host side that does
+    /// not need CAP_SYS_RESOURCE: oom_score_adj cannot go negative here.)
+    pub fn limit_parent_memory(&self, parent: &Path, bytes: u64) -> Result<PathBuf, CgroupError> {
+        let Some(dir) = self.controller_dir("memory", parent) else {
+            return Err(CgroupError::NoController("memory".into()));
+        };
+        if let Hierarchy::V2 { root } = self {
+            // The memory controller must reach `parent` from the root.
+            let mut d = root.clone();
+            for c in parent.components() {
+                let p = d.join("cgroup.subtree_control");
+                std::fs::write(&p, "+memory").map_err(io_err(&p))?;
+                d = d.join(c);
+                std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+            }
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let file = dir.join(if self.is_v2() {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        });
+        std::fs::write(&file, bytes.to_string()).map_err(io_err(&file))?;
+        Ok(file)
     }
 }
 

@@ -27,6 +27,35 @@ pub const DEFAULT_ID_BASE: u32 = 1_000_000;
 pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 /// Smallest memory limit accepted: below this the VP's init cannot start.
 pub const MIN_MEMORY: u64 = 16 << 20;
+/// `--memory none`: no memory limit of its own (the limit over all VPs
+/// still applies).
+pub const NO_LIMIT: u64 = u64::MAX;
+/// Default memory limit of a VP: 2 GiB, what an entry-level phone has
+/// (Android Go targets 1-2 GiB) — enough for a persona, small enough that
+/// one runaway VP cannot take the host's memory. Never more than half
+/// the host's RAM (see [`default_memory`]).
+pub const DEFAULT_MEMORY: u64 = 2 << 30;
+
+/// The host's RAM (MemTotal), if /proc/meminfo says.
+pub fn host_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The default VP memory limit for a host with `ram` bytes.
+pub fn default_memory(ram: Option<u64>) -> u64 {
+    ram.map(|r| (r / 2).max(MIN_MEMORY))
+        .unwrap_or(DEFAULT_MEMORY)
+        .min(DEFAULT_MEMORY)
+}
+
+/// What the host keeps out of all VPs' reach together: a tenth of its RAM,
+/// at least 1 GiB (cellsd, the monitors' page cache, sshd, the kernel).
+pub fn memory_reserve(ram: u64) -> u64 {
+    (ram / 10).max(1 << 30).min(ram / 2)
+}
 pub const CPU_PERIOD_US: u64 = 100_000;
 /// VP cgroups live under this cgroup (in every hierarchy).
 pub const DEFAULT_CGROUP_PARENT: &str = "cells";
@@ -604,7 +633,7 @@ pub fn build_spec(
             .limit(opts.pids.unwrap_or(DEFAULT_PIDS_LIMIT))
             .build()?,
     );
-    if let Some(m) = opts.memory {
+    if let Some(m) = opts.memory.filter(|m| *m != NO_LIMIT) {
         resources = resources.memory(LinuxMemoryBuilder::default().limit(m as i64).build()?);
     }
     if let Some(c) = opts.cpus {

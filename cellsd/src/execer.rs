@@ -200,6 +200,7 @@ fn enter_and_fork(
             .map_err(|e| format!("becoming VP root: {e}"))?;
     }
     restrict_bounding_set(&req.bounding).map_err(|e| format!("dropping capabilities: {e}"))?;
+    crate::sys::apply_vp_rlimits().map_err(|e| format!("the VP's resource limits: {e}"))?;
     let pty = match req.tty {
         Some(ws) => Some(open_pty(ws).map_err(|e| format!("a pty of the VP's devpts: {e}"))?),
         None => None,

@@ -99,6 +99,47 @@ struct Args {
     adb_port_base: u16,
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
+    /// Memory limit of a VP created without --memory: auto (2G, at most
+    /// half the host's RAM), a size such as 1G, or none.
+    #[arg(long, default_value = "auto")]
+    default_memory: String,
+    /// Memory kept out of all VPs' reach together (their cgroup parent is
+    /// limited to RAM minus this): auto (a tenth of RAM, at least 1G), a
+    /// size, or none (no limit over all VPs).
+    #[arg(long, default_value = "auto")]
+    memory_reserve: String,
+}
+
+/// `--default-memory` and `--memory-reserve`: (default per VP, all VPs).
+fn memory_settings(default: &str, reserve: &str) -> anyhow::Result<(Option<u64>, Option<u64>)> {
+    use cellsd::config::{default_memory, host_memory, memory_reserve, parse_memory};
+    let ram = host_memory();
+    let size = |flag: &str, v: &str| {
+        parse_memory(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}, or auto, or none"))
+    };
+    let per_vp = match default {
+        "auto" => Some(default_memory(ram)),
+        "none" => None,
+        v => Some(size("default-memory", v)?),
+    };
+    let all = match (reserve, ram) {
+        ("none", _) => None,
+        (_, None) => {
+            bail!("--memory-reserve: /proc/meminfo has no MemTotal; give --memory-reserve none")
+        }
+        ("auto", Some(r)) => Some(r - memory_reserve(r)),
+        (v, Some(r)) => {
+            let keep = size("memory-reserve", v)?;
+            if keep >= r {
+                bail!(
+                    "--memory-reserve {v} is all of the host's {} MiB: give less",
+                    r >> 20
+                );
+            }
+            Some(r - keep)
+        }
+    };
+    Ok((per_vp, all))
 }
 
 fn main() {
@@ -198,7 +239,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             .programs_dir
             .unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default()),
     };
+    let (default_memory, vps_memory) = memory_settings(&args.default_memory, &args.memory_reserve)?;
     let cfg = DaemonConfig {
+        default_memory,
+        vps_memory,
         layout: layout.clone(),
         sources,
         id_base: args.id_base,

@@ -47,6 +47,42 @@ use mux_fb::Geometry;
 
 /// Console log is rotated (to console.log.1) past this size.
 pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
+/// The console relay's budget (bytes per second, and the burst): a VP that
+/// floods its console is slowed down (its writes block on the full pty)
+/// instead of keeping its monitor busy outside the VP's cgroup.
+pub const CONSOLE_RATE: u64 = 256 << 10;
+pub const CONSOLE_BURST: u64 = 1 << 20;
+
+/// A token bucket over the console's bytes.
+struct Budget {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            tokens: CONSOLE_BURST as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * CONSOLE_RATE as f64).min(CONSOLE_BURST as f64);
+    }
+
+    /// Milliseconds until a read may go on (0: now).
+    fn wait_ms(&self) -> i32 {
+        if self.tokens > 0.0 {
+            0
+        } else {
+            ((-self.tokens + 16384.0) * 1000.0 / CONSOLE_RATE as f64).ceil() as i32
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MonitorRequest {
@@ -1158,6 +1194,7 @@ fn setup_and_exec(
     // Nothing of the keyring cellsd runs with is the VP's.
     sys::join_new_session_keyring().map_err(errstr("a session keyring of the VP's own"))?;
     restrict_bounding_set(&bounding_set(cfg)).map_err(errstr("drop capabilities"))?;
+    sys::apply_vp_rlimits().map_err(errstr("the VP's resource limits"))?;
     let process = cfg
         .runtime
         .process()
@@ -1237,7 +1274,10 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
     set_nonblocking(vp.master.as_raw_fd());
     let mut clients: Vec<UnixStream> = Vec::new();
     let mut buf = vec![0u8; 16384];
+    let mut budget = Budget::new();
     let status = loop {
+        budget.refill();
+        let throttled = budget.wait_ms();
         let mut fds = vec![
             libc::pollfd {
                 fd: vp.signals.as_fd().as_raw_fd(),
@@ -1245,7 +1285,12 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
                 revents: 0,
             },
             libc::pollfd {
-                fd: vp.master.as_raw_fd(),
+                // Over budget: the console is not read until it refills.
+                fd: if throttled > 0 {
+                    -1
+                } else {
+                    vp.master.as_raw_fd()
+                },
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -1285,6 +1330,11 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
             .timeout()
             .map(|d| d.as_millis().min(i32::MAX as u128) as i32 + 1)
             .unwrap_or(-1);
+        let timeout = match (timeout, throttled) {
+            (t, 0) => t,
+            (-1, w) => w,
+            (t, w) => t.min(w),
+        };
         // SAFETY: fds is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
@@ -1310,6 +1360,7 @@ fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
             let r =
                 unsafe { libc::read(vp.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if r > 0 {
+                budget.tokens -= r as f64;
                 let data = &buf[..r as usize];
                 log_file.write(data);
                 // A console user that cannot keep up loses output rather

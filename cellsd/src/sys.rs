@@ -436,3 +436,33 @@ mod tests {
         assert!(cstr(Path::new("/ok")).is_ok());
     }
 }
+
+/// Open files per VP process: soft, hard. The hard limit bounds what one
+/// process of a VP holds (Android's init uses 32768 too); the soft one is
+/// Linux's usual default, which a process raises as far as the hard one.
+/// (The kernel charges open files to the VP's memory cgroup, so all of a
+/// VP's files together are bounded by its memory limit.)
+pub const VP_NOFILE: (u64, u64) = (1024, 32768);
+
+/// Apply the VP's resource limits to the calling process (only ever
+/// lowers: raising a hard limit needs CAP_SYS_RESOURCE).
+pub fn apply_vp_rlimits() -> io::Result<()> {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = cur.rlim_max.min(VP_NOFILE.1);
+    let lim = libc::rlimit {
+        rlim_cur: VP_NOFILE.0.min(max),
+        rlim_max: max,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -115,3 +115,144 @@ fn interrupted_create_and_destroy_leave_no_half_vp() {
         .collect();
     assert_eq!(left, vec!["half".to_string()]);
 }
+
+fn cgroup_value(c: &Cells, vp: &str, file: &str) -> Option<u64> {
+    c.vp_cgroup_dirs(vp)
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+        .and_then(|t| t.trim().parse().ok())
+}
+
+/// A VP gets a memory limit and open-file limits unless told otherwise, and
+/// all VPs together are kept below the host's RAM.
+#[test]
+fn a_vp_is_bounded_by_default() {
+    let c = Cells::new();
+    c.create_start("bounded");
+    c.ok(&[
+        "create",
+        "free",
+        "--template",
+        "minimal",
+        "--memory",
+        "none",
+    ]);
+    c.ok(&["start", "free"]);
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let want = (2u64 << 30).min(ram / 2);
+    assert_eq!(
+        cgroup_value(&c, "bounded", "memory.limit_in_bytes").or(cgroup_value(
+            &c,
+            "bounded",
+            "memory.max"
+        )),
+        Some(want)
+    );
+    let st = c.status("bounded");
+    assert_eq!(st["memory_limit"].as_u64(), Some(want), "{st}");
+    // Control: --memory none leaves the VP without a limit of its own
+    // (v1 shows the maximum, rounded to pages).
+    let free = cgroup_value(&c, "free", "memory.limit_in_bytes").unwrap_or(u64::MAX);
+    assert!(free > ram, "{free}");
+    // The parent of all VPs: RAM minus the reserve.
+    let parent = c
+        .vp_cgroup_dirs("bounded")
+        .into_iter()
+        .find(|d| d.join("memory.limit_in_bytes").exists())
+        .and_then(|d| d.parent().map(|p| p.to_path_buf()))
+        .unwrap();
+    let all: u64 = std::fs::read_to_string(parent.join("memory.limit_in_bytes"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let reserve = (ram / 10).max(1 << 30).min(ram / 2);
+    // v1 rounds down to a page.
+    assert!(all <= ram - reserve && all > ram - reserve - 4096, "{all}");
+    // Open files: soft 1024, hard 32768, in the init's children and in exec.
+    // (Never above what cellsd itself was given: a hard limit only goes down.)
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) };
+    let hard = own.rlim_max.min(32768);
+    assert_eq!(
+        c.sh_ok("bounded", "ulimit -n; ulimit -Hn"),
+        format!("1024\n{hard}\n")
+    );
+    c.push_probe("bounded");
+    let o = c.probe("bounded", &["open-files", "100000"]);
+    assert!(
+        o.stdout.contains("opened 1021 then") || o.stdout.contains("opened 1020 then"),
+        "{o:?}"
+    );
+}
+
+/// A VP that takes all the memory it may is stopped inside its own cgroup:
+/// cellsd, its monitor and the other VPs go on.
+#[test]
+fn a_vp_out_of_memory_harms_nobody_else() {
+    let c = Cells::new();
+    c.ok(&["create", "hog", "--template", "minimal", "--memory", "64M"]);
+    c.ok(&["start", "hog"]);
+    c.create_start("bystander");
+    c.push_probe("hog");
+    let o = c.probe("hog", &["alloc", "512"]);
+    assert!(!o.stdout.contains("allocated all"), "{o:?}");
+    assert_ne!(o.code, 0, "{o:?}");
+    let peak = cgroup_value(&c, "hog", "memory.max_usage_in_bytes")
+        .or(cgroup_value(&c, "hog", "memory.peak"))
+        .unwrap();
+    assert!(peak <= 64 << 20, "peak {peak}");
+    // Everything else still answers; the hog itself is still there.
+    assert_eq!(c.status("hog")["state"], "running");
+    assert_eq!(c.sh_ok("bystander", "echo alive"), "alive\n");
+    assert_eq!(c.sh_ok("hog", "echo alive"), "alive\n");
+    // Control: within its limit the same program runs to the end.
+    let o = c.probe("hog", &["alloc", "16"]);
+    assert!(o.stdout.contains("allocated all 16 MiB"), "{o:?}");
+}
+
+fn rchar(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: ")?.trim().parse().ok())
+        .unwrap()
+}
+
+/// A VP flooding its console is slowed to the relay's budget (its writes
+/// block) instead of keeping its monitor, outside its cgroup, busy.
+#[test]
+fn a_console_flood_is_rate_limited() {
+    let c = Cells::new();
+    c.create_start("loud");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.run.join("vps/loud/run.json")).unwrap())
+            .unwrap();
+    let monitor = run["monitor_pid"].as_i64().unwrap() as i32;
+    let before = rchar(monitor);
+    let t0 = std::time::Instant::now();
+    c.sh("loud", "timeout 3 sh -c 'yes flood-line > /dev/console'");
+    let secs = t0.elapsed().as_secs_f64();
+    let relayed = rchar(monitor) - before;
+    let budget = (1u64 << 20) as f64 + (256u64 << 10) as f64 * (secs + 0.5);
+    assert!(
+        (relayed as f64) < budget,
+        "the monitor read {relayed} bytes in {secs:.1}s (budget {budget:.0})"
+    );
+    // Control: the flood did reach the log, throttled, not dropped at the
+    // source; the VP still answers.
+    let log = std::fs::read_to_string(c.state.join("vps/loud/console.log")).unwrap_or_default()
+        + &std::fs::read_to_string(c.state.join("vps/loud/console.log.1")).unwrap_or_default();
+    assert!(log.matches("flood-line").count() > 10_000, "{}", log.len());
+    assert_eq!(c.sh_ok("loud", "echo ok"), "ok\n");
+}

@@ -77,6 +77,11 @@ pub struct DaemonConfig {
     pub freezer: FreezerChoice,
     /// The bridge, subnet, NAT and adb ports of VP networking.
     pub network: crate::devices::network::host::NetConfig,
+    /// Memory limit of a VP created without `--memory` (None: unlimited).
+    pub default_memory: Option<u64>,
+    /// The memory of all VPs together, set on the cgroup parent (None: not
+    /// limited).
+    pub vps_memory: Option<u64>,
 }
 
 /// What happened, for the D-Bus signals.
@@ -249,6 +254,17 @@ impl Manager {
         mgr.net
             .forwards
             .set_hooks(Arc::new(net::ForwardActivity(Arc::downgrade(&mgr))));
+        if let Some(total) = mgr.cfg.vps_memory {
+            let parent = Path::new(&mgr.cfg.cgroup_parent);
+            match mgr.hierarchy.limit_parent_memory(parent, total) {
+                Ok(file) => tracing::info!(
+                    limit_mib = total >> 20,
+                    file = %file.display(),
+                    "all VPs together are limited"
+                ),
+                Err(e) => tracing::warn!("VPs' memory is not limited together: {e}"),
+            }
+        }
         mgr.remove_stale_spares();
         mgr.load()?;
         let running: Vec<u32> = mgr
@@ -803,8 +819,11 @@ impl Manager {
         info_of(&inner, name).ok_or_else(|| self.missing(name))
     }
 
-    pub fn create(&self, name: &str, opts: CreateOptions) -> Result<(), CellsError> {
+    pub fn create(&self, name: &str, mut opts: CreateOptions) -> Result<(), CellsError> {
         name::validate("VP", name)?;
+        if opts.memory.is_none() {
+            opts.memory = self.cfg.default_memory;
+        }
         opts.validate()
             .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
         self.check_template_known(&opts.template)?;
@@ -2096,9 +2115,11 @@ pub fn create_options(
                     Value::I64(n) => n.to_string(),
                     _ => return Err(bad(k, "a size such as \"512M\"")),
                 };
-                o.memory = Some(
-                    config::parse_memory(&s).map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
-                );
+                o.memory = Some(if matches!(s.trim(), "none" | "unlimited") {
+                    config::NO_LIMIT
+                } else {
+                    config::parse_memory(&s).map_err(|e| CellsError::InvalidArgument(e.to_string()))?
+                });
             }
             "cpus" => {
                 o.cpus = Some(match v {

@@ -703,6 +703,37 @@ fn unix_connect(name: &str) -> i32 {
     0
 }
 
+/// Touch `mib` MiB of anonymous memory, one MiB at a time, printing the
+/// progress (a memory limit ends this process on the way).
+fn alloc(mib: usize) -> i32 {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for i in 0..mib {
+        held.push(vec![0x5a; 1 << 20]);
+        if i % 16 == 0 {
+            println!("allocated {i} MiB");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    println!("allocated all {mib} MiB");
+    0
+}
+
+/// How many files this process can open (up to `max`).
+fn open_files(max: usize) -> i32 {
+    let mut held = Vec::new();
+    while held.len() < max {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) => {
+                println!("opened {} then {e}", held.len());
+                return 0;
+            }
+        }
+    }
+    println!("opened {}", held.len());
+    0
+}
+
 fn shm(key: i32, create: bool) -> i32 {
     let flags = if create { libc::IPC_CREAT | 0o600 } else { 0 };
     // SAFETY: shmget with integer arguments.
@@ -721,6 +752,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("inotify-hold") => inotify_hold(),
+        Some("alloc") if args.len() >= 3 => alloc(args[2].parse().unwrap_or(1)),
+        Some("open-files") if args.len() >= 3 => open_files(args[2].parse().unwrap_or(1)),
         Some("keyring") => keyring(args.get(2).map(String::as_str)),
         Some("uid-scan") => uid_scan(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5)),
         Some("syscalls") => syscalls(),

@@ -38,6 +38,11 @@ type Hooks = Arc<std::sync::OnceLock<Arc<dyn ForwardHooks>>>;
 pub const ACTIVITY_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How long a forwarded connection waits for the VP's service to listen.
+/// Most relayed connections open at once into one VP (over all its
+/// forwards): each holds two sockets and a task of cellsd's, outside the
+/// VP's cgroup. Past it a new connection is closed at once.
+pub const MAX_CONNS_PER_VP: usize = 256;
+
 pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 type SocketReply = oneshot::Sender<io::Result<std::net::TcpStream>>;
@@ -160,12 +165,19 @@ impl Forwarder {
         let hooks = self.hooks.clone();
         let vp_name = vp.to_string();
         let task = tokio::spawn(async move {
+            // Out of fds (EMFILE/ENFILE) or memory: wait longer each time
+            // instead of spinning on a listener that stays readable.
+            let mut backoff = std::time::Duration::from_millis(50);
             loop {
                 let (client, _) = match listener.accept().await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        backoff = std::time::Duration::from_millis(50);
+                        c
+                    }
                     Err(e) => {
-                        tracing::warn!(vp = %vp_name, port = f.host, "accept: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tracing::warn!(vp = %vp_name, port = f.host, "accept: {e}; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
                         continue;
                     }
                 };
@@ -180,6 +192,10 @@ impl Forwarder {
                 let mut set = conns.lock().unwrap_or_else(|p| p.into_inner());
                 // Reap finished connections as new ones come.
                 while set.try_join_next().is_some() {}
+                if set.len() >= MAX_CONNS_PER_VP {
+                    tracing::warn!(vp = %vp_name, port = f.host, "{MAX_CONNS_PER_VP} connections into the VP are open: closing a new one");
+                    continue;
+                }
                 set.spawn(async move {
                     let activity = || {
                         if let Some(h) = hooks.get() {
