@@ -407,36 +407,6 @@ pub fn recv_fds(
     Ok((msg.bytes, fds))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fds_pass_over_a_socketpair() {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let f = std::fs::File::open("/proc/self/stat").unwrap();
-        send_fds(&a, b"x", &[f.as_raw_fd()]).unwrap();
-        let mut buf = [0u8; 4];
-        let (n, fds) = recv_fds(&b, &mut buf, 4).unwrap();
-        assert_eq!((n, &buf[..1], fds.len()), (1, &b"x"[..], 1));
-    }
-
-    #[test]
-    fn start_time_of_self_is_stable() {
-        let pid = std::process::id() as i32;
-        let a = process_start_time(pid).expect("own stat readable");
-        let b = process_start_time(pid).expect("own stat readable");
-        assert_eq!(a, b);
-        assert!(process_start_time(i32::MAX).is_none());
-    }
-
-    #[test]
-    fn cstr_rejects_nul() {
-        assert!(cstr(Path::new("a\0b")).is_err());
-        assert!(cstr(Path::new("/ok")).is_ok());
-    }
-}
-
 /// Open files per VP process: soft, hard. The hard limit bounds what one
 /// process of a VP holds (Android's init uses 32768 too); the soft one is
 /// Linux's usual default, which a process raises as far as the hard one.
@@ -465,4 +435,34 @@ pub fn apply_vp_rlimits() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fds_pass_over_a_socketpair() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        send_fds(&a, b"x", &[f.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; 4];
+        let (n, fds) = recv_fds(&b, &mut buf, 4).unwrap();
+        assert_eq!((n, &buf[..1], fds.len()), (1, &b"x"[..], 1));
+    }
+
+    #[test]
+    fn start_time_of_self_is_stable() {
+        let pid = std::process::id() as i32;
+        let a = process_start_time(pid).expect("own stat readable");
+        let b = process_start_time(pid).expect("own stat readable");
+        assert_eq!(a, b);
+        assert!(process_start_time(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn cstr_rejects_nul() {
+        assert!(cstr(Path::new("a\0b")).is_err());
+        assert!(cstr(Path::new("/ok")).is_ok());
+    }
 }
