@@ -235,6 +235,10 @@ struct CreateArgs {
     /// Memory limit, e.g. 512M or 2G, or none (default: cellsd's --default-memory, 2G on most hosts).
     #[arg(long)]
     memory: Option<String>,
+    /// Disk size of the VP's writable layer and /data together, e.g. 4G, or
+    /// none (default: cellsd's --default-disk, 8G where mkfs.ext4 exists).
+    #[arg(long)]
+    disk: Option<String>,
     /// CPU limit in CPUs, e.g. 1.5.
     #[arg(long)]
     cpus: Option<String>,
@@ -394,6 +398,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             o.insert("template", Value::from(a.template.as_str()));
             if let Some(h) = &a.hostname {
                 o.insert("hostname", Value::from(h.as_str()));
+            }
+            if let Some(d) = &a.disk {
+                o.insert("disk", Value::from(d.as_str()));
             }
             if let Some(m) = &a.memory {
                 o.insert("memory", Value::from(m.as_str()));

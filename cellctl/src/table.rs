@@ -136,6 +136,14 @@ pub fn status(v: &VpInfo) -> String {
         },
     ]);
     rows.push(vec![
+        "disk:".into(),
+        if v.disk_limit == 0 {
+            "no limit".into()
+        } else {
+            bytes(v.disk_limit)
+        },
+    ]);
+    rows.push(vec![
         "cpus:".into(),
         if v.cpus == 0.0 {
             "no limit".into()

@@ -99,6 +99,8 @@ pub struct VpInfo {
     /// CPUs; 0 = no limit.
     pub cpus: f64,
     pub pids_limit: u64,
+    /// Bytes of its disk (writable layer and /data together); 0 = no limit.
+    pub disk_limit: u64,
     /// Its processes are frozen (background policy or `cellctl freeze`).
     pub frozen: bool,
     /// Background policy: run, stop or freeze-after=DURATION.
@@ -132,6 +134,7 @@ impl VpInfo {
             "memory_limit": if self.memory_limit == 0 { serde_json::Value::Null } else { self.memory_limit.into() },
             "cpus": if self.cpus == 0.0 { serde_json::Value::Null } else { self.cpus.into() },
             "pids_limit": self.pids_limit,
+            "disk_limit": if self.disk_limit == 0 { serde_json::Value::Null } else { self.disk_limit.into() },
             "frozen": self.frozen,
             "background": self.background,
             "network": self.network,

@@ -167,6 +167,8 @@ pub enum ConfigError {
     BadMemory(String),
     #[error("invalid CPU limit '{0}': give the number of CPUs as a positive number, for example 1 or 0.5")]
     BadCpus(String),
+    #[error("invalid disk size '{0}': give at least 64M (for example 4G), or none")]
+    BadDisk(String),
     #[error("invalid pids limit {0}: give a number of at least 16")]
     BadPids(i64),
     #[error("invalid colour '{0}': give six hex digits RRGGBB, for example ff0000 for red")]
@@ -209,6 +211,8 @@ pub struct CreateOptions {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids: Option<i64>,
+    /// Disk size (writable layer and /data together); NO_LIMIT: none.
+    pub disk: Option<u64>,
     /// No user namespace: VP root is host root (minus the dropped capabilities).
     pub privileged: bool,
     /// Persona colour, e.g. "ff0000" (default: derived from the name).
@@ -401,6 +405,10 @@ pub struct CellsSettings {
     pub network: crate::devices::network::VpNetwork,
     #[serde(default, skip_serializing_if = "Seccomp::is_default")]
     pub seccomp: Seccomp,
+    /// Size of the VP's disk image (`vps/NAME/disk.img`), which holds its
+    /// writable layer and /data; None: they are folders of the state fs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -481,6 +489,11 @@ impl CreateOptions {
         }
         if let Some(c) = self.cpus {
             check_cpus(c)?;
+        }
+        if let Some(d) = self.disk.filter(|d| *d != NO_LIMIT) {
+            if d < crate::disk::MIN_DISK {
+                return Err(ConfigError::BadDisk(d.to_string()));
+            }
         }
         if let Some(c) = &self.color {
             if Rgb::parse_hex(c).is_none() {
@@ -724,6 +737,7 @@ impl VpConfig {
                     ..Default::default()
                 },
                 seccomp: opts.seccomp.clone().unwrap_or_default(),
+                disk: opts.disk.filter(|d| *d != NO_LIMIT),
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })
@@ -812,6 +826,7 @@ impl VpConfig {
             background: Some(self.cells.background),
             network: Some(self.cells.network.policy),
             seccomp: Some(self.cells.seccomp.clone()),
+            disk: Some(self.cells.disk.unwrap_or(NO_LIMIT)),
         }
     }
 

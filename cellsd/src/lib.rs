@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod config;
 pub mod daemon;
 pub mod devices;
+pub mod disk;
 pub mod execer;
 pub mod layout;
 pub mod monitor;

@@ -108,6 +108,11 @@ struct Args {
     /// size, or none (no limit over all VPs).
     #[arg(long, default_value = "auto")]
     memory_reserve: String,
+    /// Disk of a VP created without --disk (its writable layer and /data on
+    /// a sparse ext4 image of that size): auto (8G where mkfs.ext4 is
+    /// installed, else none), a size such as 4G, or none.
+    #[arg(long, default_value = "auto")]
+    default_disk: String,
 }
 
 /// `--default-memory` and `--memory-reserve`: (default per VP, all VPs).
@@ -240,7 +245,25 @@ fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default()),
     };
     let (default_memory, vps_memory) = memory_settings(&args.default_memory, &args.memory_reserve)?;
+    let default_disk = match args.default_disk.as_str() {
+        "none" => None,
+        "auto" if !cellsd::disk::mkfs_available() => {
+            tracing::warn!("mkfs.ext4 is not installed: VPs get no disk limit (install e2fsprogs)");
+            None
+        }
+        "auto" => Some(cellsd::disk::DEFAULT_DISK),
+        v => {
+            let size = cellsd::config::parse_memory(v).map_err(|_| {
+                anyhow::anyhow!("--default-disk '{v}': give a size such as 4G, or auto, or none")
+            })?;
+            if size < cellsd::disk::MIN_DISK {
+                bail!("--default-disk {v}: give at least 64M");
+            }
+            Some(size)
+        }
+    };
     let cfg = DaemonConfig {
+        default_disk,
         default_memory,
         vps_memory,
         layout: layout.clone(),

@@ -91,6 +91,10 @@ pub struct MonitorRequest {
     pub template_rootfs: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// The VP's disk image, mounted before anything else (upper, work and
+    /// the /data source are below its mount point then).
+    #[serde(default)]
+    pub disk: Option<crate::disk::DiskRequest>,
     /// `<run>/vps/NAME`: holds the mount points and the console socket.
     pub run_dir: PathBuf,
     pub console_log: PathBuf,
@@ -546,6 +550,10 @@ fn start(
     let rootfs = req.run_dir.join("rootfs");
     for d in [&lower, &rootfs] {
         std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
+    }
+    if let Some(disk) = &req.disk {
+        crate::disk::mount(disk).map_err(|e| e.to_string())?;
+        phase("disk");
     }
     let Groundwork {
         signals,

@@ -131,7 +131,7 @@ def check_kernel_mode(vm):
 def fbcat_image(vm, vp):
     """Run fbcat (Debian's, unmodified) in a VP on its /dev/fb0; the image."""
     vm.ok(f"cellctl exec {vp} -- sh -c '/usr/bin/fbcat /dev/fb0 > /data/shot.ppm'")
-    vm.ok(f"cp /var/lib/cells/vps/{vp}/data/shot.ppm /mnt/host/shot.ppm")
+    vm.ok(f"cellctl exec {vp} -- cat /data/shot.ppm > /mnt/host/shot.ppm")
     data = (vm.share / "shot.ppm").read_bytes()
     m = re.match(rb"P6\s+(\d+)\s+(\d+)\s+(\d+)\s", data)
     assert m, data[:40]

@@ -220,8 +220,11 @@ fn start_wait(c: &Cells, vp: &str, file: &str, out: &str) {
     );
 }
 
+/// A running VP's /data file as the host sees it (the VP's disk is mounted
+/// in its monitor's namespace only: through its init's root).
 fn data_file(c: &Cells, vp: &str, file: &str) -> PathBuf {
-    c.state.join("vps").join(vp).join("data").join(file)
+    let pid = c.status(vp)["pid"].as_u64().unwrap_or(0);
+    PathBuf::from(format!("/proc/{pid}/root/data")).join(file)
 }
 
 fn read_data(c: &Cells, vp: &str, file: &str) -> Option<String> {

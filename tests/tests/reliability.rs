@@ -256,3 +256,61 @@ fn a_console_flood_is_rate_limited() {
     assert!(log.matches("flood-line").count() > 10_000, "{}", log.len());
     assert_eq!(c.sh_ok("loud", "echo ok"), "ok\n");
 }
+
+/// A VP's writable layer and /data share its disk (`--disk`): a VP that
+/// fills it gets ENOSPC, its image never grows past the size, and the host
+/// and the other VPs keep writing. What it wrote before stays.
+#[test]
+fn a_full_disk_stops_only_its_vp() {
+    let c = Cells::new();
+    c.ok(&["create", "filler", "--template", "minimal", "--disk", "96M"]);
+    c.ok(&["start", "filler"]);
+    c.create_start("other");
+    assert_eq!(c.status("filler")["disk_limit"].as_u64(), Some(96 << 20));
+    assert_eq!(c.status("other")["disk_limit"].as_u64(), Some(8 << 30));
+    c.sh_ok("filler", "echo precious > /data/kept; sync");
+    // /data and the root's writable layer draw on the same space.
+    let o = c.sh(
+        "filler",
+        "dd if=/dev/zero of=/data/a bs=1M count=60 2>&1; \
+         dd if=/dev/zero of=/system/b bs=1M count=60 2>&1; echo rc=$?",
+    );
+    assert!(o.stdout.contains("No space left on device"), "{o:?}");
+    assert!(o.stdout.contains("rc=1"), "{o:?}");
+    let img = c.state.join("vps/filler/disk.img");
+    let on_host = std::fs::metadata(&img).unwrap();
+    assert!(on_host.len() == 96 << 20, "{}", on_host.len());
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&on_host) * 512 <= 96 << 20,
+        "the image uses more than its size"
+    );
+    // Control: the other VP and the host still write.
+    c.sh_ok(
+        "other",
+        "dd if=/dev/zero of=/data/x bs=1M count=20 2>/dev/null; echo ok",
+    );
+    std::fs::write(c.root.join("host-file"), vec![0u8; 1 << 20]).unwrap();
+    // Freed space comes back; the data written before the fill is there,
+    // after a stop and a start too.
+    c.sh_ok("filler", "rm /data/a /system/b; echo more > /data/more");
+    c.ok(&["stop", "filler"]);
+    c.ok(&["start", "filler"]);
+    assert_eq!(
+        c.sh_ok("filler", "cat /data/kept /data/more"),
+        "precious\nmore\n"
+    );
+    // Nothing of the disk is mounted on the host.
+    assert!(
+        !c.host_mounts().iter().any(|m| m.contains("filler")),
+        "{:?}",
+        c.host_mounts()
+    );
+    // Bad sizes are named.
+    let e = c.fails(&["create", "tiny", "--template", "minimal", "--disk", "1M"]);
+    assert!(
+        e.contains("invalid disk size '1M'") && e.contains("at least 64M"),
+        "{e}"
+    );
+    let e = c.fails(&["create", "tiny", "--template", "minimal", "--disk", "lots"]);
+    assert!(e.contains("invalid disk size 'lots'"), "{e}");
+}

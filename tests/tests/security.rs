@@ -520,7 +520,10 @@ fn the_default_seccomp_filter_stops_what_it_lists() {
 fn vp_folders_are_roots_and_tampered_definitions_are_refused() {
     use std::os::unix::fs::MetadataExt;
     let mut c = Cells::new();
-    c.create_start("vp");
+    // Its folders, not a disk image: the test reads /data from the host
+    // while the VP is stopped.
+    c.ok(&["create", "vp", "--template", "minimal", "--disk", "none"]);
+    c.ok(&["start", "vp"]);
     c.sh_ok("vp", "echo keep > /data/precious");
     let dir = c.state.join("vps/vp");
     let m = std::fs::metadata(&dir).unwrap();
@@ -1173,10 +1176,10 @@ fn an_unprivileged_host_user_gets_into_nothing() {
     let init = c.status("vp")["pid"].as_u64().unwrap();
     // Controls: root has all of these.
     assert_eq!(
-        std::fs::read_to_string(c.state.join("vps/vp/data/private")).unwrap(),
+        std::fs::read_to_string(format!("/proc/{init}/root/data/private")).unwrap(),
         "secret\n"
     );
-    assert!(std::fs::read_dir(format!("/proc/{init}/root/data")).is_ok());
+    assert!(std::fs::metadata(c.state.join("vps/vp/disk.img")).is_ok());
     let connect = |path: &std::path::Path, kind: &str| {
         format!(
             "python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX, socket.{kind}); s.connect('{}'); print('connected')\"",
@@ -1194,6 +1197,7 @@ fn an_unprivileged_host_user_gets_into_nothing() {
         connect(&c.run.join("vps/vp/console.sock"), "SOCK_STREAM"),
         connect(&c.run.join("vps/vp/power.sock"), "SOCK_STREAM"),
         format!("cat {}", c.state.join("vps/vp/data/private").display()),
+        format!("head -c 4096 {}", c.state.join("vps/vp/disk.img").display()),
         format!("ls {}", c.state.join("vps/vp/upper").display()),
         format!("cat {}", c.state.join("vps/vp/console.log").display()),
         format!("cat {}", c.state.join("vps/vp/vp.json").display()),

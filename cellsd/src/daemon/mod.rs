@@ -82,6 +82,8 @@ pub struct DaemonConfig {
     /// The memory of all VPs together, set on the cgroup parent (None: not
     /// limited).
     pub vps_memory: Option<u64>,
+    /// Disk of a VP created without `--disk` (None: no disk image).
+    pub default_disk: Option<u64>,
 }
 
 /// What happened, for the D-Bus signals.
@@ -361,7 +363,12 @@ impl Manager {
                     folder = name.as_str(),
                     "removing what an interrupted create or destroy left"
                 );
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                let removed = if e.path().is_dir() {
+                    std::fs::remove_dir_all(e.path())
+                } else {
+                    std::fs::remove_file(e.path())
+                };
+                if let Err(err) = removed {
                     tracing::warn!("{}: {err}", e.path().display());
                 }
                 continue;
@@ -824,6 +831,9 @@ impl Manager {
         if opts.memory.is_none() {
             opts.memory = self.cfg.default_memory;
         }
+        if opts.disk.is_none() {
+            opts.disk = self.cfg.default_disk;
+        }
         opts.validate()
             .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
         self.check_template_known(&opts.template)?;
@@ -896,6 +906,16 @@ impl Manager {
                         chown(&d, Some(id), Some(id))?;
                     }
                 }
+            }
+            if let Some(size) = config.cells.disk {
+                // The folders just made, owners and modes included, become
+                // the image's content; the host keeps them empty (their
+                // owner still tells the VP's id range).
+                let img = vps.join(format!("{}{name}.img", crate::layout::CREATING_PREFIX));
+                let _ = std::fs::remove_file(&img);
+                crate::disk::make_image(&img, size, &tmp)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                std::fs::rename(&img, tmp.join(crate::disk::IMAGE_FILE))?;
             }
             reserve::write_definition(&tmp, &config)?;
             std::fs::rename(&tmp, layout.vp_dir(name))?;
@@ -1053,11 +1073,35 @@ impl Manager {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
                 .map_err(failed("chmod the run dir"))?;
         }
+        // With a disk image, the writable layer and /data are on it, mounted
+        // by the monitor at <run>/vps/NAME/disk.
+        let disk = config.cells.disk.map(|_| crate::disk::DiskRequest {
+            image: layout.vp_dir(name).join(crate::disk::IMAGE_FILE),
+            mountpoint: run_dir.join("disk"),
+        });
+        let on_disk = |p: PathBuf| match &disk {
+            Some(d) => d
+                .mountpoint
+                .join(p.strip_prefix(layout.vp_dir(name)).unwrap_or(&p)),
+            None => p,
+        };
+        let mut vp_config = config.clone();
+        if disk.is_some() {
+            let data = layout.vp_data(name);
+            let mut mounts = vp_config.runtime.mounts().clone().unwrap_or_default();
+            for m in mounts.iter_mut() {
+                if m.source().as_deref() == Some(data.as_path()) {
+                    m.set_source(Some(on_disk(data.clone())));
+                }
+            }
+            vp_config.runtime.set_mounts(Some(mounts));
+        }
         let req = MonitorRequest {
-            config: config.clone(),
+            config: vp_config,
             template_rootfs: layout.template_build_rootfs(t, &build),
-            upper: layout.vp_upper(name),
-            work: layout.vp_work(name),
+            upper: on_disk(layout.vp_upper(name)),
+            work: on_disk(layout.vp_work(name)),
+            disk,
             run_dir: run_dir.clone(),
             console_log: layout.vp_console_log(name),
             console_socket: layout.vp_console_socket(name),
@@ -2086,6 +2130,7 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
         memory_limit: cfg.memory_limit().unwrap_or(0).max(0) as u64,
         cpus: cfg.cpus().unwrap_or(0.0),
         pids_limit: cfg.pids_limit().unwrap_or(0).max(0) as u64,
+        disk_limit: cfg.cells.disk.unwrap_or(0),
         seccomp: cfg.cells.seccomp.describe().to_string(),
         error: String::new(),
     })
@@ -2119,6 +2164,19 @@ pub fn create_options(
                     config::NO_LIMIT
                 } else {
                     config::parse_memory(&s).map_err(|e| CellsError::InvalidArgument(e.to_string()))?
+                });
+            }
+            "disk" => {
+                let s = match v {
+                    Value::Str(s) => s.to_string(),
+                    Value::U64(n) => n.to_string(),
+                    _ => return Err(bad(k, "a size such as \"4G\" or \"none\"")),
+                };
+                o.disk = Some(if matches!(s.trim(), "none" | "unlimited") {
+                    config::NO_LIMIT
+                } else {
+                    config::parse_memory(&s)
+                        .map_err(|_| CellsError::InvalidArgument(config::ConfigError::BadDisk(s.clone()).to_string()))?
                 });
             }
             "cpus" => {
