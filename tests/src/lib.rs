@@ -186,7 +186,14 @@ impl Cells {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("cellsd did not come up; log:\n{}", self.daemon_log());
+        let locks = Command::new("lslocks")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "cellsd did not come up; log:\n{}\nlocks:\n{locks}",
+            self.daemon_log()
+        );
     }
 
     /// SIGTERM (a clean daemon exit that leaves VPs running) or SIGKILL (a crash).
