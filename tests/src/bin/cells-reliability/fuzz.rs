@@ -30,9 +30,35 @@ impl Rng {
 }
 
 const TOKENS: &[&[u8]] = &[
-    b"\"", b"{", b"}", b"[", b"]", b":", b",", b"null", b"-1", b"4294967295", b"18446744073709551616",
-    b"1e999", b"\\u0000", b"\n", b"=", b"..", b"/", b"\0", b"CNXN", b"AUTH", b"OPEN", b"WRTE",
-    b"OKAY", b"CLSE", b"shell,v2,raw:", b"tcp:", b"localabstract:", b"ff", b"9999999999G",
+    b"\"",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b",",
+    b"null",
+    b"-1",
+    b"4294967295",
+    b"18446744073709551616",
+    b"1e999",
+    b"\\u0000",
+    b"\n",
+    b"=",
+    b"..",
+    b"/",
+    b"\0",
+    b"CNXN",
+    b"AUTH",
+    b"OPEN",
+    b"WRTE",
+    b"OKAY",
+    b"CLSE",
+    b"shell,v2,raw:",
+    b"tcp:",
+    b"localabstract:",
+    b"ff",
+    b"9999999999G",
 ];
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>, other: &[u8]) {
@@ -72,7 +98,8 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, other: &[u8]) {
             6 if len >= 4 => {
                 // An interesting 32-bit number (lengths, counts, ids).
                 let i = rng.below(len - 3);
-                let v: u32 = [0, 1, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x10_0000, 24][rng.below(7)];
+                let v: u32 =
+                    [0, 1, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x10_0000, 24][rng.below(7)];
                 input[i..i + 4].copy_from_slice(&v.to_le_bytes());
             }
             7 if len > 1 => {
@@ -138,7 +165,13 @@ fn targets() -> Vec<Target> {
     ));
     t.push((
         "options",
-        vec![b"512M".to_vec(), b"1.5".to_vec(), b"freeze-after=30s".to_vec(), b"8080:80".to_vec(), b"shared-bridge".to_vec()],
+        vec![
+            b"512M".to_vec(),
+            b"1.5".to_vec(),
+            b"freeze-after=30s".to_vec(),
+            b"8080:80".to_vec(),
+            b"shared-bridge".to_vec(),
+        ],
         Box::new(|b| {
             let s = text(b);
             let _ = cellsd::config::parse_memory(&s);
@@ -199,7 +232,12 @@ fn targets() -> Vec<Target> {
         "input.sock",
         vec![{
             use cellsd::devices::input::event::InputEvent;
-            let evs = [InputEvent::new(3, 0x35, 100), InputEvent::new(3, 0x36, 200), InputEvent::new(1, 0x14a, 1), InputEvent::new(0, 0, 0)];
+            let evs = [
+                InputEvent::new(3, 0x35, 100),
+                InputEvent::new(3, 0x36, 200),
+                InputEvent::new(1, 0x14a, 1),
+                InputEvent::new(0, 0, 0),
+            ];
             cellsd::devices::input::inject::message(1, &evs)
         }],
         Box::new(|b| {
@@ -221,9 +259,15 @@ fn targets() -> Vec<Target> {
         "adbd-protocol",
         vec![{
             let mut v = Vec::new();
-            let m = cells_adbd::protocol::Message::new(0x4e584e43, 0x0100_0001, 256 << 10, b"host::features=shell_v2\0".to_vec());
+            let m = cells_adbd::protocol::Message::new(
+                0x4e584e43,
+                0x0100_0001,
+                256 << 10,
+                b"host::features=shell_v2\0".to_vec(),
+            );
             let _ = m.write_to(&mut v);
-            let o = cells_adbd::protocol::Message::new(0x4e45504f, 1, 0, b"shell,v2,raw:ls\0".to_vec());
+            let o =
+                cells_adbd::protocol::Message::new(0x4e45504f, 1, 0, b"shell,v2,raw:ls\0".to_vec());
             let _ = o.write_to(&mut v);
             v
         }],
@@ -231,7 +275,8 @@ fn targets() -> Vec<Target> {
             let mut cur = std::io::Cursor::new(b);
             for check in [true, false] {
                 cur.set_position(0);
-                while let Ok(m) = cells_adbd::protocol::Message::read_from(&mut cur, 1 << 20, check) {
+                while let Ok(m) = cells_adbd::protocol::Message::read_from(&mut cur, 1 << 20, check)
+                {
                     let name = text(&m.data);
                     let _ = cells_adbd::shell::parse_service(&name);
                     let _ = cells_adbd::tcp::parse_service(&name);
@@ -243,7 +288,10 @@ fn targets() -> Vec<Target> {
     ));
     t.push((
         "adbd-shell-v2",
-        vec![cells_adbd::shell::packet(0, b"echo hi\n"), cells_adbd::shell::packet(5, b"24x80,0x0\0")],
+        vec![
+            cells_adbd::shell::packet(0, b"echo hi\n"),
+            cells_adbd::shell::packet(5, b"24x80,0x0\0"),
+        ],
         Box::new(|b| {
             let mut r = cells_adbd::shell::PacketReader::default();
             for chunk in b.chunks(7) {
@@ -255,7 +303,10 @@ fn targets() -> Vec<Target> {
     ));
     t.push((
         "adb-keys-and-props",
-        vec![b"QAAAAH0= user@host\n".to_vec(), b"ro.product.model=work\n# c\nsys.x=1\n".to_vec()],
+        vec![
+            b"QAAAAH0= user@host\n".to_vec(),
+            b"ro.product.model=work\n# c\nsys.x=1\n".to_vec(),
+        ],
         Box::new(|b| {
             let s = text(b);
             let _ = cells_templates::adbkey::parse_file(&s);
@@ -292,7 +343,7 @@ pub fn run(n: usize, only: Option<&str>) -> (usize, usize) {
         if only.is_some_and(|o| o != name) {
             continue;
         }
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64 * 7919);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (name.len() as u64 * 7919));
         let mut pool: Vec<Vec<u8>> = seeds.clone();
         let t0 = Instant::now();
         let (mut crashes, mut hangs, mut slowest) = (0usize, 0usize, Duration::ZERO);

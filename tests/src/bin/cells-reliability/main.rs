@@ -141,17 +141,26 @@ fn leftovers(c: &Cells) -> Vec<String> {
     if !extra.is_empty() {
         bad.push(format!("cgroups without a running VP: {extra:?}"));
     }
-    let spares = cgroups(c).iter().filter(|g| g.starts_with(".spare-")).count();
+    let spares = cgroups(c)
+        .iter()
+        .filter(|g| g.starts_with(".spare-"))
+        .count();
     if spares > 1 {
         bad.push(format!("{spares} spare cgroups"));
     }
     let ports = c.network_links().len().saturating_sub(1);
     if ports > running.len() {
-        bad.push(format!("{ports} VP links for {} running VPs", running.len()));
+        bad.push(format!(
+            "{ports} VP links for {} running VPs",
+            running.len()
+        ));
     }
     let m = monitors(c).len();
     if m > running.len() + 1 {
-        bad.push(format!("{m} monitors for {} running VPs (+1 spare)", running.len()));
+        bad.push(format!(
+            "{m} monitors for {} running VPs (+1 spare)",
+            running.len()
+        ));
     }
     bad
 }
@@ -207,7 +216,9 @@ fn chaos(trials: usize) -> (usize, usize) {
         let defined = names_in(&l, None);
         let running = names_in(&l, Some("running"));
         let stopped = names_in(&l, Some("stopped"));
-        let ops = ["create", "start", "stop", "destroy", "switch", "exec", "build", "port"];
+        let ops = [
+            "create", "start", "stop", "destroy", "switch", "exec", "build", "port",
+        ];
         let mut op = *rng.pick(&ops).unwrap_or(&"create");
         if defined.len() < 2 || (defined.len() < 6 && op == "destroy") {
             op = "create";
@@ -246,7 +257,18 @@ fn chaos(trials: usize) -> (usize, usize) {
             }
         };
         let op = args[0].as_str().to_string();
-        *by_op.entry(match op.as_str() { "create" => "create", "start" => "start", "stop" => "stop", "destroy" => "destroy", "switch" => "switch", "exec" => "exec", "template" => "build", _ => "port" }).or_default() += 1;
+        *by_op
+            .entry(match op.as_str() {
+                "create" => "create",
+                "start" => "start",
+                "stop" => "stop",
+                "destroy" => "destroy",
+                "switch" => "switch",
+                "exec" => "exec",
+                "template" => "build",
+                _ => "port",
+            })
+            .or_default() += 1;
         let mut child = ctl_child(&c, &args);
         std::thread::sleep(Duration::from_micros(rng.below(40_000) as u64));
         c.end_daemon(libc::SIGKILL);
@@ -300,7 +322,9 @@ fn chaos(trials: usize) -> (usize, usize) {
             if v["state"] == "running" {
                 match read_f(&c, vp) {
                     Ok(got) if allowed.contains(&got) => {}
-                    Ok(got) => problems.push(format!("VP {vp}: /data/f is {got:?}, allowed {allowed:?}")),
+                    Ok(got) => {
+                        problems.push(format!("VP {vp}: /data/f is {got:?}, allowed {allowed:?}"))
+                    }
                     Err(e) => problems.push(e),
                 }
             }
@@ -321,7 +345,11 @@ fn chaos(trials: usize) -> (usize, usize) {
             passed += 1;
         } else {
             failed += 1;
-            println!("trial {t} ({}): FAILED\n  {}", args.join(" "), problems.join("\n  "));
+            println!(
+                "trial {t} ({}): FAILED\n  {}",
+                args.join(" "),
+                problems.join("\n  ")
+            );
         }
     }
     // Last: every VP starts, its /data is what was acknowledged, and after
@@ -331,7 +359,9 @@ fn chaos(trials: usize) -> (usize, usize) {
         let _ = c.ctl(&["start", vp]);
         match read_f(&c, vp) {
             Ok(got) if allowed.contains(&got) => {}
-            Ok(got) => final_problems.push(format!("VP {vp}: /data/f is {got:?}, allowed {allowed:?}")),
+            Ok(got) => {
+                final_problems.push(format!("VP {vp}: /data/f is {got:?}, allowed {allowed:?}"))
+            }
             Err(e) => final_problems.push(e),
         }
     }
@@ -431,10 +461,15 @@ fn resources(c: &Cells) -> Resources {
         .filter(|e| e.path().join("loop/backing_file").exists())
         .count();
     Resources {
-        mounts: std::fs::read_to_string("/proc/self/mountinfo").map(|s| s.lines().count()).unwrap_or(0),
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|s| s.lines().count())
+            .unwrap_or(0),
         netns: net_namespaces(),
         links: c.network_links().len(),
-        cgroups: cgroups(c).iter().filter(|g| !g.starts_with(".spare-")).count(),
+        cgroups: cgroups(c)
+            .iter()
+            .filter(|g| !g.starts_with(".spare-"))
+            .count(),
         fuse: fuse_mounts(c),
         fds: count_dir(&format!("/proc/{pid}/fd")),
         threads: status_field(pid, "Threads:"),
@@ -462,7 +497,14 @@ fn soak(cycles: usize) -> (usize, usize) {
         };
         step(&["create", &vp, "--template", "minimal"])?;
         step(&["start", &vp])?;
-        let out = step(&["exec", &vp, "--", "sh", "-c", "echo $((6*7)) > /data/x; cat /data/x"])?;
+        let out = step(&[
+            "exec",
+            &vp,
+            "--",
+            "sh",
+            "-c",
+            "echo $((6*7)) > /data/x; cat /data/x",
+        ])?;
         if out.trim() != "42" {
             return Err(format!("exec said {out:?}"));
         }
@@ -470,9 +512,14 @@ fn soak(cycles: usize) -> (usize, usize) {
         step(&["input", "tap", "100", "200"])?;
         let shot = c.root.join("soak.png");
         step(&["screenshot", "-o", &shot.to_string_lossy()])?;
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             adb.authorize(&c, &vp);
-            let serial = step(&["adb", &vp])?.lines().last().unwrap_or("").trim().to_string();
+            let serial = step(&["adb", &vp])?
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string();
             adb.connect(&serial);
             let o = adb.run(&["-s", &serial, "shell", "cat /data/x"]);
             let _ = adb.run(&["disconnect", &serial]);
@@ -524,7 +571,10 @@ fn soak(cycles: usize) -> (usize, usize) {
         ("FUSE connections", d(before.fuse, after.fuse)),
         ("cellsd fds", d(before.fds, after.fds)),
         ("loop devices", d(before.loops, after.loops)),
-        ("cellsd threads", after.threads as i64 - before.threads as i64),
+        (
+            "cellsd threads",
+            after.threads as i64 - before.threads as i64,
+        ),
     ] {
         if delta > 0 {
             leaks.push(format!("{what} +{delta}"));
@@ -550,7 +600,10 @@ fn soak(cycles: usize) -> (usize, usize) {
 }
 
 fn concurrency(clients: usize) -> (usize, usize) {
-    let secs: u64 = std::env::var("CELLS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("CELLS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let c = std::sync::Arc::new(Cells::new());
     let pool: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
     for vp in &pool {
@@ -571,12 +624,22 @@ fn concurrency(clients: usize) -> (usize, usize) {
                 let live = |v: &Value| v["state"] == "running" || v["state"] == "stopping";
                 let running = l.iter().filter(|v| live(v)).count();
                 let fg = l.iter().filter(|v| v["foreground"] == true).count();
-                let fg_live = l.iter().filter(|v| v["foreground"] == true && live(v)).count();
+                let fg_live = l
+                    .iter()
+                    .filter(|v| v["foreground"] == true && live(v))
+                    .count();
                 samples += 1;
                 if (running > 0 && (fg != 1 || fg_live != 1)) || (running == 0 && fg != 0) {
                     let states: Vec<String> = l
                         .iter()
-                        .map(|v| format!("{}:{}{}", v["name"], v["state"], if v["foreground"] == true { "*" } else { "" }))
+                        .map(|v| {
+                            format!(
+                                "{}:{}{}",
+                                v["name"],
+                                v["state"],
+                                if v["foreground"] == true { "*" } else { "" }
+                            )
+                        })
                         .collect();
                     bad.push(states.join(" "));
                 }
@@ -600,7 +663,10 @@ fn concurrency(clients: usize) -> (usize, usize) {
                         ("switch", vec!["switch", &vp]),
                         ("exec", vec!["exec", &vp, "--", "true"]),
                         ("list", vec!["list"]),
-                        ("screenshot", vec!["screenshot", "--vp", &vp, "-o", "/dev/null"]),
+                        (
+                            "screenshot",
+                            vec!["screenshot", "--vp", &vp, "-o", "/dev/null"],
+                        ),
                         ("freeze", vec!["freeze", &vp]),
                         ("thaw", vec!["thaw", &vp]),
                     ];
@@ -623,7 +689,10 @@ fn concurrency(clients: usize) -> (usize, usize) {
                         unanswered.push(format!("{args:?}"));
                     }
                     let _ = child.wait();
-                    times.entry(name).or_default().push(t.elapsed().as_secs_f64() * 1000.0);
+                    times
+                        .entry(name)
+                        .or_default()
+                        .push(t.elapsed().as_secs_f64() * 1000.0);
                 }
                 (times, unanswered)
             })
@@ -641,10 +710,16 @@ fn concurrency(clients: usize) -> (usize, usize) {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (samples, bad) = sampler.join().unwrap_or_default();
-    println!("concurrency: {clients} clients for {secs} s, {} calls", all.values().map(Vec::len).sum::<usize>());
+    println!(
+        "concurrency: {clients} clients for {secs} s, {} calls",
+        all.values().map(Vec::len).sum::<usize>()
+    );
     for (k, v) in &all {
         let s = summarize(v);
-        println!("  {k:<10} n={:<6} p50 {:>8.1} ms  p99 {:>8.1} ms", s.n, s.p50, s.p99);
+        println!(
+            "  {k:<10} n={:<6} p50 {:>8.1} ms  p99 {:>8.1} ms",
+            s.n, s.p50, s.p99
+        );
     }
     println!("foreground samples: {samples}, wrong: {}", bad.len());
     let (mut passed, mut failed) = (0, 0);
@@ -705,7 +780,9 @@ fn density(n: usize) -> (usize, usize) {
     let mut curve = Vec::new();
     let mut started = 0;
     // Started by 8 clients at once (as a farm's scripts would).
-    let chunks: Vec<Vec<usize>> = (0..8).map(|k| (0..n).filter(|i| i % 8 == k).collect()).collect();
+    let chunks: Vec<Vec<usize>> = (0..8)
+        .map(|k| (0..n).filter(|i| i % 8 == k).collect())
+        .collect();
     let results: Vec<usize> = std::thread::scope(|s| {
         let hs: Vec<_> = chunks
             .iter()
@@ -748,7 +825,8 @@ fn density(n: usize) -> (usize, usize) {
     // Memory of one VP's own processes (init and its services) and monitor.
     let l = list(&c);
     let pid = l.iter().find_map(|v| v["pid"].as_u64()).unwrap_or(0) as i32;
-    let vp_rss: u64 = c.vp_cgroup_dirs("d0")
+    let vp_rss: u64 = c
+        .vp_cgroup_dirs("d0")
         .iter()
         .find_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
         .unwrap_or_default()
@@ -775,7 +853,10 @@ fn density(n: usize) -> (usize, usize) {
     let stop_s = t0.elapsed().as_secs_f64();
     println!("density: {n} networked VPs (8G sparse disks, 2G memory limits)");
     println!("  created in {create_s:.1} s, {started} started in {start_s:.1} s (8 clients), all stopped in {stop_s:.1} s");
-    println!("  cellctl list with {started} running: {}", summarize(&list_ms));
+    println!(
+        "  cellctl list with {started} running: {}",
+        summarize(&list_ms)
+    );
     println!("  switch: {}", summarize(&switch_ms));
     println!(
         "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab {:.0} KiB + page tables {:.0} KiB",
