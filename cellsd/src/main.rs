@@ -113,6 +113,54 @@ struct Args {
     /// installed, else none), a size such as 4G, or none.
     #[arg(long, default_value = "auto")]
     default_disk: String,
+    /// Merge identical memory pages of VPs (KSM): VP processes are marked
+    /// mergeable and the kernel's ksmd is turned on (/sys/kernel/mm/ksm/run;
+    /// it costs ksmd CPU time). Cells did this at VP start.
+    #[arg(long)]
+    ksm: bool,
+}
+
+/// Kernel limits that bound how many VPs one cellsd can run: the open-file
+/// limit is raised to its hard limit (cellsd holds about a dozen fds per VP:
+/// pidfds, devices, links, the adb listener); pid_max is reported (every VP
+/// process and monitor thread takes a pid of the host's namespace too).
+fn capacity_checks() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    const FDS_PER_VP: u64 = 16;
+    let vps_by_fds = lim.rlim_cur / FDS_PER_VP;
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    const PIDS_PER_VP: u64 = 12;
+    let vps_by_pids = pid_max / PIDS_PER_VP;
+    tracing::info!(
+        open_files = lim.rlim_cur,
+        pid_max,
+        "capacity: about {} running VPs (open files allow {vps_by_fds}, pids {vps_by_pids})",
+        vps_by_fds.min(vps_by_pids)
+    );
+    if vps_by_fds < 1000 {
+        tracing::warn!(
+            "the open-file limit {} allows about {vps_by_fds} running VPs: raise it (LimitNOFILE= in the unit, ulimit -Hn) for more",
+            lim.rlim_cur
+        );
+    }
+    if vps_by_pids < 1000 {
+        tracing::warn!(
+            "kernel.pid_max {pid_max} allows about {vps_by_pids} running VPs: raise it (sysctl kernel.pid_max=4194304) for more"
+        );
+    }
 }
 
 /// `--default-memory` and `--memory-reserve`: (default per VP, all VPs).
@@ -191,6 +239,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    capacity_checks();
 
     let state = std::path::absolute(&args.state_dir).context("state dir")?;
     let run_dir = std::path::absolute(&args.run_dir).context("run dir")?;
@@ -262,7 +311,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             Some(size)
         }
     };
+    if args.ksm {
+        if let Err(e) = std::fs::write("/sys/kernel/mm/ksm/run", "1") {
+            tracing::warn!("--ksm: turning ksmd on: {e} (the kernel needs CONFIG_KSM)");
+        }
+    }
     let cfg = DaemonConfig {
+        ksm: args.ksm,
         default_disk,
         default_memory,
         vps_memory,

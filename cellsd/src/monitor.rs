@@ -123,6 +123,10 @@ pub struct MonitorRequest {
     /// /dev/adb.
     #[serde(default)]
     pub adb_keys: Option<PathBuf>,
+    /// Mark the VP's processes mergeable for KSM (PR_SET_MEMORY_MERGE,
+    /// inherited by everything the init starts).
+    #[serde(default)]
+    pub ksm: bool,
 }
 
 /// Where the VP sees its authorized adb keys (adbd reads `adb_keys` there).
@@ -1203,6 +1207,12 @@ fn setup_and_exec(
     sys::join_new_session_keyring().map_err(errstr("a session keyring of the VP's own"))?;
     restrict_bounding_set(&bounding_set(cfg)).map_err(errstr("drop capabilities"))?;
     sys::apply_vp_rlimits().map_err(errstr("the VP's resource limits"))?;
+    if req.ksm {
+        const PR_SET_MEMORY_MERGE: libc::c_int = 67;
+        // SAFETY: prctl with integer arguments. Failure (a kernel before
+        // 6.4) only means the pages are not merged.
+        unsafe { libc::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) };
+    }
     let process = cfg
         .runtime
         .process()

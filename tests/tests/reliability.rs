@@ -314,3 +314,33 @@ fn a_full_disk_stops_only_its_vp() {
     let e = c.fails(&["create", "tiny", "--template", "minimal", "--disk", "lots"]);
     assert!(e.contains("invalid disk size 'lots'"), "{e}");
 }
+
+/// `cellsd --ksm`: the VP's processes (its init and what it starts) are
+/// mergeable; without it they are not (control).
+#[test]
+fn ksm_marks_vp_processes_mergeable() {
+    let run = std::path::Path::new("/sys/kernel/mm/ksm/run");
+    let saved = std::fs::read_to_string(run).ok();
+    let c = Cells::with_args(None, &["--ksm"]);
+    c.ok(&["template", "build", "minimal"]);
+    c.create_start("merged");
+    let plain = Cells::new();
+    plain.create_start("plain");
+    let merge_any = |c: &Cells, vp: &str| {
+        let pid = c.status(vp)["pid"].as_u64().unwrap();
+        std::fs::read_to_string(format!("/proc/{pid}/ksm_stat"))
+            .unwrap_or_default()
+            .contains("ksm_merge_any: yes")
+    };
+    let ksm_on = std::fs::read_to_string(run).unwrap_or_default().trim() == "1";
+    if let Some(v) = saved {
+        let _ = std::fs::write(run, v.trim());
+    }
+    if !std::path::Path::new("/proc/self/ksm_stat").exists() {
+        eprintln!("no /proc/PID/ksm_stat on this kernel: not checked");
+        return;
+    }
+    assert!(ksm_on, "ksmd was not turned on");
+    assert!(merge_any(&c, "merged"));
+    assert!(!merge_any(&plain, "plain"));
+}

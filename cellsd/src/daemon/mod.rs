@@ -84,6 +84,8 @@ pub struct DaemonConfig {
     pub vps_memory: Option<u64>,
     /// Disk of a VP created without `--disk` (None: no disk image).
     pub default_disk: Option<u64>,
+    /// Merge identical pages of VPs with KSM (`cellsd --ksm`).
+    pub ksm: bool,
 }
 
 /// What happened, for the D-Bus signals.
@@ -1120,6 +1122,7 @@ impl Manager {
             network: Some(self.net_request(config)?),
             properties: self.properties(config),
             adb_keys: Some(layout.vp_adb_dir(name)),
+            ksm: self.cfg.ksm,
         };
         let mut monitor = self.take_monitor().await?;
         let mut line =
