@@ -802,17 +802,22 @@ fn density(n: usize) -> (usize, usize) {
     let chunks: Vec<Vec<usize>> = (0..8)
         .map(|k| (0..n).filter(|i| i % 8 == k).collect())
         .collect();
+    let done = std::sync::Mutex::new(Vec::<(f64, f64)>::new());
     let results: Vec<usize> = std::thread::scope(|s| {
         let hs: Vec<_> = chunks
             .iter()
             .map(|ch| {
-                let c = &c;
+                let (c, done) = (&c, &done);
                 s.spawn(move || {
                     let mut ok = 0;
                     for i in ch {
+                        let t = Instant::now();
                         let o = c.ctl(&["start", &format!("d{i}")]);
                         if o.code == 0 {
                             ok += 1;
+                            if let Ok(mut d) = done.lock() {
+                                d.push((t0.elapsed().as_secs_f64(), t.elapsed().as_secs_f64() * 1000.0));
+                            }
                         } else {
                             println!("start d{i}: {}", o.stderr.trim());
                         }
@@ -825,7 +830,17 @@ fn density(n: usize) -> (usize, usize) {
     });
     started += results.iter().sum::<usize>();
     let start_s = t0.elapsed().as_secs_f64();
-    curve.push((started, start_s));
+    let mut done = done.into_inner().unwrap_or_default();
+    done.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let step = (done.len() / 10).max(1);
+    for block in done.chunks(step) {
+        let lat: Vec<f64> = block.iter().map(|d| d.1).collect();
+        curve.push((
+            curve.last().map(|c: &(usize, f64, f64)| c.0).unwrap_or(0) + block.len(),
+            block.last().map(|d| d.0).unwrap_or(0.0),
+            summarize(&lat).p50,
+        ));
+    }
     std::thread::sleep(Duration::from_secs(2));
     let mut ksm_note = String::new();
     if ksm {
@@ -915,6 +930,14 @@ fn density(n: usize) -> (usize, usize) {
         "  page cache per VP beyond shared memory: {file_cache_per_vp:.0} KiB (every VP runs the same {busybox} KiB busybox: one copy){ksm_note}"
     );
     println!("  created in {create_s:.1} s, {started} started in {start_s:.1} s (8 clients), all stopped in {stop_s:.1} s");
+    println!(
+        "  start curve (running, seconds, p50 ms of that block): {}",
+        curve
+            .iter()
+            .map(|(n, s, p)| format!("{n}@{s:.1}s/{p:.0}ms"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "  cellctl list with {started} running: {}",
         summarize(&list_ms)
