@@ -932,6 +932,7 @@ impl Manager {
             return Err(CellsError::Failed(format!("creating VP '{name}': {e}")));
         }
         let net = config.cells.network.clone();
+        let source = self.source_of(&config);
         inner.vps.insert(
             name.to_string(),
             Vp {
@@ -943,8 +944,10 @@ impl Manager {
                 bg_gen: 0,
             },
         );
-        self.sync_sources(&inner);
         drop(inner);
+        if let Some(s) = &source {
+            self.net.change_source(s, true);
+        }
         self.open_forwards(name, None, &net);
         self.emit_state(name, "created");
         Ok(())
@@ -1347,10 +1350,15 @@ impl Manager {
         .await
         .map_err(|e| CellsError::Failed(e.to_string()))?
         .map_err(failed("removing the VP's files"))?;
-        {
+        let source = {
             let mut inner = self.lock();
-            inner.vps.remove(name);
-            self.sync_sources(&inner);
+            inner
+                .vps
+                .remove(name)
+                .and_then(|v| self.source_of(&v.config))
+        };
+        if let Some(s) = &source {
+            self.net.change_source(s, false);
         }
         self.net.forwards.remove_vp(name).await;
         self.emit_state(name, "destroyed");

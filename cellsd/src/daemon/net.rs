@@ -117,18 +117,20 @@ impl Manager {
     /// Tell the ruleset which source (MAC, address) each defined bridged
     /// VP's port may send from.
     pub(super) fn sync_sources(&self, inner: &Inner) {
-        let bridge = &self.net.cfg.bridge;
         let sources: Vec<crate::devices::network::nft::Source> = inner
             .vps
             .values()
-            .filter_map(|v| {
-                let n = &v.config.cells.network;
-                let ip = n.ip.filter(|_| n.policy.bridged())?;
-                let ifname = network::host_if(bridge, v.config.cells.slot, n.policy).ok()?;
-                Some((ifname, network::mac_for(ip), ip))
-            })
+            .filter_map(|v| self.source_of(&v.config))
             .collect();
         self.net.set_sources(&sources);
+    }
+
+    /// The source a bridged VP's port may send from.
+    pub(super) fn source_of(&self, cfg: &VpConfig) -> Option<crate::devices::network::nft::Source> {
+        let n = &cfg.cells.network;
+        let ip = n.ip.filter(|_| n.policy.bridged())?;
+        let ifname = network::host_if(&self.net.cfg.bridge, cfg.cells.slot, n.policy).ok()?;
+        Some((ifname, network::mac_for(ip), ip))
     }
 
     pub(super) fn net_request(&self, cfg: &VpConfig) -> Result<NetRequest, CellsError> {

@@ -176,6 +176,16 @@ impl HostNet {
         }
     }
 
+    /// One VP's source added (created) or removed (destroyed).
+    pub fn change_source(&self, source: &nft::Source, add: bool) {
+        if !self.nft {
+            return;
+        }
+        if let Err(e) = nft::apply(&nft::source_script(&self.cfg.bridge, source, add)) {
+            tracing::warn!("nftables: a VP's source address not updated: {e}");
+        }
+    }
+
     pub fn vp_stopped(&self, name: &str, slot: u32) {
         self.forwards.set_target(name, None);
         if self.bridge_error.is_some() {

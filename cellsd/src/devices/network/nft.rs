@@ -116,6 +116,26 @@ pub fn sources_script(bridge: &str, sources: &[Source]) -> String {
     s
 }
 
+fn element((ifname, mac, ip): &Source) -> String {
+    let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{ifname}\" . {} . {ip}", m.join(":"))
+}
+
+/// Add or remove one VP's source (a create or a destroy): one element, not
+/// the whole set again (which grows with the number of VPs).
+pub fn source_script(bridge: &str, source: &Source, add: bool) -> String {
+    let t = table_name(bridge);
+    if add {
+        format!("add element bridge {t} vp_src {{ {} }}\n", element(source))
+    } else {
+        // Adding first makes the delete succeed even if it is not there.
+        format!(
+            "add element bridge {t} vp_src {{ {e} }}\ndelete element bridge {t} vp_src {{ {e} }}\n",
+            e = element(source)
+        )
+    }
+}
+
 pub fn delete_script(bridge: &str) -> String {
     let t = table_name(bridge);
     ["inet", "bridge"]

@@ -816,7 +816,10 @@ fn density(n: usize) -> (usize, usize) {
                         if o.code == 0 {
                             ok += 1;
                             if let Ok(mut d) = done.lock() {
-                                d.push((t0.elapsed().as_secs_f64(), t.elapsed().as_secs_f64() * 1000.0));
+                                d.push((
+                                    t0.elapsed().as_secs_f64(),
+                                    t.elapsed().as_secs_f64() * 1000.0,
+                                ));
                             }
                         } else {
                             println!("start d{i}: {}", o.stderr.trim());
