@@ -303,6 +303,31 @@ impl Cells {
         serde_json::from_str(&self.ok(&["status", vp, "--json"])).expect("status JSON")
     }
 
+    /// The host path of a running VP's folder `sub` (upper, work, data):
+    /// on its disk image, seen through its monitor's mount namespace
+    /// (`/proc/MONITOR/root<run>/vps/VP/disk/SUB`), or in the state folder
+    /// for a VP made with `--disk none`.
+    pub fn vp_folder(&self, vp: &str, sub: &str) -> PathBuf {
+        let init = self.status(vp)["pid"].as_u64().expect("the VP runs");
+        let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).expect("init's stat");
+        // Fields after the ")" that ends the command: state, ppid, ...
+        let ppid: u64 = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .expect("init's parent");
+        let disk = PathBuf::from(format!("/proc/{ppid}/root"))
+            .join(self.run.strip_prefix("/").unwrap_or(&self.run))
+            .join("vps")
+            .join(vp)
+            .join("disk");
+        if self.state.join("vps").join(vp).join("disk.img").exists() {
+            disk.join(sub)
+        } else {
+            self.state.join("vps").join(vp).join(sub)
+        }
+    }
+
     pub fn create_start(&self, vp: &str) {
         self.ok(&["create", vp, "--template", "minimal"]);
         self.ok(&["start", vp]);

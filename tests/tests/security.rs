@@ -1180,6 +1180,8 @@ fn an_unprivileged_host_user_gets_into_nothing() {
         "secret\n"
     );
     assert!(std::fs::metadata(c.state.join("vps/vp/disk.img")).is_ok());
+    let upper = c.vp_folder("vp", "upper");
+    assert!(std::fs::read_dir(&upper).is_ok(), "{}", upper.display());
     let connect = |path: &std::path::Path, kind: &str| {
         format!(
             "python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX, socket.{kind}); s.connect('{}'); print('connected')\"",
@@ -1199,6 +1201,8 @@ fn an_unprivileged_host_user_gets_into_nothing() {
         format!("cat {}", c.state.join("vps/vp/data/private").display()),
         format!("head -c 4096 {}", c.state.join("vps/vp/disk.img").display()),
         format!("ls {}", c.state.join("vps/vp/upper").display()),
+        format!("ls {}", upper.display()),
+        format!("cat {}/private", c.vp_folder("vp", "data").display()),
         format!("cat {}", c.state.join("vps/vp/console.log").display()),
         format!("cat {}", c.state.join("vps/vp/vp.json").display()),
         format!("ls /proc/{init}/root/data"),
