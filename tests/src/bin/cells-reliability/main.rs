@@ -618,18 +618,22 @@ fn concurrency(clients: usize) -> (usize, usize) {
         std::thread::spawn(move || {
             let (mut samples, mut bad) = (0usize, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // A VP being stopped still runs (and keeps the panel until
-                // it has ended): live = running or stopping.
+                // Never more than one foreground. While a VP is running,
+                // exactly one: a running one, or one being stopped (it keeps
+                // the panel until it has ended). With none running, only a
+                // VP being stopped may still hold it: the panel is not
+                // handed to a VP that is itself going away.
                 let l = list(&c);
-                let live = |v: &Value| v["state"] == "running" || v["state"] == "stopping";
-                let running = l.iter().filter(|v| live(v)).count();
-                let fg = l.iter().filter(|v| v["foreground"] == true).count();
-                let fg_live = l
-                    .iter()
-                    .filter(|v| v["foreground"] == true && live(v))
-                    .count();
+                let is = |v: &Value, s: &str| v["state"] == s;
+                let running = l.iter().filter(|v| is(v, "running")).count();
+                let fg: Vec<&Value> = l.iter().filter(|v| v["foreground"] == true).collect();
+                let fg_ok = fg.iter().all(|v| is(v, "running") || is(v, "stopping"));
                 samples += 1;
-                if (running > 0 && (fg != 1 || fg_live != 1)) || (running == 0 && fg != 0) {
+                let wrong = fg.len() > 1
+                    || !fg_ok
+                    || (running > 0 && fg.len() != 1)
+                    || (running == 0 && fg.iter().any(|v| is(v, "running")));
+                if wrong {
                     let states: Vec<String> = l
                         .iter()
                         .map(|v| {
