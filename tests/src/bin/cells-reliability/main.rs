@@ -755,6 +755,42 @@ fn mem_available_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// KiB held by each slab cache (active objects × object size).
+fn slab_kib() -> std::collections::HashMap<String, u64> {
+    std::fs::read_to_string("/proc/slabinfo")
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (active, size) = (
+                f.get(1)?.parse::<u64>().ok()?,
+                f.get(3)?.parse::<u64>().ok()?,
+            );
+            Some((f.first()?.to_string(), active * size / 1024))
+        })
+        .collect()
+}
+
+/// The slab caches that grew most between two readings, per VP.
+fn slab_growth(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+    vps: usize,
+) -> String {
+    let mut g: Vec<(i64, &String)> = after
+        .iter()
+        .map(|(k, v)| (*v as i64 - before.get(k).copied().unwrap_or(0) as i64, k))
+        .filter(|(d, _)| *d > 0)
+        .collect();
+    g.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    g.iter()
+        .take(12)
+        .map(|(d, k)| format!("{k} {:.1}", *d as f64 / vps.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn meminfo_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
@@ -798,6 +834,7 @@ fn density(n: usize) -> (usize, usize) {
     let create_s = t0.elapsed().as_secs_f64();
     let mem0 = mem_available_kib();
     let (slab0, pt0) = (meminfo_kib("Slab:"), meminfo_kib("PageTables:"));
+    let slabs0 = slab_kib();
     let (cached0, shmem0) = (meminfo_kib("Cached:"), meminfo_kib("Shmem:"));
     let t0 = Instant::now();
     let mut curve = Vec::new();
@@ -876,6 +913,7 @@ fn density(n: usize) -> (usize, usize) {
     }
     let mem1 = mem_available_kib();
     let (slab1, pt1) = (meminfo_kib("Slab:"), meminfo_kib("PageTables:"));
+    let slabs1 = slab_kib();
     let (cached1, shmem1) = (meminfo_kib("Cached:"), meminfo_kib("Shmem:"));
     let mut list_ms = Vec::new();
     for _ in 0..20 {
@@ -954,6 +992,10 @@ fn density(n: usize) -> (usize, usize) {
         "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab {:.0} KiB + page tables {:.0} KiB",
         (slab1 as f64 - slab0 as f64) / started.max(1) as f64,
         (pt1 as f64 - pt0 as f64) / started.max(1) as f64,
+    );
+    println!(
+        "  slab caches that grew most (KiB per VP): {}",
+        slab_growth(&slabs0, &slabs1, started)
     );
     if started == n {
         passed += 1;
