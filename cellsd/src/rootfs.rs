@@ -535,6 +535,7 @@ pub fn apply(
     vp_kernel: &mut dyn FnMut(&[KernelMount]) -> Result<(), RootfsError>,
 ) -> Result<Applied, RootfsError> {
     let mut applied = Applied::default();
+    let mut dir_mask: Option<PathBuf> = None;
     let kernel: Vec<KernelMount> = steps
         .iter()
         .filter_map(|s| match s {
@@ -617,7 +618,28 @@ pub fn apply(
                 let Ok(meta) = std::fs::symlink_metadata(path) else {
                     continue; // nothing to hide
                 };
-                if meta.is_dir() {
+                if let (true, Some(first)) = (meta.is_dir(), dir_mask.as_ref()) {
+                    // Every further folder mask is the first one bound
+                    // read-only again: one empty file system per VP, not one
+                    // per mask (each file system costs every memory cgroup on
+                    // the machine kernel memory: the shrinkers).
+                    mount(
+                        Some(first),
+                        path,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(nixe("mask", path))?;
+                    bind_remount(
+                        path,
+                        MsFlags::MS_RDONLY
+                            | MsFlags::MS_NOSUID
+                            | MsFlags::MS_NODEV
+                            | MsFlags::MS_NOEXEC,
+                    )?;
+                } else if meta.is_dir() {
+                    dir_mask = Some(path.clone());
                     mount(
                         Some("tmpfs"),
                         path,

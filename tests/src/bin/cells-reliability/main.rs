@@ -791,6 +791,138 @@ fn slab_growth(
         .join(", ")
 }
 
+/// Kernel memory (slab, page tables, kernel stacks) in KiB.
+fn kernel_kib() -> u64 {
+    meminfo_kib("Slab:") + meminfo_kib("PageTables:") + meminfo_kib("KernelStack:")
+}
+
+/// The peer: what the kernel itself charges for the objects a VP is made
+/// of, made k times without cells (processes, namespaces, a veth pair on a
+/// bridge in a network namespace, cgroups in the hierarchies cells uses),
+/// in KiB per object. Everything made here is removed again.
+fn kernel_baseline(k: usize) -> String {
+    use std::process::{Command, Stdio};
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+    };
+    let run = |args: &[&str]| {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..]);
+        quiet(&mut c);
+        c.status().is_ok_and(|s| s.success())
+    };
+    let settle = || std::thread::sleep(Duration::from_millis(500));
+    let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / k as f64;
+    // Plain processes.
+    let spawn = |args: &[&str]| {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..]);
+        quiet(&mut c);
+        c.spawn().ok()
+    };
+    let end = |mut kids: Vec<std::process::Child>| {
+        for c in &mut kids {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    };
+    settle();
+    let b = kernel_kib();
+    let kids: Vec<_> = (0..k).filter_map(|_| spawn(&["sleep", "600"])).collect();
+    settle();
+    let proc_kib = per(b, kernel_kib());
+    end(kids);
+    // A user, mount, pid, ipc, uts and cgroup namespace (two processes:
+    // unshare and its child).
+    settle();
+    let b = kernel_kib();
+    let kids: Vec<_> = (0..k)
+        .filter_map(|_| {
+            spawn(&[
+                "unshare",
+                "-Urmpiu",
+                "-C",
+                "--fork",
+                "--kill-child",
+                "sleep",
+                "600",
+            ])
+        })
+        .collect();
+    settle();
+    let ns_kib = per(b, kernel_kib()) - 2.0 * proc_kib;
+    end(kids);
+    // A network namespace with a veth pair, one end on a bridge.
+    let br = format!("cdbr{}", std::process::id() % 100000);
+    settle();
+    let b = kernel_kib();
+    let mut made = 0;
+    if run(&["ip", "link", "add", &br, "type", "bridge"]) {
+        for i in 0..k {
+            let ns = format!("cdb{}-{i}", std::process::id());
+            let host = format!("cdbh{i}");
+            if run(&["ip", "netns", "add", &ns])
+                && run(&[
+                    "ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns",
+                    &ns,
+                ])
+                && run(&["ip", "link", "set", &host, "master", &br, "up"])
+                && run(&["ip", "-n", &ns, "link", "set", "lo", "up"])
+                && run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])
+            {
+                made += 1;
+            }
+        }
+    }
+    settle();
+    let net_kib = kernel_kib().saturating_sub(b) as f64 / made.max(1) as f64;
+    for i in 0..k {
+        run(&["ip", "link", "del", &format!("cdbh{i}")]);
+        run(&[
+            "ip",
+            "netns",
+            "del",
+            &format!("cdb{}-{i}", std::process::id()),
+        ]);
+    }
+    run(&["ip", "link", "del", &br]);
+    // Cgroups: one per VP in each hierarchy cells uses, with a memory limit.
+    let roots: Vec<std::path::PathBuf> = ["cpu", "cpuacct", "memory", "freezer", "pids", "unified"]
+        .iter()
+        .map(|h| Path::new("/sys/fs/cgroup").join(h))
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect();
+    let roots = if roots.is_empty() {
+        vec![std::path::PathBuf::from("/sys/fs/cgroup")]
+    } else {
+        roots
+    };
+    let parent = format!("cells-baseline-{}", std::process::id());
+    settle();
+    let b = kernel_kib();
+    for r in &roots {
+        let _ = std::fs::create_dir(r.join(&parent));
+        for i in 0..k {
+            let d = r.join(&parent).join(i.to_string());
+            let _ = std::fs::create_dir(&d);
+            let _ = std::fs::write(d.join("memory.limit_in_bytes"), "2G");
+            let _ = std::fs::write(d.join("memory.max"), "2G");
+        }
+    }
+    settle();
+    let cg_kib = per(b, kernel_kib());
+    for r in &roots {
+        for i in 0..k {
+            let _ = std::fs::remove_dir(r.join(&parent).join(i.to_string()));
+        }
+        let _ = std::fs::remove_dir(r.join(&parent));
+    }
+    format!(
+        "a process {proc_kib:.0}, namespaces (user, mount, pid, ipc, uts, cgroup) {ns_kib:.0}, a network namespace with a veth pair on a bridge {net_kib:.0}, cgroups in {} hierarchies {cg_kib:.0} (made {k} times each without cells)",
+        roots.len()
+    )
+}
+
 fn meminfo_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
@@ -804,6 +936,8 @@ fn density(n: usize) -> (usize, usize) {
     // A subnet big enough for n VPs; CELLS_KSM=1: with cellsd --ksm (ksmd's
     // settings are restored at the end).
     let ksm = std::env::var("CELLS_KSM").is_ok_and(|v| v == "1");
+    // CELLS_DISK=SIZE|none: the VPs' --disk (default: cellsd's default).
+    let disk = std::env::var("CELLS_DISK").ok();
     let ksm_dir = Path::new("/sys/kernel/mm/ksm");
     let ksm_saved: Vec<(String, String)> = ["run", "pages_to_scan", "sleep_millisecs"]
         .iter()
@@ -825,7 +959,12 @@ fn density(n: usize) -> (usize, usize) {
     let (mut passed, mut failed) = (0, 0);
     let t0 = Instant::now();
     for i in 0..n {
-        let o = c.ctl(&["create", &format!("d{i}"), "--template", "minimal"]);
+        let name = format!("d{i}");
+        let mut a = vec!["create", &name, "--template", "minimal"];
+        if let Some(d) = disk.as_deref() {
+            a.extend(["--disk", d]);
+        }
+        let o = c.ctl(&a);
         if o.code != 0 {
             println!("create d{i}: {}", o.stderr.trim());
             break;
@@ -834,6 +973,7 @@ fn density(n: usize) -> (usize, usize) {
     let create_s = t0.elapsed().as_secs_f64();
     let mem0 = mem_available_kib();
     let (slab0, pt0) = (meminfo_kib("Slab:"), meminfo_kib("PageTables:"));
+    let ks0 = meminfo_kib("KernelStack:");
     let slabs0 = slab_kib();
     let (cached0, shmem0) = (meminfo_kib("Cached:"), meminfo_kib("Shmem:"));
     let t0 = Instant::now();
@@ -913,6 +1053,7 @@ fn density(n: usize) -> (usize, usize) {
     }
     let mem1 = mem_available_kib();
     let (slab1, pt1) = (meminfo_kib("Slab:"), meminfo_kib("PageTables:"));
+    let ks1 = meminfo_kib("KernelStack:");
     let slabs1 = slab_kib();
     let (cached1, shmem1) = (meminfo_kib("Cached:"), meminfo_kib("Shmem:"));
     let mut list_ms = Vec::new();
@@ -968,7 +1109,8 @@ fn density(n: usize) -> (usize, usize) {
     let file_cache_per_vp =
         (cached1 as f64 - cached0 as f64 - (shmem1 as f64 - shmem0 as f64)) / started.max(1) as f64;
     println!(
-        "density: {n} networked VPs (8G sparse disks, 2G memory limits{})",
+        "density: {n} networked VPs ({} disks, 2G memory limits{})",
+        disk.as_deref().unwrap_or("8G sparse"),
         if ksm { ", --ksm" } else { "" }
     );
     println!(
@@ -989,13 +1131,18 @@ fn density(n: usize) -> (usize, usize) {
     );
     println!("  switch: {}", summarize(&switch_ms));
     println!(
-        "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab {:.0} KiB + page tables {:.0} KiB",
+        "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab {:.0} KiB + page tables {:.0} KiB + kernel stacks {:.0} KiB",
         (slab1 as f64 - slab0 as f64) / started.max(1) as f64,
         (pt1 as f64 - pt0 as f64) / started.max(1) as f64,
+        (ks1 as f64 - ks0 as f64) / started.max(1) as f64,
     );
     println!(
         "  slab caches that grew most (KiB per VP): {}",
         slab_growth(&slabs0, &slabs1, started)
+    );
+    println!(
+        "  the kernel's own cost (KiB each, slab + page tables + kernel stacks): {}",
+        kernel_baseline(n.clamp(1, 100))
     );
     if started == n {
         passed += 1;
