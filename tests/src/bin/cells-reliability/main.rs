@@ -791,9 +791,11 @@ fn slab_growth(
         .join(", ")
 }
 
-/// Kernel memory (slab, page tables, kernel stacks) in KiB.
+/// Kernel memory in use (slab objects, page tables, kernel stacks) in KiB.
+/// Slab objects, not slab pages: after VPs went, the caches hold free
+/// objects that new ones fill without a new page.
 fn kernel_kib() -> u64 {
-    meminfo_kib("Slab:") + meminfo_kib("PageTables:") + meminfo_kib("KernelStack:")
+    slab_kib().values().sum::<u64>() + meminfo_kib("PageTables:") + meminfo_kib("KernelStack:")
 }
 
 /// The peer: what the kernel itself charges for the objects a VP is made
@@ -974,7 +976,7 @@ fn density(n: usize) -> (usize, usize) {
     }
     let create_s = t0.elapsed().as_secs_f64();
     let mem0 = mem_available_kib();
-    let (slab0, pt0) = (meminfo_kib("Slab:"), meminfo_kib("PageTables:"));
+    let pt0 = meminfo_kib("PageTables:");
     let ks0 = meminfo_kib("KernelStack:");
     let slabs0 = slab_kib();
     let (cached0, shmem0) = (meminfo_kib("Cached:"), meminfo_kib("Shmem:"));
@@ -1054,7 +1056,7 @@ fn density(n: usize) -> (usize, usize) {
         );
     }
     let mem1 = mem_available_kib();
-    let (slab1, pt1) = (meminfo_kib("Slab:"), meminfo_kib("PageTables:"));
+    let pt1 = meminfo_kib("PageTables:");
     let ks1 = meminfo_kib("KernelStack:");
     let slabs1 = slab_kib();
     let (cached1, shmem1) = (meminfo_kib("Cached:"), meminfo_kib("Shmem:"));
@@ -1133,8 +1135,9 @@ fn density(n: usize) -> (usize, usize) {
     );
     println!("  switch: {}", summarize(&switch_ms));
     println!(
-        "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab {:.0} KiB + page tables {:.0} KiB + kernel stacks {:.0} KiB",
-        (slab1 as f64 - slab0 as f64) / started.max(1) as f64,
+        "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab objects {:.0} KiB + page tables {:.0} KiB + kernel stacks {:.0} KiB",
+        (slabs1.values().sum::<u64>() as f64 - slabs0.values().sum::<u64>() as f64)
+            / started.max(1) as f64,
         (pt1 as f64 - pt0 as f64) / started.max(1) as f64,
         (ks1 as f64 - ks0 as f64) / started.max(1) as f64,
     );
