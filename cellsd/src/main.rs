@@ -81,7 +81,6 @@ struct Args {
     /// where mounted, else v2's cgroup.freeze), v1, v2.
     #[arg(long, default_value = "auto", value_parser = ["auto", "v1", "v2"])]
     freezer: String,
-    /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
     /// Bridge VPs attach to (at most 9 characters).
     #[arg(long, default_value = cellsd::devices::network::DEFAULT_BRIDGE)]
     bridge: String,
@@ -97,6 +96,7 @@ struct Args {
     /// First host port given to VPs' adb forwards.
     #[arg(long, default_value_t = cellsd::devices::network::DEFAULT_ADB_PORT_BASE)]
     adb_port_base: u16,
+    /// Log filter (tracing env-filter syntax), e.g. debug or cellsd=trace.
     #[arg(long, env = "CELLS_LOG", default_value = "info")]
     log: String,
     /// Memory limit of a VP created without --memory: auto (2G, at most
