@@ -618,6 +618,10 @@ pub fn apply(
                 let Ok(meta) = std::fs::symlink_metadata(path) else {
                     continue; // nothing to hide
                 };
+                let ro = MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC;
                 if let (true, Some(first)) = (meta.is_dir(), dir_mask.as_ref()) {
                     // Every further folder mask is the first one bound
                     // read-only again: one empty file system per VP, not one
@@ -631,26 +635,11 @@ pub fn apply(
                         None::<&str>,
                     )
                     .map_err(nixe("mask", path))?;
-                    bind_remount(
-                        path,
-                        MsFlags::MS_RDONLY
-                            | MsFlags::MS_NOSUID
-                            | MsFlags::MS_NODEV
-                            | MsFlags::MS_NOEXEC,
-                    )?;
+                    bind_remount(path, ro)?;
                 } else if meta.is_dir() {
+                    mount(Some("tmpfs"), path, Some("tmpfs"), ro, Some("size=0"))
+                        .map_err(nixe("mask", path))?;
                     dir_mask = Some(path.clone());
-                    mount(
-                        Some("tmpfs"),
-                        path,
-                        Some("tmpfs"),
-                        MsFlags::MS_RDONLY
-                            | MsFlags::MS_NOSUID
-                            | MsFlags::MS_NODEV
-                            | MsFlags::MS_NOEXEC,
-                        Some("size=0"),
-                    )
-                    .map_err(nixe("mask", path))?;
                 } else {
                     mount(
                         Some("/dev/null"),

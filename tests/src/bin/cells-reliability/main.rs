@@ -746,15 +746,6 @@ fn concurrency(clients: usize) -> (usize, usize) {
     (passed, failed)
 }
 
-fn mem_available_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// KiB held by each slab cache (active objects × object size).
 fn slab_kib() -> std::collections::HashMap<String, u64> {
     std::fs::read_to_string("/proc/slabinfo")
@@ -804,24 +795,17 @@ fn kernel_kib() -> u64 {
 /// in KiB per object. Everything made here is removed again.
 fn kernel_baseline(k: usize) -> String {
     use std::process::{Command, Stdio};
-    let quiet = |c: &mut Command| {
-        c.stdout(Stdio::null()).stderr(Stdio::null());
-    };
-    let run = |args: &[&str]| {
+    let cmd = |args: &[&str]| {
         let mut c = Command::new(args[0]);
-        c.args(&args[1..]);
-        quiet(&mut c);
-        c.status().is_ok_and(|s| s.success())
+        c.args(&args[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
     };
+    let run = |args: &[&str]| cmd(args).status().is_ok_and(|s| s.success());
+    let spawn = |args: &[&str]| cmd(args).spawn().ok();
     let settle = || std::thread::sleep(Duration::from_millis(500));
     let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / k as f64;
-    // Plain processes.
-    let spawn = |args: &[&str]| {
-        let mut c = Command::new(args[0]);
-        c.args(&args[1..]);
-        quiet(&mut c);
-        c.spawn().ok()
-    };
     let end = |mut kids: Vec<std::process::Child>| {
         for c in &mut kids {
             let _ = c.kill();
@@ -975,7 +959,7 @@ fn density(n: usize) -> (usize, usize) {
         }
     }
     let create_s = t0.elapsed().as_secs_f64();
-    let mem0 = mem_available_kib();
+    let mem0 = meminfo_kib("MemAvailable:");
     let pt0 = meminfo_kib("PageTables:");
     let ks0 = meminfo_kib("KernelStack:");
     let slabs0 = slab_kib();
@@ -1055,7 +1039,7 @@ fn density(n: usize) -> (usize, usize) {
             (sharing() * 4) as f64 / started.max(1) as f64
         );
     }
-    let mem1 = mem_available_kib();
+    let mem1 = meminfo_kib("MemAvailable:");
     let pt1 = meminfo_kib("PageTables:");
     let ks1 = meminfo_kib("KernelStack:");
     let slabs1 = slab_kib();
