@@ -553,10 +553,12 @@ fn soak(cycles: usize) -> (usize, usize) {
     }
     std::thread::sleep(Duration::from_millis(500));
     let mut after = resources(&c);
-    // The spare monitor may be in the middle of being replaced.
-    Cells::wait_until(Duration::from_secs(5), || {
+    // The spare monitor may be in the middle of being replaced, and the
+    // runtime's blocking-pool threads end only after 10 s idle: a leaked
+    // thread never does.
+    Cells::wait_until(Duration::from_secs(15), || {
         after = resources(&c);
-        after.mounts <= before.mounts && after.fds <= before.fds
+        after.mounts <= before.mounts && after.fds <= before.fds && after.threads <= before.threads
     });
     println!("soak: {cycles} cycles (create, start, exec, switch, tap, screenshot, adb shell every 10th, stop, destroy)");
     println!("cycle ms: {}", summarize(&times));
