@@ -177,10 +177,10 @@ pub fn mount(req: &DiskRequest) -> Result<(), DiskError> {
         let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
         cfg.fd = file.as_raw_fd() as u32;
         // Direct I/O: the image's blocks are cached once, by the VP's ext4,
-        // not a second time in the host's page cache (the kernel picks the
-        // block size and falls back to buffered I/O where the host file
-        // system cannot do direct I/O). The block size is left to the kernel:
-        // a small image has 1 KiB file system blocks.
+        // not a second time in the host's page cache (the kernel falls back
+        // to buffered I/O where the host file system cannot do direct I/O).
+        // The block size is left to the kernel: a small image has 1 KiB
+        // file system blocks, which a forced 4 KiB would refuse to mount.
         cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
         // SAFETY: LOOP_CONFIGURE with a valid loop_config on a loop device.
         let r = unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg) };

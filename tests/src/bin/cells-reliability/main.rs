@@ -788,7 +788,12 @@ fn slab_growth(
 /// Slab objects, not slab pages: after VPs went, the caches hold free
 /// objects that new ones fill without a new page.
 fn kernel_kib() -> u64 {
-    slab_kib().values().sum::<u64>() + meminfo_kib("PageTables:") + meminfo_kib("KernelStack:")
+    slab_total(&slab_kib()) + meminfo_kib("PageTables:") + meminfo_kib("KernelStack:")
+}
+
+/// KiB in use over all slab caches.
+fn slab_total(slabs: &std::collections::HashMap<String, u64>) -> u64 {
+    slabs.values().sum()
 }
 
 /// The peer: what the kernel itself charges for the objects a VP is made
@@ -1122,7 +1127,7 @@ fn density(n: usize) -> (usize, usize) {
     println!("  switch: {}", summarize(&switch_ms));
     println!(
         "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab objects {:.0} KiB + page tables {:.0} KiB + kernel stacks {:.0} KiB",
-        (slabs1.values().sum::<u64>() as f64 - slabs0.values().sum::<u64>() as f64)
+        (slab_total(&slabs1) as f64 - slab_total(&slabs0) as f64)
             / started.max(1) as f64,
         (pt1 as f64 - pt0 as f64) / started.max(1) as f64,
         (ks1 as f64 - ks0 as f64) / started.max(1) as f64,
