@@ -253,6 +253,23 @@ pub fn limit_writes(v2: bool, res: &LinuxResources) -> Vec<LimitWrite> {
     w
 }
 
+/// A VP's CPU weight on the cgroup v2 scale (1..=10000, the kernel's
+/// default 100).
+pub const FULL_CPU_WEIGHT: u16 = 100;
+
+/// The write that gives a cgroup `weight` (v2 scale) of the CPU: v2's
+/// cpu.weight, or v1's cpu.shares scaled so that 100 is v1's default 1024
+/// (v1's minimum is 2).
+pub fn cpu_weight_write(v2: bool, weight: u16) -> LimitWrite {
+    let weight = weight.clamp(1, 10000);
+    if v2 {
+        ("cpu", "cpu.weight", weight.to_string())
+    } else {
+        let shares = (u64::from(weight) * 1024 / 100).max(2);
+        ("cpu", "cpu.shares", shares.to_string())
+    }
+}
+
 /// Which cgroup freezer cellsd uses (`--freezer`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -443,6 +460,16 @@ impl VpCgroup {
         };
         self.apply_limits(res)?;
         Ok(v2)
+    }
+
+    /// Set the cgroup's CPU weight (v2 scale, see [`cpu_weight_write`]).
+    pub fn set_cpu_weight(&self, weight: u16) -> Result<(), CgroupError> {
+        let (controller, file, value) = cpu_weight_write(self.hierarchy.is_v2(), weight);
+        let Some(dir) = self.hierarchy.controller_dir(controller, &self.rel) else {
+            return Err(CgroupError::NoController(controller.into()));
+        };
+        let path = dir.join(file);
+        std::fs::write(&path, value).map_err(io_err(&path))
     }
 
     /// Move a process to the parent of this cgroup in the v1 hierarchies
@@ -664,5 +691,28 @@ mod tests {
     fn mountinfo_unescapes_spaces() {
         assert_eq!(unescape("/a\\040b"), "/a b");
         assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn cpu_weight_maps_to_v1_shares() {
+        assert_eq!(cpu_weight_write(true, 5), ("cpu", "cpu.weight", "5".into()));
+        assert_eq!(
+            cpu_weight_write(false, 100),
+            ("cpu", "cpu.shares", "1024".into())
+        );
+        assert_eq!(
+            cpu_weight_write(false, 5),
+            ("cpu", "cpu.shares", "51".into())
+        );
+        // v1's floor and v2's bounds.
+        assert_eq!(
+            cpu_weight_write(false, 0),
+            ("cpu", "cpu.shares", "10".into())
+        );
+        assert_eq!(cpu_weight_write(true, 0), ("cpu", "cpu.weight", "1".into()));
+        assert_eq!(
+            cpu_weight_write(true, 20000),
+            ("cpu", "cpu.weight", "10000".into())
+        );
     }
 }

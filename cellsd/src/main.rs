@@ -118,6 +118,12 @@ struct Args {
     /// it costs ksmd CPU time). Cells did this at VP start.
     #[arg(long)]
     ksm: bool,
+    /// CPU weight of a background VP, where the foreground VP has 100 (the
+    /// cgroup v2 scale; v1's cpu.shares scaled to it): 5, as Android gives
+    /// its background apps 52 of 1024 shares, keeps the foreground and cellsd
+    /// quick while background VPs run; 100 treats all VPs alike.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    background_cpu_weight: u16,
 }
 
 /// Kernel limits that bound how many VPs one cellsd can run: the open-file
@@ -318,6 +324,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let cfg = DaemonConfig {
         ksm: args.ksm,
+        background_cpu_weight: args.background_cpu_weight,
         default_disk,
         default_memory,
         vps_memory,

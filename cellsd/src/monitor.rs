@@ -388,6 +388,7 @@ pub fn main(spare_arg: Option<&str>) -> i32 {
     // Own session: a Ctrl-C at the terminal that started cellsd must not
     // reach the VPs, and the VP outlives cellsd.
     let _ = nix::unistd::setsid();
+    crate::sys::one_malloc_arena();
     let spare = spare_arg
         .and_then(|a| serde_json::from_str::<SpareSetup>(a).ok())
         .and_then(|s| match s.cgroup.prepare_spare() {
@@ -1287,6 +1288,8 @@ fn set_nonblocking(fd: RawFd) {
 /// Relay the console and wait for the init to end. Returns its wait status
 /// as a shell would print it.
 fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
+    // The monitor lives as long as the VP: what setting up used goes back.
+    crate::sys::release_setup_memory();
     let mut log_file = ConsoleLog::open(&req.console_log);
     let listener = vp.console.take();
     set_nonblocking(vp.master.as_raw_fd());

@@ -466,3 +466,80 @@ mod tests {
         assert!(cstr(Path::new("/ok")).is_ok());
     }
 }
+
+/// One malloc arena for every thread of the process, and large blocks
+/// always mapped on their own. glibc gives each new thread that allocates
+/// its own arena (up to 8 per CPU), each with pages of its own; a monitor's
+/// few threads allocate little and rarely, so one shared arena costs nothing
+/// in contention and saves ≈ 140 KiB per thread. A fixed mmap threshold
+/// keeps glibc from raising it after a large free, which would put the FUSE
+/// server's 16 MiB request buffer on the heap, zeroed page by page, instead
+/// of in a mapping whose untouched pages cost nothing.
+pub fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes malloc's tuning; called before threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Give back memory that a long-lived process used once while it set
+/// things up: the free pages of the malloc heap, and the main thread's
+/// stack below the current frame (the deep frames of parsing and setup).
+/// Both come back as zero pages if they are used again.
+pub fn release_setup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let Some(low) = std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|m| stack_start(&m, sp))
+    else {
+        return;
+    };
+    // Keep two pages under this frame (the red zone, the calls below).
+    let end = (sp.saturating_sub(2 * 4096)) & !4095;
+    if end > low {
+        // SAFETY: [low, end) is the part of this thread's own stack mapping
+        // below every live frame (the stack grows down from sp); nothing
+        // refers to it, and DONTNEED makes it read back as zeros.
+        unsafe {
+            libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// The start address of the `[stack]` mapping that holds `sp`.
+fn stack_start(maps: &str, sp: usize) -> Option<usize> {
+    maps.lines().find_map(|l| {
+        if !l.ends_with("[stack]") {
+            return None;
+        }
+        let (range, _) = l.split_once(' ')?;
+        let (a, b) = range.split_once('-')?;
+        let (a, b) = (
+            usize::from_str_radix(a, 16).ok()?,
+            usize::from_str_radix(b, 16).ok()?,
+        );
+        (a..b).contains(&sp).then_some(a)
+    })
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_stack_mapping_that_holds_sp() {
+        let maps = "55d0-55e0 r-xp 00000000 08:01 1 /bin/x\n\
+                    7ffc1000-7ffc3000 rw-p 00000000 00:00 0                          [stack]\n";
+        assert_eq!(stack_start(maps, 0x7ffc2500), Some(0x7ffc1000));
+        assert_eq!(stack_start(maps, 0x7ffc3000), None);
+        assert_eq!(stack_start(maps, 0x55d8), None);
+    }
+}

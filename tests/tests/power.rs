@@ -548,3 +548,78 @@ fn the_android_backend_mirrors_locks_into_the_kernel_interface() {
         power(&device)
     );
 }
+
+/// The VP's cgroup file that holds its CPU weight, and what it says.
+fn cpu_weight(c: &Cells, vp: &str) -> String {
+    c.vp_cgroup_dirs(vp)
+        .iter()
+        .find_map(|d| {
+            std::fs::read_to_string(d.join("cpu.shares"))
+                .or_else(|_| std::fs::read_to_string(d.join("cpu.weight")))
+                .ok()
+        })
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// CPU time the VP's cgroup used so far, in microseconds.
+fn cpu_used_us(c: &Cells, vp: &str) -> u64 {
+    c.vp_cgroup_dirs(vp)
+        .iter()
+        .find_map(|d| {
+            if let Ok(ns) = std::fs::read_to_string(d.join("cpuacct.usage")) {
+                return ns.trim().parse::<u64>().ok().map(|n| n / 1000);
+            }
+            let stat = std::fs::read_to_string(d.join("cpu.stat")).ok()?;
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time each of `vps` got over `d`.
+fn cpu_over(c: &Cells, vps: [&str; 2], d: Duration) -> [u64; 2] {
+    let before = vps.map(|v| cpu_used_us(c, v));
+    std::thread::sleep(d);
+    let after = vps.map(|v| cpu_used_us(c, v));
+    [after[0] - before[0], after[1] - before[1]]
+}
+
+#[test]
+fn background_vps_yield_the_cpu_to_the_foreground() {
+    let c = Cells::new();
+    for vp in ["fg", "bg"] {
+        c.ok(&["create", vp, "--template", "minimal", "--background", "run"]);
+        c.ok(&["start", vp]);
+    }
+    // The first VP started is the foreground: full weight; the other the
+    // background's (cellsd's default 5 of 100: v1 cpu.shares 51 of 1024).
+    let (full, small) = if cpu_weight(&c, "fg").len() == 4 {
+        ("1024", "51")
+    } else {
+        ("100", "5")
+    };
+    assert_eq!(cpu_weight(&c, "fg"), full);
+    assert_eq!(cpu_weight(&c, "bg"), small);
+    // Both spin on the same CPU: the foreground gets most of it.
+    for vp in ["fg", "bg"] {
+        c.sh_ok(
+            vp,
+            "taskset -c 0 sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &",
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let [fg, bg] = cpu_over(&c, ["fg", "bg"], Duration::from_secs(2));
+    assert!(fg > 4 * bg, "foreground {fg} us, background {bg} us of CPU");
+    // The switch swaps the weights, and the CPU follows.
+    c.ok(&["switch", "bg"]);
+    assert_eq!(cpu_weight(&c, "bg"), full);
+    assert_eq!(cpu_weight(&c, "fg"), small);
+    std::thread::sleep(Duration::from_millis(300));
+    let [fg, bg] = cpu_over(&c, ["fg", "bg"], Duration::from_secs(2));
+    assert!(bg > 4 * fg, "foreground {bg} us, background {fg} us of CPU");
+    for vp in ["fg", "bg"] {
+        c.ok(&["stop", vp, "--timeout", "5"]);
+    }
+}

@@ -32,11 +32,34 @@ impl Manager {
             .is_some_and(|s| s != FreezeState::Thawed)
     }
 
+    /// Give a running VP the foreground's CPU weight or the background's
+    /// (`cellsd --background-cpu-weight`): as Android puts background apps in
+    /// a cgroup with a small share of the CPU, a background VP's work yields
+    /// to the foreground VP and to cellsd (a start, a switch) when the CPU is
+    /// short, and uses what is idle otherwise.
+    pub(super) fn set_cpu_weight(&self, inner: &Inner, name: &str, foreground: bool) {
+        let Some(vp) = inner.vps.get(name) else {
+            return;
+        };
+        if vp.phase != Phase::Running {
+            return;
+        }
+        let weight = if foreground {
+            crate::cgroup::FULL_CPU_WEIGHT
+        } else {
+            self.cfg.background_cpu_weight
+        };
+        if let Err(e) = self.cgroup_of(&vp.config).set_cpu_weight(weight) {
+            tracing::debug!(vp = name, "CPU weight {weight} not set: {e}");
+        }
+    }
+
     /// `name` becomes the foreground: cancel its policy, thaw it now.
     pub(super) fn leave_background(&self, inner: &mut Inner, name: &str) {
         if let Some(vp) = inner.vps.get_mut(name) {
             vp.bg_gen += 1;
         }
+        self.set_cpu_weight(inner, name, true);
         if let Err(e) = self.thaw_locked(inner, name) {
             tracing::warn!(vp = name, "thaw on switch: {}", e.message());
         }
@@ -50,6 +73,7 @@ impl Manager {
         if vp.phase != Phase::Running {
             return;
         }
+        self.set_cpu_weight(inner, name, false);
         match vp.config.cells.background {
             BackgroundPolicy::Run => {}
             BackgroundPolicy::FreezeAfter(_) => self.arm_freeze(inner, name),

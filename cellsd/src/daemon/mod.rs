@@ -86,6 +86,9 @@ pub struct DaemonConfig {
     pub default_disk: Option<u64>,
     /// Merge identical pages of VPs with KSM (`cellsd --ksm`).
     pub ksm: bool,
+    /// CPU weight of a background VP (the foreground has
+    /// [`crate::cgroup::FULL_CPU_WEIGHT`]), `cellsd --background-cpu-weight`.
+    pub background_cpu_weight: u16,
 }
 
 /// What happened, for the D-Bus signals.
@@ -459,6 +462,7 @@ impl Manager {
             .map(|(n, _)| n.clone())
             .collect();
         for n in background {
+            self.set_cpu_weight(&inner, &n, false);
             self.arm_freeze(&mut inner, &n);
         }
         Ok(())
@@ -1038,6 +1042,7 @@ impl Manager {
                     self.set_foreground(&mut inner, Some(name.to_string()));
                 } else {
                     // Started in the background: its policy applies from now.
+                    self.set_cpu_weight(&inner, name, false);
                     self.arm_freeze(&mut inner, name);
                 }
                 drop(inner);

@@ -396,6 +396,16 @@ fn rss_kib(pid: i32) -> u64 {
     status_field(pid, "VmRSS:")
 }
 
+/// A process's private memory (USS: pages no other process maps).
+fn private_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 fn status_field(pid: i32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -925,6 +935,97 @@ fn meminfo_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CELLS_WARM=1: where the machine is a VM whose balloon reports freed
+/// memory to its host (virtio-balloon free page reporting; the host discards
+/// it), every page the kernel hands out afresh costs a fault in the host:
+/// ≈ 17 µs here against ≈ 1.8 µs for a page used before, so a VP's first
+/// frame alone (900 pages) costs 15 ms. This pauses the reporting (its
+/// order raised past the largest free block) and touches `bytes` of memory
+/// once, so that the run measures cells and the kernel rather than the
+/// hypervisor; the reporting order is restored on drop.
+struct WarmMemory {
+    saved: Option<String>,
+}
+
+const PAGE_REPORTING_ORDER: &str = "/sys/module/page_reporting/parameters/page_reporting_order";
+
+impl WarmMemory {
+    fn new(bytes: usize) -> Self {
+        let saved = std::fs::read_to_string(PAGE_REPORTING_ORDER).ok();
+        if saved.is_none() || std::fs::write(PAGE_REPORTING_ORDER, "11").is_err() {
+            println!("warm: no page reporting to pause here ({PAGE_REPORTING_ORDER})");
+            return Self { saved: None };
+        }
+        let t = Instant::now();
+        // SAFETY: a fresh private anonymous mapping, touched one byte per
+        // page through a raw pointer within its length, then unmapped.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                let p = p.cast::<u8>();
+                for off in (0..bytes).step_by(4096) {
+                    p.add(off).write_volatile(1);
+                }
+                libc::munmap(p.cast(), bytes);
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "warm: page reporting paused, {} MiB touched in {secs:.1} s ({:.1} us per page)",
+            bytes >> 20,
+            secs * 1e6 / (bytes / 4096).max(1) as f64
+        );
+        Self { saved }
+    }
+}
+
+impl Drop for WarmMemory {
+    fn drop(&mut self) {
+        if let Some(v) = &self.saved {
+            let _ = std::fs::write(PAGE_REPORTING_ORDER, v.trim());
+        }
+    }
+}
+
+/// Busy and total jiffies of the machine's CPUs (/proc/stat).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let t = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = t
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+/// Wait until the machine's CPUs are less than a quarter busy over half a
+/// second; None if that does not happen within `limit`.
+fn cpu_settled(limit: Duration) -> Option<()> {
+    let end = Instant::now() + limit;
+    let mut last = cpu_jiffies()?;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = cpu_jiffies()?;
+        let (busy, total) = (now.0 - last.0, now.1 - last.1);
+        if total > 0 && busy * 4 < total {
+            return Some(());
+        }
+        last = now;
+    }
+    None
+}
+
 fn density(n: usize) -> (usize, usize) {
     // A subnet big enough for n VPs; CELLS_KSM=1: with cellsd --ksm (ksmd's
     // settings are restored at the end).
@@ -947,6 +1048,17 @@ fn density(n: usize) -> (usize, usize) {
         let _ = std::fs::write(ksm_dir.join("pages_to_scan"), "4000");
         let _ = std::fs::write(ksm_dir.join("sleep_millisecs"), "10");
     }
+    // CELLS_BG_WEIGHT=W: cellsd --background-cpu-weight W (default 5).
+    let bg_weight = std::env::var("CELLS_BG_WEIGHT").ok();
+    if let Some(w) = bg_weight.as_deref() {
+        args.extend(["--background-cpu-weight", w]);
+    }
+    let warm = std::env::var("CELLS_WARM")
+        .is_ok_and(|v| v == "1")
+        .then(|| {
+            let avail = (meminfo_kib("MemAvailable:") as usize) << 10;
+            WarmMemory::new((n * (12 << 20)).min(avail.saturating_sub(4 << 30)))
+        });
     // The peer, measured first (before VPs come and go).
     let baseline = kernel_baseline(n.clamp(1, 100));
     let mut c = Cells::with_args(None, &args);
@@ -1020,6 +1132,9 @@ fn density(n: usize) -> (usize, usize) {
             summarize(&lat).p50,
         ));
     }
+    // The VPs' own boot (init, services, the persona's first frame) goes on
+    // after their start calls returned: until the CPU is idle again.
+    let settled_s = cpu_settled(Duration::from_secs(120)).map(|_| t0.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(2));
     let mut ksm_note = String::new();
     if ksm {
@@ -1073,10 +1188,10 @@ fn density(n: usize) -> (usize, usize) {
         .unwrap_or_default()
         .lines()
         .filter_map(|p| p.parse::<i32>().ok())
-        .map(rss_kib)
+        .map(private_kib)
         .sum();
     let mon = monitors(&c);
-    let mon_rss = mon.iter().map(|m| rss_kib(*m)).sum::<u64>() / mon.len().max(1) as u64;
+    let mon_rss = mon.iter().map(|m| private_kib(*m)).sum::<u64>() / mon.len().max(1) as u64;
     let per_vp = (mem0.saturating_sub(mem1)) as f64 / started.max(1) as f64;
     let fb = (720 * 1280 * 4) as f64 / 1024.0;
     let t0 = Instant::now();
@@ -1104,14 +1219,24 @@ fn density(n: usize) -> (usize, usize) {
     let file_cache_per_vp =
         (cached1 as f64 - cached0 as f64 - (shmem1 as f64 - shmem0 as f64)) / started.max(1) as f64;
     println!(
-        "density: {n} networked VPs ({} disks, 2G memory limits{})",
+        "density: {n} networked VPs ({} disks, 2G memory limits{}, background CPU weight {}{})",
         disk.as_deref().unwrap_or("8G sparse"),
-        if ksm { ", --ksm" } else { "" }
+        if ksm { ", --ksm" } else { "" },
+        bg_weight.as_deref().unwrap_or("5"),
+        if warm.is_some() {
+            ", page reporting paused and memory warm"
+        } else {
+            ""
+        }
     );
     println!(
         "  page cache per VP beyond shared memory: {file_cache_per_vp:.0} KiB (every VP runs the same {busybox} KiB busybox: one copy){ksm_note}"
     );
     println!("  created in {create_s:.1} s, {started} started in {start_s:.1} s (8 clients), all stopped in {stop_s:.1} s");
+    println!(
+        "  the VPs' own boot done (machine's CPU below a quarter busy again) after {}",
+        settled_s.map_or("more than 120 s".to_string(), |s| format!("{s:.1} s"))
+    );
     println!(
         "  start curve (running, seconds, p50 ms of that block): {}",
         curve
@@ -1126,7 +1251,7 @@ fn density(n: usize) -> (usize, usize) {
     );
     println!("  switch: {}", summarize(&switch_ms));
     println!(
-        "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' RSS {vp_rss} KiB (init pid {pid}), framebuffer {fb:.0} KiB, monitor RSS {mon_rss} KiB, kernel slab objects {:.0} KiB + page tables {:.0} KiB + kernel stacks {:.0} KiB",
+        "  memory per running VP (MemAvailable): {per_vp:.0} KiB; of it: its processes' private memory {vp_rss} KiB (init pid {pid}; the persona maps the framebuffer), framebuffer {fb:.0} KiB, monitor private memory {mon_rss} KiB, kernel slab objects {:.0} KiB + page tables {:.0} KiB + kernel stacks {:.0} KiB",
         (slab_total(&slabs1) as f64 - slab_total(&slabs0) as f64)
             / started.max(1) as f64,
         (pt1 as f64 - pt0 as f64) / started.max(1) as f64,
