@@ -696,10 +696,27 @@ fn concurrency(clients: usize) -> (usize, usize) {
                         .stderr(Stdio::piped())
                         .spawn()
                         .expect("cellctl");
-                    // An answer (success or a clear error) within 30 s.
-                    let answered = Cells::wait_until(Duration::from_secs(30), || {
-                        matches!(child.try_wait(), Ok(Some(_)))
-                    });
+                    // An answer (success or a clear error) within 30 s. An
+                    // exec whose VP another client froze meanwhile waits, as
+                    // its command does, until a thaw: thaw it when the other
+                    // clients are done or have not for 5 s.
+                    let waited = Instant::now();
+                    let mut answered = false;
+                    while !answered && waited.elapsed() < Duration::from_secs(30) {
+                        answered = Cells::wait_until(Duration::from_secs(1), || {
+                            matches!(child.try_wait(), Ok(Some(_)))
+                        });
+                        let long = waited.elapsed() > Duration::from_secs(5);
+                        if !answered && *name == "exec" && (long || Instant::now() > deadline) {
+                            let frozen = serde_json::from_str::<Value>(
+                                &c.ctl(&["status", &vp, "--json"]).stdout,
+                            )
+                            .is_ok_and(|v| v["frozen"] == true);
+                            if frozen {
+                                let _ = c.ctl(&["thaw", &vp]);
+                            }
+                        }
+                    }
                     if !answered {
                         let _ = child.kill();
                         unanswered.push(format!("{args:?}"));
