@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use zbus::zvariant::Value;
 
-use cellsd::api::{CellsError, Manager1Proxy, TemplateInfo, VpInfo};
-use cellsd::layout::{DEFAULT_RUN_DIR, SOCKET_NAME};
+use cells_api::paths::{DEFAULT_RUN_DIR, SOCKET_NAME};
+use cells_api::{CellsError, Manager1Proxy, TemplateInfo, VpInfo};
 
 mod console;
 mod relay;
@@ -316,7 +316,7 @@ fn socket_path(cli: &Option<PathBuf>) -> PathBuf {
 }
 
 fn in_cells_group() -> bool {
-    let Some(gid) = cellsd::server::cells_group() else {
+    let Some(gid) = cells_api::access::cells_group() else {
         return false;
     };
     nix::unistd::getgroups()

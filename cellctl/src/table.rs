@@ -1,6 +1,6 @@
 //! Human-readable output of list, status and template list.
 
-use cellsd::api::{PowerInfo, TemplateInfo, VpInfo};
+use cells_api::{PowerInfo, TemplateInfo, VpInfo};
 
 /// "3d4h", "2h05m", "4m10s", "12s".
 pub fn uptime(secs: u64) -> String {

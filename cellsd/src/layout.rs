@@ -21,9 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/cells";
-pub const DEFAULT_RUN_DIR: &str = "/run/cells";
-pub const SOCKET_NAME: &str = "cellsd.sock";
+pub use cells_api::paths::{DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, SOCKET_NAME};
 
 #[derive(Debug, Clone)]
 pub struct Layout {

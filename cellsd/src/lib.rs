@@ -8,7 +8,7 @@
 //! - [`template`]: building template root filesystems;
 //! - [`api`], [`daemon`], [`server`]: the D-Bus control API and the VP manager.
 
-pub mod api;
+pub use cells_api as api;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
@@ -17,7 +17,7 @@ pub mod disk;
 pub mod execer;
 pub mod layout;
 pub mod monitor;
-pub mod name;
+pub use cells_api::name;
 pub mod rootfs;
 pub mod seccomp;
 pub mod server;

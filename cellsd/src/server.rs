@@ -11,6 +11,7 @@ use tokio::net::{UnixListener, UnixStream};
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{self, OwnedValue};
 
+use crate::api::access::{authorize, cells_group};
 use crate::api::{CellsError, PowerInfo, TemplateInfo, VpInfo, OBJECT_PATH};
 use crate::daemon::{create_options, Event, Manager, Point};
 
@@ -19,38 +20,6 @@ use crate::daemon::{create_options, Event, Manager, Point};
 pub struct Peer {
     pub uid: u32,
     pub authorized: bool,
-}
-
-/// gid of the `cells` group, if the system has one.
-pub fn cells_group() -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == "cells").then_some(())?;
-        f.next()?;
-        f.next()?.parse().ok()
-    })
-}
-
-/// Is the peer root or in the `cells` group (primary or supplementary)?
-fn authorize(uid: u32, gid: u32, pid: Option<i32>) -> bool {
-    if uid == 0 {
-        return true;
-    }
-    let Some(cells) = cells_group() else {
-        return false;
-    };
-    if gid == cells {
-        return true;
-    }
-    // Supplementary groups are not in SO_PEERCRED; read them from /proc.
-    pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:").map(|g| g.to_string()))
-        })
-        .map(|g| g.split_whitespace().any(|x| x.parse() == Ok(cells)))
-        .unwrap_or(false)
 }
 
 /// The interface object of one connection.
