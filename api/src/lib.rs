@@ -114,6 +114,8 @@ pub struct VpInfo {
     pub background: String,
     /// Network policy: isolated, shared-bridge or none.
     pub network: String,
+    /// Every device's policy, "NAME=POLICY" (none, shared or foreground).
+    pub devices: Vec<String>,
     /// The VP's address on the bridge ("" with policy none).
     pub ip: String,
     /// Serial for `adb connect` (127.0.0.1:PORT; "" before the first start).
@@ -145,6 +147,12 @@ impl VpInfo {
             "frozen": self.frozen,
             "background": self.background,
             "network": self.network,
+            "devices": self
+                .devices
+                .iter()
+                .filter_map(|d| d.split_once('='))
+                .map(|(n, p)| (n.to_string(), serde_json::Value::from(p)))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
             "ip": if self.ip.is_empty() { serde_json::Value::Null } else { self.ip.clone().into() },
             "adb": if self.adb.is_empty() { serde_json::Value::Null } else { self.adb.clone().into() },
             "seccomp": self.seccomp,

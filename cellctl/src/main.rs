@@ -264,6 +264,13 @@ struct CreateArgs {
     /// or FILE, a profile in docker's JSON format.
     #[arg(long, value_name = "default|off|FILE")]
     seccomp: Option<String>,
+    /// A device's policy, repeatable: display=foreground|none,
+    /// input=foreground|none, power=shared, binder=shared|none,
+    /// network=shared|none (none: the VP has no such device; foreground: it
+    /// acts only while the VP is the foreground; shared: in the background
+    /// too). Defaults: display and input foreground, the others shared.
+    #[arg(long = "device", value_name = "NAME=POLICY")]
+    devices: Vec<String>,
 }
 
 #[derive(Args)]
@@ -434,6 +441,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             if let Some(s) = &seccomp {
                 o.insert("seccomp", Value::from(s.as_str()));
+            }
+            let devices = a.devices.join(",");
+            if !devices.is_empty() {
+                o.insert("devices", Value::from(devices.as_str()));
             }
             p.create(&a.name, o).await?;
             Ok(0)

@@ -165,6 +165,9 @@ pub fn status(v: &VpInfo) -> String {
         rows.push(vec!["adb:".into(), v.adb.clone()]);
     }
     rows.push(vec!["seccomp:".into(), v.seccomp.clone()]);
+    if !v.devices.is_empty() {
+        rows.push(vec!["devices:".into(), v.devices.join(" ")]);
+    }
     if !v.error.is_empty() {
         rows.push(vec!["error:".into(), v.error.clone()]);
     }

@@ -2,6 +2,7 @@
 //! namespaces, mounts, devices, resources, capabilities) and the
 //! cells-specific settings beside it. Stored as `<state>/vps/NAME/vp.json`.
 
+use crate::devices::model::DevicePolicies;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -179,6 +180,10 @@ pub enum ConfigError {
     BadBackground(String),
     #[error("invalid seccomp setting: {0}; use --seccomp default, off or FILE (a profile in docker's JSON format)")]
     BadSeccomp(String),
+    #[error(transparent)]
+    Devices(#[from] crate::devices::model::PolicyError),
+    #[error("the network device is none but the network policy is {0}: give one of --device network=none or --network")]
+    NetworkConflict(String),
     #[error("building the OCI runtime spec failed: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("{path}: {source}")]
@@ -223,6 +228,8 @@ pub struct CreateOptions {
     pub network: Option<crate::devices::network::NetworkPolicy>,
     /// Its seccomp filter (default: cells' default profile).
     pub seccomp: Option<Seccomp>,
+    /// Its device policies (default: every device's own).
+    pub devices: Option<DevicePolicies>,
 }
 
 /// A VP's seccomp filter (see [`crate::seccomp`]): stored in vp.json as
@@ -405,6 +412,10 @@ pub struct CellsSettings {
     pub network: crate::devices::network::VpNetwork,
     #[serde(default, skip_serializing_if = "Seccomp::is_default")]
     pub seccomp: Seccomp,
+    /// Device policies that differ from the devices' defaults
+    /// ([`crate::devices::model`]).
+    #[serde(default, skip_serializing_if = "DevicePolicies::is_default")]
+    pub devices: DevicePolicies,
     /// Size of the VP's disk image (`vps/NAME/disk.img`), which holds its
     /// writable layer and /data; None: they are folders of the state fs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -479,6 +490,9 @@ pub fn validate_hostname(h: &str) -> Result<(), ConfigError> {
 impl CreateOptions {
     pub fn validate(&self) -> Result<(), ConfigError> {
         name::validate("template", &self.template)?;
+        if let Some(d) = &self.devices {
+            d.check()?;
+        }
         if let Some(h) = &self.hostname {
             validate_hostname(h)?;
         }
@@ -738,6 +752,7 @@ impl VpConfig {
                 },
                 seccomp: opts.seccomp.clone().unwrap_or_default(),
                 disk: opts.disk.filter(|d| *d != NO_LIMIT),
+                devices: opts.devices.clone().unwrap_or_default(),
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })
@@ -827,6 +842,7 @@ impl VpConfig {
             network: Some(self.cells.network.policy),
             seccomp: Some(self.cells.seccomp.clone()),
             disk: Some(self.cells.disk.unwrap_or(NO_LIMIT)),
+            devices: Some(self.cells.devices.clone()),
         }
     }
 

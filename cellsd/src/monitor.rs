@@ -18,6 +18,7 @@
 //! The monitor runs in its own session, so the VP survives a crash or restart
 //! of cellsd; cellsd finds it again through `<run>/vps/NAME/run.json`.
 
+use crate::devices::model;
 use std::ffi::CString;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -926,23 +927,33 @@ fn make_devices(
     )
     .map_err(errstr("mount the device tmpfs"))?;
     let owner = req.config.host_root_id();
-    let (fb_file, fb_fd, fb_node, info) = match req.devices.display {
-        DisplayMode::Userspace => {
-            let fb = display::create(&dir, g, owner).map_err(errstr("framebuffer"))?;
-            (fb.file, Some(fb.fd), None, fb.info)
-        }
-        DisplayMode::Kernel => {
-            let (n, node) =
-                display::create_kernel_fb(&dir, owner).map_err(errstr("mux_fb framebuffer"))?;
-            let info = display::write_info(&dir, g, owner).map_err(errstr("framebuffer info"))?;
-            (node, None, Some(n), info)
-        }
-    };
-    let mut nodes: Vec<(PathBuf, String)> = display::VP_FB_PATHS
-        .iter()
-        .map(|p| (fb_file.clone(), p.to_string()))
-        .collect();
-    nodes.push((info, display::VP_FB_INFO.to_string()));
+    let policies = &req.config.cells.devices;
+    let mut nodes: Vec<(PathBuf, String)> = Vec::new();
+    let (mut fb_fd, mut fb_node) = (None, None);
+    // display=none: no framebuffer at all (cellsd sees fb -1, no node).
+    if policies.has(model::DISPLAY) {
+        let (fb_file, info) = match req.devices.display {
+            DisplayMode::Userspace => {
+                let fb = display::create(&dir, g, owner).map_err(errstr("framebuffer"))?;
+                fb_fd = Some(fb.fd);
+                (fb.file, fb.info)
+            }
+            DisplayMode::Kernel => {
+                let (n, node) =
+                    display::create_kernel_fb(&dir, owner).map_err(errstr("mux_fb framebuffer"))?;
+                let info =
+                    display::write_info(&dir, g, owner).map_err(errstr("framebuffer info"))?;
+                fb_node = Some(n);
+                (node, info)
+            }
+        };
+        nodes.extend(
+            display::VP_FB_PATHS
+                .iter()
+                .map(|p| (fb_file.clone(), p.to_string())),
+        );
+        nodes.push((info, display::VP_FB_INFO.to_string()));
+    }
     let mut fds = DeviceFds {
         geometry: g,
         fb: fb_fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
@@ -962,6 +973,8 @@ fn make_devices(
     let mut held: Vec<OwnedFd> = fb_fd.into_iter().collect();
     let mut vp_input = None;
     match req.devices.input {
+        // input=none: no input devices.
+        _ if !policies.has(model::INPUT) => {}
         Backend::Fifo => {
             let fifos = input::sink::create_fifos(&dir, owner)
                 .map_err(|e| format!("input devices (FIFOs): {e}"))?;

@@ -553,13 +553,15 @@ impl Manager {
             if sys::process_start_time(st.monitor_pid) != Some(st.monitor_start_time) {
                 return Err(std::io::Error::other("the VP's monitor is gone"));
             }
+            // A VP with display=none has neither a file nor a node.
             match d.fb_node {
                 Some(n) => self.display.attach_node(name, n),
-                None => {
+                None if d.fb >= 0 => {
                     let fb = sys::pidfd_getfd(&monitor, d.fb)?;
                     let vfb = mux_fb::vfb::VirtualFb::from_fd(fb, d.geometry);
                     self.display.attach_file(name, Arc::new(vfb));
                 }
+                None => {}
             }
             let mut sinks = Vec::new();
             for (kind, fd) in &d.inputs {
@@ -568,7 +570,9 @@ impl Manager {
                     Sink::new(sys::pidfd_getfd(&monitor, *fd)?, d.input_backend),
                 ));
             }
-            self.input.attach(name, sinks);
+            if !sinks.is_empty() {
+                self.input.attach(name, sinks);
+            }
             Ok(())
         })();
         self.power
@@ -1122,7 +1126,11 @@ impl Manager {
             devices: DeviceRequest {
                 geometry: self.display.geometry(),
                 input: self.cfg.input_backend,
-                binder: self.reserve_binder(name, config.host_root_id().unwrap_or(0))?,
+                binder: if config.cells.devices.has(crate::devices::model::BINDER) {
+                    self.reserve_binder(name, config.host_root_id().unwrap_or(0))?
+                } else {
+                    BinderRequest::None
+                },
                 display: self.display.mode(),
             },
             extra_env: self.runtime_env(config),
@@ -2100,6 +2108,25 @@ pub fn id_range_users(first: u32, len: u32) -> Vec<String> {
     hits
 }
 
+/// The VP's policy of every device, as "NAME=POLICY" (network's follows
+/// the network policy).
+fn device_policies(cfg: &VpConfig) -> Vec<String> {
+    use crate::devices::model::{Policy, NETWORK};
+    cfg.cells
+        .devices
+        .all()
+        .into_iter()
+        .map(|(n, p)| {
+            let p = if n == NETWORK && !cfg.cells.network.policy.bridged() {
+                Policy::None
+            } else {
+                p
+            };
+            format!("{n}={p}")
+        })
+        .collect()
+}
+
 fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
     let vp = inner.vps.get(name)?;
     let cfg = &vp.config;
@@ -2115,6 +2142,7 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
         frozen: vp.frozen,
         background: cfg.cells.background.to_string(),
         network: cfg.cells.network.policy.as_str().to_string(),
+        devices: device_policies(cfg),
         ip: cfg
             .cells
             .network
@@ -2243,12 +2271,33 @@ pub fn create_options(
                         .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
                 );
             }
+            "devices" => {
+                let t = text().ok_or_else(|| bad(k, "a string such as \"display=none,input=none\""))?;
+                o.devices = Some(
+                    crate::devices::model::DevicePolicies::parse(&[t])
+                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                );
+            }
             other => {
                 return Err(CellsError::InvalidArgument(format!(
-                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background, network, seccomp"
+                    "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background, network, seccomp, devices"
                 )))
             }
         }
+    }
+    // The network device is the network policy: none is `--network none`.
+    use crate::devices::model::{Policy, NETWORK};
+    use crate::devices::network::NetworkPolicy;
+    if let Some(d) = o.devices.as_mut().filter(|d| !d.has(NETWORK)) {
+        match o.network {
+            Some(p) if p != NetworkPolicy::None => {
+                return Err(CellsError::InvalidArgument(
+                    config::ConfigError::NetworkConflict(p.as_str().to_string()).to_string(),
+                ))
+            }
+            _ => o.network = Some(NetworkPolicy::None),
+        }
+        d.set(NETWORK, Policy::Shared);
     }
     if o.template.is_empty() {
         return Err(CellsError::InvalidArgument(

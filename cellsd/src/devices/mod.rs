@@ -10,5 +10,6 @@ pub mod binder;
 pub mod display;
 pub mod fusefs;
 pub mod input;
+pub mod model;
 pub mod network;
 pub mod power;
