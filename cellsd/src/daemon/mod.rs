@@ -10,6 +10,7 @@ mod net;
 mod reserve;
 pub use net::PortInfo;
 
+use crate::devices::registry::{Attach, BinderHost, HostDevice, PowerHost, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{chown, PermissionsExt};
@@ -31,7 +32,7 @@ use crate::devices::display::{DisplayMode, Screen};
 use crate::devices::input::keys;
 use crate::devices::input::mux::{InputMux, INJECT_SOURCE};
 use crate::devices::input::router::{ContactId, SourceEvent};
-use crate::devices::input::sink::{Backend, Sink};
+use crate::devices::input::sink::Backend;
 use crate::devices::power::backend::SleepBackend;
 use crate::devices::power::hub::PowerHub;
 use crate::execer::{ExecReply, ExecRequest, Winsize};
@@ -190,13 +191,15 @@ pub struct Manager {
     spare: tokio::sync::Mutex<Option<Monitor>>,
     spare_seq: AtomicU64,
     /// The panel: the compositor thread, or the mux_fb kernel module.
-    display: Screen,
+    display: Arc<Screen>,
     /// The input multiplexer thread.
-    input: InputMux,
+    input: Arc<InputMux>,
     /// Pool binder devices held by running (or starting) VPs.
-    binders: Mutex<Vec<PathBuf>>,
+    binders: Arc<BinderHost>,
     /// Wakelocks, early suspend and the power backend.
     power: Arc<PowerHub>,
+    /// The devices' host sides, in the model's order: attach, switch, detach.
+    devices: Registry,
     /// The bridge, nftables and the port forwards.
     net: crate::devices::network::host::HostNet,
     /// VPs whose definition could not be used (name -> why): listed, never
@@ -235,6 +238,17 @@ impl Manager {
         let power = PowerHub::new(power);
         let net = crate::devices::network::host::HostNet::init(cfg.network.clone())
             .map_err(failed("start VP networking"))?;
+        let (screen, input, binders) = (
+            Arc::new(screen),
+            Arc::new(input),
+            Arc::new(BinderHost::default()),
+        );
+        let devices = Registry::new(vec![
+            screen.clone() as Arc<dyn HostDevice>,
+            input.clone(),
+            Arc::new(PowerHost(power.clone())),
+            binders.clone(),
+        ]);
         let mgr = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             cfg,
@@ -253,8 +267,9 @@ impl Manager {
             spare_seq: AtomicU64::new(0),
             display: screen,
             input,
-            binders: Mutex::new(Vec::new()),
+            binders,
             power,
+            devices,
             net,
             invalid: Mutex::new(BTreeMap::new()),
         });
@@ -508,9 +523,7 @@ impl Manager {
         if let Some(n) = &fg {
             self.leave_background(inner, n);
         }
-        self.display.set_foreground(fg.as_deref());
-        self.input.set_foreground(fg.as_deref());
-        self.power.set_foreground(fg.as_deref());
+        self.devices.switch(fg.as_deref());
         if inner.foreground == fg {
             return;
         }
@@ -527,75 +540,27 @@ impl Manager {
         self.emit(Event::Foreground(fg.unwrap_or_default()));
     }
 
-    /// Take the VP's devices from its monitor (pidfd_getfd) and hand them to
-    /// the display and input multiplexers.
+    /// Hand a running VP's devices to their host sides (the registry takes
+    /// their fds from the VP's monitor).
     fn attach_devices(&self, name: &str, st: &RunState) {
-        let d = &st.devices;
-        if let Some(b) = &d.binder {
-            let mut held = self.binders.lock().unwrap_or_else(|p| p.into_inner());
-            if !held.contains(b) {
-                held.push(b.clone());
-            }
-        }
-        if d.geometry != self.display.geometry() {
-            tracing::warn!(
-                vp = name,
-                "the VP's framebuffer is {}x{}, the panel {}x{}: restart the VP to show it",
-                d.geometry.width,
-                d.geometry.height,
-                self.display.geometry().width,
-                self.display.geometry().height
-            );
-            return;
-        }
-        let result = (|| -> std::io::Result<()> {
-            let monitor = sys::pidfd_open(st.monitor_pid)?;
-            if sys::process_start_time(st.monitor_pid) != Some(st.monitor_start_time) {
-                return Err(std::io::Error::other("the VP's monitor is gone"));
-            }
-            // A VP with display=none has neither a file nor a node.
-            match d.fb_node {
-                Some(n) => self.display.attach_node(name, n),
-                None if d.fb >= 0 => {
-                    let fb = sys::pidfd_getfd(&monitor, d.fb)?;
-                    let vfb = mux_fb::vfb::VirtualFb::from_fd(fb, d.geometry);
-                    self.display.attach_file(name, Arc::new(vfb));
-                }
-                None => {}
-            }
-            let mut sinks = Vec::new();
-            for (kind, fd) in &d.inputs {
-                sinks.push((
-                    *kind,
-                    Sink::new(sys::pidfd_getfd(&monitor, *fd)?, d.input_backend),
-                ));
-            }
-            if !sinks.is_empty() {
-                self.input.attach(name, sinks);
-            }
-            Ok(())
-        })();
-        self.power
-            .attach(name, self.cfg.layout.vp_power_socket(name));
-        if let Err(e) = result {
-            tracing::warn!(vp = name, "devices not attached: {e}");
-        }
+        // The monitor, if it is still the one that started the VP.
+        let monitor = sys::pidfd_open(st.monitor_pid)
+            .ok()
+            .filter(|_| sys::process_start_time(st.monitor_pid) == Some(st.monitor_start_time));
+        self.devices.attach(&Attach {
+            vp: name,
+            fds: &st.devices,
+            monitor: monitor.as_ref(),
+            power_socket: self.cfg.layout.vp_power_socket(name),
+        });
     }
 
     fn detach_devices(&self, name: &str, st: &RunState) {
-        self.power.detach(name);
-        self.input.detach(name);
-        self.display.detach(name);
-        if let Some(b) = &st.devices.binder {
-            self.release_binder(b);
-        }
+        self.devices.detach(name, &st.devices);
     }
 
     fn release_binder(&self, b: &Path) {
-        self.binders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|x| x != b);
+        self.binders.release(b);
     }
 
     /// The binder device for a starting VP (reserved until it ends; from
@@ -606,7 +571,7 @@ impl Manager {
             BinderMode::Binderfs => BinderRequest::Binderfs,
             BinderMode::Pool(pool) => {
                 let owners = Path::new(binder::OWNERS_DIR);
-                let mut held = self.binders.lock().unwrap_or_else(|p| p.into_inner());
+                let mut held = self.binders.held();
                 let Some(dev) =
                     binder::pick(pool, &held, uid, |d| binder::owner_of(owners, d)).cloned()
                 else {

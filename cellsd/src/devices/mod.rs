@@ -13,3 +13,4 @@ pub mod input;
 pub mod model;
 pub mod network;
 pub mod power;
+pub mod registry;
