@@ -34,3 +34,16 @@ pub fn authorize(uid: u32, gid: u32, pid: Option<i32>) -> bool {
         .map(|g| g.split_whitespace().any(|x| x.parse() == Ok(cells)))
         .unwrap_or(false)
 }
+
+/// Let only root and the `cells` group connect to one of cellsd's sockets
+/// (mode 0660, group `cells`; 0600 where there is no such group).
+pub fn restrict_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match cells_group() {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        }
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
+    }
+}

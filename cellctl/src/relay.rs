@@ -225,9 +225,11 @@ impl Drop for RawMode {
 /// The size of cellctl's terminal, if it has one.
 pub fn winsize() -> Option<(u16, u16)> {
     for fd in [0, 1, 2] {
-        // SAFETY: TIOCGWINSZ fills a winsize; a non-tty fails it.
+        // SAFETY: winsize is plain integers: all zeros is a valid value.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
+        // SAFETY: TIOCGWINSZ fills a winsize; a non-tty fails it.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+        if r == 0 && ws.ws_col > 0 {
             return Some((ws.ws_row, ws.ws_col));
         }
     }

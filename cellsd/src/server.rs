@@ -4,14 +4,13 @@
 //! the `cells` group if that group exists).
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{self, OwnedValue};
 
-use crate::api::access::{authorize, cells_group};
+use crate::api::access::{authorize, cells_group, restrict_socket};
 use crate::api::{CellsError, PowerInfo, TemplateInfo, VpInfo, OBJECT_PATH};
 use crate::daemon::{create_options, Event, Manager, Point};
 
@@ -400,17 +399,6 @@ pub fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     restrict_socket(path)?;
     Ok(listener)
-}
-
-/// Who may connect to one of cellsd's sockets: root, or the `cells` group.
-pub fn restrict_socket(path: &std::path::Path) -> std::io::Result<()> {
-    match cells_group() {
-        Some(gid) => {
-            std::os::unix::fs::chown(path, Some(0), Some(gid))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        }
-        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
-    }
 }
 
 /// A signal of `org.cells.Manager1`, sent from SERVER_NAME (the interface's

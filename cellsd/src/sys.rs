@@ -284,9 +284,8 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 pub fn mknod_char(path: &Path, rdev: u64, mode: u32) -> io::Result<()> {
     let c = cstr(path)?;
     // SAFETY: mknod with a valid path and integer arguments.
-    check(
-        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | (mode & 0o7777), rdev) } as libc::c_long,
-    )?;
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | (mode & 0o7777), rdev) };
+    check(r as libc::c_long)?;
     Ok(())
 }
 

@@ -55,9 +55,9 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the integration tests start real VPs and must run as root"
     );
 }

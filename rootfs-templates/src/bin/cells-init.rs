@@ -222,6 +222,7 @@ fn main() {
             log("grace period over: sending SIGKILL");
             // SAFETY: as above.
             unsafe { libc::kill(-1, libc::SIGKILL) };
+            // SAFETY: wait with a null status pointer (the status is not wanted).
             while !reap().is_empty() || unsafe { libc::wait(std::ptr::null_mut()) } > 0 {}
             break;
         }

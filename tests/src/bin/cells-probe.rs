@@ -172,10 +172,14 @@ fn syscalls() -> i32 {
     let results: Vec<(&str, Result<libc::c_long, i32>)> = vec![
         (
             "keyctl",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_keyctl, 0, -3i64, 0) }),
         ),
         (
             "add_key",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe {
                 libc::syscall(
                     libc::SYS_add_key,
@@ -189,6 +193,8 @@ fn syscalls() -> i32 {
         ),
         (
             "request_key",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe {
                 libc::syscall(
                     libc::SYS_request_key,
@@ -201,6 +207,8 @@ fn syscalls() -> i32 {
         ),
         (
             "io_uring_setup",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe {
                 let mut params = [0u8; 120];
                 libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr())
@@ -209,10 +217,14 @@ fn syscalls() -> i32 {
         // UFFD_USER_MODE_ONLY: allowed to unprivileged users by the kernel.
         (
             "userfaultfd",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | 1) }),
         ),
         (
             "perf_event_open",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe {
                 // PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, this process,
                 // user space only (exclude_kernel | exclude_hv).
@@ -225,10 +237,14 @@ fn syscalls() -> i32 {
         ),
         (
             "unshare_newuser",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             in_child(|| unsafe { libc::unshare(libc::CLONE_NEWUSER) } as libc::c_long),
         ),
         (
             "clone3",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             in_child(|| unsafe {
                 let mut args = [0u64; 11];
                 args[4] = libc::SIGCHLD as u64;
@@ -246,54 +262,80 @@ fn syscalls() -> i32 {
         ),
         (
             "personality",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             in_child(|| unsafe { libc::personality(0x0040000) } as libc::c_long),
         ),
         (
             "bpf",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_bpf, 5, null, 0) }),
         ),
         (
             "kexec_load",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_kexec_load, 0, 0, null, 0) }),
         ),
         (
             "init_module",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_init_module, null, 0, c"".as_ptr()) }),
         ),
         (
             "finit_module",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0) }),
         ),
         (
             "delete_module",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_delete_module, c"probe".as_ptr(), 0) }),
         ),
         (
             "open_by_handle_at",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_open_by_handle_at, -1, null, 0) }),
         ),
         (
             "reboot",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_reboot, 0, 0, 0, null) }),
         ),
         (
             "syslog",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_syslog, 3, null, 0) }),
         ),
         (
             "acct",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_acct, null) }),
         ),
         (
             "swapon",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_swapon, c"/nonexistent".as_ptr(), 0) }),
         ),
         (
             "settimeofday",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe { libc::syscall(libc::SYS_settimeofday, null, null) }),
         ),
         (
             "clock_settime",
+            // SAFETY: a raw system call; its arguments touch no memory of ours beyond
+            // constant strings and zeroed structs that outlive it.
             attempt(unsafe {
                 let ts = libc::timespec {
                     tv_sec: 0,

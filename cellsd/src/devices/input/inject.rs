@@ -62,7 +62,7 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
             return Err(io::Error::last_os_error());
         }
     }
-    crate::server::restrict_socket(path)?;
+    crate::api::access::restrict_socket(path)?;
     Ok(fd)
 }
 
