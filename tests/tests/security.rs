@@ -1218,3 +1218,49 @@ fn an_unprivileged_host_user_gets_into_nothing() {
         );
     }
 }
+
+/// Every method of the control API checks its caller, not only the
+/// socket's mode: with the socket opened to everyone, `nobody` is refused by
+/// every method (found by introspection, so a new method is covered), while
+/// root is refused by none.
+#[test]
+fn every_api_method_refuses_an_unauthorized_peer() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cells::new();
+    let probe = c.bin.join("cells-api-probe");
+    let socket = c.socket.display().to_string();
+    // Positive control: root may call everything.
+    let o = std::process::Command::new(&probe)
+        .arg(&socket)
+        .output()
+        .expect("cells-api-probe built next to cellsd");
+    let root = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{o:?}");
+    assert!(root.lines().count() > 30, "too few methods: {root}");
+    assert!(!root.contains("AccessDenied"), "root was refused:\n{root}");
+    assert!(!root.contains("unsupported-signature"), "{root}");
+    // Open the socket and the folders to it to everyone.
+    let mut dir = c.socket.parent().map(std::path::Path::to_path_buf);
+    while let Some(d) = dir.filter(|d| d.starts_with(&c.root)) {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        dir = d.parent().map(std::path::Path::to_path_buf);
+    }
+    std::fs::set_permissions(&c.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = as_nobody(&c, &format!("{} {socket}", probe.display()));
+    assert_eq!(o.code, 0, "nobody could not reach the socket: {o:?}");
+    let mut methods = 0;
+    for line in o.stdout.lines() {
+        let (method, answer) = line.split_once(' ').unwrap_or((line, ""));
+        methods += 1;
+        if method == "Version" {
+            continue; // says only which cellsd this is
+        }
+        assert_eq!(
+            answer, "org.cells.Error.AccessDenied",
+            "{method} was not refused to nobody:\n{}",
+            o.stdout
+        );
+    }
+    assert_eq!(methods, root.lines().count(), "{}", o.stdout);
+}
