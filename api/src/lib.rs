@@ -82,12 +82,70 @@ impl From<crate::name::NameError> for CellsError {
     }
 }
 
+/// A VP's state, as `List`/`Status` report it and the `VpStateChanged`
+/// signal announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VpState {
+    /// Defined (signal only: a `Create` finished).
+    Created,
+    /// A start is under way.
+    Starting,
+    /// Its init runs (started, or thawed).
+    Running,
+    /// Running, its processes frozen (background policy or `Freeze`).
+    Frozen,
+    /// A stop is under way.
+    Stopping,
+    Stopped,
+    /// Its definition is gone (signal only: a `Destroy` finished).
+    Destroyed,
+    /// Its definition cannot be used (listed only; see `error`).
+    Invalid,
+}
+
+impl VpState {
+    pub const ALL: [VpState; 8] = [
+        VpState::Created,
+        VpState::Starting,
+        VpState::Running,
+        VpState::Frozen,
+        VpState::Stopping,
+        VpState::Stopped,
+        VpState::Destroyed,
+        VpState::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VpState::Created => "created",
+            VpState::Starting => "starting",
+            VpState::Running => "running",
+            VpState::Frozen => "frozen",
+            VpState::Stopping => "stopping",
+            VpState::Stopped => "stopped",
+            VpState::Destroyed => "destroyed",
+            VpState::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for VpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A VP as `List` and `Status` describe it.
 #[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
 #[zvariant(signature = "a{sv}")]
 pub struct VpInfo {
     pub name: String,
-    /// running | stopped | starting | stopping | frozen
+    /// A [`VpState`]: starting, running, frozen, stopping, stopped or
+    /// invalid.
     pub state: String,
     /// Host pid of the VP's init; 0 when stopped.
     pub pid: u32,
@@ -317,4 +375,17 @@ pub trait Manager1 {
         total: u64,
         step: String,
     ) -> zbus::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp_states_read_back() {
+        for v in VpState::ALL {
+            assert_eq!(VpState::parse(v.as_str()), Some(v));
+        }
+        assert_eq!(VpState::parse("paused"), None);
+    }
 }

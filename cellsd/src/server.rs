@@ -335,7 +335,8 @@ impl ManagerIface {
         self.mgr.input_text(text)
     }
 
-    /// A VP changed state: created, starting, running, stopping, stopped, destroyed.
+    /// A VP changed state (a `VpState`): created, starting, running (started
+    /// or thawed), frozen, stopping, stopped, destroyed.
     #[zbus(signal)]
     async fn vp_state_changed(
         emitter: &SignalEmitter<'_>,

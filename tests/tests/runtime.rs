@@ -768,7 +768,7 @@ fn state_changes_are_signalled_to_clients() {
                 break;
             }
         }
-        assert_eq!(seen, ["w:running"]);
+        assert_eq!(seen, ["w:starting", "w:running"]);
     });
     // SAFETY: ending the gdbus this test started, by pid.
     unsafe { libc::kill(mon.id() as i32, libc::SIGTERM) };
@@ -777,6 +777,7 @@ fn state_changes_are_signalled_to_clients() {
     while out.read_line(&mut text).unwrap_or(0) > 0 {}
     for expect in [
         "('w', 'created')",
+        "('w', 'starting')",
         "('w', 'running')",
         "('w', 'stopping')",
         "('w', 'stopped')",

@@ -238,7 +238,7 @@ impl Manager {
         self.power.set_freezing(name, false);
         let took = t0.elapsed();
         tracing::info!(vp = name, us = took.as_micros() as u64, "thawed");
-        self.emit_state(name, "running");
+        self.emit_state(name, crate::api::VpState::Running);
         Ok(took)
     }
 
@@ -299,7 +299,7 @@ impl Manager {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
         let took = t0.elapsed();
-        self.emit_state(name, "frozen");
+        self.emit_state(name, crate::api::VpState::Frozen);
         Ok(took)
     }
 

@@ -10,6 +10,7 @@ mod net;
 mod reserve;
 pub use net::PortInfo;
 
+use crate::api::VpState;
 use crate::devices::registry::{Attach, BinderHost, HostDevice, PowerHost, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -118,12 +119,12 @@ enum Phase {
 }
 
 impl Phase {
-    fn as_str(self) -> &'static str {
+    fn state(self) -> VpState {
         match self {
-            Phase::Stopped => "stopped",
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Stopping => "stopping",
+            Phase::Stopped => VpState::Stopped,
+            Phase::Starting => VpState::Starting,
+            Phase::Running => VpState::Running,
+            Phase::Stopping => VpState::Stopping,
         }
     }
 }
@@ -339,11 +340,11 @@ impl Manager {
         let _ = self.events.send(ev);
     }
 
-    fn emit_state(&self, name: &str, state: &str) {
-        tracing::info!(vp = name, state, "VP state");
+    fn emit_state(&self, name: &str, state: VpState) {
+        tracing::info!(vp = name, state = state.as_str(), "VP state");
         self.emit(Event::VpState {
             name: name.to_string(),
-            state: state.to_string(),
+            state: state.as_str().to_string(),
         });
     }
 
@@ -754,7 +755,7 @@ impl Manager {
                 self.set_foreground(&mut inner, next);
             }
         }
-        self.emit_state(name, "stopped");
+        self.emit_state(name, VpState::Stopped);
         self.template_gc().await;
     }
 
@@ -922,7 +923,7 @@ impl Manager {
             self.net.change_source(s, true);
         }
         self.open_forwards(name, None, &net);
-        self.emit_state(name, "created");
+        self.emit_state(name, VpState::Created);
         Ok(())
     }
 
@@ -988,6 +989,7 @@ impl Manager {
             }
             vp.phase = Phase::Starting;
         }
+        self.emit_state(name, VpState::Starting);
         let config = match self.ensure_network(name) {
             Ok(c) => c,
             Err(e) => {
@@ -1015,7 +1017,7 @@ impl Manager {
                     self.arm_freeze(&mut inner, name);
                 }
                 drop(inner);
-                self.emit_state(name, "running");
+                self.emit_state(name, VpState::Running);
                 Ok(())
             }
             Err(e) => {
@@ -1268,7 +1270,7 @@ impl Manager {
         };
         // A frozen VP would not act on SIGTERM.
         self.thaw_for_stop(name);
-        self.emit_state(name, "stopping");
+        self.emit_state(name, VpState::Stopping);
         // cells-init ends every process of the VP on SIGTERM, then itself.
         let _ = sys::pidfd_send_signal(&*pidfd, libc::SIGTERM);
         let graceful = tokio::time::timeout(
@@ -1302,7 +1304,7 @@ impl Manager {
             if vp.phase != Phase::Stopped {
                 return Err(CellsError::Running(format!(
                     "VP '{name}' is {}: stop it first with `cellctl stop {name}`",
-                    vp.phase.as_str()
+                    vp.phase.state().as_str()
                 )));
             }
         }
@@ -1339,7 +1341,7 @@ impl Manager {
             self.net.change_source(s, false);
         }
         self.net.forwards.remove_vp(name).await;
-        self.emit_state(name, "destroyed");
+        self.emit_state(name, VpState::Destroyed);
         Ok(())
     }
 
@@ -2015,7 +2017,7 @@ fn running_vp<'a>(inner: &'a Inner, name: &str) -> Result<&'a Vp, CellsError> {
 fn invalid_info(name: &str, why: &str) -> VpInfo {
     VpInfo {
         name: name.to_string(),
-        state: "invalid".to_string(),
+        state: VpState::Invalid.as_str().to_string(),
         error: why.to_string(),
         ..Default::default()
     }
@@ -2100,9 +2102,9 @@ fn info_of(inner: &Inner, name: &str) -> Option<VpInfo> {
     Some(VpInfo {
         name: name.to_string(),
         state: if vp.frozen && vp.phase == Phase::Running {
-            "frozen".to_string()
+            VpState::Frozen.as_str().to_string()
         } else {
-            vp.phase.as_str().to_string()
+            vp.phase.state().as_str().to_string()
         },
         frozen: vp.frozen,
         background: cfg.cells.background.to_string(),

@@ -194,7 +194,7 @@ impl Manager {
         if vp.phase != super::Phase::Stopped {
             return Err(CellsError::Running(format!(
                 "VP '{name}' is {}: its network changes while it is stopped; run `cellctl stop {name}` first",
-                vp.phase.as_str()
+                vp.phase.state().as_str()
             )));
         }
         let mut cfg = vp.config.clone();
