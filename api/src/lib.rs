@@ -235,6 +235,9 @@ pub struct PowerInfo {
     pub backend_error: String,
     /// Every running VP's locks.
     pub wakelocks: HashMap<String, Vec<String>>,
+    /// The VPs whose locks keep the device awake now (a VP with the device
+    /// policy power=foreground holds nothing in the background).
+    pub blocked_by: Vec<String>,
     pub frozen: Vec<String>,
     /// Requests to /sys/power/state from background VPs (ignored).
     pub ignored_requests: u64,
@@ -245,11 +248,8 @@ impl PowerInfo {
     pub fn to_json(&self) -> serde_json::Value {
         let wakelocks: std::collections::BTreeMap<&String, &Vec<String>> =
             self.wakelocks.iter().collect();
-        let blocked_by: Vec<&String> = wakelocks
-            .iter()
-            .filter(|(_, l)| !l.is_empty())
-            .map(|(v, _)| *v)
-            .collect();
+        let mut blocked_by = self.blocked_by.clone();
+        blocked_by.sort();
         serde_json::json!({
             "suspend_blocked": self.suspend_blocked,
             "suspend_allowed": !self.suspend_blocked,

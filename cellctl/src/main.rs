@@ -265,7 +265,7 @@ struct CreateArgs {
     #[arg(long, value_name = "default|off|FILE")]
     seccomp: Option<String>,
     /// A device's policy, repeatable: display=foreground|none,
-    /// input=foreground|none, power=shared, binder=shared|none,
+    /// input=foreground|none, power=shared|foreground, binder=shared|none,
     /// network=shared|none (none: the VP has no such device; foreground: it
     /// acts only while the VP is the foreground; shared: in the background
     /// too). Defaults: display and input foreground, the others shared.

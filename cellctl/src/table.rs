@@ -177,11 +177,8 @@ pub fn status(v: &VpInfo) -> String {
 pub fn power(p: &PowerInfo) -> String {
     let mut vps: Vec<(&String, &Vec<String>)> = p.wakelocks.iter().collect();
     vps.sort();
-    let blockers: Vec<&str> = vps
-        .iter()
-        .filter(|(_, l)| !l.is_empty())
-        .map(|(v, _)| v.as_str())
-        .collect();
+    let mut blockers: Vec<&str> = p.blocked_by.iter().map(String::as_str).collect();
+    blockers.sort();
     let mut rows: Vec<Vec<String>> = vec![vec![
         "device:".into(),
         if p.suspend_blocked {

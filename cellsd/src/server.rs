@@ -161,6 +161,7 @@ impl ManagerIface {
             backend: r.backend,
             backend_error: r.backend_error,
             wakelocks: r.wakelocks.into_iter().collect(),
+            blocked_by: r.blocked_by,
             frozen,
             ignored_requests: r.ignored_requests,
             last_request: r.last_request,

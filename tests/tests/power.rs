@@ -623,3 +623,41 @@ fn background_vps_yield_the_cpu_to_the_foreground() {
         c.ok(&["stop", vp, "--timeout", "5"]);
     }
 }
+
+#[test]
+fn a_power_foreground_vps_locks_hold_only_while_it_is_the_foreground() {
+    let c = Cells::new();
+    c.create_start("fg");
+    c.ok(&[
+        "create",
+        "quiet",
+        "--template",
+        "minimal",
+        "--device",
+        "power=foreground",
+    ]);
+    c.ok(&["start", "quiet"]);
+    assert_eq!(c.status("quiet")["devices"]["power"], "foreground");
+    // In the background its lock is taken (the VP sees it) but holds nothing.
+    c.sh_ok("quiet", "echo download > /sys/power/wake_lock");
+    assert_eq!(locks_in_vp(&c, "quiet"), "download");
+    wait_power(&c, "the lock reported", |p| {
+        wakelocks_of(p, "quiet") == ["download"]
+    });
+    let p = power(&c);
+    assert_eq!(p["suspend_blocked"], false, "{p:#}");
+    assert_eq!(p["blocked_by"], serde_json::json!([]));
+    // Positive control: the default (shared) VP's lock holds in the background.
+    c.ok(&["switch", "quiet"]);
+    c.sh_ok("fg", "echo music > /sys/power/wake_lock");
+    wait_power(&c, "both holding", |p| {
+        p["blocked_by"] == serde_json::json!(["fg", "quiet"])
+    });
+    // As the foreground its lock holds; back in the background it does not.
+    c.ok(&["switch", "fg"]);
+    wait_power(&c, "only fg holding", |p| {
+        p["suspend_blocked"] == true && p["blocked_by"] == serde_json::json!(["fg"])
+    });
+    c.sh_ok("fg", "echo music > /sys/power/wake_unlock");
+    wait_power(&c, "nothing holding", |p| p["suspend_blocked"] == false);
+}

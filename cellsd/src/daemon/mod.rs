@@ -543,7 +543,12 @@ impl Manager {
 
     /// Hand a running VP's devices to their host sides (the registry takes
     /// their fds from the VP's monitor).
-    fn attach_devices(&self, name: &str, st: &RunState) {
+    fn attach_devices(
+        &self,
+        name: &str,
+        st: &RunState,
+        policies: &crate::devices::model::DevicePolicies,
+    ) {
         // The monitor, if it is still the one that started the VP.
         let monitor = sys::pidfd_open(st.monitor_pid)
             .ok()
@@ -553,6 +558,7 @@ impl Manager {
             fds: &st.devices,
             monitor: monitor.as_ref(),
             power_socket: self.cfg.layout.vp_power_socket(name),
+            policies,
         });
     }
 
@@ -668,12 +674,7 @@ impl Manager {
                         pid = state.init_pid,
                         "adopted running VP"
                     );
-                    return Ok(Some(self.watch(
-                        name.clone(),
-                        state,
-                        pidfd,
-                        &config.cells.network,
-                    )));
+                    return Ok(Some(self.watch(name.clone(), state, pidfd, config)));
                 }
             }
         }
@@ -692,15 +693,15 @@ impl Manager {
         name: String,
         state: RunState,
         pidfd: OwnedFd,
-        net: &crate::devices::network::VpNetwork,
+        config: &VpConfig,
     ) -> Running {
         let pidfd = Arc::new(pidfd);
         let (tx, rx) = watch::channel(false);
         let mgr = Arc::clone(self);
         let fd = Arc::clone(&pidfd);
         let st = state.clone();
-        self.attach_devices(&name, &state);
-        self.open_forwards(&name, Some(pidfd.clone()), net);
+        self.attach_devices(&name, &state, &config.cells.devices);
+        self.open_forwards(&name, Some(pidfd.clone()), &config.cells.network);
         tokio::spawn(async move {
             wait_pidfd(&fd).await;
             mgr.finish(&name, &st).await;
@@ -1156,7 +1157,7 @@ impl Manager {
                 // tokio reaps the monitor when it exits (the Child is dropped
                 // without kill_on_drop); the VP's end is seen on the pidfd.
                 drop(monitor);
-                let mut running = self.watch(name.to_string(), state, pidfd, &config.cells.network);
+                let mut running = self.watch(name.to_string(), state, pidfd, config);
                 running._pin = pin;
                 Ok(running)
             }

@@ -87,8 +87,8 @@ pub const DEVICES: &[DeviceSpec] = &[
     DeviceSpec {
         name: POWER,
         default: Policy::Shared,
-        policies: &[Policy::Shared],
-        about: "/sys/power: every VP's wakelocks keep the device awake; early suspend follows the foreground",
+        policies: &[Policy::Shared, Policy::Foreground],
+        about: "/sys/power: every VP's wakelocks keep the device awake (shared), or only the foreground's (foreground: a background VP's locks are taken and reported but hold nothing until it is the foreground); early suspend follows the foreground",
     },
     DeviceSpec {
         name: BINDER,
@@ -290,7 +290,7 @@ mod tests {
         );
         assert_eq!(
             e("power=none"),
-            "'none' is not a policy of the power device: use shared"
+            "'none' is not a policy of the power device: use shared or foreground"
         );
         assert_eq!(
             e("input=none,input=foreground"),

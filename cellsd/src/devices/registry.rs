@@ -36,6 +36,8 @@ pub struct Attach<'a> {
     pub monitor: Option<&'a OwnedFd>,
     /// The VP's /sys/power link socket.
     pub power_socket: PathBuf,
+    /// The VP's device policies.
+    pub policies: &'a model::DevicePolicies,
 }
 
 impl Attach<'_> {
@@ -198,7 +200,8 @@ impl HostDevice for PowerHost {
     }
 
     fn attach(&self, a: &Attach<'_>) -> std::io::Result<()> {
-        self.0.attach(a.vp, a.power_socket.clone());
+        let foreground_only = a.policies.get(model::POWER) == model::Policy::Foreground;
+        self.0.attach(a.vp, a.power_socket.clone(), foreground_only);
         Ok(())
     }
 
@@ -329,6 +332,7 @@ mod tests {
             fds: &f,
             monitor: None,
             power_socket: PathBuf::new(),
+            policies: &model::DevicePolicies::default(),
         };
         // One device failing does not keep the others from attaching.
         let failed = r.attach(&a);
@@ -366,6 +370,7 @@ mod tests {
             fds: &f,
             monitor: None,
             power_socket: PathBuf::new(),
+            policies: &model::DevicePolicies::default(),
         };
         b.attach(&a).unwrap();
         b.attach(&a).unwrap();

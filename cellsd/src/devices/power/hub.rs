@@ -46,6 +46,20 @@ struct Link {
     locks: Vec<String>,
     commands: mpsc::UnboundedSender<PowerCommand>,
     freezing: bool,
+    /// Device policy `power=foreground`: its locks hold only while it is
+    /// the foreground.
+    foreground_only: bool,
+}
+
+impl HubState {
+    /// The locks of `vp` that hold now.
+    fn holding<'a>(&self, vp: &str, link: &'a Link) -> &'a [String] {
+        if link.foreground_only && self.foreground.as_deref() != Some(vp) {
+            &[]
+        } else {
+            &link.locks
+        }
+    }
 }
 
 struct HubState {
@@ -67,6 +81,9 @@ pub struct PowerReport {
     pub screen_on: bool,
     pub foreground: String,
     pub wakelocks: BTreeMap<String, Vec<String>>,
+    /// The VPs whose locks hold now (a `power=foreground` VP's locks do
+    /// not in the background).
+    pub blocked_by: Vec<String>,
     pub ignored_requests: u64,
     pub last_request: String,
 }
@@ -112,7 +129,8 @@ impl PowerHub {
     }
 
     /// A running VP (started or adopted): link to its monitor.
-    pub fn attach(self: &Arc<Self>, vp: &str, socket: PathBuf) {
+    /// `foreground_only`: its locks hold only while it is the foreground.
+    pub fn attach(self: &Arc<Self>, vp: &str, socket: PathBuf, foreground_only: bool) {
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.state).links.insert(
             vp.to_string(),
@@ -120,6 +138,7 @@ impl PowerHub {
                 locks: Vec::new(),
                 commands: tx,
                 freezing: false,
+                foreground_only,
             },
         );
         tokio::spawn(run_link(Arc::clone(self), vp.to_string(), socket, rx));
@@ -170,11 +189,13 @@ impl PowerHub {
         lock(&self.state).links.get(vp).map(|l| l.locks.clone())
     }
 
+    /// Whether `vp` holds a lock that holds now (a `power=foreground` VP's
+    /// locks hold nothing in the background).
     pub fn holds_locks(&self, vp: &str) -> bool {
-        lock(&self.state)
-            .links
+        let st = lock(&self.state);
+        st.links
             .get(vp)
-            .is_some_and(|l| !l.locks.is_empty())
+            .is_some_and(|l| !st.holding(vp, l).is_empty())
     }
 
     pub fn report(&self) -> PowerReport {
@@ -184,10 +205,17 @@ impl PowerHub {
             .iter()
             .map(|(vp, l)| (vp.clone(), l.locks.clone()))
             .collect();
+        let blocked_by: Vec<String> = st
+            .links
+            .iter()
+            .filter(|(vp, l)| !st.holding(vp, l).is_empty())
+            .map(|(vp, _)| vp.clone())
+            .collect();
         PowerReport {
             backend: lock(&self.backend_name).clone(),
             backend_error: lock(&self.backend_error).clone(),
-            suspend_blocked: wakelocks.values().any(|l| !l.is_empty()),
+            suspend_blocked: !blocked_by.is_empty(),
+            blocked_by,
             suspend_requested: st.suspend_requested,
             screen_on: st.screen_on,
             foreground: st.foreground.clone().unwrap_or_default(),
@@ -239,7 +267,11 @@ impl PowerHub {
         let locks: BTreeSet<(String, String)> = st
             .links
             .iter()
-            .flat_map(|(vp, l)| l.locks.iter().map(move |n| (vp.clone(), n.clone())))
+            .flat_map(|(vp, l)| {
+                st.holding(vp, l)
+                    .iter()
+                    .map(move |n| (vp.clone(), n.clone()))
+            })
             .collect();
         let requested = st.suspend_requested;
         self.wanted.send_if_modified(|w| {
