@@ -1,0 +1,257 @@
+//! The foreground: switching, next/prev, and what acts on the panel (screenshots, input).
+
+use super::*;
+
+impl Manager {
+    /// Change the foreground VP: the panel shows it at once, input goes to
+    /// it (the old foreground gets what it held released), the run dir
+    /// remembers it, clients get ForegroundChanged.
+    pub(super) fn set_foreground(&self, inner: &mut Inner, fg: Option<String>) {
+        // A frozen VP thaws before it shows: within the switch.
+        if let Some(n) = &fg {
+            self.leave_background(inner, n);
+        }
+        self.devices.switch(fg.as_deref());
+        if inner.foreground == fg {
+            return;
+        }
+        let path = self.cfg.layout.foreground_file();
+        let _ = match &fg {
+            Some(n) => std::fs::write(&path, n.as_bytes()),
+            None => std::fs::remove_file(&path),
+        };
+        let old = std::mem::replace(&mut inner.foreground, fg.clone());
+        if let Some(old) = old {
+            self.enter_background(inner, &old);
+        }
+        tracing::info!(vp = fg.as_deref().unwrap_or(""), "foreground");
+        self.emit(Event::Foreground(fg.unwrap_or_default()));
+    }
+}
+
+/// The running VP after `after` in name order (wrapping), if any.
+pub(super) fn next_running(inner: &Inner, after: &str) -> Option<String> {
+    let running: Vec<&String> = inner
+        .vps
+        .iter()
+        .filter(|(n, v)| v.phase == Phase::Running && n.as_str() != after)
+        .map(|(n, _)| n)
+        .collect();
+    running
+        .iter()
+        .find(|n| n.as_str() > after)
+        .or_else(|| running.first())
+        .map(|n| n.to_string())
+}
+
+/// Touch positions are given in panel pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    pub x: i32,
+    pub y: i32,
+}
+
+impl Manager {
+    /// Make a running VP the foreground.
+    pub fn switch(&self, name: &str) -> Result<(), CellsError> {
+        name::validate("VP", name)?;
+        let mut inner = self.lock();
+        let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
+        if vp.phase != Phase::Running {
+            return Err(CellsError::NotRunning(format!(
+                "VP '{name}' is not running, so it cannot be the foreground: start it with `cellctl start {name}`"
+            )));
+        }
+        self.set_foreground(&mut inner, Some(name.to_string()));
+        Ok(())
+    }
+
+    /// Switch to the next (or previous) running VP in name order; returns it.
+    pub fn cycle(&self, forward: bool) -> Result<String, CellsError> {
+        let mut inner = self.lock();
+        let running: Vec<String> = inner
+            .vps
+            .iter()
+            .filter(|(_, v)| v.phase == Phase::Running)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if running.is_empty() {
+            return Err(CellsError::NotRunning(
+                "no VP is running: start one with `cellctl start VP`".into(),
+            ));
+        }
+        let pos = inner
+            .foreground
+            .as_ref()
+            .and_then(|f| running.iter().position(|n| n == f));
+        let next = match (pos, forward) {
+            (None, _) => 0,
+            (Some(i), true) => (i + 1) % running.len(),
+            (Some(i), false) => (i + running.len() - 1) % running.len(),
+        };
+        let name = running[next].clone();
+        self.set_foreground(&mut inner, Some(name.clone()));
+        Ok(name)
+    }
+
+    pub fn foreground(&self) -> Option<String> {
+        self.lock().foreground.clone()
+    }
+
+    /// A PNG of the panel (`vp` None) or of a VP's own framebuffer.
+    pub fn screenshot(&self, vp: Option<&str>) -> Result<Vec<u8>, CellsError> {
+        let target = match vp {
+            None => Target::Panel,
+            Some(n) => {
+                name::validate("VP", n)?;
+                let inner = self.lock();
+                let v = inner.vps.get(n).ok_or_else(|| self.missing(n))?;
+                if v.phase != Phase::Running {
+                    return Err(CellsError::not_running(n));
+                }
+                Target::Vp(n.to_string())
+            }
+        };
+        let g = self.display.geometry();
+        let px = self.display.capture(target).ok_or_else(|| {
+            CellsError::Failed(format!(
+                "VP '{}' has no framebuffer on this panel (see the cellsd log)",
+                vp.unwrap_or("")
+            ))
+        })?;
+        mux_fb::screenshot::encode_png(&px, &g).map_err(|e| CellsError::Failed(e.to_string()))
+    }
+
+    pub fn display_info(&self) -> (String, mux_fb::Geometry, mux_fb::compositor::Stats) {
+        (
+            self.display.describe(),
+            self.display.geometry(),
+            self.display.stats(),
+        )
+    }
+
+    pub fn input_stats(&self) -> crate::devices::input::mux::Stats {
+        self.input.stats()
+    }
+
+    pub(super) fn check_point(&self, p: Point) -> Result<(), CellsError> {
+        let g = self.display.geometry();
+        if p.x < 0 || p.y < 0 || p.x >= g.width as i32 || p.y >= g.height as i32 {
+            return Err(CellsError::InvalidArgument(format!(
+                "({}, {}) is off the panel: x must be 0..{} and y 0..{}",
+                p.x,
+                p.y,
+                g.width - 1,
+                g.height - 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// A tap: touch down and up at one point. Goes to the foreground VP;
+    /// with none (or a stopped one) it is dropped.
+    pub fn input_tap(&self, p: Point) -> Result<(), CellsError> {
+        self.check_point(p)?;
+        let contact = ContactId {
+            source: INJECT_SOURCE,
+            slot: 0,
+        };
+        self.input.inject(vec![SourceEvent::TouchDown {
+            contact,
+            x: p.x,
+            y: p.y,
+        }]);
+        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
+        Ok(())
+    }
+
+    /// A swipe from `a` to `b` over `ms` milliseconds (moves every ~8 ms).
+    pub async fn input_swipe(&self, a: Point, b: Point, ms: u32) -> Result<(), CellsError> {
+        self.check_point(a)?;
+        self.check_point(b)?;
+        if ms > 60_000 {
+            return Err(CellsError::InvalidArgument(format!(
+                "a swipe of {ms} ms is too long: give at most 60000"
+            )));
+        }
+        let contact = ContactId {
+            source: INJECT_SOURCE,
+            slot: 0,
+        };
+        self.input.inject(vec![SourceEvent::TouchDown {
+            contact,
+            x: a.x,
+            y: a.y,
+        }]);
+        let steps = (ms / 8).max(1);
+        for i in 1..=steps {
+            tokio::time::sleep(Duration::from_millis((ms / steps) as u64)).await;
+            let x = a.x + (b.x - a.x) * i as i32 / steps as i32;
+            let y = a.y + (b.y - a.y) * i as i32 / steps as i32;
+            self.input
+                .inject(vec![SourceEvent::TouchMove { contact, x, y }]);
+        }
+        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
+        Ok(())
+    }
+
+    /// A key: `action` is "press" (down and up), "down" or "up".
+    pub fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
+        let code = keys::key_code(key).ok_or_else(|| {
+            CellsError::InvalidArgument(format!(
+                "unknown key '{key}': use a letter, a digit or one of {}",
+                keys::key_names().join(", ")
+            ))
+        })?;
+        let ev = |value| {
+            vec![SourceEvent::Key {
+                source: INJECT_SOURCE,
+                code,
+                value,
+            }]
+        };
+        match action {
+            "press" => {
+                self.input.inject(ev(1));
+                self.input.inject(ev(0));
+            }
+            "down" => self.input.inject(ev(1)),
+            "up" => self.input.inject(ev(0)),
+            other => {
+                return Err(CellsError::InvalidArgument(format!(
+                    "unknown key action '{other}': use press, down or up"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Type text as key strokes (US layout).
+    pub fn input_text(&self, text: &str) -> Result<(), CellsError> {
+        let mut strokes = Vec::new();
+        for c in text.chars() {
+            let k = keys::char_key(c).ok_or_else(|| {
+                CellsError::InvalidArgument(format!(
+                    "cannot type {c:?}: text may hold printable ASCII, tabs and newlines"
+                ))
+            })?;
+            strokes.push(k);
+        }
+        for (code, shift) in strokes {
+            let key = |code, value| SourceEvent::Key {
+                source: INJECT_SOURCE,
+                code,
+                value,
+            };
+            if shift {
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 1)]);
+            }
+            self.input.inject(vec![key(code, 1)]);
+            self.input.inject(vec![key(code, 0)]);
+            if shift {
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 0)]);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Templates: builds, their garbage collection and the build a starting VP pins.
+
+use super::*;
+
+impl Manager {
+    pub(super) fn check_template_known(&self, t: &str) -> Result<(), CellsError> {
+        name::validate("template", t)?;
+        let has_recipe = template::recipe_path(&self.cfg.sources, t).is_file();
+        let built = template::current_build(&self.cfg.layout, t).is_some();
+        if has_recipe || built {
+            return Ok(());
+        }
+        let mut known = template::available_recipes(&self.cfg.sources);
+        known.extend(template::built_templates(&self.cfg.layout));
+        known.sort();
+        known.dedup();
+        Err(CellsError::UnknownTemplate(format!(
+            "unknown template '{t}': known templates are {}; see `cellctl template list`",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+
+    pub async fn template_build(self: &Arc<Self>, t: &str) -> Result<String, CellsError> {
+        name::validate("template", t)?;
+        let _guard = match self.build_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                return Err(CellsError::Busy(
+                    "another template build is running; wait for it to finish".into(),
+                ))
+            }
+        };
+        let layout = self.cfg.layout.clone();
+        let sources = self.cfg.sources.clone();
+        let mgr = Arc::clone(self);
+        let tname = t.to_string();
+        let info = tokio::task::spawn_blocking(move || {
+            // No build runs now (we hold the build lock): what a crash left
+            // half-built goes.
+            for p in template::remove_partial(&layout, &tname) {
+                tracing::info!(
+                    template = tname.as_str(),
+                    build = p.as_str(),
+                    "removed an unfinished build"
+                );
+            }
+            let mut last = (0u64, std::time::Instant::now());
+            template::build(&layout, &sources, &tname, |done, total, step| {
+                // At most ~100 progress signals, and not more than every 20 ms.
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
+                if done == total || pct > last.0 && last.1.elapsed() >= Duration::from_millis(20) {
+                    last = (pct, std::time::Instant::now());
+                    mgr.emit(Event::TemplateProgress {
+                        template: tname.clone(),
+                        done,
+                        total,
+                        step: step.to_string(),
+                    });
+                }
+            })
+        })
+        .await
+        .map_err(|e| CellsError::Failed(e.to_string()))?
+        .map_err(|e| match e {
+            template::TemplateError::UnknownRecipe { .. } => {
+                CellsError::UnknownTemplate(e.to_string())
+            }
+            template::TemplateError::Name(n) => CellsError::InvalidName(n.to_string()),
+            other => CellsError::Failed(other.to_string()),
+        })?;
+        tracing::info!(
+            template = t,
+            build = info.build.as_str(),
+            files = info.files,
+            "template built"
+        );
+        self.template_gc().await;
+        Ok(info.build)
+    }
+
+    /// Remove template builds that are neither current nor used by a running VP.
+    pub(super) async fn template_gc(&self) {
+        let in_use: Vec<(String, String)> = {
+            let inner = self.lock();
+            inner
+                .vps
+                .values()
+                .filter_map(|v| {
+                    v.run.as_ref().map(|r| {
+                        (
+                            v.config.cells.template.clone(),
+                            r.state.template_build.clone(),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let layout = self.cfg.layout.clone();
+        let pinned = Arc::clone(&self.pinned);
+        let _ = tokio::task::spawn_blocking(move || {
+            let pins = pinned.lock().unwrap_or_else(|p| p.into_inner());
+            for t in template::built_templates(&layout) {
+                let used: Vec<String> = in_use
+                    .iter()
+                    .chain(pins.iter())
+                    .filter(|(tt, _)| *tt == t)
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                for b in template::gc(&layout, &t, &used) {
+                    tracing::info!(
+                        template = t.as_str(),
+                        build = b.as_str(),
+                        "removed old template build"
+                    );
+                }
+            }
+        })
+        .await;
+    }
+
+    pub fn template_list(&self) -> Vec<TemplateInfo> {
+        let layout = &self.cfg.layout;
+        let mut names = template::available_recipes(&self.cfg.sources);
+        names.extend(template::built_templates(layout));
+        names.sort();
+        names.dedup();
+        let inner = self.lock();
+        names
+            .into_iter()
+            .map(|n| {
+                let build = template::current_build(layout, &n);
+                let info = build
+                    .as_ref()
+                    .and_then(|b| template::build_info(layout, &n, b));
+                let description =
+                    info.as_ref()
+                        .map(|i| i.description.clone())
+                        .unwrap_or_else(|| {
+                            template::load_recipe(&self.cfg.sources, &n)
+                                .map(|r| r.description)
+                                .unwrap_or_default()
+                        });
+                TemplateInfo {
+                    built: build.is_some(),
+                    recipe: template::recipe_path(&self.cfg.sources, &n).is_file(),
+                    build: build.unwrap_or_default(),
+                    created: info.as_ref().map(|i| i.created).unwrap_or(0),
+                    description,
+                    files: info.as_ref().map(|i| i.files).unwrap_or(0),
+                    bytes: info.as_ref().map(|i| i.bytes).unwrap_or(0),
+                    vps: inner
+                        .vps
+                        .values()
+                        .filter(|v| v.config.cells.template == n)
+                        .count() as u32,
+                    name: n,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A starting VP's hold on the template build it picked (see
+/// `Manager::pinned`); released when the start ends, by then the running
+/// VP's run state keeps the build.
+pub(super) struct BuildPin {
+    pins: Arc<Mutex<Vec<(String, String)>>>,
+    template: String,
+    pub(super) build: String,
+}
+
+impl BuildPin {
+    /// Pick the current build of `template` and pin it (None: not built).
+    pub(super) fn take(
+        pins: &Arc<Mutex<Vec<(String, String)>>>,
+        layout: &Layout,
+        template: &str,
+    ) -> Option<Self> {
+        let mut held = pins.lock().unwrap_or_else(|p| p.into_inner());
+        let build = template::current_build(layout, template)?;
+        held.push((template.to_string(), build.clone()));
+        Some(Self {
+            pins: Arc::clone(pins),
+            template: template.to_string(),
+            build,
+        })
+    }
+}
+
+impl Drop for BuildPin {
+    fn drop(&mut self) {
+        let mut held = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held
+            .iter()
+            .position(|(t, b)| *t == self.template && *b == self.build)
+        {
+            held.remove(i);
+        }
+    }
+}
