@@ -1,0 +1,525 @@
+//! The start: groundwork before the request, the VP's cgroup, devices, clone, mounts and network, until its init has exec'd.
+
+use super::*;
+
+/// Turn up the loopback interface of the (new) network namespace.
+pub(super) fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: ioctl on a fresh socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What the monitor holds of a started VP.
+pub(super) struct StartedVp {
+    /// The console socket, bound before `Started` so that a console request
+    /// right after the start finds it.
+    pub(super) console: Option<UnixListener>,
+    pub(super) init: libc::pid_t,
+    /// The VP's /sys/power and its link to cellsd.
+    pub(super) power: VpPower,
+    /// The VP's evdev devices (evdev backend), fed from cellsd's pipes.
+    pub(super) input: Option<input::evdev_fs::VpInput>,
+    /// What the input devices were last told about freezing.
+    pub(super) input_freezing: bool,
+    /// The mux_fb device of the VP (kernel mode), removed when it ends.
+    pub(super) fb_node: Option<u32>,
+    /// The VP's devices: open for the VP's whole life.
+    pub(super) _devices: Vec<OwnedFd>,
+    pub(super) master: OwnedFd,
+    /// Kept open so the master never sees a hang-up between console users.
+    pub(super) _slave: OwnedFd,
+    pub(super) signals: SignalFd,
+    /// What run.json says; written again on SIGUSR1 (a cellsd that finds
+    /// the VP running without it asks for it).
+    pub(super) state: RunState,
+}
+
+/// What a monitor sets up before it knows which VP it starts: its private
+/// mount namespace, its signalfd and the channels to the init. A spare
+/// monitor does this while it waits.
+pub(super) struct Groundwork {
+    pub(super) signals: SignalFd,
+    /// "go" to the init, with the fd of the VP's run dir (a socket pair).
+    pub(super) go: (OwnedFd, OwnedFd),
+    pub(super) err: (OwnedFd, OwnedFd),
+}
+
+pub(super) fn groundwork() -> Result<Groundwork, String> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errstr("unshare(mount namespace)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(errstr("make / private"))?;
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(errstr("block signals"))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(errstr("signalfd"))?;
+    let go = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(errstr("socketpair"))?;
+    let err = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
+    Ok(Groundwork { signals, go, err })
+}
+
+pub(super) fn start(
+    req: &MonitorRequest,
+    spare: Option<&VpCgroup>,
+    ground: Groundwork,
+) -> Result<StartedVp, String> {
+    let cfg = &req.config;
+    let owner = cfg.host_root_id();
+    let lower = req.run_dir.join("lower");
+    let rootfs = req.run_dir.join("rootfs");
+    for d in [&lower, &rootfs] {
+        std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
+    }
+    if let Some(disk) = &req.disk {
+        crate::disk::mount(disk).map_err(|e| e.to_string())?;
+        phase("disk");
+    }
+    let Groundwork {
+        signals,
+        go: (go_parent, go_child),
+        err: (err_r, err_w),
+    } = ground;
+    phase("signals, channels");
+
+    // The VP's cgroup: the spare this monitor already sits in is renamed
+    // (v1), the v2 part is entered by the clone itself. Either way no
+    // process migration (an RCU grace period) is on the start's path.
+    let resources = cfg
+        .runtime
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
+    let leave_cgroup = |e: String| -> String {
+        let _ = req.cgroup.move_to_parent_v1(std::process::id() as i32);
+        let _ = req.cgroup.destroy(Duration::from_secs(5));
+        e
+    };
+    let v2_cgroup = req
+        .cgroup
+        .claim(spare, resources)
+        .map_err(|e| leave_cgroup(e.to_string()))?;
+    phase("cgroup");
+
+    let (device_fds, mut device_nodes, held, mut vp_input) =
+        make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
+    let mut device_dirs = Vec::new();
+    if vp_input.is_some() {
+        device_dirs.push((
+            req.run_dir.join("dev").join("input"),
+            "/dev/input".to_string(),
+        ));
+    }
+    runtime_files(req, &mut device_nodes, &mut device_dirs).map_err(|e| {
+        leave_cgroup(format!(
+            "writing the VP's properties and network files: {e}"
+        ))
+    })?;
+    let power_dir = req.run_dir.join("dev").join("power");
+    let mut power = VpPower::mount(&power_dir, owner)
+        .map_err(|e| leave_cgroup(format!("creating the VP's /sys/power: {e}")))?;
+    device_dirs.push((power_dir, power::VP_POWER_DIR.to_string()));
+    phase("devices");
+
+    let seccomp = cfg
+        .seccomp_filter()
+        .map_err(|e| leave_cgroup(e.to_string()))?;
+    let flags = clone_flags(cfg).bits();
+    // The VP's user namespace is created with VP root's host uid as the
+    // effective uid: it then belongs to that uid, and the kernel charges
+    // what the VP uses (inotify instances, user namespaces, ...) to it, not
+    // to host root.
+    let euid = match owner {
+        Some(id) if flags & libc::CLONE_NEWUSER != 0 => Some(
+            sys::EuidGuard::set(id)
+                .map_err(|e| leave_cgroup(format!("setresuid for the VP's user namespace: {e}")))?,
+        ),
+        _ => None,
+    };
+    // SAFETY: the monitor is single-threaded (a fresh exec of cellsd).
+    let cloned = unsafe {
+        match &v2_cgroup {
+            Some(cg) => sys::clone_into_cgroup(flags, cg),
+            None => sys::clone_process(flags),
+        }
+    };
+    if let Ok(0) = cloned {
+        // The child keeps the effective uid (the guard is not dropped here).
+        std::mem::forget(euid);
+        drop(go_parent);
+        drop(err_r);
+        init_child(req, go_child, err_w, seccomp.as_ref());
+    }
+    drop(euid);
+    let pid = cloned.map_err(|e| leave_cgroup(format!("clone the VP's init: {e}")))?;
+    drop(go_child);
+    drop(err_w);
+
+    let kernel_fb = device_fds.fb_node;
+    let fail = |e: String| -> String {
+        // SAFETY: kill + reap our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        if let Some(n) = kernel_fb {
+            display::destroy_kernel_fb(n);
+        }
+        let _ = std::fs::remove_file(&req.run_state);
+        leave_cgroup(e)
+    };
+    phase("clone");
+    if spare.is_none() {
+        // No spare was prepared: move the init into the v1 cgroups (slow path).
+        for d in req.cgroup.hierarchy.v1_dirs(&req.cgroup.rel) {
+            let p = d.join("cgroup.procs");
+            std::fs::write(&p, pid.to_string())
+                .map_err(|e| fail(format!("{}: {e}", p.display())))?;
+        }
+    }
+    prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
+    phase("maps, template, overlay");
+    // The VP's whole tree, built here as host root: in the init's copy of
+    // this namespace every mount is locked.
+    let mounts = rootfs::DeviceMounts {
+        nodes: device_nodes,
+        dirs: device_dirs,
+        ro_dirs: req
+            .adb_keys
+            .iter()
+            .map(|d| (d.clone(), VP_ADB_DIR.to_string()))
+            .collect(),
+        binderfs: req.devices.binder == BinderRequest::Binderfs,
+    };
+    let steps =
+        rootfs::plan(&cfg.runtime, &rootfs, &mounts, owner).map_err(|e| fail(e.to_string()))?;
+    let applied = rootfs::apply(&rootfs, &steps, owner, &mut |k| vp_kernel_mounts(pid, k))
+        .map_err(|e| fail(e.to_string()))?;
+    let Some((master, slave)) = applied.console else {
+        return Err(fail(
+            "the VP's spec has no devpts mount for its console".into(),
+        ));
+    };
+    phase("mounts");
+    // Now that the init is cloned the monitor may have threads: serve the
+    // power file system before the init runs.
+    power
+        .serve(&req.run_dir.join(power::POWER_SOCKET))
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(i) = vp_input.as_mut() {
+        i.serve().map_err(|e| fail(e.to_string()))?;
+    }
+    if let Some(a) = req.network.as_ref().and_then(|n| n.attach.as_ref()) {
+        network::attach_vp(pid, a)
+            .map_err(|e| fail(format!("attaching the VP to bridge {}: {e}", a.bridge)))?;
+        phase("network");
+    }
+
+    emit(&MonitorEvent::Init { pid });
+    let run_dir = std::fs::File::open(&req.run_dir)
+        .map_err(|e| fail(format!("open {}: {e}", req.run_dir.display())))?;
+    sys::send_fds(&go_parent, b"g", &[run_dir.as_raw_fd()])
+        .map_err(|e| fail(format!("release init: {e}")))?;
+    drop(run_dir);
+    drop(go_parent);
+
+    // The error pipe is close-on-exec in the child: EOF means exec succeeded.
+    let mut err = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut err);
+    if !err.is_empty() {
+        return Err(fail(err));
+    }
+    phase("init exec'd");
+    let me = std::process::id() as i32;
+    let state = RunState {
+        init_pid: pid,
+        init_start_time: sys::process_start_time(pid).unwrap_or(0),
+        monitor_pid: me,
+        monitor_start_time: sys::process_start_time(me).unwrap_or(0),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        template_build: req.template_build.clone(),
+        devices: device_fds,
+    };
+    write_run_state(&req.run_state, &state)
+        .map_err(|e| fail(format!("write {}: {e}", req.run_state.display())))?;
+    let _ = std::fs::remove_file(&req.console_socket);
+    let console = UnixListener::bind(&req.console_socket).ok();
+    if let Some(l) = &console {
+        let _ = l.set_nonblocking(true);
+        let _ = std::fs::set_permissions(
+            &req.console_socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        );
+    }
+    emit(&MonitorEvent::Started);
+    // cellsd answers Init with "ack" once it holds a pidfd of the init.
+    let mut ack = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut ack);
+    // The monitor itself does not belong to the VP (its pids, memory, freezer).
+    if let Err(e) = req.cgroup.move_to_parent_v1(me) {
+        log(&format!("leaving the VP's cgroup: {e}"));
+    }
+    // cellsd's pipes are not needed any more; the VP must not depend on them.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: dup2 onto stdin/stdout.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+    Ok(StartedVp {
+        console,
+        init: pid,
+        power,
+        input: vp_input,
+        input_freezing: false,
+        fb_node: state.devices.fb_node,
+        _devices: held,
+        master,
+        _slave: slave,
+        signals,
+        state,
+    })
+}
+
+/// Mount `mounts` (proc, sysfs) from inside the VP's pid and network
+/// namespaces: a child joins them (setns to a pid namespace only affects
+/// children), its child is then a process of the VP's pid namespace with
+/// host credentials that mounts them into the monitor's namespace and
+/// exits. It exists while the VP's init still waits for "go": no code of
+/// the VP runs meanwhile. Only raw system calls after the fork.
+pub(super) fn vp_kernel_mounts(
+    init: i32,
+    mounts: &[rootfs::KernelMount],
+) -> Result<(), rootfs::RootfsError> {
+    let bad = |msg: String| rootfs::RootfsError::VpKernel {
+        what: mounts
+            .iter()
+            .map(|m| m.fstype.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+        msg,
+    };
+    let pidfd = sys::pidfd_open(init).map_err(|e| bad(format!("pidfd of the init: {e}")))?;
+    let c = |s: &str| CString::new(s).map_err(|_| bad(format!("NUL in {s:?}")));
+    let mut prepared = Vec::new();
+    for m in mounts {
+        let target = sys::cstr(&m.target).map_err(|e| bad(e.to_string()))?;
+        let data = m.data.as_deref().map(c).transpose()?;
+        prepared.push((c(&m.fstype)?, target, m.flags.bits(), data));
+    }
+    let sys_src = c("/sys")?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: after fork only async-signal-safe system calls run in the
+    // child and grandchild (every string was prepared above).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(bad(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if child == 0 {
+        // SAFETY: raw system calls only; _exit never returns.
+        unsafe {
+            if libc::setns(pidfd.as_raw_fd(), libc::CLONE_NEWPID | libc::CLONE_NEWNET) != 0 {
+                libc::_exit(2);
+            }
+            let grand = libc::fork();
+            if grand == 0 {
+                for (i, (fstype, target, flags, data)) in prepared.iter().enumerate() {
+                    let d = data
+                        .as_ref()
+                        .map(|d| d.as_ptr())
+                        .unwrap_or(std::ptr::null());
+                    let r = libc::mount(
+                        fstype.as_ptr(),
+                        target.as_ptr(),
+                        fstype.as_ptr(),
+                        *flags,
+                        d.cast(),
+                    );
+                    if r == 0 {
+                        continue;
+                    }
+                    // A kernel that refuses a fresh sysfs gets the host's /sys
+                    // bound read-only instead (it shows the host's devices).
+                    if fstype.as_bytes() == b"sysfs" {
+                        let bind = libc::MS_BIND | libc::MS_REC;
+                        let ro = libc::MS_BIND
+                            | libc::MS_REMOUNT
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | libc::MS_NOEXEC;
+                        if libc::mount(
+                            sys_src.as_ptr(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            bind,
+                            std::ptr::null(),
+                        ) == 0
+                            && libc::mount(
+                                std::ptr::null(),
+                                target.as_ptr(),
+                                std::ptr::null(),
+                                ro,
+                                std::ptr::null(),
+                            ) == 0
+                        {
+                            continue;
+                        }
+                    }
+                    let code = [i as u8, *libc::__errno_location() as u8];
+                    libc::write(err_w.as_raw_fd(), code.as_ptr().cast(), 2);
+                    libc::_exit(1);
+                }
+                libc::_exit(0);
+            }
+            let mut st = 0;
+            if grand < 0 || libc::waitpid(grand, &mut st, 0) != grand {
+                libc::_exit(3);
+            }
+            libc::_exit(if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                4
+            });
+        }
+    }
+    drop(err_w);
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    let mut code = [0u8; 2];
+    let n = nix::unistd::read(&err_r, &mut code).unwrap_or(0);
+    if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+        return Ok(());
+    }
+    if n == 2 {
+        let m = &mounts[(code[0] as usize).min(mounts.len() - 1)];
+        return Err(bad(format!(
+            "mount {} on {}: {}",
+            m.fstype,
+            m.target.display(),
+            std::io::Error::from_raw_os_error(code[1] as i32)
+        )));
+    }
+    Err(bad(format!(
+        "the helper in the VP's namespaces failed (wait status {st})"
+    )))
+}
+
+/// Monitor side of the start, between clone and releasing the init: id
+/// maps, the template and the overlay root.
+pub(super) fn prepare_vp(
+    req: &MonitorRequest,
+    pid: i32,
+    lower: &Path,
+    rootfs: &Path,
+) -> Result<(), String> {
+    let cfg = &req.config;
+    let linux = cfg.runtime.linux().as_ref();
+    let userns = if cfg.host_root_id().is_some() {
+        for (file, maps) in [
+            ("uid_map", linux.and_then(|l| l.uid_mappings().clone())),
+            ("gid_map", linux.and_then(|l| l.gid_mappings().clone())),
+        ] {
+            let text: String = maps
+                .unwrap_or_default()
+                .iter()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                .collect();
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::write(&path, text).map_err(errstr(&format!("write {path}")))?;
+        }
+        let ns: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map_err(errstr("open the VP's user namespace"))?
+            .into();
+        Some(ns)
+    } else {
+        None
+    };
+
+    // The template, read-only and (with a user namespace) idmapped so that
+    // its root-owned files appear owned by VP root. One shared copy on disk.
+    let tree = sys::open_tree_clone(&req.template_rootfs, false).map_err(errstr(&format!(
+        "open_tree {}",
+        req.template_rootfs.display()
+    )))?;
+    let mut attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV;
+    if userns.is_some() {
+        attrs |= sys::MOUNT_ATTR_IDMAP;
+    }
+    sys::mount_setattr(&tree, attrs, userns.as_ref(), false).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) && userns.is_some() {
+            format!(
+                "idmapped mount of {} failed ({e}): its filesystem does not support idmapped mounts; \
+                 put the state dir on ext4, xfs, btrfs or tmpfs (Linux 6.3+), or create the VP with --privileged",
+                req.template_rootfs.display()
+            )
+        } else {
+            format!("mount_setattr {}: {e}", req.template_rootfs.display())
+        }
+    })?;
+    sys::move_mount(&tree, lower).map_err(errstr("attach the template"))?;
+    phase("template attached");
+
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        req.upper.display(),
+        req.work.display()
+    );
+    mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(errstr("mount the VP's overlay root"))?;
+    phase("overlay");
+
+    Ok(())
+}
