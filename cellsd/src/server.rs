@@ -268,7 +268,12 @@ impl ManagerIface {
     /// A PNG of what the panel shows (vp "") or of a VP's own framebuffer.
     async fn screenshot(&self, vp: &str) -> Result<Vec<u8>, CellsError> {
         self.check()?;
-        self.mgr.screenshot((!vp.is_empty()).then_some(vp))
+        // Reading a frame and encoding the PNG take milliseconds: not on
+        // an async worker.
+        let (mgr, vp) = (self.mgr.clone(), vp.to_string());
+        tokio::task::spawn_blocking(move || mgr.screenshot((!vp.is_empty()).then_some(&vp)))
+            .await
+            .map_err(|e| CellsError::Failed(format!("screenshot: {e}")))?
     }
 
     /// The panel: description, geometry and compositor counters.
@@ -306,7 +311,7 @@ impl ManagerIface {
     /// Tap at (x, y) in panel pixels: to the foreground VP (dropped if none).
     async fn input_tap(&self, x: i32, y: i32) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.input_tap(Point { x, y })
+        self.mgr.input_tap(Point { x, y }).await
     }
 
     /// Swipe from (x1, y1) to (x2, y2) over ms milliseconds.
@@ -327,13 +332,13 @@ impl ManagerIface {
     /// A key by name (HOME, BACK, POWER, A ...); action press, down or up.
     async fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.input_key(key, action)
+        self.mgr.input_key(key, action).await
     }
 
     /// Type text (US layout).
     async fn input_text(&self, text: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.input_text(text)
+        self.mgr.input_text(text).await
     }
 
     /// A VP changed state (a `VpState`): created, starting, running (started

@@ -59,7 +59,6 @@ impl Manager {
         if let Some(vp) = inner.vps.get_mut(name) {
             vp.bg_gen += 1;
         }
-        self.set_cpu_weight(inner, name, true);
         if let Err(e) = self.thaw_locked(inner, name) {
             tracing::warn!(vp = name, "thaw on switch: {}", e.message());
         }

@@ -12,6 +12,11 @@ impl Manager {
             self.leave_background(inner, n);
         }
         self.devices.switch(fg.as_deref());
+        // After the panel and input moved: the weight is not on the path
+        // from the request to the new frame.
+        if let Some(n) = &fg {
+            self.set_cpu_weight(inner, n, true);
+        }
         if inner.foreground == fg {
             return;
         }
@@ -150,18 +155,22 @@ impl Manager {
 
     /// A tap: touch down and up at one point. Goes to the foreground VP;
     /// with none (or a stopped one) it is dropped.
-    pub fn input_tap(&self, p: Point) -> Result<(), CellsError> {
+    pub async fn input_tap(&self, p: Point) -> Result<(), CellsError> {
         self.check_point(p)?;
         let contact = ContactId {
             source: INJECT_SOURCE,
             slot: 0,
         };
-        self.input.inject(vec![SourceEvent::TouchDown {
-            contact,
-            x: p.x,
-            y: p.y,
-        }]);
-        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
+        self.input
+            .inject(vec![SourceEvent::TouchDown {
+                contact,
+                x: p.x,
+                y: p.y,
+            }])
+            .await;
+        self.input
+            .inject(vec![SourceEvent::TouchUp { contact }])
+            .await;
         Ok(())
     }
 
@@ -178,25 +187,30 @@ impl Manager {
             source: INJECT_SOURCE,
             slot: 0,
         };
-        self.input.inject(vec![SourceEvent::TouchDown {
-            contact,
-            x: a.x,
-            y: a.y,
-        }]);
+        self.input
+            .inject(vec![SourceEvent::TouchDown {
+                contact,
+                x: a.x,
+                y: a.y,
+            }])
+            .await;
         let steps = (ms / 8).max(1);
         for i in 1..=steps {
             tokio::time::sleep(Duration::from_millis((ms / steps) as u64)).await;
             let x = a.x + (b.x - a.x) * i as i32 / steps as i32;
             let y = a.y + (b.y - a.y) * i as i32 / steps as i32;
             self.input
-                .inject(vec![SourceEvent::TouchMove { contact, x, y }]);
+                .inject(vec![SourceEvent::TouchMove { contact, x, y }])
+                .await;
         }
-        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
+        self.input
+            .inject(vec![SourceEvent::TouchUp { contact }])
+            .await;
         Ok(())
     }
 
     /// A key: `action` is "press" (down and up), "down" or "up".
-    pub fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
+    pub async fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
         let code = keys::key_code(key).ok_or_else(|| {
             CellsError::InvalidArgument(format!(
                 "unknown key '{key}': use a letter, a digit or one of {}",
@@ -212,11 +226,11 @@ impl Manager {
         };
         match action {
             "press" => {
-                self.input.inject(ev(1));
-                self.input.inject(ev(0));
+                self.input.inject(ev(1)).await;
+                self.input.inject(ev(0)).await;
             }
-            "down" => self.input.inject(ev(1)),
-            "up" => self.input.inject(ev(0)),
+            "down" => self.input.inject(ev(1)).await,
+            "up" => self.input.inject(ev(0)).await,
             other => {
                 return Err(CellsError::InvalidArgument(format!(
                     "unknown key action '{other}': use press, down or up"
@@ -227,7 +241,7 @@ impl Manager {
     }
 
     /// Type text as key strokes (US layout).
-    pub fn input_text(&self, text: &str) -> Result<(), CellsError> {
+    pub async fn input_text(&self, text: &str) -> Result<(), CellsError> {
         let mut strokes = Vec::new();
         for c in text.chars() {
             let k = keys::char_key(c).ok_or_else(|| {
@@ -244,12 +258,12 @@ impl Manager {
                 value,
             };
             if shift {
-                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 1)]);
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 1)]).await;
             }
-            self.input.inject(vec![key(code, 1)]);
-            self.input.inject(vec![key(code, 0)]);
+            self.input.inject(vec![key(code, 1)]).await;
+            self.input.inject(vec![key(code, 0)]).await;
             if shift {
-                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 0)]);
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 0)]).await;
             }
         }
         Ok(())

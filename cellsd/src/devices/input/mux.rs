@@ -30,7 +30,7 @@ enum Command {
     Attach(String, Vec<(DeviceKind, Sink)>),
     Detach(String),
     Foreground(Option<String>),
-    Inject(Vec<SourceEvent>, mpsc::Sender<()>),
+    Inject(Vec<SourceEvent>, tokio::sync::oneshot::Sender<()>),
     Stats(mpsc::Sender<Stats>),
 }
 
@@ -124,11 +124,12 @@ impl InputMux {
         self.send(Command::Foreground(vp.map(String::from)));
     }
 
-    /// Route one injected frame; returns once it has been written.
-    pub fn inject(&self, frame: Vec<SourceEvent>) {
-        let (tx, rx) = mpsc::channel();
+    /// Route one injected frame; returns once it has been written (the
+    /// caller's task waits, its worker thread does not).
+    pub async fn inject(&self, frame: Vec<SourceEvent>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Command::Inject(frame, tx));
-        let _ = rx.recv();
+        let _ = rx.await;
     }
 
     pub fn stats(&self) -> Stats {
