@@ -1,22 +1,42 @@
-//! The VP side of its devices: the framebuffer, input devices, binder node, and the runtime files (properties, network) the VP reads.
+//! The VP side of its devices (one function per device, run in the model's order for the devices the VP has): the framebuffer, input devices, binder node; and the runtime files (properties, network) the VP reads.
 
 use super::*;
 
+/// What the VP sides of its devices made before the clone.
+pub(super) struct Made {
+    /// What cellsd takes over (fd numbers in this monitor).
+    pub(super) fds: DeviceFds,
+    /// Nodes to bind into the VP: (file here, path in the VP).
+    pub(super) nodes: Vec<(PathBuf, String)>,
+    /// Fds to keep open while the VP runs.
+    pub(super) held: Vec<OwnedFd>,
+    /// The FUSE-served input devices, if any.
+    pub(super) vp_input: Option<input::evdev_fs::VpInput>,
+}
+
+/// What a device's VP side gets: the request and the monitor's device
+/// folder (a tmpfs of its own).
+struct Ctx<'a> {
+    req: &'a MonitorRequest,
+    dir: &'a Path,
+    owner: Option<u32>,
+}
+
+type VpSide = fn(&Ctx<'_>, &mut Made) -> Result<(), String>;
+
+/// The VP side of each device that has one here (in the model's order);
+/// power's (/sys/power, a FUSE file system the monitor serves) and
+/// network's (the veth, after the clone) are made in `start`. A device
+/// whose policy is `none` makes nothing.
+const VP_SIDES: &[(&str, VpSide)] = &[
+    (model::DISPLAY, display_side),
+    (model::INPUT, input_side),
+    (model::BINDER, binder_side),
+];
+
 /// Make the VP's devices on a tmpfs private to this monitor
-/// (`<run>/vps/NAME/dev`): returns their fds (for cellsd), the nodes to bind
-/// into the VP, and the fds to keep open.
-#[allow(clippy::type_complexity)]
-pub(super) fn make_devices(
-    req: &MonitorRequest,
-) -> Result<
-    (
-        DeviceFds,
-        Vec<(PathBuf, String)>,
-        Vec<OwnedFd>,
-        Option<input::evdev_fs::VpInput>,
-    ),
-    String,
-> {
+/// (`<run>/vps/NAME/dev`).
+pub(super) fn make_devices(req: &MonitorRequest) -> Result<Made, String> {
     let dir = req.run_dir.join("dev");
     std::fs::create_dir_all(&dir).map_err(errstr("mkdir dev"))?;
     let g = req.devices.geometry;
@@ -29,62 +49,85 @@ pub(super) fn make_devices(
         Some(size.as_str()),
     )
     .map_err(errstr("mount the device tmpfs"))?;
-    let owner = req.config.host_root_id();
-    let policies = &req.config.cells.devices;
-    let mut nodes: Vec<(PathBuf, String)> = Vec::new();
-    let (mut fb_fd, mut fb_node) = (None, None);
-    // display=none: no framebuffer at all (cellsd sees fb -1, no node).
-    if policies.has(model::DISPLAY) {
-        let (fb_file, info) = match req.devices.display {
-            DisplayMode::Userspace => {
-                let fb = display::create(&dir, g, owner).map_err(errstr("framebuffer"))?;
-                fb_fd = Some(fb.fd);
-                (fb.file, fb.info)
-            }
-            DisplayMode::Kernel => {
-                let (n, node) =
-                    display::create_kernel_fb(&dir, owner).map_err(errstr("mux_fb framebuffer"))?;
-                let info =
-                    display::write_info(&dir, g, owner).map_err(errstr("framebuffer info"))?;
-                fb_node = Some(n);
-                (node, info)
-            }
-        };
-        nodes.extend(
-            display::VP_FB_PATHS
-                .iter()
-                .map(|p| (fb_file.clone(), p.to_string())),
-        );
-        nodes.push((info, display::VP_FB_INFO.to_string()));
-    }
-    let mut fds = DeviceFds {
-        geometry: g,
-        fb: fb_fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
-        input_backend: req.devices.input,
-        inputs: Vec::new(),
-        binder: None,
-        fb_node,
+    let ctx = Ctx {
+        req,
+        dir: &dir,
+        owner: req.config.host_root_id(),
     };
-    if let BinderRequest::Device(node) = &req.devices.binder {
-        // The pool device is this VP root's while it runs, through a
-        // private node: the host's node keeps its owner and mode.
-        let private = dir.join("binder");
-        sys::private_node(node, &private, owner, 0o600).map_err(errstr("binder node"))?;
-        nodes.push((private, "/dev/binder".to_string()));
-        fds.binder = Some(node.clone());
+    let mut made = Made {
+        fds: DeviceFds {
+            geometry: g,
+            fb: -1,
+            input_backend: req.devices.input,
+            inputs: Vec::new(),
+            binder: None,
+            fb_node: None,
+        },
+        nodes: Vec::new(),
+        held: Vec::new(),
+        vp_input: None,
+    };
+    for (device, side) in VP_SIDES {
+        if req.config.cells.devices.has(device) {
+            side(&ctx, &mut made)?;
+        }
     }
-    let mut held: Vec<OwnedFd> = fb_fd.into_iter().collect();
-    let mut vp_input = None;
-    match req.devices.input {
-        // input=none: no input devices.
-        _ if !policies.has(model::INPUT) => {}
+    Ok(made)
+}
+
+/// The framebuffer (a file cellsd composes, or a mux_fb node) and its info
+/// file. Without it (display=none) cellsd sees fb -1 and no node.
+fn display_side(c: &Ctx<'_>, m: &mut Made) -> Result<(), String> {
+    let g = c.req.devices.geometry;
+    let (fb_file, info) = match c.req.devices.display {
+        DisplayMode::Userspace => {
+            let fb = display::create(c.dir, g, c.owner).map_err(errstr("framebuffer"))?;
+            m.fds.fb = fb.fd.as_raw_fd();
+            m.held.push(fb.fd);
+            (fb.file, fb.info)
+        }
+        DisplayMode::Kernel => {
+            let (n, node) =
+                display::create_kernel_fb(c.dir, c.owner).map_err(errstr("mux_fb framebuffer"))?;
+            let info =
+                display::write_info(c.dir, g, c.owner).map_err(errstr("framebuffer info"))?;
+            m.fds.fb_node = Some(n);
+            (node, info)
+        }
+    };
+    m.nodes.extend(
+        display::VP_FB_PATHS
+            .iter()
+            .map(|p| (fb_file.clone(), p.to_string())),
+    );
+    m.nodes.push((info, display::VP_FB_INFO.to_string()));
+    Ok(())
+}
+
+/// The pool binder device, this VP root's while it runs, through a private
+/// node (the host's node keeps its owner and mode). binderfs is mounted by
+/// the init itself.
+fn binder_side(c: &Ctx<'_>, m: &mut Made) -> Result<(), String> {
+    if let BinderRequest::Device(node) = &c.req.devices.binder {
+        let private = c.dir.join("binder");
+        sys::private_node(node, &private, c.owner, 0o600).map_err(errstr("binder node"))?;
+        m.nodes.push((private, "/dev/binder".to_string()));
+        m.fds.binder = Some(node.clone());
+    }
+    Ok(())
+}
+
+/// The touchscreen and keys: evdev devices served over FUSE, or FIFOs.
+fn input_side(c: &Ctx<'_>, m: &mut Made) -> Result<(), String> {
+    let g = c.req.devices.geometry;
+    match c.req.devices.input {
         Backend::Fifo => {
-            let fifos = input::sink::create_fifos(&dir, owner)
+            let fifos = input::sink::create_fifos(c.dir, c.owner)
                 .map_err(|e| format!("input devices (FIFOs): {e}"))?;
             for i in fifos {
-                nodes.push((i.node.clone(), i.vp_path.clone()));
-                fds.inputs.push((i.kind, i.fd.as_raw_fd()));
-                held.push(i.fd);
+                m.nodes.push((i.node.clone(), i.vp_path.clone()));
+                m.fds.inputs.push((i.kind, i.fd.as_raw_fd()));
+                m.held.push(i.fd);
             }
         }
         Backend::Evdev => {
@@ -94,16 +137,17 @@ pub(super) fn make_devices(
                     (node.to_string(), input::evdev_fs::spec_for(*kind, name, g))
                 })
                 .collect();
-            let (vi, writers) = input::evdev_fs::VpInput::mount(&dir.join("input"), devices, owner)
-                .map_err(|e| format!("input devices: {e}"))?;
+            let (vi, writers) =
+                input::evdev_fs::VpInput::mount(&c.dir.join("input"), devices, c.owner)
+                    .map_err(|e| format!("input devices: {e}"))?;
             for ((kind, _, _), w) in input::sink::VP_DEVICES.iter().zip(writers) {
-                fds.inputs.push((*kind, w.as_raw_fd()));
-                held.push(w);
+                m.fds.inputs.push((*kind, w.as_raw_fd()));
+                m.held.push(w);
             }
-            vp_input = Some(vi);
+            m.vp_input = Some(vi);
         }
     }
-    Ok((fds, nodes, held, vp_input))
+    Ok(())
 }
 
 /// Where the template keeps /etc, as a path in the VP: Android's layout

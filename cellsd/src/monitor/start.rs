@@ -137,8 +137,12 @@ pub(super) fn start(
         .map_err(|e| leave_cgroup(e.to_string()))?;
     phase("cgroup");
 
-    let (device_fds, mut device_nodes, held, mut vp_input) =
-        make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
+    let devices::Made {
+        fds: device_fds,
+        nodes: mut device_nodes,
+        held,
+        mut vp_input,
+    } = make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
     let mut device_dirs = Vec::new();
     if vp_input.is_some() {
         device_dirs.push((
