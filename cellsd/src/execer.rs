@@ -131,7 +131,7 @@ pub fn main() -> i32 {
     // First of all: nothing of a less privileged user namespace may ptrace
     // or open /proc files of this process or its child until it execs.
     if let Err(e) = sys::set_non_dumpable() {
-        eprintln!("cellsd __exec: PR_SET_DUMPABLE: {e}");
+        tracing::error!("PR_SET_DUMPABLE: {e}");
         return 125;
     }
     // SAFETY: fd 0 is the socket cellsd gave us; nothing else owns it.
@@ -139,7 +139,7 @@ pub fn main() -> i32 {
     let (req, fds) = match recv_message::<ExecRequest>(&sock, 3) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cellsd __exec: {e}");
+            tracing::error!("{e}");
             return 125;
         }
     };

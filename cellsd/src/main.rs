@@ -201,14 +201,32 @@ fn memory_settings(default: &str, reserve: &str) -> anyhow::Result<(Option<u64>,
     Ok((per_vp, all))
 }
 
+/// The helpers log as cellsd does (tracing's format, on stderr: the
+/// monitor's is its VP's monitor log, the exec helper's cellsd's own); the
+/// filter comes from CELLS_LOG (default info). No thread is started.
+fn helper_log() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CELLS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn main() {
     // Helpers first: they are single-threaded and must stay so.
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("__monitor") => {
+            helper_log();
             std::process::exit(cellsd::monitor::main(argv.get(2).map(String::as_str)))
         }
-        Some("__exec") => std::process::exit(cellsd::execer::main()),
+        Some("__exec") => {
+            helper_log();
+            std::process::exit(cellsd::execer::main())
+        }
         _ => {}
     }
     let args = Args::parse();

@@ -73,14 +73,7 @@ pub const CONSOLE_RATE: u64 = 256 << 10;
 pub const CONSOLE_BURST: u64 = 1 << 20;
 
 fn log(msg: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!(
-        "[{}.{:03}] monitor: {msg}",
-        now.as_secs(),
-        now.subsec_millis()
-    );
+    tracing::info!("{msg}");
 }
 
 static TRACE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -88,7 +81,7 @@ static TRACE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new
 /// With `trace` on, log how long after the monitor's start a phase ended.
 fn phase(name: &str) {
     if let Some(t0) = TRACE.get() {
-        eprintln!("monitor: {:>6} us  {name}", t0.elapsed().as_micros());
+        tracing::info!(us = t0.elapsed().as_micros() as u64, "phase {name}");
     }
 }
 
