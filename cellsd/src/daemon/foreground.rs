@@ -35,18 +35,21 @@ impl Manager {
 }
 
 /// The running VP after `after` in name order (wrapping), if any.
-pub(super) fn next_running(inner: &Inner, after: &str) -> Option<String> {
-    let running: Vec<&String> = inner
+/// The running VPs, in name order.
+pub(super) fn running_names(inner: &Inner) -> Vec<String> {
+    inner
         .vps
         .iter()
-        .filter(|(n, v)| v.phase == Phase::Running && n.as_str() != after)
-        .map(|(n, _)| n)
-        .collect();
-    running
-        .iter()
-        .find(|n| n.as_str() > after)
-        .or_else(|| running.first())
-        .map(|n| n.to_string())
+        .filter(|(_, v)| v.phase == Phase::Running)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// Who takes the foreground when `after` stops ([`state::handoff`]).
+pub(super) fn next_running(inner: &Inner, after: &str) -> Option<String> {
+    let running = running_names(inner);
+    let running: Vec<&str> = running.iter().map(String::as_str).collect();
+    state::handoff(&running, after).map(String::from)
 }
 
 /// Touch positions are given in panel pixels.
@@ -74,27 +77,13 @@ impl Manager {
     /// Switch to the next (or previous) running VP in name order; returns it.
     pub fn cycle(&self, forward: bool) -> Result<String, CellsError> {
         let mut inner = self.lock();
-        let running: Vec<String> = inner
-            .vps
-            .iter()
-            .filter(|(_, v)| v.phase == Phase::Running)
-            .map(|(n, _)| n.clone())
-            .collect();
-        if running.is_empty() {
-            return Err(CellsError::NotRunning(
-                "no VP is running: start one with `cellctl start VP`".into(),
-            ));
-        }
-        let pos = inner
-            .foreground
-            .as_ref()
-            .and_then(|f| running.iter().position(|n| n == f));
-        let next = match (pos, forward) {
-            (None, _) => 0,
-            (Some(i), true) => (i + 1) % running.len(),
-            (Some(i), false) => (i + running.len() - 1) % running.len(),
-        };
-        let name = running[next].clone();
+        let running = running_names(&inner);
+        let running: Vec<&str> = running.iter().map(String::as_str).collect();
+        let name = state::cycle(&running, inner.foreground.as_deref(), forward)
+            .map(String::from)
+            .ok_or_else(|| {
+                CellsError::NotRunning("no VP is running: start one with `cellctl start VP`".into())
+            })?;
         self.set_foreground(&mut inner, Some(name.clone()));
         Ok(name)
     }

@@ -19,6 +19,7 @@ mod net;
 mod options;
 mod reserve;
 mod spare;
+mod state;
 mod templates;
 mod vp_devices;
 
@@ -477,16 +478,9 @@ impl Manager {
         // The foreground survives a cellsd restart; else the first running VP.
         let saved = std::fs::read_to_string(self.cfg.layout.foreground_file()).unwrap_or_default();
         let mut inner = self.lock();
-        let running = |n: &str| inner.vps.get(n).is_some_and(|v| v.phase == Phase::Running);
-        let fg = if running(saved.trim()) {
-            Some(saved.trim().to_string())
-        } else {
-            inner
-                .vps
-                .iter()
-                .find(|(_, v)| v.phase == Phase::Running)
-                .map(|(n, _)| n.clone())
-        };
+        let running = foreground::running_names(&inner);
+        let running: Vec<&str> = running.iter().map(String::as_str).collect();
+        let fg = state::restored_foreground(&saved, &running).map(String::from);
         self.set_foreground(&mut inner, fg);
         // Background VPs resume their policy (a frozen one stays frozen).
         let background: Vec<String> = inner
