@@ -54,8 +54,8 @@ struct Args {
     panel: Option<String>,
     /// How VP input devices are made: evdev (served by each VP's monitor,
     /// the default) or fifo (named pipes carrying the event stream).
-    #[arg(long, default_value = "evdev", value_parser = ["auto", "evdev", "fifo"])]
-    input_backend: String,
+    #[arg(long, value_enum, default_value_t = InputBackendArg::Evdev)]
+    input_backend: InputBackendArg,
     /// Folder of the host input devices to multiplex to the foreground VP.
     #[arg(long, default_value = "/dev/input")]
     input_dir: PathBuf,
@@ -69,8 +69,8 @@ struct Args {
     binder: String,
     /// Who multiplexes the panel: kernel (the mux_fb module), userspace
     /// (cellsd's compositor), or auto (the module where it is loaded).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "kernel", "userspace"])]
-    display_mux: String,
+    #[arg(long, value_enum, default_value_t = DisplayMuxArg::Auto)]
+    display_mux: DisplayMuxArg,
     /// What VP wakelocks do to the device: auto (android where the kernel
     /// has /sys/power/wake_lock, else logind where it is on the system bus,
     /// else none), android[:DIR] (mirror them as kernel wakelocks), logind
@@ -79,8 +79,8 @@ struct Args {
     power_backend: String,
     /// Cgroup freezer for background VPs: auto (v1's freezer controller
     /// where mounted, else v2's cgroup.freeze), v1, v2.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "v1", "v2"])]
-    freezer: String,
+    #[arg(long, value_enum, default_value_t = FreezerArg::Auto)]
+    freezer: FreezerArg,
     /// Bridge VPs attach to (at most 9 characters).
     #[arg(long, default_value = cellsd::devices::network::DEFAULT_BRIDGE)]
     bridge: String,
@@ -88,8 +88,8 @@ struct Args {
     #[arg(long, default_value = cellsd::devices::network::DEFAULT_SUBNET)]
     subnet: String,
     /// Masquerade VP traffic to the outside (nftables; enables IPv4 forwarding).
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    nat: String,
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    nat: OnOff,
     /// Nameserver for VPs (repeatable; default: the host's non-loopback ones).
     #[arg(long)]
     dns: Vec<std::net::IpAddr>,
@@ -124,6 +124,38 @@ struct Args {
     /// quick while background VPs run; 100 treats all VPs alike.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
     background_cpu_weight: u16,
+}
+
+/// `--input-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InputBackendArg {
+    /// The same as evdev.
+    Auto,
+    Evdev,
+    Fifo,
+}
+
+/// `--display-mux`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DisplayMuxArg {
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+/// `--freezer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FreezerArg {
+    Auto,
+    V1,
+    V2,
+}
+
+/// `--nat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 /// Kernel limits that bound how many VPs one cellsd can run: the open-file
@@ -352,23 +384,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         self_exe: exe,
         cgroup_parent: args.cgroup_parent.trim_matches('/').to_string(),
         panel,
-        input_backend: match args.input_backend.as_str() {
-            "fifo" => Backend::Fifo,
-            _ => Backend::Evdev,
+        input_backend: match args.input_backend {
+            InputBackendArg::Fifo => Backend::Fifo,
+            InputBackendArg::Auto | InputBackendArg::Evdev => Backend::Evdev,
         },
         input_dir: Some(args.input_dir.clone()),
         grab_input: !args.no_grab,
-        display_mode: match args.display_mux.as_str() {
-            "kernel" => Some(DisplayMode::Kernel),
-            "userspace" => Some(DisplayMode::Userspace),
-            _ => None,
+        display_mode: match args.display_mux {
+            DisplayMuxArg::Kernel => Some(DisplayMode::Kernel),
+            DisplayMuxArg::Userspace => Some(DisplayMode::Userspace),
+            DisplayMuxArg::Auto => None,
         },
         binder: BinderMode::parse(&args.binder, std::path::Path::new("/dev"))
             .map_err(anyhow::Error::msg)?,
-        freezer: match args.freezer.as_str() {
-            "v1" => FreezerChoice::V1,
-            "v2" => FreezerChoice::V2,
-            _ => FreezerChoice::Auto,
+        freezer: match args.freezer {
+            FreezerArg::V1 => FreezerChoice::V1,
+            FreezerArg::V2 => FreezerChoice::V2,
+            FreezerArg::Auto => FreezerChoice::Auto,
         },
         network: {
             use cellsd::devices::network::{check_bridge_name, host::NetConfig, Subnet};
@@ -376,7 +408,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             NetConfig {
                 bridge: args.bridge.clone(),
                 subnet: Subnet::parse(&args.subnet)?,
-                nat: args.nat == "on",
+                nat: args.nat == OnOff::On,
                 dns: args.dns.clone(),
                 adb_port_base: args.adb_port_base,
             }
