@@ -40,9 +40,10 @@ pub struct Compositor {
     panel: Box<dyn Panel>,
     fg: Option<(String, Arc<VirtualFb>)>,
     hashes: Vec<u64>,
-    /// The foreground frame as last copied out of the VP's file: hashed
-    /// and shown from here (cellsd never maps a VP's framebuffer).
-    frame: Vec<u8>,
+    /// One band of the foreground frame as just copied out of the VP's
+    /// file: hashed while it is in the cache, and shown from here if it
+    /// changed (cellsd never maps a VP's framebuffer).
+    band: Vec<u8>,
     stats: Stats,
 }
 
@@ -50,11 +51,12 @@ impl Compositor {
     pub fn new(panel: Box<dyn Panel>) -> Self {
         let bands = panel.geometry().height.div_ceil(BAND_ROWS) as usize;
         let size = panel.geometry().size();
+        let band_len = BAND_ROWS as usize * panel.geometry().stride as usize;
         Self {
             panel,
             fg: None,
             hashes: vec![0; bands],
-            frame: vec![0; size],
+            band: vec![0; band_len.min(size)],
             stats: Stats::default(),
         }
     }
@@ -118,14 +120,20 @@ impl Compositor {
         let Some((_, vfb)) = &self.fg else {
             return 0;
         };
-        vfb.read_into(&mut self.frame);
+        // Band by band: each is read once from the VP's file into a buffer
+        // that stays in the cache, hashed there and copied on only if it
+        // changed (one pass over memory instead of a copy of the frame,
+        // a hash pass and a copy).
+        let vfb = Arc::clone(vfb);
         let mut copied = 0;
         for b in 0..self.hashes.len() {
             let r = self.band_range(b);
-            let h = xxh3_64(&self.frame[r.clone()]);
+            let band = &mut self.band[..r.len()];
+            vfb.read_at(r.start, band);
+            let h = xxh3_64(band);
             if h != self.hashes[b] {
                 self.hashes[b] = h;
-                self.panel.pixels_mut()[r.clone()].copy_from_slice(&self.frame[r]);
+                self.panel.pixels_mut()[r].copy_from_slice(band);
                 copied += 1;
             }
         }

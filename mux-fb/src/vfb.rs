@@ -69,7 +69,14 @@ impl VirtualFb {
     /// flipping; what the file lacks (it was truncated) reads as black.
     /// Errors (an fd that cannot be read) also leave black.
     pub fn read_into(&self, out: &mut [u8]) {
-        let len = out.len().min(self.geometry.size());
+        self.read_at(0, out);
+    }
+
+    /// Copy `out.len()` bytes of the frame from byte `offset` into `out`
+    /// (a band of rows); as [`VirtualFb::read_into`], what the file lacks
+    /// reads as black, and nothing past the frame is read.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) {
+        let len = out.len().min(self.geometry.size().saturating_sub(offset));
         let mut done = 0;
         while done < len {
             // SAFETY: pread into our own buffer, within its length.
@@ -78,7 +85,7 @@ impl VirtualFb {
                     self.fd.as_raw_fd(),
                     out[done..len].as_mut_ptr().cast(),
                     len - done,
-                    done as libc::off_t,
+                    (offset + done) as libc::off_t,
                 )
             };
             match n {
