@@ -1,9 +1,10 @@
 //! The compositor: shows the foreground VP's framebuffer on the panel.
 //!
 //! On a switch the whole frame of the new foreground is copied at once. In
-//! between, every refresh (60 Hz) hashes the foreground frame in bands of
-//! rows and copies only the bands whose hash changed, so an idle VP costs a
-//! hash pass and no copy. [`Display`] runs a compositor on its own thread and
+//! between, every refresh (60 Hz) reads the foreground frame band by band
+//! (rows into a cache-resident buffer), hashes each band and copies only the
+//! bands whose hash changed, so an idle VP costs a read and hash pass and no
+//! copy. [`Display`] runs a compositor on its own thread and
 //! takes commands (attach, detach, switch, screenshot) through a channel.
 
 use std::collections::HashMap;
