@@ -268,12 +268,9 @@ impl ManagerIface {
     /// A PNG of what the panel shows (vp "") or of a VP's own framebuffer.
     async fn screenshot(&self, vp: &str) -> Result<Vec<u8>, CellsError> {
         self.check()?;
-        // Reading a frame and encoding the PNG take milliseconds: not on
-        // an async worker.
-        let (mgr, vp) = (self.mgr.clone(), vp.to_string());
-        tokio::task::spawn_blocking(move || mgr.screenshot((!vp.is_empty()).then_some(&vp)))
-            .await
-            .map_err(|e| CellsError::Failed(format!("screenshot: {e}")))?
+        // On the worker: a blocking-pool thread would get a malloc arena of
+        // its own that keeps the frame's pages (the soak saw +2.9 MiB).
+        self.mgr.screenshot((!vp.is_empty()).then_some(vp))
     }
 
     /// The panel: description, geometry and compositor counters.
