@@ -474,7 +474,7 @@ mod tests {
 /// keeps glibc from raising it after a large free, which would put the FUSE
 /// server's 16 MiB request buffer on the heap, zeroed page by page, instead
 /// of in a mapping whose untouched pages cost nothing.
-pub fn one_malloc_arena() {
+pub fn lean_malloc() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes malloc's tuning; called before threads.
     unsafe {

@@ -75,47 +75,31 @@ fn a_vp_without_display_and_input_has_no_such_nodes() {
     assert!(w > 0 && h > 0);
 }
 
+/// `cellctl create x --template minimal ARGS...`, which must fail: its stderr.
+fn create_fails(c: &Cells, args: &[&str]) -> String {
+    let mut a = vec!["create", "x", "--template", "minimal"];
+    a.extend_from_slice(args);
+    c.fails(&a)
+}
+
 #[test]
 fn bad_device_settings_are_refused_with_what_to_write() {
     let c = Cells::new();
-    let e = c.fails(&[
-        "create",
-        "x",
-        "--template",
-        "minimal",
-        "--device",
-        "camera=none",
-    ]);
+    let e = create_fails(&c, &["--device", "camera=none"]);
     assert!(
         e.contains(
             "no device named 'camera': the devices are display, input, power, binder, network"
         ),
         "{e}"
     );
-    let e = c.fails(&[
-        "create",
-        "x",
-        "--template",
-        "minimal",
-        "--device",
-        "display=shared",
-    ]);
+    let e = create_fails(&c, &["--device", "display=shared"]);
     assert!(
         e.contains("'shared' is not a policy of the display device: use foreground or none"),
         "{e}"
     );
-    let e = c.fails(&["create", "x", "--template", "minimal", "--device", "input"]);
+    let e = create_fails(&c, &["--device", "input"]);
     assert!(e.contains("is not NAME=POLICY"), "{e}");
-    let e = c.fails(&[
-        "create",
-        "x",
-        "--template",
-        "minimal",
-        "--device",
-        "network=none",
-        "--network",
-        "isolated",
-    ]);
+    let e = create_fails(&c, &["--device", "network=none", "--network", "isolated"]);
     assert!(
         e.contains("give one of --device network=none or --network"),
         "{e}"

@@ -34,22 +34,19 @@ impl Manager {
     }
 }
 
-/// The running VP after `after` in name order (wrapping), if any.
 /// The running VPs, in name order.
-pub(super) fn running_names(inner: &Inner) -> Vec<String> {
+pub(super) fn running_names(inner: &Inner) -> Vec<&str> {
     inner
         .vps
         .iter()
         .filter(|(_, v)| v.phase == Phase::Running)
-        .map(|(n, _)| n.clone())
+        .map(|(n, _)| n.as_str())
         .collect()
 }
 
 /// Who takes the foreground when `after` stops ([`state::handoff`]).
 pub(super) fn next_running(inner: &Inner, after: &str) -> Option<String> {
-    let running = running_names(inner);
-    let running: Vec<&str> = running.iter().map(String::as_str).collect();
-    state::handoff(&running, after).map(String::from)
+    state::handoff(&running_names(inner), after).map(String::from)
 }
 
 /// Touch positions are given in panel pixels.
@@ -77,9 +74,7 @@ impl Manager {
     /// Switch to the next (or previous) running VP in name order; returns it.
     pub fn cycle(&self, forward: bool) -> Result<String, CellsError> {
         let mut inner = self.lock();
-        let running = running_names(&inner);
-        let running: Vec<&str> = running.iter().map(String::as_str).collect();
-        let name = state::cycle(&running, inner.foreground.as_deref(), forward)
+        let name = state::cycle(&running_names(&inner), inner.foreground.as_deref(), forward)
             .map(String::from)
             .ok_or_else(|| {
                 CellsError::NotRunning("no VP is running: start one with `cellctl start VP`".into())

@@ -478,9 +478,8 @@ impl Manager {
         // The foreground survives a cellsd restart; else the first running VP.
         let saved = std::fs::read_to_string(self.cfg.layout.foreground_file()).unwrap_or_default();
         let mut inner = self.lock();
-        let running = foreground::running_names(&inner);
-        let running: Vec<&str> = running.iter().map(String::as_str).collect();
-        let fg = state::restored_foreground(&saved, &running).map(String::from);
+        let fg = state::restored_foreground(&saved, &foreground::running_names(&inner))
+            .map(String::from);
         self.set_foreground(&mut inner, fg);
         // Background VPs resume their policy (a frozen one stays frozen).
         let background: Vec<String> = inner

@@ -310,6 +310,17 @@ mod tests {
         }
     }
 
+    /// VP "a"'s attach, with no monitor.
+    fn attach<'a>(fds: &'a DeviceFds, policies: &'a model::DevicePolicies) -> Attach<'a> {
+        Attach {
+            vp: "a",
+            fds,
+            monitor: None,
+            power_socket: PathBuf::new(),
+            policies,
+        }
+    }
+
     #[test]
     fn devices_run_in_the_models_order_and_detach_in_reverse() {
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -327,13 +338,8 @@ mod tests {
         ]);
         assert_eq!(r.names(), [model::DISPLAY, model::INPUT, model::POWER]);
         let f = fds();
-        let a = Attach {
-            vp: "a",
-            fds: &f,
-            monitor: None,
-            power_socket: PathBuf::new(),
-            policies: &model::DevicePolicies::default(),
-        };
+        let policies = model::DevicePolicies::default();
+        let a = attach(&f, &policies);
         // One device failing does not keep the others from attaching.
         let failed = r.attach(&a);
         assert_eq!(failed.len(), 1);
@@ -365,13 +371,8 @@ mod tests {
         let b = BinderHost::default();
         let mut f = fds();
         f.binder = Some(PathBuf::from("/dev/binder3"));
-        let a = Attach {
-            vp: "a",
-            fds: &f,
-            monitor: None,
-            power_socket: PathBuf::new(),
-            policies: &model::DevicePolicies::default(),
-        };
+        let policies = model::DevicePolicies::default();
+        let a = attach(&f, &policies);
         b.attach(&a).unwrap();
         b.attach(&a).unwrap();
         assert_eq!(*b.held(), [PathBuf::from("/dev/binder3")]);

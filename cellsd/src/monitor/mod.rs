@@ -210,7 +210,7 @@ pub fn main(spare_arg: Option<&str>) -> i32 {
     // Own session: a Ctrl-C at the terminal that started cellsd must not
     // reach the VPs, and the VP outlives cellsd.
     let _ = nix::unistd::setsid();
-    crate::sys::one_malloc_arena();
+    crate::sys::lean_malloc();
     let spare = spare_arg
         .and_then(|a| serde_json::from_str::<SpareSetup>(a).ok())
         .and_then(|s| match s.cgroup.prepare_spare() {
