@@ -18,6 +18,7 @@ use cellsd::devices::binder::BinderMode;
 use cellsd::devices::display::DisplayMode;
 use cellsd::devices::input::sink::Backend;
 use cellsd::devices::power::backend::{BackendChoice, SleepBackend};
+use cellsd::devices::registry::HostConfig;
 use cellsd::layout::{Layout, DEFAULT_RUN_DIR, DEFAULT_STATE_DIR};
 use cellsd::template::Sources;
 use mux_fb::panel::PanelSpec;
@@ -383,35 +384,38 @@ fn run(args: Args) -> anyhow::Result<()> {
         id_base: args.id_base,
         self_exe: exe,
         cgroup_parent: args.cgroup_parent.trim_matches('/').to_string(),
-        panel,
-        input_backend: match args.input_backend {
-            InputBackendArg::Fifo => Backend::Fifo,
-            InputBackendArg::Auto | InputBackendArg::Evdev => Backend::Evdev,
-        },
-        input_dir: Some(args.input_dir.clone()),
-        grab_input: !args.no_grab,
-        display_mode: match args.display_mux {
-            DisplayMuxArg::Kernel => Some(DisplayMode::Kernel),
-            DisplayMuxArg::Userspace => Some(DisplayMode::Userspace),
-            DisplayMuxArg::Auto => None,
-        },
-        binder: BinderMode::parse(&args.binder, std::path::Path::new("/dev"))
-            .map_err(anyhow::Error::msg)?,
         freezer: match args.freezer {
             FreezerArg::V1 => FreezerChoice::V1,
             FreezerArg::V2 => FreezerChoice::V2,
             FreezerArg::Auto => FreezerChoice::Auto,
         },
-        network: {
-            use cellsd::devices::network::{check_bridge_name, host::NetConfig, Subnet};
-            check_bridge_name(&args.bridge)?;
-            NetConfig {
-                bridge: args.bridge.clone(),
-                subnet: Subnet::parse(&args.subnet)?,
-                nat: args.nat == OnOff::On,
-                dns: args.dns.clone(),
-                adb_port_base: args.adb_port_base,
-            }
+        devices: HostConfig {
+            panel,
+            input_backend: match args.input_backend {
+                InputBackendArg::Fifo => Backend::Fifo,
+                InputBackendArg::Auto | InputBackendArg::Evdev => Backend::Evdev,
+            },
+            input_dir: Some(args.input_dir.clone()),
+            grab_input: !args.no_grab,
+            input_socket: Some(layout.input_socket()),
+            display_mode: match args.display_mux {
+                DisplayMuxArg::Kernel => Some(DisplayMode::Kernel),
+                DisplayMuxArg::Userspace => Some(DisplayMode::Userspace),
+                DisplayMuxArg::Auto => None,
+            },
+            binder: BinderMode::parse(&args.binder, std::path::Path::new("/dev"))
+                .map_err(anyhow::Error::msg)?,
+            network: {
+                use cellsd::devices::network::{check_bridge_name, host::NetConfig, Subnet};
+                check_bridge_name(&args.bridge)?;
+                NetConfig {
+                    bridge: args.bridge.clone(),
+                    subnet: Subnet::parse(&args.subnet)?,
+                    nat: args.nat == OnOff::On,
+                    dns: args.dns.clone(),
+                    adb_port_base: args.adb_port_base,
+                }
+            },
         },
     };
     let power_backend: BackendChoice = args.power_backend.parse().map_err(anyhow::Error::msg)?;

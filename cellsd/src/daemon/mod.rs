@@ -30,7 +30,7 @@ pub use options::{check_state_dir, create_options};
 use templates::BuildPin;
 
 use crate::api::VpState;
-use crate::devices::registry::{Attach, BinderHost, HostDevice, PowerHost, Registry};
+use crate::devices::registry::{Attach, Detach, HostConfig, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{chown, PermissionsExt};
@@ -47,23 +47,20 @@ use tokio::sync::{broadcast, watch};
 use crate::api::{CellsError, TemplateInfo, VpInfo};
 use crate::cgroup::{FreezerChoice, Hierarchy, VpCgroup};
 use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
-use crate::devices::binder::{self, BinderMode};
-use crate::devices::display::{DisplayMode, Screen};
+use crate::devices::display::Screen;
 use crate::devices::input::keys;
 use crate::devices::input::mux::{InputMux, INJECT_SOURCE};
 use crate::devices::input::router::{ContactId, SourceEvent};
-use crate::devices::input::sink::Backend;
 use crate::devices::power::backend::SleepBackend;
 use crate::devices::power::hub::PowerHub;
 use crate::execer::{ExecReply, ExecRequest, Winsize};
 use crate::layout::Layout;
 use crate::monitor::{
-    bounding_set, BinderRequest, DeviceRequest, MonitorEvent, MonitorRequest, RunState, SpareSetup,
+    bounding_set, DeviceRequest, MonitorEvent, MonitorRequest, RunState, SpareSetup,
 };
 use crate::template::{self, Sources};
 use crate::{name, sys};
 use mux_fb::compositor::Target;
-use mux_fb::panel::PanelSpec;
 
 /// How long a start may take before cellsd gives up on the monitor.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,22 +79,10 @@ pub struct DaemonConfig {
     pub self_exe: PathBuf,
     /// Cgroup under which VP cgroups are made (relative to each hierarchy root).
     pub cgroup_parent: String,
-    /// The panel: `headless:WxH` or `fbdev:/dev/fbN`.
-    pub panel: PanelSpec,
-    /// How VP input devices are made (uinput where it exists, else FIFOs).
-    pub input_backend: Backend,
-    /// Folder of the host's input devices to multiplex (None: none).
-    pub input_dir: Option<PathBuf>,
-    /// Grab host input devices exclusively.
-    pub grab_input: bool,
-    /// How VPs get their binder device.
-    pub binder: BinderMode,
-    /// Who multiplexes the panel (None: the kernel module where it is loaded).
-    pub display_mode: Option<DisplayMode>,
+    /// The devices' settings: panel, input, binder, network.
+    pub devices: HostConfig,
     /// Which cgroup freezer freezes background VPs.
     pub freezer: FreezerChoice,
-    /// The bridge, subnet, NAT and adb ports of VP networking.
-    pub network: crate::devices::network::host::NetConfig,
     /// Memory limit of a VP created without `--memory` (None: unlimited).
     pub default_memory: Option<u64>,
     /// The memory of all VPs together, set on the cgroup parent (None: not
@@ -214,14 +199,13 @@ pub struct Manager {
     display: Arc<Screen>,
     /// The input multiplexer thread.
     input: Arc<InputMux>,
-    /// Pool binder devices held by running (or starting) VPs.
-    binders: Arc<BinderHost>,
     /// Wakelocks, early suspend and the power backend.
     power: Arc<PowerHub>,
-    /// The devices' host sides, in the model's order: attach, switch, detach.
+    /// The devices' host sides, in the model's order: prepare, attach,
+    /// switch, detach (the fields above and `net` are handles on some).
     devices: Registry,
     /// The bridge, nftables and the port forwards.
-    net: crate::devices::network::host::HostNet,
+    net: Arc<crate::devices::network::host::HostNet>,
     /// VPs whose definition could not be used (name -> why): listed, never
     /// started, never removed by cellsd.
     invalid: Mutex<BTreeMap<String, String>>,
@@ -240,35 +224,19 @@ impl Manager {
     /// Must be called inside the tokio runtime.
     pub fn new(cfg: DaemonConfig, power: SleepBackend) -> Result<Arc<Self>, CellsError> {
         let hierarchy = Hierarchy::detect().map_err(|e| CellsError::Failed(e.to_string()))?;
-        let screen = Screen::open(&cfg.panel, cfg.display_mode).map_err(|e| {
-            CellsError::Failed(format!(
-                "cannot open the panel {:?}: {e}; use --panel headless:720x1280 where there is no display",
-                cfg.panel
-            ))
-        })?;
-        tracing::info!(panel = screen.describe(), "display");
-        let input = InputMux::start(
-            cfg.input_dir.clone(),
-            screen.geometry(),
-            cfg.grab_input,
-            Some(cfg.layout.input_socket()),
-        )
-        .map_err(failed("start the input multiplexer"))?;
+        let devices =
+            Registry::build(&cfg.devices, power).map_err(|e| CellsError::Failed(e.to_string()))?;
+        let missing = |d: &str| CellsError::Failed(format!("the {d} device has no host side"));
+        let screen = devices.get::<Screen>().ok_or_else(|| missing("display"))?;
+        let input = devices.get::<InputMux>().ok_or_else(|| missing("input"))?;
+        let power = devices
+            .get::<crate::devices::power::PowerHost>()
+            .map(|p| Arc::clone(&p.0))
+            .ok_or_else(|| missing("power"))?;
+        let net = devices
+            .get::<crate::devices::network::host::HostNet>()
+            .ok_or_else(|| missing("network"))?;
         let (events, _) = broadcast::channel(1024);
-        let power = PowerHub::new(power);
-        let net = crate::devices::network::host::HostNet::init(cfg.network.clone())
-            .map_err(failed("start VP networking"))?;
-        let (screen, input, binders) = (
-            Arc::new(screen),
-            Arc::new(input),
-            Arc::new(BinderHost::default()),
-        );
-        let devices = Registry::new(vec![
-            screen.clone() as Arc<dyn HostDevice>,
-            input.clone(),
-            Arc::new(PowerHost(power.clone())),
-            binders.clone(),
-        ]);
         let mgr = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             cfg,
@@ -287,7 +255,6 @@ impl Manager {
             spare_seq: AtomicU64::new(0),
             display: screen,
             input,
-            binders,
             power,
             devices,
             net,
@@ -327,7 +294,7 @@ impl Manager {
             .map(|(n, v)| (n.clone(), v.config.cells.network.clone()))
             .collect();
         for (name, net) in stopped {
-            mgr.open_forwards(&name, None, &net);
+            mgr.open_forwards(&name, &net);
         }
         mgr.watch_locks();
         Ok(mgr)
@@ -621,8 +588,8 @@ impl Manager {
         let mgr = Arc::clone(self);
         let fd = Arc::clone(&pidfd);
         let st = state.clone();
-        self.attach_devices(&name, &state, &config.cells.devices);
-        self.open_forwards(&name, Some(pidfd.clone()), &config.cells.network);
+        self.attach_devices(&name, &state, &pidfd, &config.cells.devices);
+        self.open_forwards(&name, &config.cells.network);
         tokio::spawn(async move {
             wait_pidfd(&fd).await;
             mgr.finish(&name, &st).await;
@@ -639,7 +606,10 @@ impl Manager {
     /// After a VP's init ended: wait for its monitor's cleanup, make sure no
     /// cgroup is left, mark it stopped, hand the foreground on.
     async fn finish(self: &Arc<Self>, name: &str, st: &RunState) {
-        self.detach_devices(name, st);
+        let slot = self.lock().vps.get(name).map(|v| v.config.cells.slot);
+        let (mgr, vp, run) = (Arc::clone(self), name.to_string(), st.clone());
+        // Off the async workers: a device may talk to the kernel (netlink).
+        let _ = tokio::task::spawn_blocking(move || mgr.detach_devices(&vp, &run, slot)).await;
         if let Ok(mfd) = sys::pidfd_open(st.monitor_pid) {
             if sys::process_start_time(st.monitor_pid) == Some(st.monitor_start_time) {
                 let _ = tokio::time::timeout(Duration::from_secs(15), wait_pidfd(&mfd)).await;
@@ -651,10 +621,7 @@ impl Manager {
         };
         if let Some(cfg) = cfg {
             let cg = self.cgroup_of(&cfg);
-            let mgr = Arc::clone(self);
-            let (vp, slot) = (name.to_string(), cfg.cells.slot);
             let _ = tokio::task::spawn_blocking(move || {
-                mgr.net.vp_stopped(&vp, slot);
                 if cg.exists() {
                     if let Err(e) = cg.destroy(Duration::from_secs(5)) {
                         tracing::warn!("cgroup cleanup: {e}");
@@ -844,7 +811,7 @@ impl Manager {
         if let Some(s) = &source {
             self.net.change_source(s, true);
         }
-        self.open_forwards(name, None, &net);
+        self.open_forwards(name, &net);
         self.emit_state(name, VpState::Created);
         Ok(())
     }
@@ -978,6 +945,7 @@ impl Manager {
             }
             vp_config.runtime.set_mounts(Some(mounts));
         }
+        let network = Some(self.net_request(config)?);
         let req = MonitorRequest {
             config: vp_config,
             template_rootfs: layout.template_build_rootfs(t, &build),
@@ -991,26 +959,23 @@ impl Manager {
             cgroup: self.cgroup_of(config),
             template_build: build.clone(),
             monitor_log: layout.vp_monitor_log(name),
-            devices: DeviceRequest {
-                geometry: self.display.geometry(),
-                input: self.cfg.input_backend,
-                binder: if config.cells.devices.has(crate::devices::model::BINDER) {
-                    self.reserve_binder(name, config.host_root_id().unwrap_or(0))?
-                } else {
-                    BinderRequest::None
-                },
-                display: self.display.mode(),
-            },
+            devices: self.prepare_devices(config)?,
             extra_env: self.runtime_env(config),
             trace: tracing::enabled!(tracing::Level::DEBUG),
-            network: Some(self.net_request(config)?),
+            network,
             properties: self.properties(config),
             adb_keys: Some(layout.vp_adb_dir(name)),
             ksm: self.cfg.ksm,
         };
-        let mut monitor = self.take_monitor().await?;
-        let mut line =
-            serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()))?;
+        let monitor = self.take_monitor().await;
+        let line = serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()));
+        let (mut monitor, mut line) = match (monitor, line) {
+            (Ok(m), Ok(l)) => (m, l),
+            (Err(e), _) | (_, Err(e)) => {
+                self.devices.unprepare(name, &req.devices);
+                return Err(e);
+            }
+        };
         line.push('\n');
         let events = &mut monitor.events;
         let stdin = &mut monitor.stdin;
@@ -1063,9 +1028,7 @@ impl Manager {
             }
             Err(e) => {
                 let _ = monitor.child.kill().await;
-                if let BinderRequest::Device(b) = &req.devices.binder {
-                    self.release_binder(b);
-                }
+                self.devices.unprepare(name, &req.devices);
                 let _ = std::fs::remove_file(layout.vp_run_state(name));
                 let cg = self.cgroup_of(config);
                 let _ =

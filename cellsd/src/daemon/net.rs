@@ -2,9 +2,6 @@
 //! and kept in vp.json, the monitor's network request, the VP's system
 //! properties, and the port forwards while a VP runs.
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
-
 use super::{Inner, Manager};
 use crate::api::CellsError;
 use crate::config::VpConfig;
@@ -159,9 +156,9 @@ impl Manager {
     }
 
     /// A VP's forwards: listening from its creation (or cellsd's start) to
-    /// its destruction; relaying to it while it runs (`pidfd`: its init).
-    pub(super) fn open_forwards(&self, name: &str, pidfd: Option<Arc<OwnedFd>>, net: &VpNetwork) {
-        self.net.forwards.set_target(name, pidfd);
+    /// its destruction; relaying to it while it runs (the network device's
+    /// host side sets the VP's init as their target on attach).
+    pub(super) fn open_forwards(&self, name: &str, net: &VpNetwork) {
         let mut all: Vec<PortForward> = net
             .adb_port
             .map(|host| PortForward {

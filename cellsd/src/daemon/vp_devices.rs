@@ -1,14 +1,36 @@
-//! A VP's devices as the manager sees them: handing them to the registry, binder devices, the runtime environment.
+//! A VP's devices as the manager sees them: preparing them for a start, handing them to the registry, the runtime environment.
 
 use super::*;
 
 impl Manager {
+    /// What a starting VP's monitor makes: the panel's geometry and modes,
+    /// and what each device's host side prepared (undone with
+    /// `devices.unprepare` if the start fails).
+    pub(super) fn prepare_devices(&self, config: &VpConfig) -> Result<DeviceRequest, CellsError> {
+        let mut request = DeviceRequest {
+            geometry: self.display.geometry(),
+            input: self.cfg.devices.input_backend,
+            display: self.display.mode(),
+            config: BTreeMap::new(),
+        };
+        self.devices
+            .prepare(
+                &config.name,
+                config.host_root_id().unwrap_or(0),
+                &config.cells.devices,
+                &mut request,
+            )
+            .map_err(|e| CellsError::Failed(e.to_string()))?;
+        Ok(request)
+    }
+
     /// Hand a running VP's devices to their host sides (the registry takes
     /// their fds from the VP's monitor).
     pub(super) fn attach_devices(
         &self,
         name: &str,
         st: &RunState,
+        init: &Arc<OwnedFd>,
         policies: &crate::devices::model::DevicePolicies,
     ) {
         // The monitor, if it is still the one that started the VP.
@@ -19,44 +41,19 @@ impl Manager {
             vp: name,
             fds: &st.devices,
             monitor: monitor.as_ref(),
-            power_socket: self.cfg.layout.vp_power_socket(name),
+            init: Some(init),
+            run_dir: self.cfg.layout.vp_run_dir(name),
             policies,
         });
     }
 
-    pub(super) fn detach_devices(&self, name: &str, st: &RunState) {
-        self.devices.detach(name, &st.devices);
-    }
-
-    pub(super) fn release_binder(&self, b: &Path) {
-        self.binders.release(b);
-    }
-
-    /// The binder device for a starting VP (reserved until it ends; from
-    /// the pool, one this VP's uid used before or one nobody used).
-    pub(super) fn reserve_binder(&self, vp: &str, uid: u32) -> Result<BinderRequest, CellsError> {
-        Ok(match &self.cfg.binder {
-            BinderMode::None => BinderRequest::None,
-            BinderMode::Binderfs => BinderRequest::Binderfs,
-            BinderMode::Pool(pool) => {
-                let owners = Path::new(binder::OWNERS_DIR);
-                let mut held = self.binders.held();
-                let Some(dev) =
-                    binder::pick(pool, &held, uid, |d| binder::owner_of(owners, d)).cloned()
-                else {
-                    return Err(CellsError::Failed(format!(
-                        "no binder device for VP '{vp}': of the {} devices, the free ones have had \
-                         another VP as their context manager since boot (binder_linux keeps that); \
-                         load binder_linux with more devices= (or stop a VP)",
-                        pool.len()
-                    )));
-                };
-                binder::record_owner(owners, &dev, uid)
-                    .map_err(failed("recording the binder device's owner"))?;
-                held.push(dev.clone());
-                BinderRequest::Device(dev)
-            }
-        })
+    /// The VP ended: every device lets go of it (in reverse order).
+    pub(super) fn detach_devices(&self, name: &str, st: &RunState, slot: Option<u32>) {
+        self.devices.detach(&Detach {
+            vp: name,
+            fds: &st.devices,
+            slot,
+        });
     }
 
     /// Environment of the VP's processes that depends on the runtime, not on

@@ -14,8 +14,14 @@
 //! - `none`: hosts without binder (this project's test host); VPs get none.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+
+use crate::devices::model::{self, DeviceSpec, Policy};
+use crate::devices::registry::{
+    io, Attach, Detach, Device, DeviceError, DeviceRequest, HostDevice, Made, Prepare, VpCtx,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,6 +139,144 @@ pub fn pick<'a>(
 pub const BINDERFS_DIR: &str = "/dev/binderfs";
 pub const BINDERFS_LINKS: &[&str] = &["binder", "hwbinder", "vndbinder"];
 
+pub const DEVICE: Device = Device {
+    spec: DeviceSpec {
+        name: model::BINDER,
+        default: Policy::Shared,
+        policies: &[Policy::Shared, Policy::None],
+        about: "/dev/binder: a binder device of the VP's own (binderfs or one of binder_linux's pool), where the host has binder",
+    },
+    vp_side,
+};
+
+/// The VP's binder device, as cellsd prepared it for the monitor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum BinderRequest {
+    #[default]
+    None,
+    /// The init mounts its own binderfs instance.
+    Binderfs,
+    /// This node of binder_linux's pool becomes the VP's /dev/binder.
+    Device(PathBuf),
+}
+
+impl BinderRequest {
+    /// What cellsd prepared for a VP's start.
+    pub fn of(request: &DeviceRequest) -> Self {
+        request.config_of(model::BINDER).unwrap_or_default()
+    }
+}
+
+/// The pool binder device, this VP root's while it runs, through a private
+/// node (the host's node keeps its owner and mode); binderfs is mounted by
+/// the init itself.
+fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> Result<(), DeviceError> {
+    match BinderRequest::of(c.request) {
+        BinderRequest::None => {}
+        BinderRequest::Binderfs => m.binderfs = true,
+        BinderRequest::Device(node) => {
+            let private = c.dir.join("binder");
+            crate::sys::private_node(&node, &private, c.owner, 0o600).map_err(io("binder node"))?;
+            m.nodes.push((private, "/dev/binder".to_string()));
+            m.fds.binder = Some(node);
+        }
+    }
+    Ok(())
+}
+
+/// cellsd's side: binder_linux pool devices held by running (or starting)
+/// VPs; a device is held from the start that reserved it until its VP ends.
+pub struct BinderHost {
+    mode: BinderMode,
+    held: Mutex<Vec<PathBuf>>,
+}
+
+impl BinderHost {
+    pub fn new(mode: BinderMode) -> Self {
+        Self {
+            mode,
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn held(&self) -> MutexGuard<'_, Vec<PathBuf>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn release(&self, dev: &Path) {
+        self.held().retain(|x| x != dev);
+    }
+}
+
+impl HostDevice for BinderHost {
+    fn name(&self) -> &'static str {
+        model::BINDER
+    }
+
+    /// The binder device for a starting VP (reserved until it ends; from
+    /// the pool, one this VP's uid used before or one nobody used).
+    fn prepare(&self, p: &Prepare<'_>) -> Result<Option<serde_json::Value>, DeviceError> {
+        if p.policy == Policy::None {
+            return Ok(None);
+        }
+        let request = match &self.mode {
+            BinderMode::None => return Ok(None),
+            BinderMode::Binderfs => BinderRequest::Binderfs,
+            BinderMode::Pool(pool) => {
+                let owners = Path::new(OWNERS_DIR);
+                let mut held = self.held();
+                let Some(dev) = pick(pool, &held, p.uid, |d| owner_of(owners, d)).cloned() else {
+                    return Err(DeviceError::Refused(format!(
+                        "no binder device for VP '{}': of the {} devices, the free ones have had \
+                         another VP as their context manager since boot (binder_linux keeps that); \
+                         load binder_linux with more devices= (or stop a VP)",
+                        p.vp,
+                        pool.len()
+                    )));
+                };
+                record_owner(owners, &dev, p.uid)
+                    .map_err(io("recording the binder device's owner"))?;
+                held.push(dev.clone());
+                BinderRequest::Device(dev)
+            }
+        };
+        serde_json::to_value(request)
+            .map(Some)
+            .map_err(|e| DeviceError::Refused(e.to_string()))
+    }
+
+    fn unprepare(&self, _vp: &str, request: &DeviceRequest) {
+        if let BinderRequest::Device(b) = BinderRequest::of(request) {
+            self.release(&b);
+        }
+    }
+
+    /// An adopted VP's device is held again (a started VP's already is).
+    fn attach(&self, a: &Attach<'_>) -> Result<(), DeviceError> {
+        if let Some(b) = &a.fds.binder {
+            let mut held = self.held();
+            if !held.contains(b) {
+                held.push(b.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn detach(&self, d: &Detach<'_>) {
+        if let Some(b) = &d.fds.binder {
+            self.release(b);
+        }
+    }
+
+    /// Every VP has its own binder device: a switch changes nothing.
+    fn set_foreground(&self, _: Option<&str>) {}
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +319,21 @@ mod tests {
         record_owner(&owners, &pool[1], 2000).unwrap();
         assert_eq!(pick(&pool, &[], 3000, own), None, "every device is taken");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn binder_devices_are_held_until_their_vp_ends() {
+        use crate::devices::registry::tests::{attach, detach, fds};
+        let b = BinderHost::new(BinderMode::None);
+        let mut f = fds();
+        f.binder = Some(PathBuf::from("/dev/binder3"));
+        let policies = model::DevicePolicies::default();
+        let a = attach(&f, &policies);
+        b.attach(&a).unwrap();
+        b.attach(&a).unwrap();
+        assert_eq!(*b.held(), [PathBuf::from("/dev/binder3")]);
+        b.detach(&detach(&f));
+        assert!(b.held().is_empty());
     }
 
     #[test]

@@ -24,12 +24,69 @@
 //! info file, as the persona app does.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use mux_fb::geometry::info_text;
 use mux_fb::Geometry;
+
+use crate::devices::model::{self, DeviceSpec, Policy};
+use crate::devices::registry::{
+    io as io_err, Attach, Detach, Device, DeviceError, HostDevice, Made, VpCtx, VpDevice,
+};
+
+pub const DEVICE: Device = Device {
+    spec: DeviceSpec {
+        name: model::DISPLAY,
+        default: Policy::Foreground,
+        policies: &[Policy::Foreground, Policy::None],
+        about: "/dev/graphics/fb0 and /dev/fb0: the VP always draws into its own framebuffer; the panel shows the foreground's",
+    },
+    vp_side,
+};
+
+/// The framebuffer (a file cellsd composes, or a mux_fb node) and its info
+/// file. Without it (display=none) cellsd sees fb -1 and no node.
+fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> Result<(), DeviceError> {
+    if c.policy == Policy::None {
+        return Ok(());
+    }
+    let g = c.request.geometry;
+    let (fb_file, info) = match c.request.display {
+        DisplayMode::Userspace => {
+            let fb = create(c.dir, g, c.owner).map_err(io_err("framebuffer"))?;
+            m.fds.fb = fb.fd.as_raw_fd();
+            m.held.push(fb.fd);
+            (fb.file, fb.info)
+        }
+        DisplayMode::Kernel => {
+            let (n, node) =
+                create_kernel_fb(c.dir, c.owner).map_err(io_err("mux_fb framebuffer"))?;
+            m.live.push(Box::new(KernelFb(n)));
+            let info = write_info(c.dir, g, c.owner).map_err(io_err("framebuffer info"))?;
+            m.fds.fb_node = Some(n);
+            (node, info)
+        }
+    };
+    m.nodes
+        .extend(VP_FB_PATHS.iter().map(|p| (fb_file.clone(), p.to_string())));
+    m.nodes.push((info, VP_FB_INFO.to_string()));
+    Ok(())
+}
+
+/// A mux_fb device of the VP (kernel mode): removed when the VP ends.
+struct KernelFb(u32);
+
+impl VpDevice for KernelFb {
+    fn name(&self) -> &'static str {
+        model::DISPLAY
+    }
+
+    fn ended(&mut self) {
+        destroy_kernel_fb(self.0);
+    }
+}
 
 pub const VP_FB_PATHS: &[&str] = &["/dev/graphics/fb0", "/dev/fb0"];
 pub const VP_FB_INFO: &str = "/dev/graphics/fb0.info";
@@ -302,5 +359,49 @@ pub fn create_kernel_fb(dir: &Path, owner: Option<u32>) -> io::Result<(u32, Path
 pub fn destroy_kernel_fb(n: u32) {
     if let Ok(c) = kernel::Control::open() {
         let _ = c.destroy(n);
+    }
+}
+
+impl HostDevice for Screen {
+    fn name(&self) -> &'static str {
+        model::DISPLAY
+    }
+
+    fn attach(&self, a: &Attach<'_>) -> Result<(), DeviceError> {
+        let d = a.fds;
+        // display=none: neither a file nor a node.
+        if d.fb < 0 && d.fb_node.is_none() {
+            return Ok(());
+        }
+        if d.geometry != self.geometry() {
+            return Err(DeviceError::Refused(format!(
+                "the VP's framebuffer is {}x{}, the panel {}x{}: restart the VP to show it",
+                d.geometry.width,
+                d.geometry.height,
+                self.geometry().width,
+                self.geometry().height
+            )));
+        }
+        if let Some(n) = d.fb_node {
+            self.attach_node(a.vp, n);
+            return Ok(());
+        }
+        let fb = crate::sys::pidfd_getfd(a.monitor()?, d.fb)
+            .map_err(io_err("take the VP's framebuffer"))?;
+        let vfb = VirtualFb::from_fd(fb, d.geometry);
+        self.attach_file(a.vp, Arc::new(vfb));
+        Ok(())
+    }
+
+    fn detach(&self, d: &Detach<'_>) {
+        Screen::detach(self, d.vp);
+    }
+
+    fn set_foreground(&self, fg: Option<&str>) {
+        Screen::set_foreground(self, fg);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! A VP's choices are kept in vp.json (`cells.devices`, only what differs
 //! from the defaults) and given at create time (`cellctl create --device
-//! NAME=POLICY`). This module is pure: the table, parsing and lookup.
+//! NAME=POLICY`). This module is pure: parsing and lookup. Each device's
+//! spec is in its own module; [`super::registry::DEVICES`] lists them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,43 +71,15 @@ pub const POWER: &str = "power";
 pub const BINDER: &str = "binder";
 pub const NETWORK: &str = "network";
 
-/// Every device, in the order a switch deactivates and activates them.
-pub const DEVICES: &[DeviceSpec] = &[
-    DeviceSpec {
-        name: DISPLAY,
-        default: Policy::Foreground,
-        policies: &[Policy::Foreground, Policy::None],
-        about: "/dev/graphics/fb0 and /dev/fb0: the VP always draws into its own framebuffer; the panel shows the foreground's",
-    },
-    DeviceSpec {
-        name: INPUT,
-        default: Policy::Foreground,
-        policies: &[Policy::Foreground, Policy::None],
-        about: "/dev/input/event*: the panel's touch and keys reach the foreground only; `cellctl input --vp` reaches the VP's own",
-    },
-    DeviceSpec {
-        name: POWER,
-        default: Policy::Shared,
-        policies: &[Policy::Shared, Policy::Foreground],
-        about: "/sys/power: every VP's wakelocks keep the device awake (shared), or only the foreground's (foreground: a background VP's locks are taken and reported but hold nothing until it is the foreground); early suspend follows the foreground",
-    },
-    DeviceSpec {
-        name: BINDER,
-        default: Policy::Shared,
-        policies: &[Policy::Shared, Policy::None],
-        about: "/dev/binder: a binder device of the VP's own (binderfs or one of binder_linux's pool), where the host has binder",
-    },
-    DeviceSpec {
-        name: NETWORK,
-        default: Policy::Shared,
-        policies: &[Policy::Shared, Policy::None],
-        about: "eth0 on cellsd's bridge, as the VP's network policy says (`--network`); none: loopback only (as `--network none`)",
-    },
-];
-
 /// The device named `name`.
 pub fn spec(name: &str) -> Option<&'static DeviceSpec> {
-    DEVICES.iter().find(|d| d.name == name)
+    specs().find(|d| d.name == name)
+}
+
+/// Every device's spec, in the registry's order (the order a switch
+/// deactivates and activates them).
+pub fn specs() -> impl Iterator<Item = &'static DeviceSpec> {
+    super::registry::specs()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,11 +102,7 @@ pub enum PolicyError {
 }
 
 fn names() -> String {
-    DEVICES
-        .iter()
-        .map(|d| d.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    specs().map(|d| d.name).collect::<Vec<_>>().join(", ")
 }
 
 fn allowed(device: &str) -> String {
@@ -218,7 +187,7 @@ impl DevicePolicies {
 
     /// Every device with the VP's policy, in the model's order.
     pub fn all(&self) -> Vec<(&'static str, Policy)> {
-        DEVICES.iter().map(|d| (d.name, self.get(d.name))).collect()
+        specs().map(|d| (d.name, self.get(d.name))).collect()
     }
 
     pub fn is_default(&self) -> bool {
@@ -254,7 +223,7 @@ mod tests {
         assert_eq!(p.get(BINDER), Policy::Shared);
         assert_eq!(p.get(NETWORK), Policy::Shared);
         assert!(p.has(DISPLAY));
-        assert_eq!(p.all().len(), DEVICES.len());
+        assert_eq!(p.all().len(), specs().count());
     }
 
     #[test]
@@ -289,8 +258,8 @@ mod tests {
             "'shared' is not a policy of the display device: use foreground or none"
         );
         assert_eq!(
-            e("power=none"),
-            "'none' is not a policy of the power device: use shared or foreground"
+            e("binder=foreground"),
+            "'foreground' is not a policy of the binder device: use shared or none"
         );
         assert_eq!(
             e("input=none,input=foreground"),
@@ -302,14 +271,14 @@ mod tests {
     fn a_vp_json_from_a_newer_cellsd_is_refused_clearly() {
         let p: DevicePolicies = serde_json::from_str(r#"{"camera":"shared"}"#).unwrap();
         assert!(p.check().unwrap_err().to_string().contains("'camera'"));
-        let p: DevicePolicies = serde_json::from_str(r#"{"power":"none"}"#).unwrap();
+        let p: DevicePolicies = serde_json::from_str(r#"{"display":"shared"}"#).unwrap();
         assert!(p.check().is_err());
         assert!(DevicePolicies::default().check().is_ok());
     }
 
     #[test]
     fn every_default_is_a_supported_policy() {
-        for d in DEVICES {
+        for d in specs() {
             assert!(d.policies.contains(&d.default), "{}", d.name);
             assert!(!d.about.is_empty());
         }

@@ -66,7 +66,7 @@ pub(super) fn setup_and_exec(
     if let Err(e) = loopback_up() {
         return Err(format!("bring up lo: {e}"));
     }
-    if req.devices.binder == BinderRequest::Binderfs {
+    if BinderRequest::of(&req.devices) == BinderRequest::Binderfs {
         rootfs::apply(Path::new("/"), &rootfs::binderfs_steps(), None, &mut |_| {
             Ok(())
         })

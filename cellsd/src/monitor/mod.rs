@@ -55,14 +55,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::VpCgroup;
 use crate::config::{cap_number, VpConfig};
-use crate::devices::display::DisplayMode;
-use crate::devices::input::router::DeviceKind;
-use crate::devices::input::sink::Backend;
 use crate::devices::network;
-use crate::devices::power::{self, fs::VpPower};
-use crate::devices::{display, input};
+use crate::devices::registry::{Made, VpDevice};
 use crate::{rootfs, sys};
-use mux_fb::Geometry;
 
 /// Console log is rotated (to console.log.1) past this size.
 pub const CONSOLE_LOG_MAX: u64 = 1 << 20;

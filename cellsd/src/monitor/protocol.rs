@@ -50,50 +50,8 @@ pub struct MonitorRequest {
 /// Where the VP sees its authorized adb keys (adbd reads `adb_keys` there).
 pub const VP_ADB_DIR: &str = "/dev/adb";
 
-/// The devices a VP gets (see [`crate::devices`]).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeviceRequest {
-    /// The panel's geometry: the VP's framebuffer has the same.
-    pub geometry: Geometry,
-    pub input: Backend,
-    #[serde(default)]
-    pub binder: BinderRequest,
-    /// Framebuffer file (cellsd composes) or a mux_fb kernel device.
-    #[serde(default = "userspace_display")]
-    pub display: DisplayMode,
-}
-
-fn userspace_display() -> DisplayMode {
-    DisplayMode::Userspace
-}
-
-/// The VP's binder device (see [`crate::devices::binder`]).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum BinderRequest {
-    #[default]
-    None,
-    /// The init mounts its own binderfs instance.
-    Binderfs,
-    /// This node of binder_linux's pool becomes the VP's /dev/binder.
-    Device(PathBuf),
-}
-
-/// The VP's devices as the monitor holds them: fd numbers in the monitor
-/// (cellsd takes them with pidfd_getfd) and what they are.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeviceFds {
-    pub geometry: Geometry,
-    pub fb: i32,
-    pub input_backend: Backend,
-    pub inputs: Vec<(DeviceKind, i32)>,
-    /// The pool binder device the VP holds, if any.
-    #[serde(default)]
-    pub binder: Option<PathBuf>,
-    /// With the mux_fb kernel module: N of the VP's /dev/fbN (fb is -1).
-    #[serde(default)]
-    pub fb_node: Option<u32>,
-}
+pub use crate::devices::binder::BinderRequest;
+pub use crate::devices::registry::{DeviceFds, DeviceRecord, DeviceRequest};
 
 /// A running VP's identity, written by the monitor as
 /// `<run>/vps/NAME/run.json` so that a restarted cellsd finds the VP again.

@@ -32,16 +32,13 @@ pub(super) struct StartedVp {
     /// right after the start finds it.
     pub(super) console: Option<UnixListener>,
     pub(super) init: libc::pid_t,
-    /// The VP's /sys/power and its link to cellsd.
-    pub(super) power: VpPower,
-    /// The VP's evdev devices (evdev backend), fed from cellsd's pipes.
-    pub(super) input: Option<input::evdev_fs::VpInput>,
-    /// What the input devices were last told about freezing.
-    pub(super) input_freezing: bool,
-    /// The mux_fb device of the VP (kernel mode), removed when it ends.
-    pub(super) fb_node: Option<u32>,
-    /// The VP's devices: open for the VP's whole life.
-    pub(super) _devices: Vec<OwnedFd>,
+    /// The devices' VP sides that live on here (FUSE servers, the power
+    /// link, ...), in the model's order.
+    pub(super) devices: Vec<Box<dyn VpDevice>>,
+    /// What the devices were last told about freezing.
+    pub(super) freezing: bool,
+    /// The VP's device fds: open for the VP's whole life.
+    pub(super) _held: Vec<OwnedFd>,
     pub(super) master: OwnedFd,
     /// Kept open so the master never sees a hang-up between console users.
     pub(super) _slave: OwnedFd,
@@ -137,43 +134,46 @@ pub(super) fn start(
         .map_err(|e| leave_cgroup(e.to_string()))?;
     phase("cgroup");
 
-    let devices::Made {
+    let Made {
         fds: device_fds,
         nodes: mut device_nodes,
+        dirs: mut device_dirs,
+        ro_dirs: device_ro_dirs,
+        binderfs,
         held,
-        mut vp_input,
+        live,
     } = make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
-    let mut device_dirs = Vec::new();
-    if vp_input.is_some() {
-        device_dirs.push((
-            req.run_dir.join("dev").join("input"),
-            "/dev/input".to_string(),
-        ));
-    }
+    // Each live device cleans up if the start fails from here on.
+    let live = std::cell::RefCell::new(live);
+    let end_devices = || {
+        for d in live.borrow_mut().iter_mut().rev() {
+            d.ended();
+        }
+    };
     runtime_files(req, &mut device_nodes, &mut device_dirs).map_err(|e| {
+        end_devices();
         leave_cgroup(format!(
             "writing the VP's properties and network files: {e}"
         ))
     })?;
-    let power_dir = req.run_dir.join("dev").join("power");
-    let mut power = VpPower::mount(&power_dir, owner)
-        .map_err(|e| leave_cgroup(format!("creating the VP's /sys/power: {e}")))?;
-    device_dirs.push((power_dir, power::VP_POWER_DIR.to_string()));
     phase("devices");
 
-    let seccomp = cfg
-        .seccomp_filter()
-        .map_err(|e| leave_cgroup(e.to_string()))?;
+    let seccomp = cfg.seccomp_filter().map_err(|e| {
+        end_devices();
+        leave_cgroup(e.to_string())
+    })?;
     let flags = clone_flags(cfg).bits();
     // The VP's user namespace is created with VP root's host uid as the
     // effective uid: it then belongs to that uid, and the kernel charges
     // what the VP uses (inotify instances, user namespaces, ...) to it, not
     // to host root.
     let euid = match owner {
-        Some(id) if flags & libc::CLONE_NEWUSER != 0 => Some(
-            sys::EuidGuard::set(id)
-                .map_err(|e| leave_cgroup(format!("setresuid for the VP's user namespace: {e}")))?,
-        ),
+        Some(id) if flags & libc::CLONE_NEWUSER != 0 => {
+            Some(sys::EuidGuard::set(id).map_err(|e| {
+                end_devices();
+                leave_cgroup(format!("setresuid for the VP's user namespace: {e}"))
+            })?)
+        }
         _ => None,
     };
     // SAFETY: the monitor is single-threaded (a fresh exec of cellsd).
@@ -191,20 +191,20 @@ pub(super) fn start(
         init_child(req, go_child, err_w, seccomp.as_ref());
     }
     drop(euid);
-    let pid = cloned.map_err(|e| leave_cgroup(format!("clone the VP's init: {e}")))?;
+    let pid = cloned.map_err(|e| {
+        end_devices();
+        leave_cgroup(format!("clone the VP's init: {e}"))
+    })?;
     drop(go_child);
     drop(err_w);
 
-    let kernel_fb = device_fds.fb_node;
     let fail = |e: String| -> String {
         // SAFETY: kill + reap our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
-        if let Some(n) = kernel_fb {
-            display::destroy_kernel_fb(n);
-        }
+        end_devices();
         let _ = std::fs::remove_file(&req.run_state);
         leave_cgroup(e)
     };
@@ -228,8 +228,9 @@ pub(super) fn start(
             .adb_keys
             .iter()
             .map(|d| (d.clone(), VP_ADB_DIR.to_string()))
+            .chain(device_ro_dirs)
             .collect(),
-        binderfs: req.devices.binder == BinderRequest::Binderfs,
+        binderfs,
     };
     let steps =
         rootfs::plan(&cfg.runtime, &rootfs, &mounts, owner).map_err(|e| fail(e.to_string()))?;
@@ -241,19 +242,17 @@ pub(super) fn start(
         ));
     };
     phase("mounts");
-    // Now that the init is cloned the monitor may have threads: serve the
-    // power file system before the init runs.
-    power
-        .serve(&req.run_dir.join(power::POWER_SOCKET))
-        .map_err(|e| fail(e.to_string()))?;
-    if let Some(i) = vp_input.as_mut() {
-        i.serve().map_err(|e| fail(e.to_string()))?;
-    }
-    if let Some(a) = req.network.as_ref().and_then(|n| n.attach.as_ref()) {
-        network::attach_vp(pid, a)
-            .map_err(|e| fail(format!("attaching the VP to bridge {}: {e}", a.bridge)))?;
-        phase("network");
-    }
+    // Now that the init is cloned the monitor may have threads: the
+    // devices start serving (FUSE file systems, the power link, the veth
+    // into the init's network namespace) before the init runs.
+    let served = live.borrow_mut().iter_mut().try_for_each(|d| {
+        let r = d
+            .serve(pid)
+            .map_err(|e| format!("the {} device: {e}", d.name()));
+        phase(d.name());
+        r
+    });
+    served.map_err(fail)?;
 
     emit(&MonitorEvent::Init { pid });
     let run_dir = std::fs::File::open(&req.run_dir)
@@ -317,11 +316,9 @@ pub(super) fn start(
     Ok(StartedVp {
         console,
         init: pid,
-        power,
-        input: vp_input,
-        input_freezing: false,
-        fb_node: state.devices.fb_node,
-        _devices: held,
+        devices: live.into_inner(),
+        freezing: false,
+        _held: held,
         master,
         _slave: slave,
         signals,

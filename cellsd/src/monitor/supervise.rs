@@ -121,23 +121,19 @@ pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
                 revents: 0,
             },
         ];
-        for fd in vp.power.poll_fds() {
-            fds.push(libc::pollfd {
+        // Each device's fds, in order; (first index, count) per device.
+        let mut spans = Vec::with_capacity(vp.devices.len());
+        for d in &vp.devices {
+            let dfds = d.poll_fds();
+            spans.push((fds.len(), dfds.len()));
+            fds.extend(dfds.into_iter().map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
                 revents: 0,
-            });
-        }
-        let input_fds = vp.input.as_ref().map(|i| i.poll_fds()).unwrap_or_default();
-        for fd in &input_fds {
-            fds.push(libc::pollfd {
-                fd: *fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            }));
         }
         // The console's clients start here.
-        let first_client = 6 + input_fds.len();
+        let first_client = fds.len();
         for c in &clients {
             fds.push(libc::pollfd {
                 fd: c.as_raw_fd(),
@@ -145,10 +141,12 @@ pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
                 revents: 0,
             });
         }
-        // Wake up for the next lock expiry.
+        // Wake up for the next lock expiry (or what else a device waits for).
         let timeout = vp
-            .power
-            .timeout()
+            .devices
+            .iter()
+            .filter_map(|d| d.timeout())
+            .min()
             .map(|d| d.as_millis().min(i32::MAX as u128) as i32 + 1)
             .unwrap_or(-1);
         let timeout = match (timeout, throttled) {
@@ -162,19 +160,21 @@ pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
             continue; // EINTR
         }
         let ready = |i: usize| fds[i].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
-        vp.power.handle([ready(3), ready(4), ready(5)]);
-        if let Some(input) = vp.input.as_mut() {
-            for i in 0..input_fds.len() {
-                if ready(6 + i) {
-                    input.handle(i);
-                }
+        for (d, (first, count)) in vp.devices.iter_mut().zip(&spans) {
+            let flags: Vec<bool> = (*first..first + count).map(ready).collect();
+            d.handle(&flags);
+        }
+        // A VP being frozen must not sit in a blocked read of a device.
+        let freezing = vp
+            .devices
+            .iter()
+            .find_map(|d| d.freezing())
+            .unwrap_or(false);
+        if freezing != vp.freezing {
+            for d in vp.devices.iter_mut() {
+                d.set_freezing(freezing);
             }
-            // A VP being frozen must not sit in a blocked read of ours.
-            let freezing = vp.power.freezing();
-            if freezing != vp.input_freezing {
-                input.set_freezing(freezing);
-                vp.input_freezing = freezing;
-            }
+            vp.freezing = freezing;
         }
         if fds[1].revents & libc::POLLIN != 0 {
             // SAFETY: reading into our own buffer.
@@ -280,13 +280,12 @@ pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
     );
     drop(clients);
     let _ = std::fs::remove_file(&req.console_socket);
-    let _ = std::fs::remove_file(req.run_dir.join(power::POWER_SOCKET));
+    for d in vp.devices.iter_mut().rev() {
+        d.ended();
+    }
     if let Err(e) = req.cgroup.destroy(Duration::from_secs(10)) {
         log(&format!("removing cgroup: {e}"));
     }
     let _ = std::fs::remove_file(&req.run_state);
-    if let Some(n) = vp.fb_node {
-        display::destroy_kernel_fb(n);
-    }
     how
 }

@@ -337,6 +337,83 @@ pub fn attach_vp(pid: i32, a: &Attach) -> Result<()> {
     Ok(())
 }
 
+use crate::devices::model::{self, DeviceSpec, Policy};
+use crate::devices::registry::{
+    io as io_err, Attach as AttachVp, Detach, Device, DeviceError, HostDevice, Made, VpCtx,
+    VpDevice,
+};
+
+pub const DEVICE: Device = Device {
+    spec: DeviceSpec {
+        name: model::NETWORK,
+        default: Policy::Shared,
+        policies: &[Policy::Shared, Policy::None],
+        about: "eth0 on cellsd's bridge, as the VP's network policy says (`--network`); none: loopback only (as `--network none`)",
+    },
+    vp_side,
+};
+
+/// The veth pair is made once the init is cloned (its end goes straight
+/// into the init's network namespace), before the init runs.
+fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> std::result::Result<(), DeviceError> {
+    if c.policy == Policy::None {
+        return Ok(());
+    }
+    if let Some(a) = c.network.and_then(|n| n.attach.clone()) {
+        m.live.push(Box::new(VpLink(a)));
+    }
+    Ok(())
+}
+
+/// The monitor's side: attach the cloned init to the bridge.
+struct VpLink(Attach);
+
+impl VpDevice for VpLink {
+    fn name(&self) -> &'static str {
+        model::NETWORK
+    }
+
+    fn serve(&mut self, init: libc::pid_t) -> std::result::Result<(), DeviceError> {
+        attach_vp(init, &self.0).map_err(|e| {
+            DeviceError::Refused(format!("attaching the VP to bridge {}: {e}", self.0.bridge))
+        })
+    }
+}
+
+impl host::HostNet {
+    /// [`host::HostNet::init`] for the registry.
+    pub fn start(cfg: host::NetConfig) -> std::result::Result<Self, DeviceError> {
+        Self::init(cfg).map_err(io_err("start VP networking"))
+    }
+}
+
+/// cellsd's side: forwards relay into the VP while it runs; its bridge
+/// port goes as soon as it ends.
+impl HostDevice for host::HostNet {
+    fn name(&self) -> &'static str {
+        model::NETWORK
+    }
+
+    fn attach(&self, a: &AttachVp<'_>) -> std::result::Result<(), DeviceError> {
+        self.forwards.set_target(a.vp, a.init.cloned());
+        Ok(())
+    }
+
+    fn detach(&self, d: &Detach<'_>) {
+        match d.slot {
+            Some(slot) => self.vp_stopped(d.vp, slot),
+            None => self.forwards.set_target(d.vp, None),
+        }
+    }
+
+    /// Every VP has its own network: a switch changes nothing.
+    fn set_foreground(&self, _: Option<&str>) {}
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

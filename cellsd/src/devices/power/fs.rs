@@ -437,6 +437,9 @@ pub struct VpPower {
     /// After: the thread serving it (lives as long as the monitor).
     _served: Option<fuser::BackgroundSession>,
     notify: OwnedFd,
+    /// Without a file system (power=none): the write end of `notify`,
+    /// kept so that `notify` never reads end-of-file.
+    _notify_w: Option<OwnedFd>,
     listener: Option<UnixListener>,
     client: Option<Client>,
 }
@@ -496,6 +499,27 @@ impl VpPower {
             session: Some(session),
             _served: None,
             notify: notify_r,
+            _notify_w: None,
+            listener: None,
+            client: None,
+        })
+    }
+
+    /// Only the link to cellsd, no file system (a VP with power=none: it
+    /// has no /sys/power and never holds a lock, but cellsd still tells
+    /// its monitor when it freezes the VP).
+    pub fn link_only() -> Result<Self, PowerFsError> {
+        let (notify_r, notify_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| PowerFsError::Io {
+                what: "pipe".into(),
+                source: e.into(),
+            })?;
+        Ok(Self {
+            state: Arc::new(Mutex::new(PowerState::default())),
+            session: None,
+            _served: None,
+            notify: notify_r,
+            _notify_w: Some(notify_w),
             listener: None,
             client: None,
         })
@@ -727,6 +751,7 @@ mod tests {
             session: None,
             _served: None,
             notify,
+            _notify_w: None,
             listener: None,
             client: Some(Client {
                 reader: std::io::BufReader::new(ours),

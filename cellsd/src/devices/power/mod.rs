@@ -111,6 +111,121 @@ fn check_name(name: &str) -> Result<(), LockError> {
     Ok(())
 }
 
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::devices::model::{self, DeviceSpec, Policy};
+use crate::devices::registry::{
+    io, Attach, Detach, Device, DeviceError, HostDevice, Made, VpCtx, VpDevice,
+};
+
+pub const DEVICE: Device = Device {
+    spec: DeviceSpec {
+        name: model::POWER,
+        default: Policy::Shared,
+        policies: &[Policy::Shared, Policy::Foreground, Policy::None],
+        about: "/sys/power: every VP's wakelocks keep the device awake (shared), or only the foreground's (foreground: a background VP's locks are taken and reported but hold nothing until it is the foreground); early suspend follows the foreground; none: no /sys/power (an empty read-only folder) and no locks",
+    },
+    vp_side,
+};
+
+/// The VP's /sys/power (a FUSE file system this monitor serves), or with
+/// power=none an empty read-only folder there. Either way the monitor keeps
+/// its link to cellsd (`power.sock`), which also says when the VP freezes.
+fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> Result<(), DeviceError> {
+    let dir = c.dir.join("power");
+    let power = if c.policy == Policy::None {
+        std::fs::create_dir_all(&dir).map_err(io("mkdir power"))?;
+        m.ro_dirs.push((dir, VP_POWER_DIR.to_string()));
+        fs::VpPower::link_only()
+    } else {
+        let p = fs::VpPower::mount(&dir, c.owner);
+        m.dirs.push((dir, VP_POWER_DIR.to_string()));
+        p
+    }
+    .map_err(|e| DeviceError::Refused(format!("the VP's /sys/power: {e}")))?;
+    m.live.push(Box::new(VpPowerDevice {
+        power,
+        socket: c.run_dir.join(POWER_SOCKET),
+    }));
+    Ok(())
+}
+
+/// The monitor's side: the file system and the link.
+struct VpPowerDevice {
+    power: fs::VpPower,
+    socket: PathBuf,
+}
+
+impl VpDevice for VpPowerDevice {
+    fn name(&self) -> &'static str {
+        model::POWER
+    }
+
+    fn serve(&mut self, _init: libc::pid_t) -> Result<(), DeviceError> {
+        self.power
+            .serve(&self.socket)
+            .map_err(|e| DeviceError::Refused(e.to_string()))
+    }
+
+    fn poll_fds(&self) -> Vec<RawFd> {
+        self.power.poll_fds().to_vec()
+    }
+
+    fn handle(&mut self, ready: &[bool]) {
+        let r = |i: usize| ready.get(i).copied().unwrap_or(false);
+        self.power.handle([r(0), r(1), r(2)]);
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.power.timeout()
+    }
+
+    fn freezing(&self) -> Option<bool> {
+        Some(self.power.freezing())
+    }
+
+    fn ended(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The power hub's side: the VP's link.
+pub struct PowerHost(pub Arc<hub::PowerHub>);
+
+impl PowerHost {
+    /// Must be called inside the tokio runtime (the backend is a task).
+    pub fn new(sleep: backend::SleepBackend) -> Self {
+        Self(hub::PowerHub::new(sleep))
+    }
+}
+
+impl HostDevice for PowerHost {
+    fn name(&self) -> &'static str {
+        model::POWER
+    }
+
+    fn attach(&self, a: &Attach<'_>) -> Result<(), DeviceError> {
+        let foreground_only = a.policies.get(model::POWER) == Policy::Foreground;
+        self.0
+            .attach(a.vp, a.run_dir.join(POWER_SOCKET), foreground_only);
+        Ok(())
+    }
+
+    fn detach(&self, d: &Detach<'_>) {
+        self.0.detach(d.vp);
+    }
+
+    fn set_foreground(&self, fg: Option<&str>) {
+        self.0.set_foreground(fg);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
