@@ -46,6 +46,32 @@ pub fn mount(dir: &Path, fsname: &str) -> std::io::Result<OwnedFd> {
     Ok(dev)
 }
 
+/// How often a monitor looks whether a task waiting in a blocking read of
+/// its FUSE devices is being killed.
+pub const KILLED_READERS_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether thread `tid` (as the monitor sees it: the FUSE request's pid)
+/// has SIGKILL pending, i.e. it is being killed: by a fatal signal (the
+/// kernel turns one into SIGKILL for every thread), by `kill -9`, or by its
+/// pid namespace's end. fuser does not pass on FUSE_INTERRUPT (it answers
+/// ENOSYS, and the kernel then sends none), and the kernel waits for the
+/// answer to a request it already handed over, even for a task being
+/// killed: without an answer such a task never ends, nor then its VP. So
+/// the devices answer a blocked read of such a task with EINTR themselves.
+pub fn being_killed(tid: u32) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        // Gone (or not ours to see): nobody waits for the answer any more.
+        return true;
+    };
+    status.lines().any(|l| {
+        l.strip_prefix("SigPnd:")
+            .or_else(|| l.strip_prefix("ShdPnd:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|mask| mask & SIGKILL_BIT != 0)
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
     pub uid: u32,

@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::devices::fusefs::{Owner, Owners};
+use crate::devices::fusefs::{being_killed, Owner, Owners, KILLED_READERS_PERIOD};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
     LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData,
@@ -171,7 +171,8 @@ struct Client {
     queue: VecDeque<Queued>,
     clock: libc::clockid_t,
     /// A read waiting for events, with the size it asked for.
-    pending: Option<(ReplyData, usize)>,
+    /// A blocked read: its reply, size and the reading thread (host tid).
+    pending: Option<(ReplyData, usize, u32)>,
     poll: Option<PollNotifier>,
     revoked: bool,
 }
@@ -255,7 +256,7 @@ impl EvdevState {
                     d.grab = None;
                 }
             }
-            if let Some((r, _)) = c.pending {
+            if let Some((r, _, _)) = c.pending {
                 r.error(Errno::EBADF);
             }
         }
@@ -315,7 +316,7 @@ impl EvdevState {
                     boottime,
                 });
             }
-            if let Some((reply, size)) = c.pending.take() {
+            if let Some((reply, size, _)) = c.pending.take() {
                 reply.data(&take_events(c, size));
             }
             if let Some(p) = c.poll.take() {
@@ -325,7 +326,7 @@ impl EvdevState {
     }
 
     /// A read of `size` bytes; answered now, or when events come.
-    pub fn read(&mut self, fh: u64, size: usize, nonblock: bool, reply: ReplyData) {
+    pub fn read(&mut self, fh: u64, size: usize, nonblock: bool, tid: u32, reply: ReplyData) {
         let freezing = self.freezing;
         let Some(c) = self.clients.get_mut(&fh) else {
             return reply.error(Errno::EBADF);
@@ -346,8 +347,25 @@ impl EvdevState {
         if freezing {
             return reply.error(Errno::EINTR);
         }
-        if let Some((old, _)) = c.pending.replace((reply, size)) {
+        if let Some((old, _, _)) = c.pending.replace((reply, size, tid)) {
             old.error(Errno::EINTR);
+        }
+    }
+
+    /// Whether a read is blocked (waiting for events).
+    pub fn has_blocked_reads(&self) -> bool {
+        self.clients.values().any(|c| c.pending.is_some())
+    }
+
+    /// Answer EINTR to every blocked read whose thread `dying` says is
+    /// being killed (see [`crate::devices::fusefs::being_killed`]).
+    pub fn answer_killed(&mut self, dying: impl Fn(u32) -> bool) {
+        for c in self.clients.values_mut() {
+            if c.pending.as_ref().is_some_and(|(_, _, tid)| dying(*tid)) {
+                if let Some((r, _, _)) = c.pending.take() {
+                    r.error(Errno::EINTR);
+                }
+            }
         }
     }
 
@@ -371,7 +389,7 @@ impl EvdevState {
         self.freezing = on;
         if on {
             for c in self.clients.values_mut() {
-                if let Some((r, _)) = c.pending.take() {
+                if let Some((r, _, _)) = c.pending.take() {
                     r.error(Errno::EINTR);
                 }
             }
@@ -474,7 +492,7 @@ impl EvdevState {
                 if let Some(c) = self.clients.get_mut(&fh) {
                     c.revoked = true;
                     c.queue.clear();
-                    if let Some((r, _)) = c.pending.take() {
+                    if let Some((r, _, _)) = c.pending.take() {
                         r.error(Errno::ENODEV);
                     }
                 }
@@ -536,6 +554,9 @@ pub struct EvdevFs {
     state: Arc<Mutex<EvdevState>>,
     names: Vec<String>,
     owners: Owners,
+    /// Written when a read blocks: wakes the monitor, which then watches
+    /// the reader (is it being killed?).
+    notify: OwnedFd,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -617,7 +638,7 @@ impl Filesystem for EvdevFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _offset: u64,
@@ -627,7 +648,13 @@ impl Filesystem for EvdevFs {
         reply: ReplyData,
     ) {
         let nonblock = flags.0 & libc::O_NONBLOCK != 0;
-        lock(&self.state).read(fh.0, size as usize, nonblock, reply);
+        let mut st = lock(&self.state);
+        st.read(fh.0, size as usize, nonblock, req.pid(), reply);
+        let blocked = st.has_blocked_reads();
+        drop(st);
+        if blocked {
+            let _ = nix::unistd::write(&self.notify, b"r");
+        }
     }
 
     fn write(
@@ -765,6 +792,10 @@ pub struct VpInput {
     _served: Option<fuser::BackgroundSession>,
     /// Read ends (the monitor's), one per device; a partial event waits.
     pipes: Vec<(OwnedFd, Vec<u8>)>,
+    /// Readable when a read blocked (see [`EvdevFs`]).
+    notify: OwnedFd,
+    /// When blocked readers were last looked at (being killed?).
+    checked: std::time::Instant,
 }
 
 impl VpInput {
@@ -811,10 +842,14 @@ impl VpInput {
             theirs.push(w);
         }
         let state = Arc::new(Mutex::new(EvdevState::new(specs)));
+        let (notify, notify_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| io_err("pipe")(e.into()))?;
         let fs = EvdevFs {
             state: state.clone(),
             names,
             owners: Owners::new(owners),
+            notify: notify_w,
         };
         // The kernel queued INIT at mount: answered here, single-threaded.
         let session =
@@ -826,6 +861,8 @@ impl VpInput {
                 session: Some(session),
                 _served: None,
                 pipes: ours,
+                notify,
+                checked: std::time::Instant::now(),
             },
             theirs,
         ))
@@ -839,14 +876,22 @@ impl VpInput {
         Ok(())
     }
 
-    /// The fds the monitor polls: the pipes from cellsd.
+    /// The fds the monitor polls: the pipes from cellsd, then the notify
+    /// pipe (a read blocked).
     pub fn poll_fds(&self) -> Vec<RawFd> {
-        self.pipes.iter().map(|(p, _)| p.as_raw_fd()).collect()
+        self.pipes
+            .iter()
+            .map(|(p, _)| p.as_raw_fd())
+            .chain([self.notify.as_raw_fd()])
+            .collect()
     }
 
-    /// Read what cellsd wrote to device `i` and deliver it.
+    /// Read what cellsd wrote to device `i` and deliver it (`i` past the
+    /// devices: the notify pipe, emptied).
     pub fn handle(&mut self, i: usize) {
         let Some((pipe, partial)) = self.pipes.get_mut(i) else {
+            let mut b = [0u8; 64];
+            while matches!(nix::unistd::read(&self.notify, &mut b), Ok(n) if n > 0) {}
             return;
         };
         let mut buf = [0u8; 16 * EVENT_SIZE];
@@ -869,6 +914,25 @@ impl VpInput {
 
     pub fn set_freezing(&self, on: bool) {
         lock(&self.state).set_freezing(on);
+    }
+
+    /// When the monitor should call [`VpInput::answer_killed`] next: while
+    /// a read is blocked, every [`KILLED_READERS_PERIOD`].
+    pub fn next_check(&self) -> Option<std::time::Duration> {
+        lock(&self.state)
+            .has_blocked_reads()
+            .then(|| KILLED_READERS_PERIOD.saturating_sub(self.checked.elapsed()))
+    }
+
+    /// A blocked read of a thread that is being killed gets EINTR (else the
+    /// thread, and then its VP, could never end; see
+    /// [`crate::devices::fusefs::being_killed`]). At most once a period.
+    pub fn answer_killed(&mut self) {
+        if self.checked.elapsed() < KILLED_READERS_PERIOD {
+            return;
+        }
+        self.checked = std::time::Instant::now();
+        lock(&self.state).answer_killed(being_killed);
     }
 }
 

@@ -86,6 +86,11 @@ impl VpDevice for evdev_fs::VpInput {
                 evdev_fs::VpInput::handle(self, i);
             }
         }
+        self.answer_killed();
+    }
+
+    fn timeout(&self) -> Option<std::time::Duration> {
+        self.next_check()
     }
 
     /// A VP being frozen must not sit in a blocked read of ours.

@@ -44,8 +44,10 @@ pub struct PowerState {
     fb_awake: bool,
     /// The VP is being frozen: fb waits do not block.
     freezing: bool,
-    sleep_readers: Vec<ReplyData>,
-    wake_readers: Vec<ReplyData>,
+    /// Blocked reads of wait_for_fb_sleep / wait_for_fb_wake, with the
+    /// reading thread (host tid).
+    sleep_readers: Vec<(ReplyData, u32)>,
+    wake_readers: Vec<(ReplyData, u32)>,
     /// Events for cellsd not yet sent.
     pub outbox: Vec<PowerEvent>,
 }
@@ -113,8 +115,22 @@ impl PowerState {
         } else {
             (std::mem::take(&mut self.sleep_readers), "sleeping\n")
         };
-        for r in ready {
+        for (r, _) in ready {
             r.data(word.as_bytes());
+        }
+    }
+
+    /// Answer EINTR to every blocked fb wait whose thread `dying` says is
+    /// being killed (see [`crate::devices::fusefs::being_killed`]).
+    pub fn answer_killed(&mut self, dying: impl Fn(u32) -> bool) {
+        for list in [&mut self.sleep_readers, &mut self.wake_readers] {
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
+                .into_iter()
+                .partition(|(_, t)| dying(*t));
+            *list = keep;
+            for (r, _) in gone {
+                r.error(Errno::EINTR);
+            }
         }
     }
 
@@ -129,7 +145,7 @@ impl PowerState {
     pub fn set_freezing(&mut self, on: bool) {
         self.freezing = on;
         if on {
-            for r in self
+            for (r, _) in self
                 .sleep_readers
                 .drain(..)
                 .chain(self.wake_readers.drain(..))
@@ -297,7 +313,7 @@ impl Filesystem for PowerFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -320,6 +336,7 @@ impl Filesystem for PowerFs {
             INO_WAKE_UNLOCK => String::new(),
             INO_STATE => "mem\n".to_string(),
             INO_FB_SLEEP | INO_FB_WAKE => {
+                let mut blocked = false;
                 if offset > 0 {
                     reply.data(&[]);
                 } else {
@@ -328,13 +345,20 @@ impl Filesystem for PowerFs {
                         (INO_FB_WAKE, true) => reply.data(b"awake\n"),
                         _ if st.freezing => reply.error(Errno::EINTR),
                         _ if st.waiters() >= MAX_WAITERS => reply.error(Errno::EAGAIN),
-                        // Block until the framebuffer changes state.
-                        (INO_FB_SLEEP, true) => st.sleep_readers.push(reply),
-                        _ => st.wake_readers.push(reply),
+                        // Block until the framebuffer changes state (the
+                        // monitor is woken to watch the reader: killed?).
+                        (INO_FB_SLEEP, true) => {
+                            st.sleep_readers.push((reply, req.pid()));
+                            blocked = true;
+                        }
+                        _ => {
+                            st.wake_readers.push((reply, req.pid()));
+                            blocked = true;
+                        }
                     }
                 }
                 drop(st);
-                if expired {
+                if expired || blocked {
                     self.poke();
                 }
                 return;
@@ -442,6 +466,8 @@ pub struct VpPower {
     _notify_w: Option<OwnedFd>,
     listener: Option<UnixListener>,
     client: Option<Client>,
+    /// When blocked fb waits were last looked at (being killed?).
+    checked: Instant,
 }
 
 struct Client {
@@ -502,6 +528,7 @@ impl VpPower {
             _notify_w: None,
             listener: None,
             client: None,
+            checked: Instant::now(),
         })
     }
 
@@ -522,6 +549,7 @@ impl VpPower {
             _notify_w: Some(notify_w),
             listener: None,
             client: None,
+            checked: Instant::now(),
         })
     }
 
@@ -560,11 +588,21 @@ impl VpPower {
     }
 
     /// How long the monitor may sleep before a lock expires (or before it
-    /// tries again to write what cellsd has not taken yet).
+    /// tries again to write what cellsd has not taken yet, or looks whether
+    /// a blocked fb wait's thread is being killed).
     pub fn timeout(&self) -> Option<Duration> {
-        let expiry = lock(&self.state)
+        let st = lock(&self.state);
+        let expiry = st
             .next_expiry()
             .map(|t| t.saturating_duration_since(Instant::now()));
+        let killed = (st.waiters() > 0).then(|| {
+            crate::devices::fusefs::KILLED_READERS_PERIOD.saturating_sub(self.checked.elapsed())
+        });
+        drop(st);
+        let expiry = match (expiry, killed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let retry = self
             .client
             .as_ref()
@@ -589,6 +627,10 @@ impl VpPower {
             while matches!(nix::unistd::read(&self.notify, &mut b), Ok(n) if n > 0) {}
         }
         lock(&self.state).expire(Instant::now());
+        if self.checked.elapsed() >= crate::devices::fusefs::KILLED_READERS_PERIOD {
+            self.checked = Instant::now();
+            lock(&self.state).answer_killed(crate::devices::fusefs::being_killed);
+        }
         self.flush();
     }
 
@@ -753,6 +795,7 @@ mod tests {
             notify,
             _notify_w: None,
             listener: None,
+            checked: Instant::now(),
             client: Some(Client {
                 reader: std::io::BufReader::new(ours),
                 writer: w,
