@@ -450,6 +450,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         // VPs keep running under their monitors; the next cellsd adopts them
         // (and their network: the bridge stays while any VP runs).
+        mgr.flush_writes();
         mgr.shutdown_network();
         let _ = std::fs::remove_file(layout.socket());
         let _ = std::fs::remove_file(layout.pid_file());

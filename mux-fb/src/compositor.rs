@@ -4,12 +4,14 @@
 //! between, every refresh (60 Hz) reads the foreground frame band by band
 //! (rows into a cache-resident buffer), hashes each band and copies only the
 //! bands whose hash changed, so an idle VP costs a read and hash pass and no
-//! copy. [`Display`] runs a compositor on its own thread and
-//! takes commands (attach, detach, switch, screenshot) through a channel.
+//! copy. A band that changed in several refreshes in a row (an animation,
+//! a video) is copied without hashing, and hashed again every few
+//! refreshes to see whether it settled. [`Display`] refreshes a compositor
+//! on a thread of its own; a switch, attach or screenshot runs on the
+//! caller's thread under its lock.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -22,6 +24,12 @@ use crate::vfb::VirtualFb;
 pub const BAND_ROWS: u32 = 16;
 /// A band hash that no content has (practically): "compare and copy".
 const UNKNOWN: u64 = 0x5eed_cafe_f00d_beef;
+/// A band that changed in this many refreshes in a row is hot: copied
+/// straight from the VP's frame to the panel, without a hash ...
+const HOT_AFTER: u8 = 3;
+/// ... except every this many refreshes, when it is hashed again to see
+/// whether it settled (an idle band is cold again within two of these).
+const RECHECK_EVERY: u64 = 8;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
@@ -41,6 +49,8 @@ pub struct Compositor {
     panel: Box<dyn Panel>,
     fg: Option<(String, Arc<VirtualFb>)>,
     hashes: Vec<u64>,
+    /// Refreshes in a row in which each band changed.
+    streak: Vec<u8>,
     /// One band of the foreground frame as just copied out of the VP's
     /// file: hashed while it is in the cache, and shown from here if it
     /// changed (cellsd never maps a VP's framebuffer).
@@ -57,6 +67,7 @@ impl Compositor {
             panel,
             fg: None,
             hashes: vec![0; bands],
+            streak: vec![0; bands],
             band: vec![0; band_len.min(size)],
             stats: Stats::default(),
         }
@@ -94,6 +105,7 @@ impl Compositor {
     ) {
         self.fg = fg;
         self.stats.switches += 1;
+        self.streak.fill(0);
         match &self.fg {
             Some((_, vfb)) => {
                 // Straight from the VP's file onto the panel: one copy.
@@ -121,14 +133,21 @@ impl Compositor {
         let Some((_, vfb)) = &self.fg else {
             return 0;
         };
-        // Band by band: each is read once from the VP's file into a buffer
-        // that stays in the cache, hashed there and copied on only if it
-        // changed (one pass over memory instead of a copy of the frame,
-        // a hash pass and a copy).
         let vfb = Arc::clone(vfb);
+        let recheck = self.stats.refreshes.is_multiple_of(RECHECK_EVERY);
         let mut copied = 0;
         for b in 0..self.hashes.len() {
             let r = self.band_range(b);
+            if self.streak[b] >= HOT_AFTER && !recheck {
+                // Hot: it changes every refresh, a hash would only say so.
+                vfb.read_at(r.start, &mut self.panel.pixels_mut()[r]);
+                copied += 1;
+                continue;
+            }
+            // Read once from the VP's file into a buffer that stays in the
+            // cache, hashed there and copied on only if it changed (one
+            // pass over memory instead of a copy of the frame, a hash pass
+            // and a copy).
             let band = &mut self.band[..r.len()];
             vfb.read_at(r.start, band);
             let h = xxh3_64(band);
@@ -136,6 +155,9 @@ impl Compositor {
                 self.hashes[b] = h;
                 self.panel.pixels_mut()[r].copy_from_slice(band);
                 copied += 1;
+                self.streak[b] = self.streak[b].saturating_add(1);
+            } else {
+                self.streak[b] = 0;
             }
         }
         if copied > 0 {
@@ -153,18 +175,19 @@ pub enum Target {
     Vp(String),
 }
 
-enum Command {
-    Attach(String, Arc<VirtualFb>),
-    Detach(String),
-    Foreground(Option<String>, Instant),
-    Capture(Target, mpsc::Sender<Option<Vec<u8>>>),
-    Stats(mpsc::Sender<Stats>),
-    Blank(bool),
+/// The compositor and the VPs' framebuffers, shared by the refresh thread
+/// and the callers.
+struct Shared {
+    comp: Compositor,
+    screens: HashMap<String, Arc<VirtualFb>>,
 }
 
-/// A compositor on its own thread.
+/// A compositor refreshed by a thread of its own at the panel's rate. A
+/// switch, an attach, a capture run on the caller's thread under the same
+/// lock (a switch is then one copy away from the request, with no thread
+/// to wake), so each sees every call made before it.
 pub struct Display {
-    tx: mpsc::Sender<Command>,
+    shared: Arc<Mutex<Shared>>,
     geometry: Geometry,
     describe: String,
 }
@@ -179,74 +202,49 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // The state stays consistent across a panic (each update is whole).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Display {
     pub fn start(panel: Box<dyn Panel>) -> Self {
         let geometry = panel.geometry();
         let describe = panel.describe();
         let period = Duration::from_nanos(1_000_000_000 / panel.refresh_hz().max(1) as u64);
-        let (tx, rx) = mpsc::channel::<Command>();
+        let shared = Arc::new(Mutex::new(Shared {
+            comp: Compositor::new(panel),
+            screens: HashMap::new(),
+        }));
+        let weak = Arc::downgrade(&shared);
         let spawned = std::thread::Builder::new()
             .name("compositor".into())
             .spawn(move || {
-                let mut comp = Compositor::new(panel);
-                let mut screens: HashMap<String, Arc<VirtualFb>> = HashMap::new();
                 let mut next = Instant::now() + period;
                 loop {
-                    let wait = next.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(Command::Attach(name, vfb)) => {
-                            let is_fg = comp.foreground() == Some(name.as_str());
-                            screens.insert(name.clone(), Arc::clone(&vfb));
-                            if is_fg {
-                                comp.set_foreground(Some((name, vfb)), |_| {});
-                            }
-                        }
-                        Ok(Command::Detach(name)) => {
-                            screens.remove(&name);
-                            if comp.foreground() == Some(name.as_str()) {
-                                comp.set_foreground(None, |_| {});
-                            }
-                        }
-                        Ok(Command::Foreground(name, asked)) => {
-                            let fg = name.and_then(|n| screens.get(&n).map(|v| (n, Arc::clone(v))));
-                            comp.set_foreground(fg, |st| {
-                                st.last_switch_us = asked.elapsed().as_micros() as u64;
-                            });
-                        }
-                        Ok(Command::Capture(target, reply)) => {
-                            let px = match target {
-                                Target::Panel => Some(comp.panel().pixels().to_vec()),
-                                Target::Vp(n) => screens.get(&n).map(|v| v.frame()),
-                            };
-                            let _ = reply.send(px);
-                        }
-                        Ok(Command::Stats(reply)) => {
-                            let mut s = comp.stats();
-                            s.cpu_ns = thread_cpu_ns();
-                            let _ = reply.send(s);
-                        }
-                        Ok(Command::Blank(b)) => {
-                            let _ = comp.panel.set_blank(b);
-                        }
-                        Err(RecvTimeoutError::Timeout) => {
-                            comp.refresh();
-                            next += period;
-                            let now = Instant::now();
-                            if next < now {
-                                // Fell behind (a stall): skip, do not burst.
-                                next = now + period;
-                            }
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return,
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    // The display is gone: so is the thread.
+                    let Some(shared) = weak.upgrade() else { return };
+                    {
+                        let mut s = lock(&shared);
+                        s.comp.refresh();
+                        s.comp.stats.cpu_ns = thread_cpu_ns();
+                    }
+                    drop(shared);
+                    next += period;
+                    let now = Instant::now();
+                    if next < now {
+                        // Fell behind (a stall): skip, do not burst.
+                        next = now + period;
                     }
                 }
             });
         if let Err(e) = spawned {
-            // Without a thread there is no display; commands are then dropped.
+            // Without the thread the panel shows switches but no refreshes.
             eprintln!("mux-fb: cannot start the compositor thread: {e}");
         }
         Self {
-            tx,
+            shared,
             geometry,
             describe,
         }
@@ -261,39 +259,48 @@ impl Display {
     }
 
     pub fn attach(&self, name: &str, vfb: Arc<VirtualFb>) {
-        let _ = self.tx.send(Command::Attach(name.to_string(), vfb));
+        let mut s = lock(&self.shared);
+        s.screens.insert(name.to_string(), Arc::clone(&vfb));
+        if s.comp.foreground() == Some(name) {
+            s.comp.set_foreground(Some((name.to_string(), vfb)), |_| {});
+        }
     }
 
     pub fn detach(&self, name: &str) {
-        let _ = self.tx.send(Command::Detach(name.to_string()));
+        let mut s = lock(&self.shared);
+        s.screens.remove(name);
+        if s.comp.foreground() == Some(name) {
+            s.comp.set_foreground(None, |_| {});
+        }
     }
 
-    /// Show `name` (None: nothing) from now on; the switch happens at once
-    /// on the compositor thread.
+    /// Show `name` (None: nothing) from now on: the new frame is on the
+    /// panel when this returns.
     pub fn set_foreground(&self, name: Option<&str>) {
-        let _ = self
-            .tx
-            .send(Command::Foreground(name.map(String::from), Instant::now()));
+        let asked = Instant::now();
+        let mut s = lock(&self.shared);
+        let fg = name.and_then(|n| s.screens.get(n).map(|v| (n.to_string(), Arc::clone(v))));
+        s.comp.set_foreground(fg, |st| {
+            st.last_switch_us = asked.elapsed().as_micros() as u64;
+        });
     }
 
     pub fn set_blank(&self, blank: bool) {
-        let _ = self.tx.send(Command::Blank(blank));
+        let _ = lock(&self.shared).comp.panel.set_blank(blank);
     }
 
-    /// A copy of the panel's or a VP's pixels (None: no such VP). Commands
-    /// are handled in order, so a capture after a switch shows the switch.
+    /// A copy of the panel's or a VP's pixels (None: no such VP).
     pub fn capture(&self, target: Target) -> Option<Vec<u8>> {
-        let (tx, rx) = mpsc::channel();
-        self.tx.send(Command::Capture(target, tx)).ok()?;
-        rx.recv().ok().flatten()
+        let s = lock(&self.shared);
+        match target {
+            Target::Panel => Some(s.comp.panel().pixels().to_vec()),
+            Target::Vp(n) => s.screens.get(&n).map(|v| v.frame()),
+        }
     }
 
+    /// The counters; `cpu_ns` is the refresh thread's CPU time.
     pub fn stats(&self) -> Stats {
-        let (tx, rx) = mpsc::channel();
-        if self.tx.send(Command::Stats(tx)).is_err() {
-            return Stats::default();
-        }
-        rx.recv().unwrap_or_default()
+        lock(&self.shared).comp.stats()
     }
 }
 
@@ -359,6 +366,35 @@ mod tests {
         c.set_foreground(None, |_| {});
         assert_eq!(Rgb::read(c.panel().pixels(), g.offset(0, 20)), Rgb(0));
         assert_eq!(c.stats().switches, 3);
+    }
+
+    #[test]
+    fn a_band_that_changes_every_refresh_is_copied_without_a_hash_until_it_settles() {
+        let g = Geometry::new(64, 64);
+        let mut c = Compositor::new(Box::new(HeadlessPanel::new(g)));
+        let v = vfb("hot", g, Rgb(0x101010));
+        c.set_foreground(Some(("hot".into(), Arc::clone(&v))), |_| {});
+        c.refresh();
+        // Band 1 (rows 16..32) animates: every refresh shows its new content.
+        for i in 0..40u32 {
+            paint(&v, |f| {
+                fill_rect(f, &g, 0, 16, 64, 16, Rgb(0x000100 * (i + 1)))
+            });
+            let copied = c.refresh();
+            assert_eq!(copied, 1, "refresh {i}: only the animated band");
+            assert_eq!(
+                Rgb::read(c.panel().pixels(), g.offset(5, 20)),
+                Rgb(0x000100 * (i + 1)),
+                "refresh {i} shows the latest frame"
+            );
+        }
+        assert!(c.streak[1] >= HOT_AFTER, "the band is hot");
+        // It stops: within two rechecks nothing is copied any more.
+        for _ in 0..2 * RECHECK_EVERY {
+            c.refresh();
+        }
+        assert_eq!(c.streak[1], 0, "settled");
+        assert_eq!(c.refresh(), 0);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub mod panel;
 #[cfg(feature = "host")]
 pub mod screenshot;
 #[cfg(feature = "host")]
+pub mod shm;
+#[cfg(feature = "host")]
 pub mod vfb;
 
 pub use geometry::Geometry;

@@ -3,17 +3,18 @@
 //! /dev/fb0 and /dev/graphics/fb0.
 //!
 //! The VP owns that file and may do anything to it at any time: draw,
-//! truncate it to nothing, grow it, punch holes, chmod it. cellsd therefore
-//! never maps it (a truncated shared mapping kills the reader with SIGBUS,
-//! and memory another process writes must not be handed out as a Rust
-//! slice): every frame is copied out with `pread(2)` into cellsd's own
-//! memory, and a file shorter than a frame reads as black past its end.
+//! truncate it to nothing, grow it, punch holes, chmod it. cellsd reads it
+//! through a guarded mapping ([`crate::shm::SharedMap`]: copied out, never
+//! handed out as a slice; a truncation under it reads black instead of
+//! raising SIGBUS), and while the file is shorter than a frame with
+//! `pread(2)`, so what it still has shows and the rest reads black.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use crate::geometry::Geometry;
+use crate::shm::SharedMap;
 
 /// Map `len` bytes of `fd` read-write and shared (the real panel's video
 /// memory). The caller unmaps it and keeps accesses within `len`.
@@ -40,6 +41,9 @@ pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
 pub struct VirtualFb {
     geometry: Geometry,
     fd: OwnedFd,
+    /// The file mapped (None: no guard slot free, or mmap failed; then
+    /// every read is a pread).
+    map: Option<SharedMap>,
 }
 
 impl VirtualFb {
@@ -57,7 +61,20 @@ impl VirtualFb {
 
     /// An open framebuffer file (whatever its size now: the VP may change it).
     pub fn from_fd(fd: OwnedFd, geometry: Geometry) -> Self {
-        Self { geometry, fd }
+        let map = SharedMap::map(&fd, geometry.size()).ok().flatten();
+        Self { geometry, fd, map }
+    }
+
+    /// The file's size now.
+    fn file_len(&self) -> usize {
+        // SAFETY: fstat into a zeroed stat of our own.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(self.fd.as_raw_fd(), &mut st) != 0 {
+                return 0;
+            }
+            st.st_size as usize
+        }
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -76,6 +93,22 @@ impl VirtualFb {
     /// (a band of rows); as [`VirtualFb::read_into`], what the file lacks
     /// reads as black, and nothing past the frame is read.
     pub fn read_at(&self, offset: usize, out: &mut [u8]) {
+        if let Some(m) = &self.map {
+            // Cut short before: whole again? Then mapped anew.
+            let usable = !m.poisoned()
+                || (self.file_len() >= self.geometry.size() && m.remap(&self.fd).is_ok());
+            if usable {
+                m.copy_out(offset, out);
+                if !m.poisoned() {
+                    return;
+                }
+                // Cut short during this copy: read what the file still has.
+            }
+        }
+        self.pread_at(offset, out);
+    }
+
+    fn pread_at(&self, offset: usize, out: &mut [u8]) {
         let len = out.len().min(self.geometry.size().saturating_sub(offset));
         let mut done = 0;
         while done < len {

@@ -49,9 +49,11 @@ impl Manager {
         } else {
             self.cfg.background_cpu_weight
         };
-        if let Err(e) = self.cgroup_of(&vp.config).set_cpu_weight(weight) {
-            tracing::debug!(vp = name, "CPU weight {weight} not set: {e}");
-        }
+        self.writer.send(super::writer::Write::CpuWeight(
+            name.to_string(),
+            self.cgroup_of(&vp.config),
+            weight,
+        ));
     }
 
     /// `name` becomes the foreground: cancel its policy, thaw it now.

@@ -7,11 +7,14 @@ impl Manager {
     /// it (the old foreground gets what it held released), the run dir
     /// remembers it, clients get ForegroundChanged.
     pub(super) fn set_foreground(&self, inner: &mut Inner, fg: Option<String>) {
+        let t0 = std::time::Instant::now();
         // A frozen VP thaws before it shows: within the switch.
         if let Some(n) = &fg {
             self.leave_background(inner, n);
         }
+        let t_thaw = t0.elapsed();
         self.devices.switch(fg.as_deref());
+        let t_devices = t0.elapsed();
         // After the panel and input moved: the weight is not on the path
         // from the request to the new frame.
         if let Some(n) = &fg {
@@ -20,17 +23,22 @@ impl Manager {
         if inner.foreground == fg {
             return;
         }
-        let path = self.cfg.layout.foreground_file();
-        let _ = match &fg {
-            Some(n) => std::fs::write(&path, n.as_bytes()),
-            None => std::fs::remove_file(&path),
-        };
+        self.writer.send(writer::Write::Foreground(
+            self.cfg.layout.foreground_file(),
+            fg.clone(),
+        ));
         let old = std::mem::replace(&mut inner.foreground, fg.clone());
         if let Some(old) = old {
             self.enter_background(inner, &old);
         }
         tracing::info!(vp = fg.as_deref().unwrap_or(""), "foreground");
         self.emit(Event::Foreground(fg.unwrap_or_default()));
+        tracing::debug!(
+            thaw_us = t_thaw.as_micros() as u64,
+            devices_us = (t_devices - t_thaw).as_micros() as u64,
+            rest_us = (t0.elapsed() - t_devices).as_micros() as u64,
+            "switch steps"
+        );
     }
 }
 
@@ -81,6 +89,12 @@ impl Manager {
             })?;
         self.set_foreground(&mut inner, Some(name.clone()));
         Ok(name)
+    }
+
+    /// Wait until what switches left to write (foreground file, CPU
+    /// weights) is written: before cellsd exits.
+    pub fn flush_writes(&self) {
+        self.writer.flush();
     }
 
     pub fn foreground(&self) -> Option<String> {
@@ -145,16 +159,12 @@ impl Manager {
             source: INJECT_SOURCE,
             slot: 0,
         };
-        self.input
-            .inject(vec![SourceEvent::TouchDown {
-                contact,
-                x: p.x,
-                y: p.y,
-            }])
-            .await;
-        self.input
-            .inject(vec![SourceEvent::TouchUp { contact }])
-            .await;
+        self.input.inject(vec![SourceEvent::TouchDown {
+            contact,
+            x: p.x,
+            y: p.y,
+        }]);
+        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
         Ok(())
     }
 
@@ -171,25 +181,20 @@ impl Manager {
             source: INJECT_SOURCE,
             slot: 0,
         };
-        self.input
-            .inject(vec![SourceEvent::TouchDown {
-                contact,
-                x: a.x,
-                y: a.y,
-            }])
-            .await;
+        self.input.inject(vec![SourceEvent::TouchDown {
+            contact,
+            x: a.x,
+            y: a.y,
+        }]);
         let steps = (ms / 8).max(1);
         for i in 1..=steps {
             tokio::time::sleep(Duration::from_millis((ms / steps) as u64)).await;
             let x = a.x + (b.x - a.x) * i as i32 / steps as i32;
             let y = a.y + (b.y - a.y) * i as i32 / steps as i32;
             self.input
-                .inject(vec![SourceEvent::TouchMove { contact, x, y }])
-                .await;
+                .inject(vec![SourceEvent::TouchMove { contact, x, y }]);
         }
-        self.input
-            .inject(vec![SourceEvent::TouchUp { contact }])
-            .await;
+        self.input.inject(vec![SourceEvent::TouchUp { contact }]);
         Ok(())
     }
 
@@ -210,11 +215,11 @@ impl Manager {
         };
         match action {
             "press" => {
-                self.input.inject(ev(1)).await;
-                self.input.inject(ev(0)).await;
+                self.input.inject(ev(1));
+                self.input.inject(ev(0));
             }
-            "down" => self.input.inject(ev(1)).await,
-            "up" => self.input.inject(ev(0)).await,
+            "down" => self.input.inject(ev(1)),
+            "up" => self.input.inject(ev(0)),
             other => {
                 return Err(CellsError::InvalidArgument(format!(
                     "unknown key action '{other}': use press, down or up"
@@ -242,12 +247,12 @@ impl Manager {
                 value,
             };
             if shift {
-                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 1)]).await;
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 1)]);
             }
-            self.input.inject(vec![key(code, 1)]).await;
-            self.input.inject(vec![key(code, 0)]).await;
+            self.input.inject(vec![key(code, 1)]);
+            self.input.inject(vec![key(code, 0)]);
             if shift {
-                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 0)]).await;
+                self.input.inject(vec![key(keys::KEY_LEFTSHIFT, 0)]);
             }
         }
         Ok(())

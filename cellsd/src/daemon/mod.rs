@@ -22,6 +22,7 @@ mod spare;
 mod state;
 mod templates;
 mod vp_devices;
+mod writer;
 
 use foreground::next_running;
 pub use foreground::Point;
@@ -206,6 +207,8 @@ pub struct Manager {
     devices: Registry,
     /// The bridge, nftables and the port forwards.
     net: Arc<crate::devices::network::host::HostNet>,
+    /// Writes a switch leaves behind (foreground file, CPU weights).
+    writer: writer::Writer,
     /// VPs whose definition could not be used (name -> why): listed, never
     /// started, never removed by cellsd.
     invalid: Mutex<BTreeMap<String, String>>,
@@ -237,6 +240,7 @@ impl Manager {
             .get::<crate::devices::network::host::HostNet>()
             .ok_or_else(|| missing("network"))?;
         let (events, _) = broadcast::channel(1024);
+        let writer = writer::Writer::start().map_err(failed("start the switch writer thread"))?;
         let mgr = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             cfg,
@@ -258,6 +262,7 @@ impl Manager {
             power,
             devices,
             net,
+            writer,
             invalid: Mutex::new(BTreeMap::new()),
         });
         mgr.net

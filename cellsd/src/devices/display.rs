@@ -122,6 +122,13 @@ pub fn create(dir: &Path, g: Geometry, owner: Option<u32>) -> io::Result<Created
         .truncate(true)
         .open(&file)?;
     f.set_len(g.size() as u64)?;
+    // Allocated now, by the monitor in the VP's cgroup: the frame is the
+    // VP's memory. (cellsd reads it through a mapping; a hole read there
+    // would allocate a page charged to cellsd.)
+    // SAFETY: fallocate on our own open file, within its size.
+    if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, g.size() as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     std::fs::write(&info, info_text(&g))?;
     for (p, mode) in [(&file, 0o660), (&info, 0o444)] {
         if let Some(id) = owner {

@@ -1,13 +1,18 @@
 //! The input multiplexer: a thread that reads every input source (grabbed
-//! host evdev devices, injected frames), routes through the [`Router`] and
-//! writes to the foreground VP's devices. Host devices that appear or vanish
-//! while it runs are picked up through inotify on the input folder.
+//! host evdev devices, input.sock clients), routes through the [`Router`]
+//! and writes to the foreground VP's devices. Host devices that appear or
+//! vanish while it runs are picked up through inotify on the input folder.
+//! The router and the VPs' devices are shared under one lock: a switch, an
+//! attach and injected input (D-Bus) are routed and written on the
+//! caller's thread (the writes do not block: a VP that does not keep up
+//! loses frames), so nothing waits for a thread to wake, and everything is
+//! routed in the order it took the lock.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::evdev::EvdevSource;
 use super::inject;
@@ -26,27 +31,13 @@ pub struct Stats {
     pub sources: Vec<(String, String)>,
 }
 
-enum Command {
-    Attach(String, Vec<(DeviceKind, Sink)>),
-    Detach(String),
-    Foreground(Option<String>),
-    Inject(Vec<SourceEvent>, tokio::sync::oneshot::Sender<()>),
-    Stats(mpsc::Sender<Stats>),
-}
-
 pub struct InputMux {
-    tx: mpsc::Sender<Command>,
-    wake: OwnedFd,
+    state: Arc<Mutex<State>>,
 }
 
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd returns a new fd or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Every update is whole: keep routing after a panic elsewhere.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn epoll_add(ep: &OwnedFd, fd: i32, token: u64) {
@@ -70,7 +61,6 @@ fn epoll_del(ep: &OwnedFd, fd: i32) {
     };
 }
 
-const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_INOTIFY: u64 = u64::MAX - 1;
 const TOKEN_LISTEN: u64 = u64::MAX - 2;
 /// Tokens of injection clients: this bit plus the client's source id.
@@ -85,57 +75,55 @@ impl InputMux {
         grab: bool,
         inject_socket: Option<PathBuf>,
     ) -> io::Result<Self> {
-        let wake = eventfd()?;
-        let wake_thread = wake.try_clone()?;
         let listener = match &inject_socket {
             Some(p) => Some(inject::listen(p)?),
             None => None,
         };
-        let (tx, rx) = mpsc::channel::<Command>();
+        let state = Arc::new(Mutex::new(State {
+            router: Router::new(),
+            sinks: HashMap::new(),
+            stats: Stats::default(),
+        }));
+        let shared = Arc::clone(&state);
         std::thread::Builder::new()
             .name("input".into())
             .spawn(move || {
-                if let Err(e) = run(rx, wake_thread, input_dir, geometry, grab, listener) {
+                if let Err(e) = run(shared, input_dir, geometry, grab, listener) {
                     tracing::error!("input multiplexer stopped: {e}");
                 }
             })?;
-        Ok(Self { tx, wake })
-    }
-
-    fn send(&self, c: Command) {
-        if self.tx.send(c).is_ok() {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes to our eventfd.
-            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        }
+        Ok(Self { state })
     }
 
     pub fn attach(&self, vp: &str, sinks: Vec<(DeviceKind, Sink)>) {
-        self.send(Command::Attach(vp.to_string(), sinks));
+        let mut st = lock(&self.state);
+        st.router.attach(vp);
+        st.sinks.insert(vp.to_string(), sinks);
     }
 
     pub fn detach(&self, vp: &str) {
-        self.send(Command::Detach(vp.to_string()));
+        let mut st = lock(&self.state);
+        st.router.detach(vp);
+        st.sinks.remove(vp);
     }
 
-    /// Switch input to `vp`. Commands are handled in order: the old
-    /// foreground's releases are written before any later input is routed.
+    /// Switch input to `vp`: the old foreground's releases are written
+    /// before any later input is routed.
     pub fn set_foreground(&self, vp: Option<&str>) {
-        self.send(Command::Foreground(vp.map(String::from)));
+        let mut st = lock(&self.state);
+        let rel = st.router.set_foreground(vp);
+        st.deliver(rel);
     }
 
-    /// Route one injected frame; returns once it has been written (the
-    /// caller's task waits, its worker thread does not).
-    pub async fn inject(&self, frame: Vec<SourceEvent>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Command::Inject(frame, tx));
-        let _ = rx.await;
+    /// Route one injected frame; it is written when this returns.
+    pub fn inject(&self, frame: Vec<SourceEvent>) {
+        let mut st = lock(&self.state);
+        let out = st.router.frame(&frame);
+        st.deliver(out);
     }
 
     pub fn stats(&self) -> Stats {
-        let (tx, rx) = mpsc::channel();
-        self.send(Command::Stats(tx));
-        rx.recv().unwrap_or_default()
+        lock(&self.state).stats.clone()
     }
 }
 
@@ -175,8 +163,7 @@ fn inotify_watch(ino: &OwnedFd, dir: &Path, mask: u32) -> i32 {
 }
 
 fn run(
-    rx: mpsc::Receiver<Command>,
-    wake: OwnedFd,
+    state: Arc<Mutex<State>>,
     input_dir: Option<PathBuf>,
     geometry: Geometry,
     grab: bool,
@@ -189,13 +176,6 @@ fn run(
     }
     // SAFETY: a fresh fd.
     let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-    epoll_add(&ep, wake.as_raw_fd(), TOKEN_WAKE);
-
-    let mut state = State {
-        router: Router::new(),
-        sinks: HashMap::new(),
-        stats: Stats::default(),
-    };
     let mut sources: HashMap<u64, EvdevSource> = HashMap::new();
     let mut next_source: u32 = INJECT_SOURCE + 1;
     let mut clients: HashMap<u64, inject::Client> = HashMap::new();
@@ -258,7 +238,7 @@ fn run(
             .collect();
         entries.sort();
         for p in entries {
-            add_source(&p, &mut sources, &mut state.stats, &mut next_source);
+            add_source(&p, &mut sources, &mut lock(&state).stats, &mut next_source);
         }
     }
 
@@ -278,37 +258,6 @@ fn run(
         for ev in &events[..n as usize] {
             let token = ev.u64;
             match token {
-                TOKEN_WAKE => {
-                    let mut buf = [0u8; 8];
-                    // SAFETY: draining our eventfd.
-                    unsafe { libc::read(wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-                    loop {
-                        match rx.try_recv() {
-                            Ok(Command::Attach(vp, sinks)) => {
-                                state.router.attach(&vp);
-                                state.sinks.insert(vp, sinks);
-                            }
-                            Ok(Command::Detach(vp)) => {
-                                state.router.detach(&vp);
-                                state.sinks.remove(&vp);
-                            }
-                            Ok(Command::Foreground(vp)) => {
-                                let rel = state.router.set_foreground(vp.as_deref());
-                                state.deliver(rel);
-                            }
-                            Ok(Command::Inject(frame, done)) => {
-                                let out = state.router.frame(&frame);
-                                state.deliver(out);
-                                let _ = done.send(());
-                            }
-                            Ok(Command::Stats(reply)) => {
-                                let _ = reply.send(state.stats.clone());
-                            }
-                            Err(mpsc::TryRecvError::Empty) => break,
-                            Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
-                        }
-                    }
-                }
                 TOKEN_INOTIFY => {
                     let Some(ino) = &ino else { continue };
                     let mut buf = [0u8; 4096];
@@ -354,7 +303,7 @@ fn run(
                             for k in gone {
                                 if let Some(s) = sources.remove(&k) {
                                     epoll_del(&ep, s.fd());
-                                    state
+                                    lock(&state)
                                         .stats
                                         .sources
                                         .retain(|(p, _)| *p != path.display().to_string());
@@ -362,7 +311,12 @@ fn run(
                                 }
                             }
                         } else {
-                            add_source(&path, &mut sources, &mut state.stats, &mut next_source);
+                            add_source(
+                                &path,
+                                &mut sources,
+                                &mut lock(&state).stats,
+                                &mut next_source,
+                            );
                         }
                     }
                 }
@@ -382,9 +336,10 @@ fn run(
                     };
                     match cl.read_frames() {
                         Ok(frames) => {
+                            let mut st = lock(&state);
                             for f in frames {
-                                let out = state.router.frame(&f);
-                                state.deliver(out);
+                                let out = st.router.frame(&f);
+                                st.deliver(out);
                             }
                         }
                         Err(_) => {
@@ -401,16 +356,17 @@ fn run(
                     };
                     match frames {
                         Ok(frames) => {
+                            let mut st = lock(&state);
                             for f in frames {
-                                let out = state.router.frame(&f);
-                                state.deliver(out);
+                                let out = st.router.frame(&f);
+                                st.deliver(out);
                             }
                         }
                         Err(_) => {
                             if let Some(s) = sources.remove(&token) {
                                 epoll_del(&ep, s.fd());
                                 let p = s.path.display().to_string();
-                                state.stats.sources.retain(|(q, _)| *q != p);
+                                lock(&state).stats.sources.retain(|(q, _)| *q != p);
                                 tracing::info!(device = %p, "input source gone");
                             }
                         }
