@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{running_vp, Inner, Manager, Phase, DEFAULT_STOP_TIMEOUT};
+use super::{running_vp, state, Inner, Manager, Phase, DEFAULT_STOP_TIMEOUT};
 use crate::api::CellsError;
 use crate::cgroup::{FreezeState, Freezer};
 use crate::config::{BackgroundPolicy, VpConfig};
@@ -99,12 +99,14 @@ impl Manager {
             return;
         };
         vp.bg_gen += 1;
-        let BackgroundPolicy::FreezeAfter(delay) = vp.config.cells.background else {
+        let Some(delay) = state::freeze_timer(
+            &vp.config.cells.background,
+            fg,
+            vp.frozen,
+            vp.phase == Phase::Running,
+        ) else {
             return;
         };
-        if fg || vp.frozen || vp.phase != Phase::Running {
-            return;
-        }
         let gen = vp.bg_gen;
         let Some(mgr) = self.me.upgrade() else { return };
         let n = name.to_string();
@@ -116,13 +118,30 @@ impl Manager {
 
     /// The delay of a background VP ran out.
     async fn policy_freeze(self: &Arc<Self>, name: &str, gen: u64) {
-        if self.power.holds_locks(name) {
-            tracing::info!(vp = name, "not frozen: it holds a wakelock");
-            return;
-        }
-        if self.has_active_exec(name) {
-            tracing::info!(vp = name, "not frozen: it runs an exec");
-            return;
+        let check = {
+            let inner = self.lock();
+            let Some(vp) = inner.vps.get(name) else {
+                return;
+            };
+            state::freeze_check(
+                gen,
+                vp.bg_gen,
+                inner.foreground.as_deref() == Some(name),
+                self.power.holds_locks(name),
+                self.has_active_exec(name),
+            )
+        };
+        match check {
+            state::FreezeCheck::Stale => return,
+            state::FreezeCheck::HoldsLock => {
+                tracing::info!(vp = name, "not frozen: it holds a wakelock");
+                return;
+            }
+            state::FreezeCheck::RunsExec => {
+                tracing::info!(vp = name, "not frozen: it runs an exec");
+                return;
+            }
+            state::FreezeCheck::Freeze => {}
         }
         match self.freeze_now(name, Some(gen)).await {
             Ok(t) => tracing::info!(

@@ -368,9 +368,8 @@ impl Manager {
                 continue;
             };
             // What a create or destroy cut short left (never a whole VP).
-            if name.starts_with(crate::layout::CREATING_PREFIX)
-                || name.starts_with(crate::layout::DESTROYING_PREFIX)
-            {
+            let folder = state::classify_folder(&name);
+            if folder == state::Folder::Leftover {
                 tracing::info!(
                     folder = name.as_str(),
                     "removing what an interrupted create or destroy left"
@@ -385,7 +384,7 @@ impl Manager {
                 }
                 continue;
             }
-            if name::validate("VP", &name).is_err() {
+            if folder == state::Folder::Ignored {
                 continue;
             }
             let path = self.cfg.layout.vp_config(&name);
@@ -450,16 +449,15 @@ impl Manager {
         // The foreground survives a cellsd restart; else the first running VP.
         let saved = std::fs::read_to_string(self.cfg.layout.foreground_file()).unwrap_or_default();
         let mut inner = self.lock();
-        let fg = state::restored_foreground(&saved, &foreground::running_names(&inner))
-            .map(String::from);
+        let (fg, background) = {
+            let (fg, bg) = state::after_adoption(&saved, &foreground::running_names(&inner));
+            (
+                fg.map(String::from),
+                bg.into_iter().map(String::from).collect::<Vec<_>>(),
+            )
+        };
         self.set_foreground(&mut inner, fg);
         // Background VPs resume their policy (a frozen one stays frozen).
-        let background: Vec<String> = inner
-            .vps
-            .iter()
-            .filter(|(n, v)| v.phase == Phase::Running && inner.foreground.as_ref() != Some(*n))
-            .map(|(n, _)| n.clone())
-            .collect();
         for n in background {
             self.set_cpu_weight(&inner, &n, false);
             self.arm_freeze(&mut inner, &n);

@@ -102,14 +102,34 @@ fn plain_copy_ms(bytes: usize, n: usize) -> Summary {
     summarize(&v)
 }
 
+/// Median time of a copy of one of three frames in turn into a fourth:
+/// the working set of a switch among three VPs (their frames are not in
+/// the cache as the one frame of [`plain_copy_ms`] is).
+fn three_frames_copy_ms(bytes: usize, n: usize) -> Summary {
+    let srcs: Vec<Vec<u8>> = (1..=3u8).map(|b| vec![b; bytes]).collect();
+    let mut dst = vec![0u8; bytes];
+    let mut v = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        dst.copy_from_slice(&srcs[i % 3]);
+        v.push(ms(t));
+        std::hint::black_box(&dst[i % bytes]);
+    }
+    summarize(&v)
+}
+
 fn switch_bench(panel: &str, bytes: usize, n: usize) -> serde_json::Value {
     let c = setup(panel);
     let rt = rt();
-    let (rtt, panel_ms) = rt.block_on(async {
+    let (rtt, panel_ms, version) = rt.block_on(async {
         let (_conn, p) = proxy(&c).await;
         let order = ["a", "b", "c"];
-        let (mut rtt, mut panel_ms) = (Vec::new(), Vec::new());
+        let (mut rtt, mut panel_ms, mut version) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
+            // Peer: a D-Bus call that does nothing (Version).
+            let t = Instant::now();
+            p.version().await.expect("Version");
+            version.push(ms(t));
             let vp = order[i % 3];
             let t = Instant::now();
             p.switch(vp).await.expect("Switch");
@@ -117,7 +137,7 @@ fn switch_bench(panel: &str, bytes: usize, n: usize) -> serde_json::Value {
             let info = p.display_info().await.expect("DisplayInfo");
             panel_ms.push(display_u64(&info, "last_switch_us") as f64 / 1000.0);
         }
-        (rtt, panel_ms)
+        (rtt, panel_ms, version)
     });
     let mut cellctl = Vec::new();
     for i in 0..n {
@@ -127,28 +147,39 @@ fn switch_bench(panel: &str, bytes: usize, n: usize) -> serde_json::Value {
         cellctl.push(ms(t));
         assert_eq!(o.code, 0, "{o:?}");
     }
-    let (a, b, p, copy) = (
+    let (a, b, p, copy, three, noop) = (
         summarize(&cellctl),
         summarize(&rtt),
         summarize(&panel_ms),
         plain_copy_ms(bytes, n),
+        three_frames_copy_ms(bytes, n),
+        summarize(&version),
     );
     println!("switch at {panel}, {n} switches (ms):");
     line("cellctl switch (command)", &a);
     line("D-Bus Switch round trip", &b);
+    line("peer: D-Bus Version round trip", &noop);
     line("switch request -> panel shows frame", &p);
     line("peer: plain copy of one frame", &copy);
+    line("peer: copy of one of 3 frames", &three);
     println!(
-        "  ratio panel update / plain copy (p50) = {:.2}x",
-        p.p50 / copy.p50
+        "  ratio panel update / plain copy (p50) = {:.2}x, / copy of one of 3 frames = {:.2}x; \
+         Switch round trip / Version (p50) = {:.2}x",
+        p.p50 / copy.p50,
+        p.p50 / three.p50,
+        b.p50 / noop.p50
     );
     serde_json::json!({
         "panel": panel,
         "cellctl_switch_ms": crate::summary_json(&a),
         "dbus_switch_ms": crate::summary_json(&b),
+        "dbus_version_ms": crate::summary_json(&noop),
         "panel_updated_ms": crate::summary_json(&p),
         "plain_frame_copy_ms": crate::summary_json(&copy),
+        "three_frames_copy_ms": crate::summary_json(&three),
         "ratio_panel_vs_copy": p.p50 / copy.p50,
+        "ratio_panel_vs_three_frames_copy": p.p50 / three.p50,
+        "ratio_switch_vs_version": b.p50 / noop.p50,
     })
 }
 
@@ -333,6 +364,10 @@ fn cpu_bench(secs: u64) -> serde_json::Value {
     })
     .join()
     .unwrap_or(f64::NAN);
+    // Peer 2: the same copy of a frame that another thread draws in full
+    // 60 times a second (as the VP's app does): the frame comes from
+    // another core's cache or from memory, not from this one's.
+    let drawn = drawn_frame_copy_share(secs);
     println!("frame path CPU at 60 fps, app redrawing every frame, 720x1280:");
     println!(
         "  compositor: {:.1}% of a core, {fps:.1} frames shown/s",
@@ -342,13 +377,70 @@ fn cpu_bench(secs: u64) -> serde_json::Value {
         "  peer: plain copy of every frame: {:.1}% of a core",
         peer * 100.0
     );
-    println!("  ratio compositor / plain copy = {:.2}x", share / peer);
+    println!(
+        "  peer: copy of every frame another thread draws: {:.1}% of a core",
+        drawn * 100.0
+    );
+    println!(
+        "  ratio compositor / plain copy = {:.2}x, / copy of a drawn frame = {:.2}x",
+        share / peer,
+        share / drawn
+    );
     serde_json::json!({
         "compositor_core_share": share,
         "frames_shown_per_s": fps,
         "plain_copy_core_share": peer,
+        "drawn_frame_copy_core_share": drawn,
         "ratio_vs_plain_copy": share / peer,
+        "ratio_vs_drawn_frame_copy": share / drawn,
     })
+}
+
+/// CPU share of one thread copying, 60 times a second, a 720x1280 frame
+/// that another thread redraws in full 60 times a second.
+fn drawn_frame_copy_share(secs: u64) -> f64 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let bytes = 720 * 1280 * 4;
+    let frame: Arc<Vec<AtomicU64>> = Arc::new((0..bytes / 8).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (f, st) = (Arc::clone(&frame), Arc::clone(&stop));
+    let drawer = std::thread::spawn(move || {
+        let mut n = 0u64;
+        let mut next = Instant::now();
+        while !st.load(Ordering::Relaxed) {
+            n = n.wrapping_add(0x0101_0101_0101_0101);
+            for w in f.iter() {
+                w.store(n, Ordering::Relaxed);
+            }
+            next += Duration::from_nanos(16_666_667);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    });
+    let f = Arc::clone(&frame);
+    let share = std::thread::spawn(move || {
+        let mut dst = vec![0u8; bytes];
+        let c0 = thread_cpu_ns();
+        let t = Instant::now();
+        let mut next = Instant::now();
+        while t.elapsed() < Duration::from_secs(secs - 1) {
+            // SAFETY: copying the bytes of the frame (within its length)
+            // while the drawer stores into it, as the compositor copies a
+            // VP's frame out of a mapping: the copy may hold a mix.
+            unsafe {
+                std::ptr::copy_nonoverlapping(f.as_ptr() as *const u8, dst.as_mut_ptr(), bytes)
+            };
+            std::hint::black_box(&dst[7]);
+            next += Duration::from_nanos(16_666_667);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        (thread_cpu_ns() - c0) as f64 / 1e9 / t.elapsed().as_secs_f64()
+    })
+    .join()
+    .unwrap_or(f64::NAN);
+    stop.store(true, Ordering::Relaxed);
+    let _ = drawer.join();
+    share
 }
 
 pub fn bench(n: usize) -> i32 {
