@@ -429,7 +429,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("power backend {}: {e}", args.power_backend))?;
         tracing::info!(backend = power.name(), "power");
-        let mgr = Manager::new(cfg, power).map_err(|e| anyhow::anyhow!(e.message()))?;
+        let mgr = Manager::new(cfg, power)?;
         mgr.refill_spare().await;
         let listener = cellsd::server::bind(&layout.socket())
             .with_context(|| format!("bind {}", layout.socket().display()))?;

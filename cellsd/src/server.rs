@@ -61,13 +61,13 @@ impl ManagerIface {
     ) -> Result<(), CellsError> {
         self.check()?;
         let opts = create_options(&options)?;
-        self.mgr.create(name, opts)
+        Ok(self.mgr.create(name, opts)?)
     }
 
     /// Start a VP; returns once its init runs.
     async fn start(&self, name: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.start(name).await
+        Ok(self.mgr.start(name).await?)
     }
 
     /// Stop a VP: SIGTERM to its init, SIGKILL after timeout_secs (0 = default 10).
@@ -78,13 +78,13 @@ impl ManagerIface {
         } else {
             timeout_secs
         };
-        self.mgr.stop(name, t).await
+        Ok(self.mgr.stop(name, t).await?)
     }
 
     /// Remove a stopped VP and all its files (writable layer, /data).
     async fn destroy(&self, name: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.destroy(name).await
+        Ok(self.mgr.destroy(name).await?)
     }
 
     async fn list(&self) -> Result<Vec<VpInfo>, CellsError> {
@@ -94,7 +94,7 @@ impl ManagerIface {
 
     async fn status(&self, name: &str) -> Result<VpInfo, CellsError> {
         self.check()?;
-        self.mgr.status(name)
+        Ok(self.mgr.status(name)?)
     }
 
     /// Run argv inside a running VP. Without a tty it runs on pipes made
@@ -124,12 +124,12 @@ impl ManagerIface {
 
     async fn exec_wait(&self, id: u64) -> Result<i32, CellsError> {
         self.check()?;
-        self.mgr.exec_wait(id).await
+        Ok(self.mgr.exec_wait(id).await?)
     }
 
     async fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.exec_signal(id, signal)
+        Ok(self.mgr.exec_signal(id, signal)?)
     }
 
     /// A stream socket attached to the VP's console.
@@ -141,7 +141,7 @@ impl ManagerIface {
     /// Build a template from its recipe; returns the new build's id.
     async fn template_build(&self, name: &str) -> Result<String, CellsError> {
         self.check()?;
-        self.mgr.template_build(name).await
+        Ok(self.mgr.template_build(name).await?)
     }
 
     async fn template_list(&self) -> Result<Vec<TemplateInfo>, CellsError> {
@@ -171,44 +171,44 @@ impl ManagerIface {
     /// One running VP's wakelocks.
     async fn wakelocks(&self, name: &str) -> Result<Vec<String>, CellsError> {
         self.check()?;
-        self.mgr.wakelocks(name)
+        Ok(self.mgr.wakelocks(name)?)
     }
 
     /// Freeze a background VP's processes; returns the microseconds it took.
     async fn freeze(&self, name: &str) -> Result<u64, CellsError> {
         self.check()?;
-        self.mgr.freeze(name).await.map(|d| d.as_micros() as u64)
+        Ok(self.mgr.freeze(name).await.map(|d| d.as_micros() as u64)?)
     }
 
     /// Thaw a frozen VP; returns the microseconds it took.
     async fn thaw(&self, name: &str) -> Result<u64, CellsError> {
         self.check()?;
-        self.mgr.thaw(name).map(|d| d.as_micros() as u64)
+        Ok(self.mgr.thaw(name).map(|d| d.as_micros() as u64)?)
     }
 
     /// The serial to give `adb connect` for a VP (127.0.0.1:PORT, a stable
     /// host port forwarded to the VP's adbd on 5555).
     async fn adb(&self, name: &str) -> Result<String, CellsError> {
         self.check()?;
-        self.mgr.adb_serial(name)
+        Ok(self.mgr.adb_serial(name)?)
     }
 
     /// Let the holder of an adb key (an adbkey.pub line) into the VP's adbd.
     async fn adb_authorize(&self, name: &str, key: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.adb_authorize(name, key)
+        Ok(self.mgr.adb_authorize(name, key)?)
     }
 
     /// Take an adb key's access away ("" all keys); returns how many went.
     async fn adb_revoke(&self, name: &str, key: &str) -> Result<u32, CellsError> {
         self.check()?;
-        self.mgr.adb_revoke(name, key)
+        Ok(self.mgr.adb_revoke(name, key)?)
     }
 
     /// The VP's authorized adb keys: (comment, the key's first characters).
     async fn adb_keys(&self, name: &str) -> Result<Vec<(String, String)>, CellsError> {
         self.check()?;
-        self.mgr.adb_keys(name)
+        Ok(self.mgr.adb_keys(name)?)
     }
 
     /// Forward host 127.0.0.1:HOST to the VP's port ("HOST:VP"); kept in
@@ -216,18 +216,18 @@ impl ManagerIface {
     /// connections are relayed while it runs.
     async fn port_add(&self, name: &str, spec: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.port_add(name, spec).await.map(|_| ())
+        Ok(self.mgr.port_add(name, spec).await.map(|_| ())?)
     }
 
     /// Change a stopped VP's network policy: isolated, shared-bridge or none.
     async fn set_network(&self, name: &str, policy: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.set_network(name, policy).await
+        Ok(self.mgr.set_network(name, policy).await?)
     }
 
     async fn port_remove(&self, name: &str, host_port: u16) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.port_remove(name, host_port).await
+        Ok(self.mgr.port_remove(name, host_port).await?)
     }
 
     /// A VP's forwards: (host port, VP port, "adb" or "", listening now).
@@ -244,19 +244,19 @@ impl ManagerIface {
     /// Make a running VP the foreground: it gets the panel and the input.
     async fn switch(&self, name: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.switch(name)
+        Ok(self.mgr.switch(name)?)
     }
 
     /// Switch to the next running VP (name order, wrapping); returns it.
     async fn next(&self) -> Result<String, CellsError> {
         self.check()?;
-        self.mgr.cycle(true)
+        Ok(self.mgr.cycle(true)?)
     }
 
     /// Switch to the previous running VP; returns it.
     async fn prev(&self) -> Result<String, CellsError> {
         self.check()?;
-        self.mgr.cycle(false)
+        Ok(self.mgr.cycle(false)?)
     }
 
     /// The foreground VP ("" if none).
@@ -270,7 +270,7 @@ impl ManagerIface {
         self.check()?;
         // On the worker: a blocking-pool thread would get a malloc arena of
         // its own that keeps the frame's pages (the soak saw +2.9 MiB).
-        self.mgr.screenshot((!vp.is_empty()).then_some(vp))
+        Ok(self.mgr.screenshot((!vp.is_empty()).then_some(vp))?)
     }
 
     /// The panel: description, geometry and compositor counters.
@@ -308,7 +308,7 @@ impl ManagerIface {
     /// Tap at (x, y) in panel pixels: to the foreground VP (dropped if none).
     async fn input_tap(&self, x: i32, y: i32) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.input_tap(Point { x, y }).await
+        Ok(self.mgr.input_tap(Point { x, y }).await?)
     }
 
     /// Swipe from (x1, y1) to (x2, y2) over ms milliseconds.
@@ -321,21 +321,22 @@ impl ManagerIface {
         ms: u32,
     ) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr
+        Ok(self
+            .mgr
             .input_swipe(Point { x: x1, y: y1 }, Point { x: x2, y: y2 }, ms)
-            .await
+            .await?)
     }
 
     /// A key by name (HOME, BACK, POWER, A ...); action press, down or up.
     async fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.input_key(key, action).await
+        Ok(self.mgr.input_key(key, action).await?)
     }
 
     /// Type text (US layout).
     async fn input_text(&self, text: &str) -> Result<(), CellsError> {
         self.check()?;
-        self.mgr.input_text(text).await
+        Ok(self.mgr.input_text(text).await?)
     }
 
     /// A VP changed state (a `VpState`): created, starting, running (started

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::Error;
 use super::{running_vp, state, Inner, Manager, Phase, DEFAULT_STOP_TIMEOUT};
-use crate::api::CellsError;
 use crate::cgroup::{FreezeState, Freezer};
 use crate::config::{BackgroundPolicy, VpConfig};
 use crate::devices::power::hub::PowerReport;
@@ -62,7 +62,7 @@ impl Manager {
             vp.bg_gen += 1;
         }
         if let Err(e) = self.thaw_locked(inner, name) {
-            tracing::warn!(vp = name, "thaw on switch: {}", e.message());
+            tracing::warn!(vp = name, "thaw on switch: {}", e);
         }
     }
 
@@ -84,7 +84,7 @@ impl Manager {
                 tracing::info!(vp = name, "background policy: stop");
                 tokio::spawn(async move {
                     if let Err(e) = mgr.stop(&n, DEFAULT_STOP_TIMEOUT).await {
-                        tracing::warn!(vp = n, "background stop: {}", e.message());
+                        tracing::warn!(vp = n, "background stop: {}", e);
                     }
                 });
             }
@@ -151,7 +151,7 @@ impl Manager {
             ),
             Err(FreezeFailure::Cancelled) => {}
             Err(FreezeFailure::Error(e)) => {
-                tracing::warn!(vp = name, "background policy: {}", e.message())
+                tracing::warn!(vp = name, "background policy: {}", e)
             }
         }
     }
@@ -212,7 +212,7 @@ impl Manager {
         }
         if vp.frozen {
             if let Err(e) = self.thaw_locked(&mut inner, name) {
-                tracing::warn!(vp = name, "thaw for a forward: {}", e.message());
+                tracing::warn!(vp = name, "thaw for a forward: {}", e);
             }
         }
         if !fg {
@@ -222,7 +222,7 @@ impl Manager {
 
     /// Before an exec: a frozen VP thaws (and stays thawed while the exec
     /// runs).
-    pub(super) fn thaw_for_exec(&self, name: &str) -> Result<(), CellsError> {
+    pub(super) fn thaw_for_exec(&self, name: &str) -> Result<(), Error> {
         let mut inner = self.lock();
         if let Some(vp) = inner.vps.get_mut(name) {
             vp.bg_gen += 1;
@@ -237,12 +237,12 @@ impl Manager {
             vp.bg_gen += 1;
         }
         if let Err(e) = self.thaw_locked(&mut inner, name) {
-            tracing::warn!(vp = name, "thaw before stop: {}", e.message());
+            tracing::warn!(vp = name, "thaw before stop: {}", e);
         }
     }
 
     /// Thaw `name` if it is frozen; returns how long the thaw took.
-    fn thaw_locked(&self, inner: &mut Inner, name: &str) -> Result<Duration, CellsError> {
+    fn thaw_locked(&self, inner: &mut Inner, name: &str) -> Result<Duration, Error> {
         let t0 = Instant::now();
         let Some(vp) = inner.vps.get_mut(name) else {
             return Ok(Duration::ZERO);
@@ -251,9 +251,11 @@ impl Manager {
             return Ok(Duration::ZERO);
         }
         let freezer = self.freezer_of(&vp.config).ok_or_else(no_freezer)?;
-        freezer
-            .set(false)
-            .map_err(|e| CellsError::Failed(format!("thawing VP '{name}': {e}")))?;
+        freezer.set(false).map_err(|source| Error::Freezer {
+            doing: "thawing",
+            vp: name.to_string(),
+            source,
+        })?;
         vp.frozen = false;
         self.power.set_freezing(name, false);
         let took = t0.elapsed();
@@ -274,7 +276,7 @@ impl Manager {
                 return Err(FreezeFailure::Cancelled);
             }
             if vp.phase != Phase::Running {
-                return Err(CellsError::not_running(name).into());
+                return Err(Error::not_running(name).into());
             }
             if vp.frozen {
                 return Ok(Duration::ZERO);
@@ -282,9 +284,11 @@ impl Manager {
             let freezer = self.freezer_of(&vp.config).ok_or_else(no_freezer)?;
             // Under the lock: a switch to this VP either comes before (and
             // cancels us) or after (and thaws).
-            freezer
-                .set(true)
-                .map_err(|e| CellsError::Failed(format!("freezing VP '{name}': {e}")))?;
+            freezer.set(true).map_err(|source| Error::Freezer {
+                doing: "freezing",
+                vp: name.to_string(),
+                source,
+            })?;
             vp.frozen = true;
             self.power.set_freezing(name, true);
             (freezer, vp.bg_gen)
@@ -293,9 +297,7 @@ impl Manager {
             match freezer.state() {
                 Ok(FreezeState::Frozen) => break,
                 Ok(_) => {}
-                Err(e) => {
-                    return Err(CellsError::Failed(format!("freezing VP '{name}': {e}")).into())
-                }
+                Err(e) => return Err(Error::Failed(format!("freezing VP '{name}': {e}")).into()),
             }
             let cancelled = {
                 let inner = self.lock();
@@ -310,7 +312,7 @@ impl Manager {
             if t0.elapsed() > FREEZE_TIMEOUT {
                 let mut inner = self.lock();
                 let _ = self.thaw_locked(&mut inner, name);
-                return Err(CellsError::Busy(format!(
+                return Err(Error::Busy(format!(
                     "VP '{name}' did not freeze within {}s (a process of it is in an uninterruptible wait); it keeps running",
                     FREEZE_TIMEOUT.as_secs()
                 ))
@@ -325,12 +327,12 @@ impl Manager {
 
     /// `cellctl freeze`: freeze a background VP now (wakelocks or not: the
     /// user asked). Returns how long it took.
-    pub async fn freeze(&self, name: &str) -> Result<Duration, CellsError> {
+    pub async fn freeze(&self, name: &str) -> Result<Duration, Error> {
         {
             let inner = self.lock();
             running_vp(&inner, name)?;
             if inner.foreground.as_deref() == Some(name) {
-                return Err(CellsError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "VP '{name}' is the foreground and owns the screen: switch to another VP first (`cellctl switch OTHER`)"
                 )));
             }
@@ -338,14 +340,14 @@ impl Manager {
         match self.freeze_now(name, None).await {
             Ok(t) => Ok(t),
             Err(FreezeFailure::Error(e)) => Err(e),
-            Err(FreezeFailure::Cancelled) => Err(CellsError::Busy(format!(
+            Err(FreezeFailure::Cancelled) => Err(Error::Busy(format!(
                 "VP '{name}' became the foreground while it was being frozen; it runs"
             ))),
         }
     }
 
     /// `cellctl thaw`: thaw a frozen VP; its background policy starts over.
-    pub fn thaw(&self, name: &str) -> Result<Duration, CellsError> {
+    pub fn thaw(&self, name: &str) -> Result<Duration, Error> {
         let mut inner = self.lock();
         running_vp(&inner, name)?;
         let took = self.thaw_locked(&mut inner, name)?;
@@ -367,14 +369,14 @@ impl Manager {
     }
 
     /// One running VP's wakelocks.
-    pub fn wakelocks(&self, name: &str) -> Result<Vec<String>, CellsError> {
+    pub fn wakelocks(&self, name: &str) -> Result<Vec<String>, Error> {
         running_vp(&self.lock(), name)?;
         Ok(self.power.locks(name).unwrap_or_default())
     }
 }
 
-fn no_freezer() -> CellsError {
-    CellsError::Failed(
+fn no_freezer() -> Error {
+    Error::Failed(
         "no cgroup freezer: mount the v1 freezer controller or cgroup v2 (Linux 5.2+)".into(),
     )
 }
@@ -382,11 +384,11 @@ fn no_freezer() -> CellsError {
 enum FreezeFailure {
     /// The VP became the foreground (or its policy changed) meanwhile.
     Cancelled,
-    Error(CellsError),
+    Error(Error),
 }
 
-impl From<CellsError> for FreezeFailure {
-    fn from(e: CellsError) -> Self {
+impl From<Error> for FreezeFailure {
+    fn from(e: Error) -> Self {
         FreezeFailure::Error(e)
     }
 }

@@ -14,10 +14,10 @@ impl Manager {
         env: Vec<String>,
         cwd: String,
         tty: Option<Winsize>,
-    ) -> Result<(u64, Vec<OwnedFd>), CellsError> {
+    ) -> Result<(u64, Vec<OwnedFd>), Error> {
         name::validate("VP", name)?;
         if args.is_empty() {
-            return Err(CellsError::InvalidArgument(
+            return Err(Error::InvalidArgument(
                 "no command given: `cellctl exec VP -- COMMAND [ARGS...]`".into(),
             ));
         }
@@ -26,7 +26,7 @@ impl Manager {
             let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
             match (&vp.run, vp.phase) {
                 (Some(r), Phase::Running) => (vp.config.clone(), r.state.clone()),
-                _ => return Err(CellsError::not_running(name)),
+                _ => return Err(Error::not_running(name)),
             }
         };
         // An exec is activity: a frozen VP thaws for it, and a VP running
@@ -54,9 +54,7 @@ impl Manager {
             cwd: if cwd.is_empty() { "/".into() } else { cwd },
             bounding: bounding_set(&config),
             tty,
-            seccomp: config
-                .seccomp_filter()
-                .map_err(|e| CellsError::Failed(e.to_string()))?,
+            seccomp: config.seccomp_filter()?,
         };
         // The command's pipes: the VP ends go to the helper, ours to the caller.
         let pipe = || {
@@ -88,7 +86,7 @@ impl Manager {
             crate::execer::recv_message::<ExecReply>(&ours, 1)
         })
         .await
-        .map_err(|e| CellsError::Failed(e.to_string()))?;
+        .map_err(|e| Error::Failed(e.to_string()))?;
         let fds = match reply {
             Ok((ExecReply::Started, master)) if tty.is_none() || master.len() == 1 => {
                 if tty.is_some() {
@@ -99,17 +97,15 @@ impl Manager {
             }
             Ok((ExecReply::Failed { error }, _)) => {
                 let _ = child.wait().await;
-                return Err(CellsError::Failed(format!("exec in VP '{vp}': {error}")));
+                return Err(Error::Failed(format!("exec in VP '{vp}': {error}")));
             }
             Ok((ExecReply::Started, _)) => {
                 let _ = child.kill().await;
-                return Err(CellsError::Failed("the exec helper sent no pty".into()));
+                return Err(Error::Failed("the exec helper sent no pty".into()));
             }
             Err(e) => {
                 let _ = child.kill().await;
-                return Err(CellsError::Failed(format!(
-                    "exec in VP '{vp}': the helper: {e}"
-                )));
+                return Err(Error::Failed(format!("exec in VP '{vp}': the helper: {e}")));
             }
         };
         let pid = child.id().unwrap_or(0) as i32;
@@ -144,13 +140,13 @@ impl Manager {
         Ok((id, fds))
     }
 
-    pub async fn exec_wait(&self, id: u64) -> Result<i32, CellsError> {
+    pub async fn exec_wait(&self, id: u64) -> Result<i32, Error> {
         let mut rx = {
             let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
             execs
                 .get(&id)
                 .map(|e| e.status.clone())
-                .ok_or_else(|| CellsError::InvalidArgument(format!("no exec with id {id}")))?
+                .ok_or_else(|| Error::InvalidArgument(format!("no exec with id {id}")))?
         };
         let code = rx
             .wait_for(|s| s.is_some())
@@ -164,16 +160,14 @@ impl Manager {
         Ok(code)
     }
 
-    pub fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CellsError> {
+    pub fn exec_signal(&self, id: u64, signal: i32) -> Result<(), Error> {
         if !(1..=64).contains(&signal) {
-            return Err(CellsError::InvalidArgument(format!(
-                "invalid signal {signal}"
-            )));
+            return Err(Error::InvalidArgument(format!("invalid signal {signal}")));
         }
         let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
         let e = execs
             .get(&id)
-            .ok_or_else(|| CellsError::InvalidArgument(format!("no exec with id {id}")))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("no exec with id {id}")))?;
         if e.status.borrow().is_none() {
             // SAFETY: signalling the exec helper we spawned (still unreaped).
             unsafe { libc::kill(e.pid, signal) };
@@ -182,7 +176,7 @@ impl Manager {
     }
 
     /// A connection to the VP's console (a stream socket to its monitor).
-    pub fn console(&self, name: &str) -> Result<OwnedFd, CellsError> {
+    pub fn console(&self, name: &str) -> Result<OwnedFd, Error> {
         running_vp(&self.lock(), name)?;
         let s = std::os::unix::net::UnixStream::connect(self.cfg.layout.vp_console_socket(name))
             .map_err(failed("connect to the VP's console"))?;

@@ -66,12 +66,12 @@ pub struct Point {
 
 impl Manager {
     /// Make a running VP the foreground.
-    pub fn switch(&self, name: &str) -> Result<(), CellsError> {
+    pub fn switch(&self, name: &str) -> Result<(), Error> {
         name::validate("VP", name)?;
         let mut inner = self.lock();
         let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         if vp.phase != Phase::Running {
-            return Err(CellsError::NotRunning(format!(
+            return Err(Error::NotRunning(format!(
                 "VP '{name}' is not running, so it cannot be the foreground: start it with `cellctl start {name}`"
             )));
         }
@@ -80,12 +80,12 @@ impl Manager {
     }
 
     /// Switch to the next (or previous) running VP in name order; returns it.
-    pub fn cycle(&self, forward: bool) -> Result<String, CellsError> {
+    pub fn cycle(&self, forward: bool) -> Result<String, Error> {
         let mut inner = self.lock();
         let name = state::cycle(&running_names(&inner), inner.foreground.as_deref(), forward)
             .map(String::from)
             .ok_or_else(|| {
-                CellsError::NotRunning("no VP is running: start one with `cellctl start VP`".into())
+                Error::NotRunning("no VP is running: start one with `cellctl start VP`".into())
             })?;
         self.set_foreground(&mut inner, Some(name.clone()));
         Ok(name)
@@ -102,7 +102,7 @@ impl Manager {
     }
 
     /// A PNG of the panel (`vp` None) or of a VP's own framebuffer.
-    pub fn screenshot(&self, vp: Option<&str>) -> Result<Vec<u8>, CellsError> {
+    pub fn screenshot(&self, vp: Option<&str>) -> Result<Vec<u8>, Error> {
         let target = match vp {
             None => Target::Panel,
             Some(n) => {
@@ -110,19 +110,19 @@ impl Manager {
                 let inner = self.lock();
                 let v = inner.vps.get(n).ok_or_else(|| self.missing(n))?;
                 if v.phase != Phase::Running {
-                    return Err(CellsError::not_running(n));
+                    return Err(Error::not_running(n));
                 }
                 Target::Vp(n.to_string())
             }
         };
         let g = self.display.geometry();
         let px = self.display.capture(target).ok_or_else(|| {
-            CellsError::Failed(format!(
+            Error::Failed(format!(
                 "VP '{}' has no framebuffer on this panel (see the cellsd log)",
                 vp.unwrap_or("")
             ))
         })?;
-        mux_fb::screenshot::encode_png(&px, &g).map_err(|e| CellsError::Failed(e.to_string()))
+        mux_fb::screenshot::encode_png(&px, &g).map_err(|e| Error::Failed(e.to_string()))
     }
 
     pub fn display_info(&self) -> (String, mux_fb::Geometry, mux_fb::compositor::Stats) {
@@ -137,10 +137,10 @@ impl Manager {
         self.input.stats()
     }
 
-    pub(super) fn check_point(&self, p: Point) -> Result<(), CellsError> {
+    pub(super) fn check_point(&self, p: Point) -> Result<(), Error> {
         let g = self.display.geometry();
         if p.x < 0 || p.y < 0 || p.x >= g.width as i32 || p.y >= g.height as i32 {
-            return Err(CellsError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "({}, {}) is off the panel: x must be 0..{} and y 0..{}",
                 p.x,
                 p.y,
@@ -153,7 +153,7 @@ impl Manager {
 
     /// A tap: touch down and up at one point. Goes to the foreground VP;
     /// with none (or a stopped one) it is dropped.
-    pub async fn input_tap(&self, p: Point) -> Result<(), CellsError> {
+    pub async fn input_tap(&self, p: Point) -> Result<(), Error> {
         self.check_point(p)?;
         let contact = ContactId {
             source: INJECT_SOURCE,
@@ -169,11 +169,11 @@ impl Manager {
     }
 
     /// A swipe from `a` to `b` over `ms` milliseconds (moves every ~8 ms).
-    pub async fn input_swipe(&self, a: Point, b: Point, ms: u32) -> Result<(), CellsError> {
+    pub async fn input_swipe(&self, a: Point, b: Point, ms: u32) -> Result<(), Error> {
         self.check_point(a)?;
         self.check_point(b)?;
         if ms > 60_000 {
-            return Err(CellsError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "a swipe of {ms} ms is too long: give at most 60000"
             )));
         }
@@ -199,9 +199,9 @@ impl Manager {
     }
 
     /// A key: `action` is "press" (down and up), "down" or "up".
-    pub async fn input_key(&self, key: &str, action: &str) -> Result<(), CellsError> {
+    pub async fn input_key(&self, key: &str, action: &str) -> Result<(), Error> {
         let code = keys::key_code(key).ok_or_else(|| {
-            CellsError::InvalidArgument(format!(
+            Error::InvalidArgument(format!(
                 "unknown key '{key}': use a letter, a digit or one of {}",
                 keys::key_names().join(", ")
             ))
@@ -221,7 +221,7 @@ impl Manager {
             "down" => self.input.inject(ev(1)),
             "up" => self.input.inject(ev(0)),
             other => {
-                return Err(CellsError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "unknown key action '{other}': use press, down or up"
                 )))
             }
@@ -230,11 +230,11 @@ impl Manager {
     }
 
     /// Type text as key strokes (US layout).
-    pub async fn input_text(&self, text: &str) -> Result<(), CellsError> {
+    pub async fn input_text(&self, text: &str) -> Result<(), Error> {
         let mut strokes = Vec::new();
         for c in text.chars() {
             let k = keys::char_key(c).ok_or_else(|| {
-                CellsError::InvalidArgument(format!(
+                Error::InvalidArgument(format!(
                     "cannot type {c:?}: text may hold printable ASCII, tabs and newlines"
                 ))
             })?;

@@ -13,6 +13,7 @@
 //! (addresses, adb, forwards), `reserve`, `options` (Create's options).
 
 mod background;
+mod error;
 mod exec;
 mod foreground;
 mod net;
@@ -32,6 +33,8 @@ use templates::BuildPin;
 
 use crate::api::VpState;
 use crate::devices::registry::{Attach, Detach, HostConfig, Registry};
+use error::failed;
+pub use error::Error;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{chown, PermissionsExt};
@@ -45,7 +48,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, watch};
 
-use crate::api::{CellsError, TemplateInfo, VpInfo};
+use crate::api::{TemplateInfo, VpInfo};
 use crate::cgroup::{FreezerChoice, Hierarchy, VpCgroup};
 use crate::config::{self, CreateOptions, VpConfig, ID_RANGE};
 use crate::devices::display::Screen;
@@ -214,10 +217,6 @@ pub struct Manager {
     invalid: Mutex<BTreeMap<String, String>>,
 }
 
-fn failed(what: &str) -> impl FnOnce(std::io::Error) -> CellsError + '_ {
-    move |e| CellsError::Failed(format!("{what}: {e}"))
-}
-
 fn unix_now() -> u64 {
     template::now_secs()
 }
@@ -225,11 +224,10 @@ fn unix_now() -> u64 {
 impl Manager {
     /// Load every VP definition and find the VPs that still run.
     /// Must be called inside the tokio runtime.
-    pub fn new(cfg: DaemonConfig, power: SleepBackend) -> Result<Arc<Self>, CellsError> {
-        let hierarchy = Hierarchy::detect().map_err(|e| CellsError::Failed(e.to_string()))?;
-        let devices =
-            Registry::build(&cfg.devices, power).map_err(|e| CellsError::Failed(e.to_string()))?;
-        let missing = |d: &str| CellsError::Failed(format!("the {d} device has no host side"));
+    pub fn new(cfg: DaemonConfig, power: SleepBackend) -> Result<Arc<Self>, Error> {
+        let hierarchy = Hierarchy::detect()?;
+        let devices = Registry::build(&cfg.devices, power)?;
+        let missing = |d: &str| Error::Failed(format!("the {d} device has no host side"));
         let screen = devices.get::<Screen>().ok_or_else(|| missing("display"))?;
         let input = devices.get::<InputMux>().ok_or_else(|| missing("input"))?;
         let power = devices
@@ -307,15 +305,15 @@ impl Manager {
 
     /// The error for a name that is not a usable VP: unknown, or defined
     /// but invalid (then saying why).
-    fn missing(&self, name: &str) -> CellsError {
+    fn missing(&self, name: &str) -> Error {
         match self
             .invalid
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
         {
-            Some(why) => CellsError::Failed(format!("VP '{name}' cannot be used: {why}")),
-            None => CellsError::unknown_vp(name),
+            Some(why) => Error::Failed(format!("VP '{name}' cannot be used: {why}")),
+            None => Error::unknown_vp(name),
         }
     }
 
@@ -355,7 +353,7 @@ impl Manager {
         VpCgroup::new(self.hierarchy.clone(), rel)
     }
 
-    fn load(self: &Arc<Self>) -> Result<(), CellsError> {
+    fn load(self: &Arc<Self>) -> Result<(), Error> {
         let dir = self.cfg.layout.vps_dir();
         std::fs::create_dir_all(&dir).map_err(failed("create the state dir"))?;
         let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -651,7 +649,7 @@ impl Manager {
         self.template_gc().await;
     }
 
-    fn op_lock(&self, name: &str) -> Result<Arc<tokio::sync::Mutex<()>>, CellsError> {
+    fn op_lock(&self, name: &str) -> Result<Arc<tokio::sync::Mutex<()>>, Error> {
         name::validate("VP", name)?;
         let inner = self.lock();
         inner
@@ -680,7 +678,7 @@ impl Manager {
         v
     }
 
-    pub fn status(&self, name: &str) -> Result<VpInfo, CellsError> {
+    pub fn status(&self, name: &str) -> Result<VpInfo, Error> {
         name::validate("VP", name)?;
         let inner = self.lock();
         if let Some(why) = self
@@ -694,7 +692,7 @@ impl Manager {
         info_of(&inner, name).ok_or_else(|| self.missing(name))
     }
 
-    pub fn create(&self, name: &str, mut opts: CreateOptions) -> Result<(), CellsError> {
+    pub fn create(&self, name: &str, mut opts: CreateOptions) -> Result<(), Error> {
         name::validate("VP", name)?;
         if opts.memory.is_none() {
             opts.memory = self.cfg.default_memory;
@@ -703,12 +701,12 @@ impl Manager {
             opts.disk = self.cfg.default_disk;
         }
         opts.validate()
-            .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         self.check_template_known(&opts.template)?;
         let layout = &self.cfg.layout;
         let mut inner = self.lock();
         if inner.vps.contains_key(name) || layout.vp_dir(name).exists() {
-            return Err(CellsError::AlreadyExists(format!(
+            return Err(Error::AlreadyExists(format!(
                 "a VP named '{name}' already exists: pick another name, or remove it with `cellctl destroy {name}`"
             )));
         }
@@ -725,7 +723,7 @@ impl Manager {
             .checked_add((slot + 1) * ID_RANGE)
             .is_none()
         {
-            return Err(CellsError::Failed("no free user id range left".into()));
+            return Err(Error::Failed("no free user id range left".into()));
         }
         let mut config = VpConfig::new(
             name,
@@ -735,7 +733,7 @@ impl Manager {
             &layout.vp_data(name),
             unix_now(),
         )
-        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         config.set_cgroup_parent(&self.cfg.cgroup_parent);
         self.allocate_network(&inner, &mut config)?;
         if let Some(id) = config.host_root_id() {
@@ -790,12 +788,12 @@ impl Manager {
             std::fs::File::open(&vps)?.sync_all()
         })();
         let result = result.and_then(|_| {
-            net::ensure_adb_dir(layout, name).map_err(|e| std::io::Error::other(e.message()))
+            net::ensure_adb_dir(layout, name).map_err(|e| std::io::Error::other(e.to_string()))
         });
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&tmp);
             let _ = std::fs::remove_dir_all(layout.vp_dir(name));
-            return Err(CellsError::Failed(format!("creating VP '{name}': {e}")));
+            return Err(Error::Failed(format!("creating VP '{name}': {e}")));
         }
         let net = config.cells.network.clone();
         let source = self.source_of(&config);
@@ -822,12 +820,12 @@ impl Manager {
     /// A VP's id range must be nobody else's on the host: a user (or a
     /// subordinate range of one) with those ids could reach the VP's files
     /// and processes, and own its user namespace.
-    fn check_id_range(&self, vp: &str, first: u32) -> Result<(), CellsError> {
+    fn check_id_range(&self, vp: &str, first: u32) -> Result<(), Error> {
         let hits = id_range_users(first, ID_RANGE);
         if hits.is_empty() {
             return Ok(());
         }
-        Err(CellsError::Failed(format!(
+        Err(Error::Failed(format!(
             "VP '{vp}' would map to host ids {first}-{}, which belong to {}: \
              restart cellsd with --id-base N where N..N+{} holds no user, group or \
              /etc/subuid, /etc/subgid range (and recreate the VP), or move those ids away",
@@ -837,7 +835,7 @@ impl Manager {
         )))
     }
 
-    pub async fn start(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<(), Error> {
         let t0 = std::time::Instant::now();
         let r = self.start_inner(name).await;
         tracing::debug!(
@@ -849,14 +847,14 @@ impl Manager {
         r
     }
 
-    async fn start_inner(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
+    async fn start_inner(self: &Arc<Self>, name: &str) -> Result<(), Error> {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
         {
             let mut inner = self.lock();
             let vp = inner.vps.get_mut(name).ok_or_else(|| self.missing(name))?;
             if vp.phase != Phase::Stopped {
-                return Err(CellsError::already_running(name));
+                return Err(Error::already_running(name));
             }
             vp.phase = Phase::Starting;
         }
@@ -901,7 +899,7 @@ impl Manager {
         }
     }
 
-    async fn spawn_vp(self: &Arc<Self>, config: &VpConfig) -> Result<Running, CellsError> {
+    async fn spawn_vp(self: &Arc<Self>, config: &VpConfig) -> Result<Running, Error> {
         let name = config.name.as_str();
         if let Some(id) = config.host_root_id() {
             self.check_id_range(name, id)?;
@@ -913,7 +911,7 @@ impl Manager {
             Some(b) => b,
             None => {
                 self.check_template_known(t)?;
-                return Err(CellsError::TemplateNotBuilt(format!(
+                return Err(Error::TemplateNotBuilt(format!(
                     "template '{t}' of VP '{name}' is not built: run `cellctl template build {t}`, then start the VP again"
                 )));
             }
@@ -971,7 +969,7 @@ impl Manager {
             ksm: self.cfg.ksm,
         };
         let monitor = self.take_monitor().await;
-        let line = serde_json::to_string(&req).map_err(|e| CellsError::Failed(e.to_string()));
+        let line = serde_json::to_string(&req).map_err(|e| Error::Failed(e.to_string()));
         let (mut monitor, mut line) = match (monitor, line) {
             (Ok(m), Ok(l)) => (m, l),
             (Err(e), _) | (_, Err(e)) => {
@@ -990,7 +988,7 @@ impl Manager {
             let pid = match next_event(events).await? {
                 MonitorEvent::Init { pid } => pid,
                 MonitorEvent::Failed { error } => return Err(start_failed(name, &error)),
-                other => return Err(CellsError::Failed(format!("monitor said {other:?}"))),
+                other => return Err(Error::Failed(format!("monitor said {other:?}"))),
             };
             // The monitor does not reap the init before our "ack": the pid is ours.
             let pidfd = sys::pidfd_open(pid).map_err(failed("pidfd_open of the VP's init"))?;
@@ -1001,13 +999,13 @@ impl Manager {
             match next_event(events).await? {
                 MonitorEvent::Started => Ok(pidfd),
                 MonitorEvent::Failed { error } => Err(start_failed(name, &error)),
-                other => Err(CellsError::Failed(format!("monitor said {other:?}"))),
+                other => Err(Error::Failed(format!("monitor said {other:?}"))),
             }
         })
         .await;
         let result = match result {
             Ok(r) => r,
-            Err(_) => Err(CellsError::Failed(format!(
+            Err(_) => Err(Error::Failed(format!(
                 "VP '{name}' did not start within {}s; see {}",
                 START_TIMEOUT.as_secs(),
                 layout.vp_monitor_log(name).display()
@@ -1018,7 +1016,7 @@ impl Manager {
                 .ok()
                 .and_then(|t| serde_json::from_str::<RunState>(&t).ok())
                 .map(|st| (st, pidfd))
-                .ok_or_else(|| CellsError::Failed("the monitor wrote no run state".into()))
+                .ok_or_else(|| Error::Failed("the monitor wrote no run state".into()))
         });
         match state {
             Ok((state, pidfd)) => {
@@ -1041,14 +1039,14 @@ impl Manager {
         }
     }
 
-    pub async fn stop(self: &Arc<Self>, name: &str, timeout_secs: u32) -> Result<(), CellsError> {
+    pub async fn stop(self: &Arc<Self>, name: &str, timeout_secs: u32) -> Result<(), Error> {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
         let (pidfd, mut ended) = {
             let mut inner = self.lock();
             let vp = inner.vps.get_mut(name).ok_or_else(|| self.missing(name))?;
             let Some(run) = vp.run.as_ref().filter(|_| vp.phase == Phase::Running) else {
-                return Err(CellsError::not_running(name));
+                return Err(Error::not_running(name));
             };
             let r = (Arc::clone(&run.pidfd), run.ended.clone());
             vp.phase = Phase::Stopping;
@@ -1072,7 +1070,7 @@ impl Manager {
                 .await
                 .is_err()
             {
-                return Err(CellsError::Failed(format!(
+                return Err(Error::Failed(format!(
                     "VP '{name}' did not end after SIGKILL; see {}",
                     self.cfg.layout.vp_monitor_log(name).display()
                 )));
@@ -1081,14 +1079,14 @@ impl Manager {
         Ok(())
     }
 
-    pub async fn destroy(self: &Arc<Self>, name: &str) -> Result<(), CellsError> {
+    pub async fn destroy(self: &Arc<Self>, name: &str) -> Result<(), Error> {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
         {
             let inner = self.lock();
             let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
             if vp.phase != Phase::Stopped {
-                return Err(CellsError::Running(format!(
+                return Err(Error::Running(format!(
                     "VP '{name}' is {}: stop it first with `cellctl stop {name}`",
                     vp.phase.state().as_str()
                 )));
@@ -1114,7 +1112,7 @@ impl Manager {
             std::fs::remove_dir_all(&gone)
         })
         .await
-        .map_err(|e| CellsError::Failed(e.to_string()))?
+        .map_err(|e| Error::Failed(e.to_string()))?
         .map_err(failed("removing the VP's files"))?;
         let source = {
             let mut inner = self.lock();
@@ -1152,20 +1150,20 @@ fn find_monitor(pids: &[i32]) -> Option<i32> {
     })
 }
 
-fn start_failed(name: &str, error: &str) -> CellsError {
-    CellsError::Failed(format!("starting VP '{name}' failed: {error}"))
+fn start_failed(name: &str, error: &str) -> Error {
+    Error::Failed(format!("starting VP '{name}' failed: {error}"))
 }
 
 async fn next_event(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-) -> Result<MonitorEvent, CellsError> {
+) -> Result<MonitorEvent, Error> {
     match lines.next_line().await {
         Ok(Some(l)) => serde_json::from_str(&l)
-            .map_err(|e| CellsError::Failed(format!("bad monitor event '{l}': {e}"))),
-        Ok(None) => Err(CellsError::Failed(
+            .map_err(|e| Error::Failed(format!("bad monitor event '{l}': {e}"))),
+        Ok(None) => Err(Error::Failed(
             "the VP monitor exited during the start; see its log in the run dir".into(),
         )),
-        Err(e) => Err(CellsError::Failed(format!("reading the monitor: {e}"))),
+        Err(e) => Err(Error::Failed(format!("reading the monitor: {e}"))),
     }
 }
 
@@ -1196,14 +1194,11 @@ async fn wait_pidfd(fd: &OwnedFd) {
 }
 
 /// The VP `name` if it exists and runs; else the API's error saying which.
-fn running_vp<'a>(inner: &'a Inner, name: &str) -> Result<&'a Vp, CellsError> {
+fn running_vp<'a>(inner: &'a Inner, name: &str) -> Result<&'a Vp, Error> {
     name::validate("VP", name)?;
-    let vp = inner
-        .vps
-        .get(name)
-        .ok_or_else(|| CellsError::unknown_vp(name))?;
+    let vp = inner.vps.get(name).ok_or_else(|| Error::unknown_vp(name))?;
     if vp.phase != Phase::Running {
-        return Err(CellsError::not_running(name));
+        return Err(Error::not_running(name));
     }
     Ok(vp)
 }

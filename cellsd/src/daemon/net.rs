@@ -2,8 +2,8 @@
 //! and kept in vp.json, the monitor's network request, the VP's system
 //! properties, and the port forwards while a VP runs.
 
+use super::error::Error;
 use super::{Inner, Manager};
-use crate::api::CellsError;
 use crate::config::VpConfig;
 use crate::devices::network::{self, forward, NetRequest, PortForward, VpNetwork};
 use crate::layout::write_atomic;
@@ -44,7 +44,7 @@ impl Manager {
         &self,
         inner: &Inner,
         cfg: &mut VpConfig,
-    ) -> Result<bool, CellsError> {
+    ) -> Result<bool, Error> {
         let net_cfg = &self.net.cfg;
         let mut changed = false;
         let n = &mut cfg.cells.network;
@@ -56,12 +56,7 @@ impl Manager {
                 .filter_map(|(_, v)| v.config.cells.network.ip)
                 .chain(inner.reserved.values().filter_map(|r| r.ip))
                 .collect();
-            n.ip = Some(
-                net_cfg
-                    .subnet
-                    .allocate(&taken)
-                    .map_err(|e| CellsError::Failed(e.to_string()))?,
-            );
+            n.ip = Some(net_cfg.subnet.allocate(&taken)?);
             changed = true;
         }
         if n.adb_port.is_none() {
@@ -69,9 +64,7 @@ impl Manager {
             let base = net_cfg.adb_port_base;
             let port = (base..=u16::MAX)
                 .find(|p| !taken.contains(p) && forward::port_free(*p))
-                .ok_or_else(|| {
-                    CellsError::Failed(network::NetError::NoAdbPort(base).to_string())
-                })?;
+                .ok_or_else(|| Error::Failed(network::NetError::NoAdbPort(base).to_string()))?;
             n.adb_port = Some(port);
             changed = true;
         }
@@ -80,7 +73,7 @@ impl Manager {
 
     /// Allocate (if needed) and save a VP's network settings; returns the
     /// config to start with.
-    pub(super) fn ensure_network(&self, name: &str) -> Result<VpConfig, CellsError> {
+    pub(super) fn ensure_network(&self, name: &str) -> Result<VpConfig, Error> {
         let mut inner = self.lock();
         let mut cfg = inner
             .vps
@@ -95,10 +88,10 @@ impl Manager {
 
     /// Write a VP's changed definition to its vp.json (atomically), then
     /// make it the one in memory.
-    fn save_config(&self, inner: &mut Inner, cfg: VpConfig) -> Result<(), CellsError> {
+    fn save_config(&self, inner: &mut Inner, cfg: VpConfig) -> Result<(), Error> {
         let name = cfg.name.clone();
         super::reserve::write_definition(&self.cfg.layout.vp_dir(&name), &cfg)
-            .map_err(|e| CellsError::Failed(format!("saving VP '{name}': {e}")))?;
+            .map_err(|e| Error::Failed(format!("saving VP '{name}': {e}")))?;
         let mut moved = false;
         if let Some(v) = inner.vps.get_mut(&name) {
             let (a, b) = (&v.config.cells.network, &cfg.cells.network);
@@ -130,10 +123,10 @@ impl Manager {
         Some((ifname, network::mac_for(ip), ip))
     }
 
-    pub(super) fn net_request(&self, cfg: &VpConfig) -> Result<NetRequest, CellsError> {
+    pub(super) fn net_request(&self, cfg: &VpConfig) -> Result<NetRequest, Error> {
         self.net
             .request(&cfg.cells.network, cfg.cells.slot, cfg.hostname())
-            .map_err(|e| CellsError::Failed(format!("VP '{}': {e}", cfg.name)))
+            .map_err(|e| Error::Failed(format!("VP '{}': {e}", cfg.name)))
     }
 
     /// The VP's per-boot system properties (see cells_templates::props).
@@ -181,15 +174,15 @@ impl Manager {
 
     /// Change a stopped VP's network policy (kept in vp.json; an address is
     /// given if it now needs one).
-    pub async fn set_network(&self, name: &str, policy: &str) -> Result<(), CellsError> {
+    pub async fn set_network(&self, name: &str, policy: &str) -> Result<(), Error> {
         let policy = network::NetworkPolicy::parse(policy)
-            .map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
         let mut inner = self.lock();
         let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         if vp.phase != super::Phase::Stopped {
-            return Err(CellsError::Running(format!(
+            return Err(Error::Running(format!(
                 "VP '{name}' is {}: its network changes while it is stopped; run `cellctl stop {name}` first",
                 vp.phase.state().as_str()
             )));
@@ -210,19 +203,19 @@ impl Manager {
     }
 
     /// The serial `adb connect` takes for a VP.
-    pub fn adb_serial(&self, name: &str) -> Result<String, CellsError> {
+    pub fn adb_serial(&self, name: &str) -> Result<String, Error> {
         let inner = self.lock();
         let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         match vp.config.cells.network.adb_port {
             Some(p) => Ok(format!("127.0.0.1:{p}")),
-            None => Err(CellsError::NotRunning(format!(
+            None => Err(Error::NotRunning(format!(
                 "VP '{name}' has no adb port yet: start it with `cellctl start {name}` (an adb port is given at the first start)"
             ))),
         }
     }
 
     /// The keys a VP's adbd lets in (one `BASE64 comment` line each).
-    fn adb_keys_of(&self, name: &str) -> Result<Vec<cells_templates::adbkey::AdbKey>, CellsError> {
+    fn adb_keys_of(&self, name: &str) -> Result<Vec<cells_templates::adbkey::AdbKey>, Error> {
         if !self.lock().vps.contains_key(name) {
             return Err(self.missing(name));
         }
@@ -234,22 +227,22 @@ impl Manager {
         &self,
         name: &str,
         keys: &[cells_templates::adbkey::AdbKey],
-    ) -> Result<(), CellsError> {
+    ) -> Result<(), Error> {
         ensure_adb_dir(&self.cfg.layout, name)?;
         let text: String = keys
             .iter()
             .map(|k| format!("{} {}\n", k.base64, k.comment).replace(" \n", "\n"))
             .collect();
         write_atomic(&self.cfg.layout.vp_adb_keys(name), text.as_bytes())
-            .map_err(|e| CellsError::Failed(format!("writing the VP's adb keys: {e}")))
+            .map_err(|e| Error::Failed(format!("writing the VP's adb keys: {e}")))
     }
 
     /// Let the holder of `key` (an adbkey.pub line) into the VP's adbd,
     /// from the next connection on (running or not).
-    pub fn adb_authorize(&self, name: &str, key: &str) -> Result<(), CellsError> {
+    pub fn adb_authorize(&self, name: &str, key: &str) -> Result<(), Error> {
         crate::name::validate("VP", name)?;
         let k = cells_templates::adbkey::parse_line(key).map_err(|e| {
-            CellsError::InvalidArgument(format!(
+            Error::InvalidArgument(format!(
                 "not an adb public key ({e}): give the contents of an adbkey.pub (adb makes ~/.android/adbkey.pub at its first start)"
             ))
         })?;
@@ -262,7 +255,7 @@ impl Manager {
 
     /// Take a key's access away ("" takes every key's); adb connections
     /// already made stay until they close.
-    pub fn adb_revoke(&self, name: &str, key: &str) -> Result<u32, CellsError> {
+    pub fn adb_revoke(&self, name: &str, key: &str) -> Result<u32, Error> {
         crate::name::validate("VP", name)?;
         let mut keys = self.adb_keys_of(name)?;
         let before = keys.len();
@@ -270,10 +263,10 @@ impl Manager {
             keys.clear();
         } else {
             let k = cells_templates::adbkey::parse_line(key)
-                .map_err(|e| CellsError::InvalidArgument(format!("not an adb public key ({e})")))?;
+                .map_err(|e| Error::InvalidArgument(format!("not an adb public key ({e})")))?;
             keys.retain(|x| x.base64 != k.base64);
             if keys.len() == before {
-                return Err(CellsError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "that key ({}) is not authorized for VP '{name}': see `cellctl adb {name} --keys`",
                     k.comment
                 )));
@@ -284,7 +277,7 @@ impl Manager {
     }
 
     /// The authorized keys of a VP: (comment, the key's first characters).
-    pub fn adb_keys(&self, name: &str) -> Result<Vec<(String, String)>, CellsError> {
+    pub fn adb_keys(&self, name: &str) -> Result<Vec<(String, String)>, Error> {
         crate::name::validate("VP", name)?;
         Ok(self
             .adb_keys_of(name)?
@@ -293,7 +286,7 @@ impl Manager {
             .collect())
     }
 
-    pub fn ports(&self, name: &str) -> Result<Vec<PortInfo>, CellsError> {
+    pub fn ports(&self, name: &str) -> Result<Vec<PortInfo>, Error> {
         let net = {
             let inner = self.lock();
             inner
@@ -328,22 +321,22 @@ impl Manager {
     }
 
     /// Add a forward to a VP: listening at once, kept in vp.json.
-    pub async fn port_add(&self, name: &str, spec: &str) -> Result<PortForward, CellsError> {
-        let f = PortForward::parse(spec).map_err(|e| CellsError::InvalidArgument(e.to_string()))?;
+    pub async fn port_add(&self, name: &str, spec: &str) -> Result<PortForward, Error> {
+        let f = PortForward::parse(spec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         {
             let inner = self.lock();
             if !inner.vps.contains_key(name) {
                 return Err(self.missing(name));
             }
             if Self::taken_ports(&inner, "").contains(&f.host) {
-                return Err(CellsError::AlreadyExists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "host port {} is already forwarded (see `cellctl port list`); pick another host port",
                     f.host
                 )));
             }
         }
         self.net.forwards.listen(name, f).await.map_err(|e| {
-            CellsError::Busy(format!(
+            Error::Busy(format!(
                 "cannot listen on 127.0.0.1:{} ({e}): another program has it; pick another host port",
                 f.host
             ))
@@ -355,7 +348,7 @@ impl Manager {
         Ok(f)
     }
 
-    fn port_add_config(&self, name: &str, f: PortForward) -> Result<(), CellsError> {
+    fn port_add_config(&self, name: &str, f: PortForward) -> Result<(), Error> {
         let mut inner = self.lock();
         let mut cfg = inner
             .vps
@@ -366,17 +359,17 @@ impl Manager {
         self.save_config(&mut inner, cfg)
     }
 
-    pub async fn port_remove(&self, name: &str, host: u16) -> Result<(), CellsError> {
+    pub async fn port_remove(&self, name: &str, host: u16) -> Result<(), Error> {
         self.port_remove_config(name, host)?;
         self.net.forwards.remove(name, host).await;
         Ok(())
     }
 
-    fn port_remove_config(&self, name: &str, host: u16) -> Result<(), CellsError> {
+    fn port_remove_config(&self, name: &str, host: u16) -> Result<(), Error> {
         let mut inner = self.lock();
         let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
         if vp.config.cells.network.adb_port == Some(host) {
-            return Err(CellsError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "host port {host} is VP '{name}''s adb port, which cannot be removed"
             )));
         }
@@ -384,7 +377,7 @@ impl Manager {
         let before = cfg.cells.network.ports.len();
         cfg.cells.network.ports.retain(|p| p.host != host);
         if cfg.cells.network.ports.len() == before {
-            return Err(CellsError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "VP '{name}' has no forward from host port {host}: see `cellctl port list {name}`"
             )));
         }
@@ -411,7 +404,7 @@ pub fn serial_number(name: &str) -> String {
 
 /// The VP's adb folder and keys file (an empty file: nobody is let in),
 /// made if missing; root's, readable by the VP through its bind.
-pub(super) fn ensure_adb_dir(layout: &crate::layout::Layout, name: &str) -> Result<(), CellsError> {
+pub(super) fn ensure_adb_dir(layout: &crate::layout::Layout, name: &str) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     let dir = layout.vp_adb_dir(name);
     let res = (|| -> std::io::Result<()> {
@@ -427,5 +420,5 @@ pub(super) fn ensure_adb_dir(layout: &crate::layout::Layout, name: &str) -> Resu
         }
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644))
     })();
-    res.map_err(|e| CellsError::Failed(format!("the adb keys folder {}: {e}", dir.display())))
+    res.map_err(|e| Error::Failed(format!("the adb keys folder {}: {e}", dir.display())))
 }

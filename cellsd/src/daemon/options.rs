@@ -5,10 +5,9 @@ use super::*;
 /// Parse the `a{sv}` options of `Create`.
 pub fn create_options(
     opts: &HashMap<String, zbus::zvariant::OwnedValue>,
-) -> Result<CreateOptions, CellsError> {
+) -> Result<CreateOptions, Error> {
     use zbus::zvariant::Value;
-    let bad =
-        |k: &str, want: &str| CellsError::InvalidArgument(format!("option '{k}' must be {want}"));
+    let bad = |k: &str, want: &str| Error::InvalidArgument(format!("option '{k}' must be {want}"));
     let mut o = CreateOptions::default();
     for (k, v) in opts {
         let v: &Value = v;
@@ -29,7 +28,7 @@ pub fn create_options(
                 o.memory = Some(if matches!(s.trim(), "none" | "unlimited") {
                     config::NO_LIMIT
                 } else {
-                    config::parse_memory(&s).map_err(|e| CellsError::InvalidArgument(e.to_string()))?
+                    config::parse_memory(&s).map_err(|e| Error::InvalidArgument(e.to_string()))?
                 });
             }
             "disk" => {
@@ -42,14 +41,14 @@ pub fn create_options(
                     config::NO_LIMIT
                 } else {
                     config::parse_memory(&s)
-                        .map_err(|_| CellsError::InvalidArgument(config::ConfigError::BadDisk(s.clone()).to_string()))?
+                        .map_err(|_| Error::InvalidArgument(config::ConfigError::BadDisk(s.clone()).to_string()))?
                 });
             }
             "cpus" => {
                 o.cpus = Some(match v {
                     Value::F64(f) => *f,
                     Value::Str(s) => config::parse_cpus(s)
-                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?,
                     _ => return Err(bad(k, "a number of CPUs")),
                 })
             }
@@ -76,32 +75,32 @@ pub fn create_options(
                 let t = text().ok_or_else(|| bad(k, "a string such as \"freeze-after=30s\""))?;
                 o.background = Some(
                     t.parse()
-                        .map_err(|e: config::ConfigError| CellsError::InvalidArgument(e.to_string()))?,
+                        .map_err(|e: config::ConfigError| Error::InvalidArgument(e.to_string()))?,
                 );
             }
             "seccomp" => {
                 let t = text().ok_or_else(|| bad(k, "a string: default, off or a profile's JSON"))?;
                 o.seccomp = Some(
                     config::Seccomp::parse(&t)
-                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?,
                 );
             }
             "network" => {
                 let t = text().ok_or_else(|| bad(k, "a string: isolated, shared-bridge or none"))?;
                 o.network = Some(
                     crate::devices::network::NetworkPolicy::parse(&t)
-                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?,
                 );
             }
             "devices" => {
                 let t = text().ok_or_else(|| bad(k, "a string such as \"display=none,input=none\""))?;
                 o.devices = Some(
                     crate::devices::model::DevicePolicies::parse(&[t])
-                        .map_err(|e| CellsError::InvalidArgument(e.to_string()))?,
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?,
                 );
             }
             other => {
-                return Err(CellsError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "unknown option '{other}': known options are template, hostname, memory, cpus, pids, color, privileged, background, network, seccomp, devices"
                 )))
             }
@@ -113,7 +112,7 @@ pub fn create_options(
     if let Some(d) = o.devices.as_mut().filter(|d| !d.has(NETWORK)) {
         match o.network {
             Some(p) if p != NetworkPolicy::None => {
-                return Err(CellsError::InvalidArgument(
+                return Err(Error::InvalidArgument(
                     config::ConfigError::NetworkConflict(p.as_str().to_string()).to_string(),
                 ))
             }
@@ -122,7 +121,7 @@ pub fn create_options(
         d.set(NETWORK, Policy::Shared);
     }
     if o.template.is_empty() {
-        return Err(CellsError::InvalidArgument(
+        return Err(Error::InvalidArgument(
             "no template given: pass --template NAME (see `cellctl template list`)".into(),
         ));
     }

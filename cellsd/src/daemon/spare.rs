@@ -5,7 +5,7 @@ use super::*;
 impl Manager {
     /// Spawn a monitor (an exec of cellsd). A spare one first joins a spare
     /// cgroup, then waits for a request.
-    pub(super) fn spawn_monitor(&self, spare: bool) -> Result<Monitor, CellsError> {
+    pub(super) fn spawn_monitor(&self, spare: bool) -> Result<Monitor, Error> {
         let layout = &self.cfg.layout;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -24,7 +24,7 @@ impl Manager {
             let setup = SpareSetup {
                 cgroup: VpCgroup::new(self.hierarchy.clone(), rel),
             };
-            cmd.arg(serde_json::to_string(&setup).map_err(|e| CellsError::Failed(e.to_string()))?);
+            cmd.arg(serde_json::to_string(&setup).map_err(|e| Error::Failed(e.to_string()))?);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -33,7 +33,7 @@ impl Manager {
             .spawn()
             .map_err(failed("spawn the VP monitor"))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(CellsError::Failed("monitor pipes missing".into()));
+            return Err(Error::Failed("monitor pipes missing".into()));
         };
         Ok(Monitor {
             child,
@@ -44,7 +44,7 @@ impl Manager {
 
     /// The spare monitor if there is one (else a fresh one); a new spare is
     /// made in the background for the next start.
-    pub(super) async fn take_monitor(self: &Arc<Self>) -> Result<Monitor, CellsError> {
+    pub(super) async fn take_monitor(self: &Arc<Self>) -> Result<Monitor, Error> {
         // The next spare is made after this start (see `start`): joining its
         // cgroup blocks every fork on the machine for an RCU grace period,
         // the VP's clone included.
@@ -61,7 +61,7 @@ impl Manager {
         if spare.is_none() {
             match self.spawn_monitor(true) {
                 Ok(m) => *spare = Some(m),
-                Err(e) => tracing::warn!("no spare monitor: {}", e.message()),
+                Err(e) => tracing::warn!("no spare monitor: {}", e),
             }
         }
     }

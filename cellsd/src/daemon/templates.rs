@@ -3,7 +3,7 @@
 use super::*;
 
 impl Manager {
-    pub(super) fn check_template_known(&self, t: &str) -> Result<(), CellsError> {
+    pub(super) fn check_template_known(&self, t: &str) -> Result<(), Error> {
         name::validate("template", t)?;
         let has_recipe = template::recipe_path(&self.cfg.sources, t).is_file();
         let built = template::current_build(&self.cfg.layout, t).is_some();
@@ -14,7 +14,7 @@ impl Manager {
         known.extend(template::built_templates(&self.cfg.layout));
         known.sort();
         known.dedup();
-        Err(CellsError::UnknownTemplate(format!(
+        Err(Error::UnknownTemplate(format!(
             "unknown template '{t}': known templates are {}; see `cellctl template list`",
             if known.is_empty() {
                 "none".to_string()
@@ -24,12 +24,12 @@ impl Manager {
         )))
     }
 
-    pub async fn template_build(self: &Arc<Self>, t: &str) -> Result<String, CellsError> {
+    pub async fn template_build(self: &Arc<Self>, t: &str) -> Result<String, Error> {
         name::validate("template", t)?;
         let _guard = match self.build_lock.try_lock() {
             Ok(g) => g,
             Err(_) => {
-                return Err(CellsError::Busy(
+                return Err(Error::Busy(
                     "another template build is running; wait for it to finish".into(),
                 ))
             }
@@ -64,13 +64,11 @@ impl Manager {
             })
         })
         .await
-        .map_err(|e| CellsError::Failed(e.to_string()))?
+        .map_err(|e| Error::Failed(e.to_string()))?
         .map_err(|e| match e {
-            template::TemplateError::UnknownRecipe { .. } => {
-                CellsError::UnknownTemplate(e.to_string())
-            }
-            template::TemplateError::Name(n) => CellsError::InvalidName(n.to_string()),
-            other => CellsError::Failed(other.to_string()),
+            template::TemplateError::UnknownRecipe { .. } => Error::UnknownTemplate(e.to_string()),
+            template::TemplateError::Name(n) => Error::InvalidName(n.to_string()),
+            other => Error::Failed(other.to_string()),
         })?;
         tracing::info!(
             template = t,

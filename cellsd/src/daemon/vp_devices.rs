@@ -6,21 +6,19 @@ impl Manager {
     /// What a starting VP's monitor makes: the panel's geometry and modes,
     /// and what each device's host side prepared (undone with
     /// `devices.unprepare` if the start fails).
-    pub(super) fn prepare_devices(&self, config: &VpConfig) -> Result<DeviceRequest, CellsError> {
+    pub(super) fn prepare_devices(&self, config: &VpConfig) -> Result<DeviceRequest, Error> {
         let mut request = DeviceRequest {
             geometry: self.display.geometry(),
             input: self.cfg.devices.input_backend,
             display: self.display.mode(),
             config: BTreeMap::new(),
         };
-        self.devices
-            .prepare(
-                &config.name,
-                config.host_root_id().unwrap_or(0),
-                &config.cells.devices,
-                &mut request,
-            )
-            .map_err(|e| CellsError::Failed(e.to_string()))?;
+        self.devices.prepare(
+            &config.name,
+            config.host_root_id().unwrap_or(0),
+            &config.cells.devices,
+            &mut request,
+        )?;
         Ok(request)
     }
 

@@ -21,7 +21,7 @@ pub(super) fn init_child(
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let _ = nix::unistd::write(&err, e.as_bytes());
+    let _ = nix::unistd::write(&err, e.to_string().as_bytes());
     // SAFETY: _exit is always safe.
     unsafe { libc::_exit(127) }
 }
@@ -30,14 +30,14 @@ pub(super) fn setup_and_exec(
     req: &MonitorRequest,
     run_dir: OwnedFd,
     seccomp: Option<&crate::seccomp::Filter>,
-) -> Result<std::convert::Infallible, String> {
+) -> Result<std::convert::Infallible, MonitorError> {
     let cfg = &req.config;
     // Into the VP's run dir by fd (no path walk as VP ids); the new mount
     // namespace keeps the working directory, on its copy of the tree.
-    nix::unistd::fchdir(&run_dir).map_err(errstr("fchdir to the VP's run dir"))?;
+    nix::unistd::fchdir(&run_dir).map_err(step("fchdir to the VP's run dir"))?;
     drop(run_dir);
     nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
-        .map_err(errstr("unshare(mount, cgroup namespaces)"))?;
+        .map_err(step("unshare(mount, cgroup namespaces)"))?;
     // Every mount came from the monitor's (more privileged) namespace and
     // is locked here, so pivot_root refuses the root. A bind of it onto
     // itself is this namespace's own mount; what is mounted below it stays
@@ -49,49 +49,46 @@ pub(super) fn setup_and_exec(
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(errstr("bind the VP's root onto itself"))?;
+    .map_err(step("bind the VP's root onto itself"))?;
     // Onto that new mount (the lookup crosses it), while the file system
     // uid is still the monitor's: the run dir is root's alone (0700).
-    std::env::set_current_dir("rootfs").map_err(errstr("chdir into the VP's root"))?;
+    std::env::set_current_dir("rootfs").map_err(step("chdir into the VP's root"))?;
     if cfg.host_root_id().is_some() {
         let root_g = Gid::from_raw(0);
         let root_u = Uid::from_raw(0);
-        nix::unistd::setresgid(root_g, root_g, root_g).map_err(errstr("setresgid(0)"))?;
-        nix::unistd::setgroups(&[]).map_err(errstr("setgroups"))?;
-        nix::unistd::setresuid(root_u, root_u, root_u).map_err(errstr("setresuid(0)"))?;
+        nix::unistd::setresgid(root_g, root_g, root_g).map_err(step("setresgid(0)"))?;
+        nix::unistd::setgroups(&[]).map_err(step("setgroups"))?;
+        nix::unistd::setresuid(root_u, root_u, root_u).map_err(step("setresuid(0)"))?;
     }
-    rootfs::pivot(Path::new(".")).map_err(|e| e.to_string())?;
+    rootfs::pivot(Path::new("."))?;
     phase("child: namespaces, pivot_root");
-    nix::unistd::sethostname(cfg.hostname()).map_err(errstr("sethostname"))?;
-    if let Err(e) = loopback_up() {
-        return Err(format!("bring up lo: {e}"));
-    }
+    nix::unistd::sethostname(cfg.hostname()).map_err(step("sethostname"))?;
+    loopback_up().map_err(step("bring up lo"))?;
     if BinderRequest::of(&req.devices) == BinderRequest::Binderfs {
         rootfs::apply(Path::new("/"), &rootfs::binderfs_steps(), None, &mut |_| {
             Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     }
-    nix::unistd::setsid().map_err(errstr("setsid"))?;
+    nix::unistd::setsid().map_err(step("setsid"))?;
     let console = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY)
         .open("/dev/console")
-        .map_err(errstr("open /dev/console"))?;
+        .map_err(step("open /dev/console"))?;
     // SAFETY: dup2 of a valid fd onto 0, 1, 2.
     unsafe {
         for fd in 0..3 {
             if libc::dup2(console.as_raw_fd(), fd) < 0 {
-                return Err(format!("dup2 console: {}", std::io::Error::last_os_error()));
+                return Err(step("dup2 console")(std::io::Error::last_os_error()));
             }
         }
     }
     drop(console);
     // Nothing of the keyring cellsd runs with is the VP's.
-    sys::join_new_session_keyring().map_err(errstr("a session keyring of the VP's own"))?;
-    restrict_bounding_set(&bounding_set(cfg)).map_err(errstr("drop capabilities"))?;
-    sys::apply_vp_rlimits().map_err(errstr("the VP's resource limits"))?;
+    sys::join_new_session_keyring().map_err(step("a session keyring of the VP's own"))?;
+    restrict_bounding_set(&bounding_set(cfg)).map_err(step("drop capabilities"))?;
+    sys::apply_vp_rlimits().map_err(step("the VP's resource limits"))?;
     if req.ksm {
         const PR_SET_MEMORY_MERGE: libc::c_int = 67;
         // SAFETY: prctl with integer arguments. Failure (a kernel before
@@ -103,7 +100,7 @@ pub(super) fn setup_and_exec(
         .process()
         .as_ref()
         .ok_or("VP spec has no process")?;
-    std::env::set_current_dir(process.cwd()).map_err(errstr("chdir"))?;
+    std::env::set_current_dir(process.cwd()).map_err(step("chdir"))?;
     cloexec_from(3);
     reset_signals();
     let args = process.args().clone().unwrap_or_default();
@@ -111,8 +108,8 @@ pub(super) fn setup_and_exec(
     env.extend(req.extra_env.iter().cloned());
     // Last: the filter applies to the init's exec and everything after.
     if let Some(f) = seccomp {
-        crate::seccomp::install(f).map_err(|e| e.to_string())?;
+        crate::seccomp::install(f)?;
     }
     let e = exec_in_path(&args, &env);
-    Err(format!("exec {:?} in the VP: {e}", args.first()))
+    Err(step(&format!("exec {:?} in the VP", args.first()))(e))
 }

@@ -5,9 +5,9 @@ use crate::devices::registry::{self, Made, VpCtx};
 
 /// Make the VP's devices on a tmpfs private to this monitor
 /// (`<run>/vps/NAME/dev`).
-pub(super) fn make_devices(req: &MonitorRequest) -> Result<Made, String> {
+pub(super) fn make_devices(req: &MonitorRequest) -> Result<Made, MonitorError> {
     let dir = req.run_dir.join("dev");
-    std::fs::create_dir_all(&dir).map_err(errstr("mkdir dev"))?;
+    std::fs::create_dir_all(&dir).map_err(step("mkdir dev"))?;
     let g = req.devices.geometry;
     let size = format!("size={},mode=755", g.size() + (1 << 20));
     mount(
@@ -17,7 +17,7 @@ pub(super) fn make_devices(req: &MonitorRequest) -> Result<Made, String> {
         MsFlags::MS_NOSUID,
         Some(size.as_str()),
     )
-    .map_err(errstr("mount the device tmpfs"))?;
+    .map_err(step("mount the device tmpfs"))?;
     let base = VpCtx {
         vp: &req.config.name,
         policy: model::Policy::None,
@@ -29,7 +29,7 @@ pub(super) fn make_devices(req: &MonitorRequest) -> Result<Made, String> {
     };
     let mut made = Made::new(DeviceFds::new(g, req.devices.input));
     registry::make_vp_devices(base, &req.config.cells.devices, &mut made)
-        .map_err(|(device, e)| format!("the {device} device: {e}"))?;
+        .map_err(|(device, source)| MonitorError::Device { device, source })?;
     Ok(made)
 }
 
@@ -56,35 +56,35 @@ pub(super) fn runtime_files(
     req: &MonitorRequest,
     nodes: &mut Vec<(PathBuf, String)>,
     dirs: &mut Vec<(PathBuf, String)>,
-) -> Result<(), String> {
+) -> Result<(), MonitorError> {
     let dev = req.run_dir.join("dev");
     let owner = req.config.host_root_id();
-    let chown = |p: &Path| -> Result<(), String> {
+    let chown = |p: &Path| -> Result<(), MonitorError> {
         if let Some(id) = owner {
             std::os::unix::fs::chown(p, Some(id), Some(id))
-                .map_err(errstr(&format!("chown {}", p.display())))?;
+                .map_err(step(&format!("chown {}", p.display())))?;
         }
         Ok(())
     };
     let props = dev.join("properties");
-    std::fs::create_dir_all(&props).map_err(errstr("mkdir properties"))?;
+    std::fs::create_dir_all(&props).map_err(step("mkdir properties"))?;
     let text: String = req
         .properties
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
     let store = props.join("properties");
-    std::fs::write(&store, text).map_err(errstr("write properties"))?;
+    std::fs::write(&store, text).map_err(step("write properties"))?;
     chown(&props)?;
     chown(&store)?;
     dirs.push((props, "/dev/__properties__".to_string()));
     if let Some(net) = &req.network {
         let etc = vp_etc(&req.template_rootfs);
         let dir = dev.join("net");
-        std::fs::create_dir_all(&dir).map_err(errstr("mkdir net"))?;
+        std::fs::create_dir_all(&dir).map_err(step("mkdir net"))?;
         for (name, text) in [("resolv.conf", &net.resolv_conf), ("hosts", &net.hosts)] {
             let p = dir.join(name);
-            std::fs::write(&p, text).map_err(errstr(&format!("write {name}")))?;
+            std::fs::write(&p, text).map_err(step(&format!("write {name}")))?;
             chown(&p)?;
             nodes.push((p, format!("{etc}/{name}")));
         }

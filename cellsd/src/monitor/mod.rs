@@ -25,10 +25,12 @@
 
 mod child;
 mod devices;
+mod error;
 mod protocol;
 mod start;
 mod supervise;
 
+pub use error::{step, MonitorError};
 pub use protocol::*;
 
 use child::init_child;
@@ -266,7 +268,9 @@ pub fn main(spare_arg: Option<&str>) -> i32 {
         }
         Err(e) => {
             log(&format!("start failed: {e}"));
-            emit(&MonitorEvent::Failed { error: e });
+            emit(&MonitorEvent::Failed {
+                error: e.to_string(),
+            });
             1
         }
     }
@@ -286,10 +290,6 @@ fn write_run_state(path: &Path, state: &RunState) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(state).unwrap_or_default())?;
     std::fs::rename(&tmp, path)
-}
-
-fn errstr<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
 }
 
 use std::os::unix::fs::OpenOptionsExt;

@@ -58,8 +58,8 @@ pub(super) struct Groundwork {
     pub(super) err: (OwnedFd, OwnedFd),
 }
 
-pub(super) fn groundwork() -> Result<Groundwork, String> {
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errstr("unshare(mount namespace)"))?;
+pub(super) fn groundwork() -> Result<Groundwork, MonitorError> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare(mount namespace)"))?;
     mount(
         None::<&str>,
         "/",
@@ -67,7 +67,7 @@ pub(super) fn groundwork() -> Result<Groundwork, String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(errstr("make / private"))?;
+    .map_err(step("make / private"))?;
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -78,17 +78,17 @@ pub(super) fn groundwork() -> Result<Groundwork, String> {
     ] {
         mask.add(s);
     }
-    mask.thread_block().map_err(errstr("block signals"))?;
+    mask.thread_block().map_err(step("block signals"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(errstr("signalfd"))?;
+        .map_err(step("signalfd"))?;
     let go = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::SeqPacket,
         None,
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(errstr("socketpair"))?;
-    let err = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errstr("pipe"))?;
+    .map_err(step("socketpair"))?;
+    let err = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(step("pipe"))?;
     Ok(Groundwork { signals, go, err })
 }
 
@@ -96,16 +96,16 @@ pub(super) fn start(
     req: &MonitorRequest,
     spare: Option<&VpCgroup>,
     ground: Groundwork,
-) -> Result<StartedVp, String> {
+) -> Result<StartedVp, MonitorError> {
     let cfg = &req.config;
     let owner = cfg.host_root_id();
     let lower = req.run_dir.join("lower");
     let rootfs = req.run_dir.join("rootfs");
     for d in [&lower, &rootfs] {
-        std::fs::create_dir_all(d).map_err(errstr(&format!("mkdir {}", d.display())))?;
+        std::fs::create_dir_all(d).map_err(step(&format!("mkdir {}", d.display())))?;
     }
     if let Some(disk) = &req.disk {
-        crate::disk::mount(disk).map_err(|e| e.to_string())?;
+        crate::disk::mount(disk)?;
         phase("disk");
     }
     let Groundwork {
@@ -123,7 +123,7 @@ pub(super) fn start(
         .linux()
         .as_ref()
         .and_then(|l| l.resources().as_ref());
-    let leave_cgroup = |e: String| -> String {
+    let leave_cgroup = |e: MonitorError| -> MonitorError {
         let _ = req.cgroup.move_to_parent_v1(std::process::id() as i32);
         let _ = req.cgroup.destroy(Duration::from_secs(5));
         e
@@ -131,7 +131,7 @@ pub(super) fn start(
     let v2_cgroup = req
         .cgroup
         .claim(spare, resources)
-        .map_err(|e| leave_cgroup(e.to_string()))?;
+        .map_err(|e| leave_cgroup(e.into()))?;
     phase("cgroup");
 
     let Made {
@@ -142,7 +142,7 @@ pub(super) fn start(
         binderfs,
         held,
         live,
-    } = make_devices(req).map_err(|e| leave_cgroup(format!("creating the VP's devices: {e}")))?;
+    } = make_devices(req).map_err(|e| leave_cgroup(e.during("creating the VP's devices")))?;
     // Each live device cleans up if the start fails from here on.
     let live = std::cell::RefCell::new(live);
     let end_devices = || {
@@ -152,15 +152,13 @@ pub(super) fn start(
     };
     runtime_files(req, &mut device_nodes, &mut device_dirs).map_err(|e| {
         end_devices();
-        leave_cgroup(format!(
-            "writing the VP's properties and network files: {e}"
-        ))
+        leave_cgroup(e.during("writing the VP's properties and network files"))
     })?;
     phase("devices");
 
     let seccomp = cfg.seccomp_filter().map_err(|e| {
         end_devices();
-        leave_cgroup(e.to_string())
+        leave_cgroup(e.into())
     })?;
     let flags = clone_flags(cfg).bits();
     // The VP's user namespace is created with VP root's host uid as the
@@ -171,7 +169,7 @@ pub(super) fn start(
         Some(id) if flags & libc::CLONE_NEWUSER != 0 => {
             Some(sys::EuidGuard::set(id).map_err(|e| {
                 end_devices();
-                leave_cgroup(format!("setresuid for the VP's user namespace: {e}"))
+                leave_cgroup(step("setresuid for the VP's user namespace")(e))
             })?)
         }
         _ => None,
@@ -193,12 +191,12 @@ pub(super) fn start(
     drop(euid);
     let pid = cloned.map_err(|e| {
         end_devices();
-        leave_cgroup(format!("clone the VP's init: {e}"))
+        leave_cgroup(step("clone the VP's init")(e))
     })?;
     drop(go_child);
     drop(err_w);
 
-    let fail = |e: String| -> String {
+    let fail = |e: MonitorError| -> MonitorError {
         // SAFETY: kill + reap our own child.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
@@ -214,7 +212,7 @@ pub(super) fn start(
         for d in req.cgroup.hierarchy.v1_dirs(&req.cgroup.rel) {
             let p = d.join("cgroup.procs");
             std::fs::write(&p, pid.to_string())
-                .map_err(|e| fail(format!("{}: {e}", p.display())))?;
+                .map_err(|e| fail(step(&p.display().to_string())(e)))?;
         }
     }
     prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
@@ -232,10 +230,9 @@ pub(super) fn start(
             .collect(),
         binderfs,
     };
-    let steps =
-        rootfs::plan(&cfg.runtime, &rootfs, &mounts, owner).map_err(|e| fail(e.to_string()))?;
+    let steps = rootfs::plan(&cfg.runtime, &rootfs, &mounts, owner).map_err(|e| fail(e.into()))?;
     let applied = rootfs::apply(&rootfs, &steps, owner, &mut |k| vp_kernel_mounts(pid, k))
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(e.into()))?;
     let Some((master, slave)) = applied.console else {
         return Err(fail(
             "the VP's spec has no devpts mount for its console".into(),
@@ -246,9 +243,10 @@ pub(super) fn start(
     // devices start serving (FUSE file systems, the power link, the veth
     // into the init's network namespace) before the init runs.
     let served = live.borrow_mut().iter_mut().try_for_each(|d| {
-        let r = d
-            .serve(pid)
-            .map_err(|e| format!("the {} device: {e}", d.name()));
+        let r = d.serve(pid).map_err(|source| MonitorError::Device {
+            device: d.name(),
+            source,
+        });
         phase(d.name());
         r
     });
@@ -256,9 +254,9 @@ pub(super) fn start(
 
     emit(&MonitorEvent::Init { pid });
     let run_dir = std::fs::File::open(&req.run_dir)
-        .map_err(|e| fail(format!("open {}: {e}", req.run_dir.display())))?;
+        .map_err(|e| fail(step(&format!("open {}", req.run_dir.display()))(e)))?;
     sys::send_fds(&go_parent, b"g", &[run_dir.as_raw_fd()])
-        .map_err(|e| fail(format!("release init: {e}")))?;
+        .map_err(|e| fail(step("release init")(e)))?;
     drop(run_dir);
     drop(go_parent);
 
@@ -266,7 +264,7 @@ pub(super) fn start(
     let mut err = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut err);
     if !err.is_empty() {
-        return Err(fail(err));
+        return Err(fail(err.into()));
     }
     phase("init exec'd");
     let me = std::process::id() as i32;
@@ -283,7 +281,7 @@ pub(super) fn start(
         devices: device_fds,
     };
     write_run_state(&req.run_state, &state)
-        .map_err(|e| fail(format!("write {}: {e}", req.run_state.display())))?;
+        .map_err(|e| fail(step(&format!("write {}", req.run_state.display()))(e)))?;
     let _ = std::fs::remove_file(&req.console_socket);
     let console = UnixListener::bind(&req.console_socket).ok();
     if let Some(l) = &console {
@@ -458,7 +456,7 @@ pub(super) fn prepare_vp(
     pid: i32,
     lower: &Path,
     rootfs: &Path,
-) -> Result<(), String> {
+) -> Result<(), MonitorError> {
     let cfg = &req.config;
     let linux = cfg.runtime.linux().as_ref();
     let userns = if cfg.host_root_id().is_some() {
@@ -472,10 +470,10 @@ pub(super) fn prepare_vp(
                 .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
                 .collect();
             let path = format!("/proc/{pid}/{file}");
-            std::fs::write(&path, text).map_err(errstr(&format!("write {path}")))?;
+            std::fs::write(&path, text).map_err(step(&format!("write {path}")))?;
         }
         let ns: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))
-            .map_err(errstr("open the VP's user namespace"))?
+            .map_err(step("open the VP's user namespace"))?
             .into();
         Some(ns)
     } else {
@@ -484,7 +482,7 @@ pub(super) fn prepare_vp(
 
     // The template, read-only and (with a user namespace) idmapped so that
     // its root-owned files appear owned by VP root. One shared copy on disk.
-    let tree = sys::open_tree_clone(&req.template_rootfs, false).map_err(errstr(&format!(
+    let tree = sys::open_tree_clone(&req.template_rootfs, false).map_err(step(&format!(
         "open_tree {}",
         req.template_rootfs.display()
     )))?;
@@ -494,16 +492,16 @@ pub(super) fn prepare_vp(
     }
     sys::mount_setattr(&tree, attrs, userns.as_ref(), false).map_err(|e| {
         if e.raw_os_error() == Some(libc::EINVAL) && userns.is_some() {
-            format!(
+            MonitorError::Failed(format!(
                 "idmapped mount of {} failed ({e}): its filesystem does not support idmapped mounts; \
                  put the state dir on ext4, xfs, btrfs or tmpfs (Linux 6.3+), or create the VP with --privileged",
                 req.template_rootfs.display()
-            )
+            ))
         } else {
-            format!("mount_setattr {}: {e}", req.template_rootfs.display())
+            step(&format!("mount_setattr {}", req.template_rootfs.display()))(e)
         }
     })?;
-    sys::move_mount(&tree, lower).map_err(errstr("attach the template"))?;
+    sys::move_mount(&tree, lower).map_err(step("attach the template"))?;
     phase("template attached");
 
     let data = format!(
@@ -519,7 +517,7 @@ pub(super) fn prepare_vp(
         MsFlags::empty(),
         Some(data.as_str()),
     )
-    .map_err(errstr("mount the VP's overlay root"))?;
+    .map_err(step("mount the VP's overlay root"))?;
     phase("overlay");
 
     Ok(())
