@@ -262,6 +262,7 @@ fn main() {
         }
         _ => {}
     }
+    cellsd::sys::daemon_malloc();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("cellsd: {e:#}");

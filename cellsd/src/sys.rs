@@ -487,6 +487,19 @@ pub fn lean_malloc() {
 /// things up: the free pages of the malloc heap, and the main thread's
 /// stack below the current frame (the deep frames of parsing and setup).
 /// Both come back as zero pages if they are used again.
+/// cellsd's own: a fixed mmap threshold, so that frames (a screenshot's
+/// copy, its PNG) are mappings given back when freed. With glibc's dynamic
+/// threshold, the first such free raises it past a frame, and later frames
+/// come from the heap of whichever thread's arena ran the call, which
+/// keeps them (the soak saw cellsd's RSS grow by two frames).
+pub fn daemon_malloc() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes malloc's tuning; called before threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 pub fn release_setup_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap memory to the kernel.

@@ -63,6 +63,19 @@ fn framebuffer_truncate_grow_garbage_and_chmod_do_not_reach_cellsd() {
         let _ = c.shot(None);
         let _ = c.shot(Some("red"));
     }
+    // Whole again and drawn: the panel shows it again (cellsd maps the
+    // file anew once it is a frame long).
+    c.sh_ok(
+        "red",
+        "s=$(sed -n 's/^stride=//p' /dev/graphics/fb0.info); \
+         h=$(sed -n 's/^height=//p' /dev/graphics/fb0.info); \
+         truncate -s $((s*h)) /dev/fb0 && /system/bin/persona --animate --frames 1",
+    );
+    assert!(
+        Cells::wait_until(Duration::from_secs(2), || pixel(&c.shot(None), 700, 600)
+            == RED),
+        "the restored frame is not shown"
+    );
     // The other VP is untouched and still switches in.
     assert_eq!(pixel(&c.shot(Some("green")), 5, 5), GREEN);
     c.ok(&["switch", "green"]);
