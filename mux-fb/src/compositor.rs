@@ -24,11 +24,15 @@ use crate::vfb::VirtualFb;
 pub const BAND_ROWS: u32 = 16;
 /// A band hash that no content has (practically): "compare and copy".
 const UNKNOWN: u64 = 0x5eed_cafe_f00d_beef;
-/// A band that changed in this many refreshes in a row is hot: copied
-/// straight from the VP's frame to the panel, without a hash ...
+/// A band whose changes outnumber its unchanged refreshes by this many is
+/// hot: copied straight from the VP's frame to the panel, without a hash
+/// (an unchanged refresh among changed ones, as an app drawing at the
+/// panel's rate without being in step with it gives, only counts one back)
+/// ...
 const HOT_AFTER: u8 = 3;
-/// ... except every this many refreshes, when it is hashed again to see
-/// whether it settled (an idle band is cold again within two of these).
+/// ... except every this many refreshes, when it is hashed again: unchanged
+/// since the last of these, it is cold again (an idle band is cold within
+/// two of these).
 const RECHECK_EVERY: u64 = 8;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,8 +53,10 @@ pub struct Compositor {
     panel: Box<dyn Panel>,
     fg: Option<(String, Arc<VirtualFb>)>,
     hashes: Vec<u64>,
-    /// Refreshes in a row in which each band changed.
+    /// Per band: changed refreshes less unchanged ones (while cold).
     streak: Vec<u8>,
+    /// Per band: hot (copied without a hash).
+    hot: Vec<bool>,
     /// One band of the foreground frame as just copied out of the VP's
     /// file: hashed while it is in the cache, and shown from here if it
     /// changed (cellsd never maps a VP's framebuffer).
@@ -68,6 +74,7 @@ impl Compositor {
             fg: None,
             hashes: vec![0; bands],
             streak: vec![0; bands],
+            hot: vec![false; bands],
             band: vec![0; band_len.min(size)],
             stats: Stats::default(),
         }
@@ -106,6 +113,7 @@ impl Compositor {
         self.fg = fg;
         self.stats.switches += 1;
         self.streak.fill(0);
+        self.hot.fill(false);
         match &self.fg {
             Some((_, vfb)) => {
                 // Straight from the VP's file onto the panel: one copy.
@@ -138,7 +146,7 @@ impl Compositor {
         let mut copied = 0;
         for b in 0..self.hashes.len() {
             let r = self.band_range(b);
-            if self.streak[b] >= HOT_AFTER && !recheck {
+            if self.hot[b] && !recheck {
                 // Hot: it changes every refresh, a hash would only say so.
                 vfb.read_at(r.start, &mut self.panel.pixels_mut()[r]);
                 copied += 1;
@@ -151,13 +159,24 @@ impl Compositor {
             let band = &mut self.band[..r.len()];
             vfb.read_at(r.start, band);
             let h = xxh3_64(band);
-            if h != self.hashes[b] {
+            let changed = h != self.hashes[b];
+            if changed {
                 self.hashes[b] = h;
                 self.panel.pixels_mut()[r].copy_from_slice(band);
                 copied += 1;
-                self.streak[b] = self.streak[b].saturating_add(1);
-            } else {
+            }
+            if self.hot[b] {
+                // A recheck: still changing, or settled.
+                self.hot[b] = changed;
                 self.streak[b] = 0;
+            } else if changed {
+                self.streak[b] += 1;
+                if self.streak[b] >= HOT_AFTER {
+                    self.hot[b] = true;
+                    self.streak[b] = 0;
+                }
+            } else {
+                self.streak[b] = self.streak[b].saturating_sub(1);
             }
         }
         if copied > 0 {
@@ -388,13 +407,38 @@ mod tests {
                 "refresh {i} shows the latest frame"
             );
         }
-        assert!(c.streak[1] >= HOT_AFTER, "the band is hot");
+        assert!(c.hot[1], "the band is hot");
+        assert!(!c.hot[0] && !c.hot[2], "the still bands are not");
         // It stops: within two rechecks nothing is copied any more.
         for _ in 0..2 * RECHECK_EVERY {
             c.refresh();
         }
-        assert_eq!(c.streak[1], 0, "settled");
+        assert!(!c.hot[1], "settled");
         assert_eq!(c.refresh(), 0);
+    }
+
+    #[test]
+    fn a_band_drawn_out_of_step_with_the_refresh_still_gets_hot() {
+        let g = Geometry::new(64, 64);
+        let mut c = Compositor::new(Box::new(HeadlessPanel::new(g)));
+        let v = vfb("jitter", g, Rgb(0x101010));
+        c.set_foreground(Some(("jitter".into(), Arc::clone(&v))), |_| {});
+        c.refresh();
+        // Drawn in 2 of every 3 refreshes (the app and the panel run at
+        // about the same rate, not in step).
+        for i in 0..12u32 {
+            if i % 3 != 2 {
+                paint(&v, |f| {
+                    fill_rect(f, &g, 0, 0, 64, 16, Rgb(0x000100 * (i + 1)))
+                });
+            }
+            c.refresh();
+            assert_eq!(
+                Rgb::read(c.panel().pixels(), g.offset(5, 5)),
+                Rgb(0x000100 * (i + 1 - u32::from(i % 3 == 2))),
+            );
+        }
+        assert!(c.hot[0]);
     }
 
     #[test]
