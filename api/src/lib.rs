@@ -331,6 +331,10 @@ pub trait Manager1 {
     fn exec_wait(&self, id: u64) -> zbus::Result<i32>;
     fn exec_signal(&self, id: u64, signal: i32) -> zbus::Result<()>;
     fn console(&self, name: &str) -> zbus::Result<OwnedFd>;
+    /// A reader of the VP's log: a SEQPACKET socket speaking logd's logdr
+    /// protocol (send a request, read `logger_entry` packets; see the
+    /// cells-log crate).
+    fn log_open(&self, name: &str) -> zbus::Result<OwnedFd>;
     fn switch(&self, name: &str) -> zbus::Result<()>;
     fn next(&self) -> zbus::Result<String>;
     fn prev(&self) -> zbus::Result<String>;

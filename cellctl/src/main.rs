@@ -13,6 +13,7 @@ use cells_api::paths::{DEFAULT_RUN_DIR, SOCKET_NAME};
 use cells_api::{CellsError, Manager1Proxy, TemplateInfo, VpInfo};
 
 mod console;
+mod logcat;
 mod relay;
 mod table;
 
@@ -78,6 +79,9 @@ enum Command {
     Exec(ExecArgs),
     /// Attach to the console of a VP's init (detach with Ctrl-]).
     Console { name: String },
+    /// Print a VP's log as logcat does (or every running VP's, with a VP
+    /// column), then exit; with -f keep following it.
+    Logcat(LogcatArgs),
     /// Make a running VP the foreground: it gets the screen and the input.
     Switch { name: String },
     /// Print the foreground VP (nothing if none).
@@ -271,6 +275,25 @@ struct CreateArgs {
     /// too). Defaults: display and input foreground, the others shared.
     #[arg(long = "device", value_name = "NAME=POLICY")]
     devices: Vec<String>,
+}
+
+#[derive(Args)]
+struct LogcatArgs {
+    /// Every running VP's log, each line after the VP's name.
+    #[arg(long)]
+    all: bool,
+    /// Keep following the log (else print what there is and exit).
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// The VP (without --all), then logcat's options: -v FORMAT
+    /// (threadtime, time, brief, tag, process, thread, raw, long), -t N,
+    /// -m N, -b BUFFER, --pid=PID, -s, TAG:PRIO ... (see `logcat -h` in a VP)
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "VP|ARGS"
+    )]
+    args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -675,6 +698,60 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     println!("{k}: {}", value(&info[k]));
                 }
             }
+            Ok(0)
+        }
+        Command::Logcat(a) => {
+            // -f and --all may come after the VP too.
+            let (mut follow, mut all) = (a.follow, a.all);
+            let mut args: Vec<String> = a
+                .args
+                .into_iter()
+                .filter(|x| match x.as_str() {
+                    "-f" | "--follow" => {
+                        follow = true;
+                        false
+                    }
+                    "--all" => {
+                        all = true;
+                        false
+                    }
+                    _ => true,
+                })
+                .collect();
+            let vps: Vec<String> = if all {
+                p.list()
+                    .await?
+                    .into_iter()
+                    .filter(|v| v.state == "running" || v.state == "frozen")
+                    .map(|v| v.name)
+                    .collect()
+            } else {
+                if args.is_empty() || args[0].starts_with('-') {
+                    return Err(Failure(
+                        "give a VP (cellctl logcat VP [options]) or --all".into(),
+                    ));
+                }
+                vec![args.remove(0)]
+            };
+            let mut o = cells_log::logcat::Options::parse(&args).map_err(Failure)?;
+            if o.clear || o.sizes {
+                return Err(Failure(
+                    "-c and -g act in the VP: cellctl exec VP -- logcat -c".into(),
+                ));
+            }
+            // Dump unless following.
+            o.request.dump = !follow;
+            let mut readers = Vec::new();
+            for vp in vps {
+                match p.log_open(&vp).await {
+                    Ok(fd) => readers.push((vp, std::os::fd::OwnedFd::from(fd))),
+                    Err(e) if all => {
+                        eprintln!("cellctl: VP '{vp}': {}", CellsError::from(e).message())
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            logcat::print(readers, &o, all).map_err(Failure)?;
             Ok(0)
         }
         Command::Console { name } => {

@@ -138,6 +138,12 @@ impl ManagerIface {
         Ok(self.mgr.console(name)?.into())
     }
 
+    /// A reader of a running VP's log (logd's logdr protocol).
+    async fn log_open(&self, name: &str) -> Result<zvariant::OwnedFd, CellsError> {
+        self.check()?;
+        Ok(self.mgr.log_open(name)?.into())
+    }
+
     /// Build a template from its recipe; returns the new build's id.
     async fn template_build(&self, name: &str) -> Result<String, CellsError> {
         self.check()?;

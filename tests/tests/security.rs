@@ -1211,6 +1211,7 @@ fn an_unprivileged_host_user_gets_into_nothing() {
         connect(&c.run.join("input.sock"), "SOCK_SEQPACKET"),
         connect(&c.run.join("vps/vp/console.sock"), "SOCK_STREAM"),
         connect(&c.run.join("vps/vp/power.sock"), "SOCK_STREAM"),
+        connect(&c.run.join("vps/vp/log.sock"), "SOCK_SEQPACKET"),
         format!("cat {}", c.state.join("vps/vp/data/private").display()),
         format!("head -c 4096 {}", c.state.join("vps/vp/disk.img").display()),
         format!("ls {}", c.state.join("vps/vp/upper").display()),

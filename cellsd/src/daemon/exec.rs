@@ -175,6 +175,41 @@ impl Manager {
         Ok(())
     }
 
+    /// A reader of the VP's log: a SEQPACKET connection to its monitor's
+    /// log.sock (the logger device's; logd's logdr protocol).
+    pub fn log_open(&self, name: &str) -> Result<OwnedFd, Error> {
+        name::validate("VP", name)?;
+        {
+            let inner = self.lock();
+            let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
+            if vp.phase != Phase::Running {
+                return Err(Error::not_running(name));
+            }
+            if !vp.config.cells.devices.has(crate::devices::logger::NAME) {
+                return Err(Error::InvalidArgument(format!(
+                    "VP '{name}' has no logger device (it was created with --device logger=none)"
+                )));
+            }
+        }
+        let path = self
+            .cfg
+            .layout
+            .vp_run_dir(name)
+            .join(crate::devices::logger::HOST_SOCKET);
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| failed("a socket for the VP's log")(e.into()))?;
+        let addr = nix::sys::socket::UnixAddr::new(&path)
+            .map_err(|e| failed("the VP's log socket")(e.into()))?;
+        nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)
+            .map_err(|e| failed("connect to the VP's log")(e.into()))?;
+        Ok(fd)
+    }
+
     /// A connection to the VP's console (a stream socket to its monitor).
     pub fn console(&self, name: &str) -> Result<OwnedFd, Error> {
         running_vp(&self.lock(), name)?;

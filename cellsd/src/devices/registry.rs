@@ -37,6 +37,7 @@ use crate::devices::display::{self, DisplayMode, Screen};
 use crate::devices::input::router::DeviceKind;
 use crate::devices::input::sink::Backend;
 use crate::devices::input::{self, mux::InputMux};
+use crate::devices::logger;
 use crate::devices::model::{DevicePolicies, DeviceSpec, Policy};
 use crate::devices::network::{self, host::NetConfig, NetRequest};
 use crate::devices::power::{self, backend::SleepBackend};
@@ -57,6 +58,7 @@ pub const DEVICES: &[&Device] = &[
     &power::DEVICE,
     &binder::DEVICE,
     &network::DEVICE,
+    &logger::DEVICE,
 ];
 
 /// The device named `name`.
@@ -386,6 +388,7 @@ impl Registry {
             Arc::new(power::PowerHost::new(sleep)),
             Arc::new(binder::BinderHost::new(cfg.binder.clone())),
             Arc::new(network::host::HostNet::start(cfg.network.clone())?),
+            Arc::new(logger::LoggerHost),
         ]))
     }
 

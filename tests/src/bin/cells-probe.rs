@@ -790,6 +790,52 @@ fn shm(key: i32, create: bool) -> i32 {
     0
 }
 
+/// A datagram to the VP's logdw with priority `prio`, as-is (a bad one
+/// too): the logger must drop what is not an entry.
+fn logdw_raw(prio: &str, tag: &str, msg: &str) -> i32 {
+    let (sec, nsec) = cells_log::now();
+    let mut d = cells_log::writer::text(0, 1, sec, nsec, prio.parse().unwrap_or(0), tag, msg);
+    if tag.is_empty() {
+        // No tag and no NUL at all: not an entry.
+        d.truncate(cells_log::writer::HEADER + 1);
+    }
+    let fd = match cells_log::client::connect(cells_log::client::LOGDW, libc::SOCK_DGRAM) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("connect: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: sending our buffer on our socket.
+    let n = unsafe {
+        libc::send(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            d.as_ptr().cast(),
+            d.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        eprintln!("send: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    0
+}
+
+/// One command to the VP's logd control socket; print the answer.
+fn logd_command(cmd: &str) -> i32 {
+    match cells_log::client::control(cmd) {
+        Ok(r) => {
+            println!("{r}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -832,6 +878,8 @@ fn main() {
         Some("shm-create") if args.len() >= 3 => shm(args[2].parse().unwrap_or(1), true),
         Some("shm-get") if args.len() >= 3 => shm(args[2].parse().unwrap_or(1), false),
         Some("mmap") if args.len() >= 4 => mmap_dev(&args[2], args[3].parse().unwrap_or(4096)),
+        Some("logdw-raw") if args.len() >= 5 => logdw_raw(&args[2], &args[3], &args[4]),
+        Some("logd-command") if args.len() >= 3 => logd_command(&args[2]),
         Some("uinput-keys") => uinput_keys(
             &args[2..]
                 .iter()
