@@ -215,6 +215,20 @@ impl VpInfo {
     }
 }
 
+/// The readings the sensors device feeds VPs with, as `Sensors` describes
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zvariant(signature = "a{sv}")]
+pub struct SensorInfo {
+    /// X, Y, Z in m/s² (empty: never set).
+    pub accel: Vec<f64>,
+    /// Latitude, longitude (degrees), altitude (m) (empty: never set).
+    pub location: Vec<f64>,
+    /// The VPs whose sensor streams run now (the foreground, and VPs with
+    /// `--device sensors=shared`).
+    pub active: Vec<String>,
+}
+
 /// The device's power state as `Power` describes it.
 #[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
 #[zvariant(signature = "a{sv}")]
@@ -348,6 +362,11 @@ pub trait Manager1 {
     fn template_build(&self, name: &str) -> zbus::Result<String>;
     fn template_list(&self) -> zbus::Result<Vec<TemplateInfo>>;
     fn power(&self) -> zbus::Result<PowerInfo>;
+    /// Set a sensor's reading: "accel" with X Y Z in m/s².
+    fn sensor_set(&self, sensor: &str, values: &[f64]) -> zbus::Result<()>;
+    /// Set the location the GPS receivers report.
+    fn location_set(&self, lat: f64, lon: f64, alt: f64) -> zbus::Result<()>;
+    fn sensors(&self) -> zbus::Result<SensorInfo>;
     fn wakelocks(&self, name: &str) -> zbus::Result<Vec<String>>;
     /// Returns the microseconds the freeze took.
     fn freeze(&self, name: &str) -> zbus::Result<u64>;

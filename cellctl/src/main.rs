@@ -108,6 +108,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The device's sensors: `sensor set accel X Y Z` (m/s²), or what is in
+    /// force and which VPs get it.
+    Sensor {
+        #[command(subcommand)]
+        cmd: Option<SensorCmd>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The device's location, as the VPs' GPS receivers (/dev/ttyGPS0)
+    /// report it: `location set LAT LON [ALT]`.
+    Location {
+        #[command(subcommand)]
+        cmd: LocationCmd,
+    },
     /// The device's power: may it suspend, who blocks it, every VP's wakelocks.
     Power {
         /// Print JSON.
@@ -275,6 +290,31 @@ struct CreateArgs {
     /// too). Defaults: display and input foreground, the others shared.
     #[arg(long = "device", value_name = "NAME=POLICY")]
     devices: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum SensorCmd {
+    /// Set a sensor's reading: `accel X Y Z` in m/s² (each -78.5 to 78.5),
+    /// e.g. `accel 0 9.81 0` for a phone standing upright.
+    Set {
+        sensor: String,
+        #[arg(allow_hyphen_values = true)]
+        values: Vec<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocationCmd {
+    /// Set the location: latitude and longitude in degrees (south and west
+    /// negative), altitude in metres (default 0).
+    Set {
+        #[arg(allow_hyphen_values = true)]
+        lat: f64,
+        #[arg(allow_hyphen_values = true)]
+        lon: f64,
+        #[arg(allow_hyphen_values = true, default_value_t = 0.0)]
+        alt: f64,
+    },
 }
 
 #[derive(Args)]
@@ -698,6 +738,38 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     println!("{k}: {}", value(&info[k]));
                 }
             }
+            Ok(0)
+        }
+        Command::Sensor { cmd, json } => {
+            if let Some(SensorCmd::Set { sensor, values }) = cmd {
+                p.sensor_set(&sensor, &values).await?;
+                return Ok(0);
+            }
+            let s = p.sensors().await?;
+            let fmt = |v: &[f64]| {
+                if v.is_empty() {
+                    "not set".to_string()
+                } else {
+                    v.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+            };
+            if json {
+                let v = serde_json::json!({"accel": s.accel, "location": s.location, "active": s.active});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("accel (m/s²): {}", fmt(&s.accel));
+                println!("location (lat lon alt): {}", fmt(&s.location));
+                println!("streams run in: {}", s.active.join(" "));
+            }
+            Ok(0)
+        }
+        Command::Location {
+            cmd: LocationCmd::Set { lat, lon, alt },
+        } => {
+            p.location_set(lat, lon, alt).await?;
             Ok(0)
         }
         Command::Logcat(a) => {

@@ -399,6 +399,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             input_dir: Some(args.input_dir.clone()),
             grab_input: !args.no_grab,
             input_socket: Some(layout.input_socket()),
+            run_dir: layout.run.clone(),
             display_mode: match args.display_mux {
                 DisplayMuxArg::Kernel => Some(DisplayMode::Kernel),
                 DisplayMuxArg::Userspace => Some(DisplayMode::Userspace),

@@ -523,6 +523,30 @@ fn new_pty(devpts: &Path, owner: Option<u32>) -> Result<(OwnedFd, OwnedFd, PathB
     Ok((master, slave, slave_path))
 }
 
+/// A new pty of the VP's devpts (at `rootfs/dev/pts`), its slave bound at
+/// `target` (a path in the VP, e.g. `/dev/ttyGPS0`), owned by VP root as a
+/// console is: for a device that serves a tty (a GPS receiver). Returns the
+/// master and the slave (kept open: the master never sees a hang-up).
+pub fn bind_new_pty(
+    rootfs: &Path,
+    target: &str,
+    owner: Option<u32>,
+) -> Result<(OwnedFd, OwnedFd), RootfsError> {
+    let target = in_root(rootfs, Path::new(target))?;
+    check_no_symlink(rootfs, &target)?;
+    let (master, slave, slave_path) = new_pty(&rootfs.join("dev/pts"), owner)?;
+    make_file(&target, owner)?;
+    mount(
+        Some(slave_path.as_path()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(nixe("bind", &target))?;
+    Ok((master, slave))
+}
+
 /// Carry out the steps: in the monitor's mount namespace, before the VP's
 /// init runs (or, for [`binderfs_steps`], in the init after pivot_root).
 /// `vp_kernel` mounts the [`Step::VpKernel`] file systems from inside the

@@ -156,6 +156,24 @@ impl ManagerIface {
     }
 
     /// The device's power state: who blocks suspend, every VP's wakelocks.
+    /// Set a sensor's reading ("accel": X Y Z in m/s²): the VPs whose
+    /// sensors run get it at once, the others when they start again.
+    async fn sensor_set(&self, sensor: &str, values: Vec<f64>) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.sensor_set(sensor, &values)?)
+    }
+
+    /// Set the location (degrees, metres) the VPs' GPS receivers report.
+    async fn location_set(&self, lat: f64, lon: f64, alt: f64) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.location_set(lat, lon, alt)?)
+    }
+
+    async fn sensors(&self) -> Result<crate::api::SensorInfo, CellsError> {
+        self.check()?;
+        Ok(self.mgr.sensors()?)
+    }
+
     async fn power(&self) -> Result<PowerInfo, CellsError> {
         self.check()?;
         let (r, frozen) = self.mgr.power_report();

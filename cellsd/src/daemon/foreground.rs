@@ -133,6 +133,43 @@ impl Manager {
         )
     }
 
+    fn sensors_host(&self) -> Result<Arc<crate::devices::sensors::SensorsHost>, Error> {
+        self.devices
+            .get::<crate::devices::sensors::SensorsHost>()
+            .ok_or_else(|| Error::Failed("the sensors device has no host side".into()))
+    }
+
+    pub fn sensor_set(&self, sensor: &str, values: &[f64]) -> Result<(), Error> {
+        use crate::devices::sensors;
+        match sensor {
+            "accel" => {
+                let a = sensors::check_accel(values).map_err(Error::InvalidArgument)?;
+                self.sensors_host()?.set_accel(a);
+                Ok(())
+            }
+            _ => Err(Error::InvalidArgument(format!(
+                "no sensor named '{sensor}': the sensors are accel (and the location: `cellctl location set`)"
+            ))),
+        }
+    }
+
+    pub fn location_set(&self, lat: f64, lon: f64, alt: f64) -> Result<(), Error> {
+        let loc = crate::devices::sensors::check_location(lat, lon, alt)
+            .map_err(Error::InvalidArgument)?;
+        self.sensors_host()?.set_location(loc);
+        Ok(())
+    }
+
+    pub fn sensors(&self) -> Result<crate::api::SensorInfo, Error> {
+        let h = self.sensors_host()?;
+        let r = h.readings();
+        Ok(crate::api::SensorInfo {
+            accel: r.accel.map(|a| a.to_vec()).unwrap_or_default(),
+            location: r.location.map(|l| l.to_vec()).unwrap_or_default(),
+            active: h.active_vps(),
+        })
+    }
+
     pub fn input_stats(&self) -> crate::devices::input::mux::Stats {
         self.input.stats()
     }

@@ -15,3 +15,4 @@ pub mod model;
 pub mod network;
 pub mod power;
 pub mod registry;
+pub mod sensors;

@@ -37,10 +37,10 @@ use crate::devices::display::{self, DisplayMode, Screen};
 use crate::devices::input::router::DeviceKind;
 use crate::devices::input::sink::Backend;
 use crate::devices::input::{self, mux::InputMux};
-use crate::devices::logger;
 use crate::devices::model::{DevicePolicies, DeviceSpec, Policy};
 use crate::devices::network::{self, host::NetConfig, NetRequest};
 use crate::devices::power::{self, backend::SleepBackend};
+use crate::devices::{logger, sensors};
 
 /// One device of the model: what it is and its VP side.
 pub struct Device {
@@ -59,6 +59,7 @@ pub const DEVICES: &[&Device] = &[
     &binder::DEVICE,
     &network::DEVICE,
     &logger::DEVICE,
+    &sensors::DEVICE,
 ];
 
 /// The device named `name`.
@@ -228,8 +229,15 @@ pub type VpSide = fn(&VpCtx<'_>, &mut Made) -> Result<(), DeviceError>;
 /// device's fds in one loop with the console and the init's end.
 pub trait VpDevice {
     fn name(&self) -> &'static str;
-    /// The init is cloned and waits: start serving (threads may start now).
-    fn serve(&mut self, _init: libc::pid_t) -> Result<(), DeviceError> {
+    /// The init is cloned and waits: start serving (threads may start
+    /// now; the VP's tree is mounted next, binding this device's nodes).
+    fn serve(&mut self, _init: libc::pid_t, _fds: &mut DeviceFds) -> Result<(), DeviceError> {
+        Ok(())
+    }
+    /// The VP's tree is mounted at `root` (the init still waits): add to it
+    /// what needs it (a pty of the VP's devpts), and to `fds` what cellsd
+    /// takes over that exists only now.
+    fn mounted(&mut self, _root: &Path, _fds: &mut DeviceFds) -> Result<(), DeviceError> {
         Ok(())
     }
     /// The fds the monitor polls for this device.
@@ -358,6 +366,9 @@ pub struct HostConfig {
     pub binder: BinderMode,
     /// The bridge, subnet, NAT and adb ports of VP networking.
     pub network: NetConfig,
+    /// cellsd's run dir: where a device keeps what must outlive a cellsd
+    /// restart (as the VPs do), e.g. the sensor readings in force.
+    pub run_dir: PathBuf,
 }
 
 /// The devices' host sides, in the model's order.
@@ -389,6 +400,7 @@ impl Registry {
             Arc::new(binder::BinderHost::new(cfg.binder.clone())),
             Arc::new(network::host::HostNet::start(cfg.network.clone())?),
             Arc::new(logger::LoggerHost),
+            Arc::new(sensors::SensorsHost::new(&cfg.run_dir)?),
         ]))
     }
 

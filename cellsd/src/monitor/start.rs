@@ -135,7 +135,7 @@ pub(super) fn start(
     phase("cgroup");
 
     let Made {
-        fds: device_fds,
+        fds: mut device_fds,
         nodes: mut device_nodes,
         dirs: mut device_dirs,
         ro_dirs: device_ro_dirs,
@@ -215,6 +215,21 @@ pub(super) fn start(
                 .map_err(|e| fail(step(&p.display().to_string())(e)))?;
         }
     }
+    // Now that the init is cloned the monitor may have threads: the
+    // devices start serving (FUSE file systems, whose nodes the mounts
+    // below bind; the power link; the veth into the init's network
+    // namespace) before the init runs.
+    let served = live.borrow_mut().iter_mut().try_for_each(|d| {
+        let r = d
+            .serve(pid, &mut device_fds)
+            .map_err(|source| MonitorError::Device {
+                device: d.name(),
+                source,
+            });
+        phase(d.name());
+        r
+    });
+    served.map_err(fail)?;
     prepare_vp(req, pid, &lower, &rootfs).map_err(fail)?;
     phase("maps, template, overlay");
     // The VP's whole tree, built here as host root: in the init's copy of
@@ -239,18 +254,15 @@ pub(super) fn start(
         ));
     };
     phase("mounts");
-    // Now that the init is cloned the monitor may have threads: the
-    // devices start serving (FUSE file systems, the power link, the veth
-    // into the init's network namespace) before the init runs.
-    let served = live.borrow_mut().iter_mut().try_for_each(|d| {
-        let r = d.serve(pid).map_err(|source| MonitorError::Device {
-            device: d.name(),
-            source,
-        });
-        phase(d.name());
-        r
+    // The VP's tree is built: devices that add to it do so now.
+    let mounted = live.borrow_mut().iter_mut().try_for_each(|d| {
+        d.mounted(&rootfs, &mut device_fds)
+            .map_err(|source| MonitorError::Device {
+                device: d.name(),
+                source,
+            })
     });
-    served.map_err(fail)?;
+    mounted.map_err(fail)?;
 
     emit(&MonitorEvent::Init { pid });
     let run_dir = std::fs::File::open(&req.run_dir)

@@ -55,11 +55,13 @@ fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> Result<(), DeviceError> {
             let dir = c.dir.join("input");
             let (vi, writers) = evdev_fs::VpInput::mount(&dir, devices, c.owner)
                 .map_err(|e| DeviceError::Refused(format!("input devices: {e}")))?;
-            for ((kind, _, _), w) in sink::VP_DEVICES.iter().zip(writers) {
+            // Each node bound on its own: /dev/input is the VP's folder,
+            // other devices (sensors) add theirs.
+            for ((kind, node, _), w) in sink::VP_DEVICES.iter().zip(writers) {
                 m.fds.inputs.push((*kind, w.as_raw_fd()));
                 m.held.push(w);
+                m.nodes.push((dir.join(node), format!("/dev/input/{node}")));
             }
-            m.dirs.push((dir, "/dev/input".to_string()));
             m.live.push(Box::new(vi));
         }
     }
@@ -72,7 +74,11 @@ impl VpDevice for evdev_fs::VpInput {
         model::INPUT
     }
 
-    fn serve(&mut self, _init: libc::pid_t) -> Result<(), DeviceError> {
+    fn serve(
+        &mut self,
+        _init: libc::pid_t,
+        _fds: &mut crate::devices::registry::DeviceFds,
+    ) -> Result<(), DeviceError> {
         evdev_fs::VpInput::serve(self).map_err(|e| DeviceError::Refused(e.to_string()))
     }
 

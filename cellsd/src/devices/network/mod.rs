@@ -373,7 +373,11 @@ impl VpDevice for VpLink {
         model::NETWORK
     }
 
-    fn serve(&mut self, init: libc::pid_t) -> std::result::Result<(), DeviceError> {
+    fn serve(
+        &mut self,
+        init: libc::pid_t,
+        _fds: &mut crate::devices::registry::DeviceFds,
+    ) -> std::result::Result<(), DeviceError> {
         attach_vp(init, &self.0).map_err(|e| {
             DeviceError::Refused(format!("attaching the VP to bridge {}: {e}", self.0.bridge))
         })

@@ -163,7 +163,11 @@ impl VpDevice for VpPowerDevice {
         model::POWER
     }
 
-    fn serve(&mut self, _init: libc::pid_t) -> Result<(), DeviceError> {
+    fn serve(
+        &mut self,
+        _init: libc::pid_t,
+        _fds: &mut crate::devices::registry::DeviceFds,
+    ) -> Result<(), DeviceError> {
         self.power
             .serve(&self.socket)
             .map_err(|e| DeviceError::Refused(e.to_string()))
