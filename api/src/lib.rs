@@ -367,6 +367,11 @@ pub trait Manager1 {
     /// Set the location the GPS receivers report.
     fn location_set(&self, lat: f64, lon: f64, alt: f64) -> zbus::Result<()>;
     fn sensors(&self) -> zbus::Result<SensorInfo>;
+    /// The lights in force and the last vibration, as JSON:
+    /// `{"lights": {"leds/red": {"value", "max", "by", "backend"}, ...},
+    /// "vibration": {"vp", "ms", "at_ms", "backend"} | null,
+    /// "vibrations_ignored"}`.
+    fn lights(&self) -> zbus::Result<String>;
     fn wakelocks(&self, name: &str) -> zbus::Result<Vec<String>>;
     /// Returns the microseconds the freeze took.
     fn freeze(&self, name: &str) -> zbus::Result<u64>;

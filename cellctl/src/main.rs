@@ -727,15 +727,30 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     other => format!("{other:?}").into(),
                 }
             };
+            // The brightness in force (the backlight) and the lights.
+            let lights: serde_json::Value =
+                serde_json::from_str(&p.lights().await?).unwrap_or_default();
+            let brightness: serde_json::Map<String, serde_json::Value> = lights["lights"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("backlight/"))
+                .map(|(k, v)| (k["backlight/".len()..].to_string(), v["value"].clone()))
+                .collect();
             if json {
-                let m: serde_json::Map<String, serde_json::Value> = keys
+                let mut m: serde_json::Map<String, serde_json::Value> = keys
                     .iter()
                     .map(|k| (k.to_string(), value(&info[*k])))
                     .collect();
+                m.insert("brightness".into(), brightness.into());
+                m.insert("lights".into(), lights);
                 println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
             } else {
                 for k in keys {
                     println!("{k}: {}", value(&info[k]));
+                }
+                for (k, v) in brightness {
+                    println!("brightness {k}: {v}");
                 }
             }
             Ok(0)

@@ -169,6 +169,11 @@ impl ManagerIface {
         Ok(self.mgr.location_set(lat, lon, alt)?)
     }
 
+    async fn lights(&self) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(self.mgr.lights()?)
+    }
+
     async fn sensors(&self) -> Result<crate::api::SensorInfo, CellsError> {
         self.check()?;
         Ok(self.mgr.sensors()?)

@@ -170,6 +170,15 @@ impl Manager {
         })
     }
 
+    /// What the lights show and the last vibration (JSON).
+    pub fn lights(&self) -> Result<String, Error> {
+        let h = self
+            .devices
+            .get::<crate::devices::lights::LightsDevice>()
+            .ok_or_else(|| Error::Failed("the lights device has no host side".into()))?;
+        serde_json::to_string(&h.0.report()).map_err(|e| Error::Failed(e.to_string()))
+    }
+
     pub fn input_stats(&self) -> crate::devices::input::mux::Stats {
         self.input.stats()
     }

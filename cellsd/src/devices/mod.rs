@@ -10,6 +10,7 @@ pub mod binder;
 pub mod display;
 pub mod fusefs;
 pub mod input;
+pub mod lights;
 pub mod logger;
 pub mod model;
 pub mod network;

@@ -40,7 +40,7 @@ use crate::devices::input::{self, mux::InputMux};
 use crate::devices::model::{DevicePolicies, DeviceSpec, Policy};
 use crate::devices::network::{self, host::NetConfig, NetRequest};
 use crate::devices::power::{self, backend::SleepBackend};
-use crate::devices::{logger, sensors};
+use crate::devices::{lights, logger, sensors};
 
 /// One device of the model: what it is and its VP side.
 pub struct Device {
@@ -60,6 +60,7 @@ pub const DEVICES: &[&Device] = &[
     &network::DEVICE,
     &logger::DEVICE,
     &sensors::DEVICE,
+    &lights::DEVICE,
 ];
 
 /// The device named `name`.
@@ -401,6 +402,9 @@ impl Registry {
             Arc::new(network::host::HostNet::start(cfg.network.clone())?),
             Arc::new(logger::LoggerHost),
             Arc::new(sensors::SensorsHost::new(&cfg.run_dir)?),
+            Arc::new(lights::LightsDevice(Arc::new(lights::LightsHost::new(
+                Path::new("/sys/class"),
+            )))),
         ]))
     }
 
