@@ -372,6 +372,9 @@ pub trait Manager1 {
     /// "vibration": {"vp", "ms", "at_ms", "backend"} | null,
     /// "vibrations_ignored"}`.
     fn lights(&self) -> zbus::Result<String>;
+    /// Every VP's wake-up alarms and the host's alarm timers, as JSON (see
+    /// cellsd's `devices::alarm::AlarmsReport`).
+    fn alarms(&self) -> zbus::Result<String>;
     fn wakelocks(&self, name: &str) -> zbus::Result<Vec<String>>;
     /// Returns the microseconds the freeze took.
     fn freeze(&self, name: &str) -> zbus::Result<u64>;

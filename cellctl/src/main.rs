@@ -123,6 +123,13 @@ enum Command {
         #[command(subcommand)]
         cmd: LocationCmd,
     },
+    /// Every VP's wake-up alarms, the host alarm timers armed for them,
+    /// and the last clock change.
+    Alarms {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The device's power: may it suspend, who blocks it, every VP's wakelocks.
     Power {
         /// Print JSON.
@@ -778,6 +785,36 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 println!("accel (m/s²): {}", fmt(&s.accel));
                 println!("location (lat lon alt): {}", fmt(&s.location));
                 println!("streams run in: {}", s.active.join(" "));
+            }
+            Ok(0)
+        }
+        Command::Alarms { json } => {
+            let v: serde_json::Value = serde_json::from_str(&p.alarms().await?).unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(0);
+            }
+            let secs = |ns: &serde_json::Value| -> String {
+                ns.as_f64()
+                    .map(|n| format!("{:.3}", n / 1e9))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!("VP  RTC_WAKEUP(unix s)  ELAPSED_WAKEUP(boot s)  FIRED");
+            for (vp, a) in v["vps"].as_object().into_iter().flatten() {
+                println!(
+                    "{vp}  {}  {}  {}",
+                    secs(&a["rtc_wakeup_ns"]),
+                    secs(&a["elapsed_wakeup_ns"]),
+                    a["fired"]
+                );
+            }
+            println!(
+                "host alarm timers: real-time {}, boot-time {}",
+                secs(&v["host_rtc_alarm_ns"]),
+                secs(&v["host_boottime_alarm_ns"])
+            );
+            if let Some(e) = v["wake_error"].as_str().filter(|e| !e.is_empty()) {
+                println!("note: {e}");
             }
             Ok(0)
         }

@@ -169,6 +169,11 @@ impl ManagerIface {
         Ok(self.mgr.location_set(lat, lon, alt)?)
     }
 
+    async fn alarms(&self) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(self.mgr.alarms()?)
+    }
+
     async fn lights(&self) -> Result<String, CellsError> {
         self.check()?;
         Ok(self.mgr.lights()?)

@@ -170,6 +170,15 @@ impl Manager {
         })
     }
 
+    /// The VPs' wake-up alarms and the host's alarm timers (JSON).
+    pub fn alarms(&self) -> Result<String, Error> {
+        let h = self
+            .devices
+            .get::<crate::devices::alarm::AlarmDevice>()
+            .ok_or_else(|| Error::Failed("the alarm device has no host side".into()))?;
+        serde_json::to_string(&h.0.report()).map_err(|e| Error::Failed(e.to_string()))
+    }
+
     /// What the lights show and the last vibration (JSON).
     pub fn lights(&self) -> Result<String, Error> {
         let h = self

@@ -266,6 +266,15 @@ impl Manager {
         mgr.net
             .forwards
             .set_hooks(Arc::new(net::ForwardActivity(Arc::downgrade(&mgr))));
+        // A VP's alarm fired: thaw it, as for a forwarded connection.
+        if let Some(a) = mgr.devices.get::<crate::devices::alarm::AlarmDevice>() {
+            let weak = Arc::downgrade(&mgr);
+            a.0.set_wake_hook(Arc::new(move |vp: &str| {
+                if let Some(m) = weak.upgrade() {
+                    m.forward_activity(vp);
+                }
+            }));
+        }
         if let Some(total) = mgr.cfg.vps_memory {
             let parent = Path::new(&mgr.cfg.cgroup_parent);
             match mgr.hierarchy.limit_parent_memory(parent, total) {

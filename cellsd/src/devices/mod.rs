@@ -6,6 +6,7 @@
 //! their open fds from the monitor (pidfd_getfd) and multiplexes the panel
 //! and the host's input to the foreground VP.
 
+pub mod alarm;
 pub mod binder;
 pub mod display;
 pub mod fusefs;

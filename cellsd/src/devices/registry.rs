@@ -40,7 +40,7 @@ use crate::devices::input::{self, mux::InputMux};
 use crate::devices::model::{DevicePolicies, DeviceSpec, Policy};
 use crate::devices::network::{self, host::NetConfig, NetRequest};
 use crate::devices::power::{self, backend::SleepBackend};
-use crate::devices::{lights, logger, sensors};
+use crate::devices::{alarm, lights, logger, sensors};
 
 /// One device of the model: what it is and its VP side.
 pub struct Device {
@@ -61,6 +61,7 @@ pub const DEVICES: &[&Device] = &[
     &logger::DEVICE,
     &sensors::DEVICE,
     &lights::DEVICE,
+    &alarm::DEVICE,
 ];
 
 /// The device named `name`.
@@ -405,6 +406,7 @@ impl Registry {
             Arc::new(lights::LightsDevice(Arc::new(lights::LightsHost::new(
                 Path::new("/sys/class"),
             )))),
+            Arc::new(alarm::AlarmDevice(Arc::new(alarm::AlarmHost::new()))),
         ]))
     }
 
