@@ -86,6 +86,8 @@ fn run(args: &[String]) -> i32 {
             };
             let start = now(libc::CLOCK_MONOTONIC);
             let mut at = now(clock);
+            // c_long is i64 on 64-bit targets and i32 on 32-bit ones.
+            #[allow(clippy::useless_conversion)]
             let ns = i64::from(at.tv_nsec) + (secs.fract() * 1e9) as i64;
             at.tv_sec += secs.trunc() as libc::time_t + (ns / 1_000_000_000) as libc::time_t;
             at.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
