@@ -43,6 +43,10 @@ struct Args {
     /// (default: the folder of the cellsd executable).
     #[arg(long, env = "CELLS_PROGRAMS_DIR")]
     programs_dir: Option<PathBuf>,
+    /// Where template bases fetched from the network (a Debian template's)
+    /// are kept, so a rebuild needs no network (root's alone).
+    #[arg(long, env = "CELLS_CACHE_DIR", default_value = cellsd::template::DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
     /// First host uid/gid of the VPs' user namespaces (each VP gets 65536 ids).
     #[arg(long, default_value_t = cellsd::config::DEFAULT_ID_BASE)]
     id_base: u32,
@@ -350,6 +354,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         programs: args
             .programs_dir
             .unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default()),
+        cache: args.cache_dir.clone(),
     };
     let (default_memory, vps_memory) = memory_settings(&args.default_memory, &args.memory_reserve)?;
     let default_disk = match args.default_disk.as_str() {

@@ -85,6 +85,33 @@ pub struct Program {
     pub dest: String,
 }
 
+/// A Debian system as a template's base (`[debian]`): made once with
+/// Debian's mmdebstrap from the archive, kept as a tarball in the cache
+/// (a rebuild of the same base needs no network), unpacked into the build;
+/// the recipe's other steps then go on top.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianBase {
+    /// e.g. "bookworm".
+    pub suite: String,
+    /// mmdebstrap's variant: minbase (default), required, important, ...
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    #[serde(default = "default_mirror")]
+    pub mirror: String,
+    /// Packages on top of the variant.
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+fn default_variant() -> String {
+    "minbase".into()
+}
+
+fn default_mirror() -> String {
+    "http://deb.debian.org/debian".into()
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -107,6 +134,8 @@ pub struct Recipe {
     /// path in the rootfs (e.g. a Debian program and the C library it needs).
     #[serde(default)]
     pub host_files: Vec<String>,
+    /// A Debian system under everything else.
+    pub debian: Option<DebianBase>,
 }
 
 /// One step of a build, in order.
@@ -155,6 +184,200 @@ pub struct Sources {
     pub recipes: PathBuf,
     /// Folder with the project's statically built programs (cells-init ...).
     pub programs: PathBuf,
+    /// Where bases fetched from the network are kept (root's alone).
+    pub cache: PathBuf,
+}
+
+/// Default of `Sources::cache` (`cellsd --cache-dir`).
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/cells";
+
+/// A name Debian's tools take as a suite, variant or package.
+fn debian_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+impl DebianBase {
+    fn check(&self, recipe: &Path) -> Result<(), TemplateError> {
+        let bad = |msg: String| TemplateError::BadRecipe {
+            path: recipe.to_path_buf(),
+            msg,
+        };
+        for (what, w) in [("suite", &self.suite), ("variant", &self.variant)] {
+            if !debian_word(w) {
+                return Err(bad(format!("[debian] {what} '{w}' is not a Debian name")));
+            }
+        }
+        if let Some(p) = self.packages.iter().find(|p| !debian_word(p)) {
+            return Err(bad(format!(
+                "[debian] package '{p}' is not a Debian package name"
+            )));
+        }
+        let m = &self.mirror;
+        if !(m.starts_with("http://") || m.starts_with("https://"))
+            || m.bytes()
+                .any(|b| b.is_ascii_whitespace() || b"'\"\\`$;|&<>".contains(&b))
+        {
+            return Err(bad(format!("[debian] mirror '{m}' is not an http(s) URL")));
+        }
+        Ok(())
+    }
+
+    /// The cached base's file name: the suite, variant and a hash of what
+    /// makes it (mirror, packages, architecture).
+    pub fn cache_name(&self) -> String {
+        let mut pkgs = self.packages.clone();
+        pkgs.sort();
+        pkgs.dedup();
+        let key = format!(
+            "{}|{}|{}|{}|{}",
+            self.suite,
+            self.variant,
+            self.mirror,
+            pkgs.join(","),
+            std::env::consts::ARCH
+        );
+        let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        format!("debian-{}-{}-{h:016x}.tar", self.suite, self.variant)
+    }
+}
+
+/// The Debian base as a tarball in the cache: made with mmdebstrap if it is
+/// not there. `progress` gets mmdebstrap's lines.
+fn debian_tarball(
+    cache: &Path,
+    base: &DebianBase,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, TemplateError> {
+    std::fs::create_dir_all(cache).map_err(ioe("mkdir", cache))?;
+    std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o700))
+        .map_err(ioe("chmod", cache))?;
+    crate::trust::check_dir(cache, "template cache")?;
+    let tar = cache.join(base.cache_name());
+    // One maker of a base at a time (two cellsd, or two builds): the other
+    // waits and then finds it made.
+    let lock_path = cache.join(format!(".{}.lock", base.cache_name()));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(ioe("open", &lock_path))?;
+    // SAFETY: flock on our open file; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(ioe("lock", &lock_path)(std::io::Error::last_os_error()));
+    }
+    if tar.is_file() {
+        progress(&format!("using the cached Debian base {}", tar.display()));
+        return Ok(tar);
+    }
+    let mm = ["/usr/bin/mmdebstrap", "/bin/mmdebstrap"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .ok_or_else(|| TemplateError::BadRecipe {
+            path: tar.clone(),
+            msg: "a [debian] base needs Debian's mmdebstrap: apt-get install mmdebstrap".into(),
+        })?;
+    let partial = cache.join(format!(".{}.partial", base.cache_name()));
+    let _ = std::fs::remove_file(&partial);
+    let mut cmd = std::process::Command::new(mm);
+    // Without recommends: a base of what the recipe names and needs.
+    cmd.args([
+        "--mode=root",
+        "--format=tar",
+        "--skip=output/dev",
+        "--aptopt=Apt::Install-Recommends \"false\"",
+    ])
+    .arg(format!("--variant={}", base.variant));
+    if !base.packages.is_empty() {
+        cmd.arg(format!("--include={}", base.packages.join(",")));
+    }
+    cmd.arg(&base.suite)
+        .arg(&partial)
+        .arg(&base.mirror)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    progress(&format!(
+        "mmdebstrap {} {} (downloads from {})",
+        base.suite, base.variant, base.mirror
+    ));
+    let mut child = cmd.spawn().map_err(ioe("run", mm))?;
+    let mut last = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            progress(&format!("mmdebstrap: {}", line.trim()));
+            last.push(line);
+            if last.len() > 20 {
+                last.remove(0);
+            }
+        }
+    }
+    let status = child.wait().map_err(ioe("wait for", mm))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(TemplateError::BadRecipe {
+            path: tar,
+            msg: format!(
+                "mmdebstrap failed ({status}); check the network and the mirror. Its last lines:\n{}",
+                last.join("\n")
+            ),
+        });
+    }
+    std::fs::rename(&partial, &tar).map_err(ioe("rename", &partial))?;
+    Ok(tar)
+}
+
+/// Unpack the base into `rootfs` (owners, modes and links as they are);
+/// returns its files and bytes.
+fn unpack_debian(tar: &Path, rootfs: &Path) -> Result<(u64, u64), TemplateError> {
+    let tool = ["/usr/bin/tar", "/bin/tar"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .ok_or_else(|| TemplateError::BadRecipe {
+            path: tar.to_path_buf(),
+            msg: "unpacking a Debian base needs tar: apt-get install tar".into(),
+        })?;
+    let out = std::process::Command::new(tool)
+        .args(["--numeric-owner", "--xattrs", "-xpf"])
+        .arg(tar)
+        .arg("-C")
+        .arg(rootfs)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(ioe("run", tool))?;
+    if !out.status.success() {
+        return Err(TemplateError::BadRecipe {
+            path: tar.to_path_buf(),
+            msg: format!(
+                "unpacking failed: {}; remove the cached base to fetch it again",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![rootfs.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => {
+                    files += 1;
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Ok((files, bytes))
 }
 
 /// A path inside the rootfs: absolute, no "..".
@@ -447,6 +670,9 @@ pub fn plan(
 
 fn check_sources(src: &Sources, recipe: &Recipe) -> Result<(), TemplateError> {
     crate::trust::check_dir(&src.recipes, "recipes folder")?;
+    if let Some(d) = &recipe.debian {
+        d.check(&src.recipes)?;
+    }
     if !recipe.programs.is_empty() {
         crate::trust::check_dir(&src.programs, "programs folder")?;
     }
@@ -566,11 +792,24 @@ pub fn build(
     std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o755))
         .map_err(ioe("chmod", &rootfs))?;
 
-    let total = steps.len() as u64;
+    // A Debian base takes the first part of the progress: 100 steps.
+    let base_steps: u64 = if recipe.debian.is_some() { 100 } else { 0 };
+    let total = steps.len() as u64 + base_steps;
     let (mut files, mut bytes) = (0u64, 0u64);
     let result = (|| {
+        if let Some(base) = &recipe.debian {
+            let mut seen = 0u64;
+            let mut report = |line: &str| {
+                seen = (seen + 1).min(base_steps - 2);
+                progress(seen, total, line);
+            };
+            let tar = debian_tarball(&src.cache, base, &mut report)?;
+            progress(base_steps - 1, total, "unpack the Debian base");
+            (files, bytes) = unpack_debian(&tar, &rootfs)?;
+        }
         for (i, step) in steps.iter().enumerate() {
-            progress(i as u64, total, &step.describe());
+            let i = i as u64 + base_steps;
+            progress(i, total, &step.describe());
             apply_step(&rootfs, step, &mut files, &mut bytes)?;
         }
         Ok::<(), TemplateError>(())
@@ -758,6 +997,7 @@ mod tests {
         Sources {
             recipes: root.join("recipes"),
             programs: root.join("bin"),
+            cache: root.join("cache"),
         }
     }
 
@@ -920,6 +1160,7 @@ files = "files"
         let src = Sources {
             recipes: root.join("recipes"),
             programs: root.join("bin"),
+            cache: root.join("cache"),
         };
         let e = build(&layout, &src, "t", |_, _, _| {})
             .unwrap_err()

@@ -59,6 +59,9 @@ def run_all(vm, res, bench=False):
     # Before cellsd runs (it would grab the device): the control of the
     # VP-keys check below.
     res.check("control: keys from a uinput device reach the host's sysrq handler", lambda: check_uinput_reaches_sysrq(vm))
+    # A real LED and backlight class device (a test fixture module), there
+    # before cellsd looks for the host's lights.
+    res.check("a real LED and backlight class device (fixture) load", lambda: check_lights_fixture(vm))
     start_cellsd(vm)
     res.check("cellsd runs on the real panel with cgroup v2", lambda: check_daemon(vm))
     setup_vps(vm)
@@ -76,6 +79,9 @@ def run_all(vm, res, bench=False):
     res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
     res.check("VP networks on the device's kernel: eth0 on the bridge, port isolation without nft", lambda: check_network(vm))
     res.check("the foreground VP truncating, growing or mapping past its framebuffer does not reach cellsd", lambda: check_fb_attack(vm, kernel=False))
+    res.check("lights: the foreground's writes reach a real LED and backlight; a background VP's are replayed when it comes to the front", lambda: check_lights(vm))
+    res.check("sensors: Debian's evtest reads the foreground VP's accelerometer", lambda: check_evtest_accel(vm))
+    res.check("clock: the foreground VP sets the device's clock, every VP sees it; a background VP is refused", lambda: check_clock(vm))
     userspace_switch = switch_times(vm) if bench else None
     stop_cellsd(vm)
 
@@ -513,3 +519,58 @@ def check_cgroup_v2(vm):
     ctl = vm.ok("cat /sys/fs/cgroup/cells/cgroup.subtree_control")
     for c in ["memory", "pids", "cpu"]:
         assert c in ctl, ctl
+
+
+def check_lights_fixture(vm):
+    vm.ok("insmod /mnt/host/cells_test_lights.ko")
+    vm.ok("ls /sys/class/leds/cells-test:red/brightness /sys/class/backlight/cells-test-bl/brightness")
+
+
+def host_light(vm, path):
+    return vm.ok(f"cat {path}").strip()
+
+
+def check_lights(vm):
+    led = "/sys/class/leds/cells-test:red/brightness"
+    bl = "/sys/class/backlight/cells-test-bl/brightness"
+    vm.ok("cellctl switch red")
+    vm.ok(f"cellctl exec red -- sh -c 'echo 123 > {led}; echo 40 > {bl}'")
+    wait(lambda: host_light(vm, led) == "123" and host_light(vm, bl) == "40", 10,
+         "the foreground's values on the real devices")
+    vm.ok(f"cellctl exec green -- sh -c 'echo 7 > {led}; echo 90 > {bl}'")
+    time.sleep(0.5)
+    assert (host_light(vm, led), host_light(vm, bl)) == ("123", "40"), "a background VP changed the lights"
+    assert vm.ok(f"cellctl exec green -- cat {led}").strip() == "7", "it reads back its own"
+    vm.ok("cellctl switch green")
+    wait(lambda: host_light(vm, led) == "7" and host_light(vm, bl) == "90", 10, "green's values replayed")
+    vm.ok("cellctl switch red")
+    wait(lambda: host_light(vm, led) == "123" and host_light(vm, bl) == "40", 10, "red's values replayed")
+
+
+def check_evtest_accel(vm):
+    vm.ok("cellctl template build fbtools", timeout=300)
+    vm.ok("cellctl create sens --template fbtools")
+    vm.ok("cellctl start sens", timeout=180)
+    vm.ok("cellctl switch sens")
+    vm.ok("cellctl exec sens -- sh -c '(/usr/bin/evtest /dev/input/event2 > /data/ev 2>&1 &); sleep 2'", timeout=60)
+    vm.ok("cellctl sensor set accel 0 0 -9.80665")
+    out = wait(lambda: (lambda t: t if "code 2 (ABS_Z), value -1000" in t else None)(
+        vm.run("cellctl exec sens -- cat /data/ev")[1]), 20, "evtest to print the accelerometer's event")
+    assert "INPUT_PROP_ACCELEROMETER" in out, out
+    vm.ok("cellctl switch red")
+    vm.run("cellctl stop sens --timeout 5")
+
+
+def check_clock(vm):
+    vm.ok("cellctl switch red")
+    before = int(vm.ok("cellctl exec green -- date +%s").strip())
+    rc, out = vm.run("cellctl exec blue -- alarm set-time +86400")
+    assert rc != 0 and "only the foreground VP may set the clock" in out, out
+    vm.ok("cellctl exec red -- alarm set-time +86400")
+    try:
+        after = int(vm.ok("cellctl exec green -- date +%s").strip())
+        host = int(vm.ok("date +%s").strip())
+        assert 86000 < after - before < 87000, (before, after)
+        assert abs(host - after) < 60, (host, after)
+    finally:
+        vm.ok("cellctl exec red -- alarm set-time -86400")

@@ -55,7 +55,7 @@ def fetch(cache: Path, log=print):
     abi = kernel_abi()
     pkgs = [f"linux-image-{abi}-amd64", f"linux-headers-{abi}-amd64",
             f"linux-headers-{abi}-common", "linux-kbuild-6.1",
-            "busybox-static", "fbcat"] + qemu_packages()
+            "busybox-static", "fbcat", "evtest"] + qemu_packages()
     log(f"fetching {len(pkgs)} Debian packages (kernel {abi}) into {debs}")
     os.chmod(debs, 0o777)  # apt's sandbox user writes there
     r = subprocess.run(["apt-get", "download", *pkgs], cwd=debs, text=True,

@@ -114,6 +114,8 @@ def build_initramfs(cache: Path, abi: str, init_script: Path, out: Path):
     c.file("bin/busybox", (root / "bin/busybox").read_bytes(), 0o755)
     # An unmodified Debian fbdev program (fbcat) with the C library it needs.
     c.file("usr/bin/fbcat", (root / "usr/bin/fbcat").read_bytes(), 0o755)
+    # And Debian's evtest, for the accelerometer check.
+    c.file("usr/bin/evtest", (root / "usr/bin/evtest").read_bytes(), 0o755)
     for lib in ["/lib/x86_64-linux-gnu/libc.so.6"]:
         c.file(lib.lstrip("/"), Path(lib).read_bytes(), 0o755)
     c.file("lib64/ld-linux-x86-64.so.2", Path("/lib64/ld-linux-x86-64.so.2").resolve().read_bytes(), 0o755)

@@ -55,6 +55,9 @@ def build(cache: Path, abi: str):
     ko = build_module(cache, abi)
     if ko:
         shutil.copy2(ko, share / "mux_fb.ko")
+    # A test fixture: an LED and a backlight class device (no hardware).
+    shutil.copy2(build_module(cache, abi, HERE / "fixtures/lights", "cells_test_lights"),
+                 share / "cells_test_lights.ko")
     build_logind_sysroot(cache, share / "sysroot")
     return share
 
@@ -106,16 +109,16 @@ def build_logind_sysroot(cache: Path, dest: Path):
 """)
 
 
-def build_module(cache: Path, abi: str):
-    """Build mux-fb/kernel against the unpacked Debian headers. The headers'
-    makefiles name absolute paths (/usr/src/linux-headers-*-common,
-    /usr/lib/linux-kbuild-6.1), so the build runs in a private mount
-    namespace where the unpacked folders are bound there."""
-    src = REPO / "mux-fb/kernel"
-    if not (src / "mux_fb.c").exists():
+def build_module(cache: Path, abi: str, src: Path = REPO / "mux-fb/kernel", name: str = "mux_fb"):
+    """Build a module (mux-fb/kernel, or a test fixture) against the
+    unpacked Debian headers. The headers' makefiles name absolute paths
+    (/usr/src/linux-headers-*-common, /usr/lib/linux-kbuild-6.1), so the
+    build runs in a private mount namespace where the unpacked folders are
+    bound there."""
+    if not (src / f"{name}.c").exists():
         return None
     root = cache / "root"
-    work = cache / "kbuild"
+    work = cache / f"kbuild-{name}"
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(src, work)
@@ -129,8 +132,8 @@ make -s -C /usr/src/linux-headers-{abi}-amd64 M={work} modules
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                        text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        raise RuntimeError("building the mux_fb module failed:\n" + r.stdout)
-    return work / "mux_fb.ko"
+        raise RuntimeError(f"building the {name} module failed:\n" + r.stdout)
+    return work / f"{name}.ko"
 
 
 class Results:

@@ -55,9 +55,12 @@ impl Manager {
     }
 
     /// Environment of the VP's processes that depends on the runtime, not on
-    /// the definition: its colour and framebuffer.
+    /// the definition: its colour and framebuffer, and a PATH that also
+    /// finds a Debian template's programs (Android's folders first).
     pub(super) fn runtime_env(&self, cfg: &VpConfig) -> Vec<String> {
         vec![
+            "PATH=/system/bin:/system/xbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                .to_string(),
             format!("CELLS_COLOR={}", cfg.color().hex()),
             format!("CELLS_FB={}", crate::devices::display::VP_FB_PATHS[0]),
         ]

@@ -105,7 +105,12 @@ pub(super) fn setup_and_exec(
     reset_signals();
     let args = process.args().clone().unwrap_or_default();
     let mut env = process.env().clone().unwrap_or_default();
-    env.extend(req.extra_env.iter().cloned());
+    // The runtime's variables replace the definition's of the same name.
+    for e in &req.extra_env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
     // Last: the filter applies to the init's exec and everything after.
     if let Some(f) = seccomp {
         crate::seccomp::install(f)?;
