@@ -35,7 +35,7 @@ fn stock_debian_tools_read_the_vps_devices() {
         .contains("I/Debian  : hello"));
     assert_eq!(c.sh_ok("deb", "getprop ro.product.model").trim(), "deb");
     // evtest (Debian's) reads the accelerometer's events.
-    let mut ev = c
+    let ev = c
         .ctl_cmd()
         .args([
             "exec",
