@@ -50,12 +50,14 @@ def fetch(cache: Path, log=print):
     root = cache / "root"
     debs.mkdir(parents=True, exist_ok=True)
     stamp = cache / "fetched"
+    # The stamp names the kernel and the packages: a changed list fetches again.
     if stamp.exists():
-        return stamp.read_text().strip()
+        lines = stamp.read_text().split("\n")
+        abi = lines[0].strip()
+        if len(lines) > 1 and lines[1].strip() == ",".join(packages(abi)):
+            return abi
     abi = kernel_abi()
-    pkgs = [f"linux-image-{abi}-amd64", f"linux-headers-{abi}-amd64",
-            f"linux-headers-{abi}-common", "linux-kbuild-6.1",
-            "busybox-static", "fbcat", "evtest"] + qemu_packages()
+    pkgs = packages(abi)
     log(f"fetching {len(pkgs)} Debian packages (kernel {abi}) into {debs}")
     os.chmod(debs, 0o777)  # apt's sandbox user writes there
     r = subprocess.run(["apt-get", "download", *pkgs], cwd=debs, text=True,
@@ -65,8 +67,15 @@ def fetch(cache: Path, log=print):
         sh("apt-get", "download", *pkgs, cwd=debs)
     for deb in sorted(debs.glob("*.deb")):
         sh("dpkg-deb", "-x", str(deb), str(root))
-    stamp.write_text(abi + "\n")
+    stamp.write_text(abi + "\n" + ",".join(pkgs) + "\n")
     return abi
+
+
+def packages(abi):
+    """The packages the guest is made of."""
+    return [f"linux-image-{abi}-amd64", f"linux-headers-{abi}-amd64",
+            f"linux-headers-{abi}-common", "linux-kbuild-6.1",
+            "busybox-static", "fbcat", "evtest"] + qemu_packages()
 
 
 # systemd-logind's stand-alone version and a D-Bus system bus, to prove
