@@ -308,10 +308,11 @@ fn vp_sees_its_framebuffer_and_input_devices() {
         ),
         "abcd"
     );
+    // The touchscreen and keys (input), the accelerometer (sensors).
     let inputs = c.sh_ok("w", "ls /dev/input");
     assert_eq!(
         inputs.split_whitespace().collect::<Vec<_>>(),
-        ["event0", "event1"]
+        ["event0", "event1", "event2"]
     );
     // The colour and framebuffer reach the VP's environment.
     let env = c.sh_ok("w", "echo $CELLS_COLOR $CELLS_FB");
