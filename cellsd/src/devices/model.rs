@@ -251,7 +251,7 @@ mod tests {
         );
         assert_eq!(
             e("camera=none"),
-            "no device named 'camera': the devices are display, input, power, binder, network"
+            "no device named 'camera': the devices are display, input, power, binder, network, logger, sensors, lights, alarm"
         );
         assert_eq!(
             e("display=shared"),
