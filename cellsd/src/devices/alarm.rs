@@ -862,10 +862,28 @@ impl HostDevice for AlarmDevice {
         if old.as_deref() == fg {
             return;
         }
-        for (name, on) in [(old.as_deref(), false), (fg, true)] {
-            if let Some(v) = name.and_then(|n| st.vps.get(n)) {
-                AlarmHost::tell(v, &Message::Foreground { on });
+        // Told off the switch's path (a send wakes the monitor): the
+        // monitors learn it a moment later.
+        let links: Vec<(Arc<tokio::io::unix::AsyncFd<OwnedFd>>, bool)> =
+            [(old.as_deref(), false), (fg, true)]
+                .into_iter()
+                .filter_map(|(n, on)| {
+                    n.and_then(|n| st.vps.get(n))
+                        .map(|v| (Arc::clone(&v.link), on))
+                })
+                .collect();
+        let send_all = move || {
+            for (link, on) in links {
+                if let Ok(b) = serde_json::to_vec(&Message::Foreground { on }) {
+                    let _ = socket::send(link.get_ref().as_raw_fd(), &b, MsgFlags::MSG_DONTWAIT);
+                }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move { send_all() });
+            }
+            Err(_) => send_all(),
         }
     }
 
