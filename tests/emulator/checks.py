@@ -87,7 +87,10 @@ def run_all(vm, res, bench=False):
 
     # The mux_fb kernel module.
     res.check("the mux_fb module loads against the real panel", lambda: check_module_loads(vm))
+    # A host accelerometer (uinput) there when cellsd starts.
+    vm.ok("(cells-probe uinput-accel 1000 120 > /tmp/accel.log 2>&1 &); sleep 1; cat /tmp/accel.log")
     start_cellsd(vm)
+    res.check("sensors: a host accelerometer (uinput) feeds the foreground VP", lambda: check_host_accel(vm))
     res.check("cellsd uses the kernel module where it is loaded", lambda: check_kernel_mode(vm))
     res.check("with mux_fb: the panel shows the foreground, switches follow", lambda: (check_panel_shows_fg(vm), check_switch(vm)))
     res.check("with mux_fb: a QMP tap still reaches only the foreground", lambda: check_tap(vm, 420, 880))
@@ -574,3 +577,12 @@ def check_clock(vm):
         assert abs(host - after) < 60, (host, after)
     finally:
         vm.ok("cellctl exec red -- alarm set-time -86400")
+
+
+def check_host_accel(vm):
+    out = vm.ok("grep -c 'host accelerometers feed the VPs' /tmp/cellsd.log")
+    assert out.strip() != "0", vm.run("cat /tmp/accel.log; tail -20 /tmp/cellsd.log")[1]
+    # 1000 milli-g on Y: 1 g.
+    got = wait(lambda: (lambda v: v if v.get("accel") and abs(v["accel"][1] - 9.80665) < 0.01 else None)(
+        json.loads(vm.ok("cellctl sensor --json"))), 20, "the host accelerometer's reading")
+    assert abs(got["accel"][2]) < 0.01, got

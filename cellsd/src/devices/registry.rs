@@ -402,7 +402,10 @@ impl Registry {
             Arc::new(binder::BinderHost::new(cfg.binder.clone())),
             Arc::new(network::host::HostNet::start(cfg.network.clone())?),
             Arc::new(logger::LoggerHost),
-            Arc::new(sensors::SensorsHost::new(&cfg.run_dir)?),
+            Arc::new(sensors::SensorsHost::new(
+                &cfg.run_dir,
+                cfg.input_dir.as_deref(),
+            )?),
             Arc::new(lights::LightsDevice(Arc::new(lights::LightsHost::new(
                 Path::new("/sys/class"),
             )))),

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -288,7 +289,146 @@ impl HostState {
 /// cellsd's side: the readings in force, and the VPs' streams.
 pub struct SensorsHost {
     state: Arc<Mutex<HostState>>,
-    file: std::path::PathBuf,
+    file: Arc<std::path::PathBuf>,
+    /// The host's accelerometers read (their paths).
+    pub host_accelerometers: Vec<std::path::PathBuf>,
+}
+
+/// Keep the readings in the run dir: renamed into place, not synced (the
+/// run dir lasts until a reboot, and readings may come many times a
+/// second).
+fn save(file: &Path, r: &Readings) {
+    if let Ok(text) = serde_json::to_vec(r) {
+        let tmp = file.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, file)) {
+            tracing::warn!("{}: {e}", file.display());
+        }
+    }
+}
+
+/// The device's acceleration changed: every VP whose sensors run gets it.
+fn apply_accel(state: &Mutex<HostState>, file: &Path, a: [f64; 3]) {
+    let mut st = lock(state);
+    st.readings.accel = Some(a);
+    save(file, &st.readings);
+    let events = accel_events(a);
+    let active: Vec<String> = st.vps.keys().filter(|n| st.active(n)).cloned().collect();
+    for n in active {
+        if let Some(v) = st.vps.get_mut(&n) {
+            let _ = v.accel.write(&events);
+        }
+    }
+}
+
+/// The host's accelerometers under `dir` (evdev devices with
+/// `INPUT_PROP_ACCELEROMETER`), opened, with each axis' units per g.
+fn host_accelerometers(dir: &Path) -> Vec<(std::path::PathBuf, OwnedFd, [f64; 3])> {
+    const EVIOCGPROP: libc::c_ulong = 2 << 30 | 4 << 16 | (b'E' as libc::c_ulong) << 8 | 0x09;
+    let eviocgabs = |code: u16| -> libc::c_ulong {
+        2 << 30 | 24 << 16 | (b'E' as libc::c_ulong) << 8 | (0x40 + code as libc::c_ulong)
+    };
+    let mut found = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("event"))
+        })
+        .collect();
+    entries.sort();
+    for path in entries {
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        else {
+            continue;
+        };
+        let fd = OwnedFd::from(f);
+        let mut props = [0u8; 4];
+        // SAFETY: EVIOCGPROP writes at most 4 bytes into our buffer.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), EVIOCGPROP, props.as_mut_ptr()) };
+        if r < 0 || props[0] & (1 << INPUT_PROP_ACCELEROMETER) == 0 {
+            continue;
+        }
+        let mut per_g = [0f64; 3];
+        for (i, code) in [0u16, 1, ABS_Z].iter().enumerate() {
+            let mut info = [0i32; 6];
+            // SAFETY: EVIOCGABS writes a struct input_absinfo (6 ints).
+            let r = unsafe { libc::ioctl(fd.as_raw_fd(), eviocgabs(*code), info.as_mut_ptr()) };
+            // Kernel drivers give the resolution in units per g; one that
+            // gives none is taken as 1 g at its range's end.
+            per_g[i] = match (r, info[5], info[2]) {
+                (r, res, _) if r >= 0 && res > 0 => res as f64,
+                (r, _, max) if r >= 0 && max > 0 => max as f64,
+                _ => 1000.0,
+            };
+        }
+        found.push((path, fd, per_g));
+    }
+    found
+}
+
+/// Read the host's accelerometers: each report sets the device's
+/// acceleration.
+fn read_host_accelerometers(
+    devs: Vec<(std::path::PathBuf, OwnedFd, [f64; 3])>,
+    state: Weak<Mutex<HostState>>,
+    file: Arc<std::path::PathBuf>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("accelerometers".into())
+        .spawn(move || {
+            let mut axes = vec![[0i32; 3]; devs.len()];
+            loop {
+                let mut pfds: Vec<libc::pollfd> = devs
+                    .iter()
+                    .map(|(_, fd, _)| libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                // SAFETY: pfds is a valid array for the call.
+                if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) } < 0 {
+                    continue;
+                }
+                for (i, p) in pfds.iter().enumerate() {
+                    if p.revents & libc::POLLIN == 0 {
+                        continue;
+                    }
+                    let mut buf = [0u8; 24 * 32];
+                    // SAFETY: reading into our buffer.
+                    let n = unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) };
+                    if n <= 0 {
+                        continue;
+                    }
+                    for e in buf[..n as usize].chunks_exact(24) {
+                        let Some(ev) = InputEvent::from_bytes(e) else {
+                            continue;
+                        };
+                        match (ev.type_, ev.code) {
+                            (EV_ABS, c @ (0 | 1 | ABS_Z)) => {
+                                axes[i][if c == ABS_Z { 2 } else { c as usize }] = ev.value
+                            }
+                            (EV_SYN, SYN_REPORT) => {
+                                let Some(state) = state.upgrade() else { return };
+                                let per_g = devs[i].2;
+                                let a = [0, 1, 2].map(|k| axes[i][k] as f64 / per_g[k] * G);
+                                if check_accel(&a).is_ok() {
+                                    apply_accel(&state, &file, a);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 fn lock(m: &Mutex<HostState>) -> MutexGuard<'_, HostState> {
@@ -313,11 +453,12 @@ fn unix_now() -> u64 {
 }
 
 impl SensorsHost {
-    /// Starts the thread that sends the location once a second; the
-    /// readings a previous cellsd left in `run_dir` are in force again.
-    pub fn new(run_dir: &Path) -> Result<Self, DeviceError> {
-        let file = run_dir.join(READINGS_FILE);
-        let readings = std::fs::read(&file)
+    /// Starts the thread that sends the location once a second, and one
+    /// that reads the host's accelerometers in `input_dir` (if it has any);
+    /// the readings a previous cellsd left in `run_dir` are in force again.
+    pub fn new(run_dir: &Path, input_dir: Option<&Path>) -> Result<Self, DeviceError> {
+        let file = Arc::new(run_dir.join(READINGS_FILE));
+        let readings = std::fs::read(file.as_path())
             .ok()
             .and_then(|b| serde_json::from_slice::<Readings>(&b).ok())
             .filter(|r| {
@@ -348,20 +489,19 @@ impl SensorsHost {
                 }
             })
             .map_err(io("start the gps thread"))?;
-        Ok(Self { state, file })
-    }
-
-    fn save(&self, r: &Readings) {
-        if let Ok(text) = serde_json::to_vec(r) {
-            // Renamed into place, not synced: the run dir lasts until a
-            // reboot, and readings may come many times a second.
-            let tmp = self.file.with_extension("tmp");
-            if let Err(e) =
-                std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.file))
-            {
-                tracing::warn!("{}: {e}", self.file.display());
-            }
+        let devs = input_dir.map(host_accelerometers).unwrap_or_default();
+        let host_accelerometers: Vec<std::path::PathBuf> =
+            devs.iter().map(|(p, _, _)| p.clone()).collect();
+        if !devs.is_empty() {
+            tracing::info!(devices = ?host_accelerometers, "host accelerometers feed the VPs");
+            read_host_accelerometers(devs, Arc::downgrade(&state), Arc::clone(&file))
+                .map_err(io("start the accelerometers thread"))?;
         }
+        Ok(Self {
+            state,
+            file,
+            host_accelerometers,
+        })
     }
 
     pub fn readings(&self) -> Readings {
@@ -378,23 +518,14 @@ impl SensorsHost {
 
     /// The device's acceleration changed: every VP whose sensors run gets it.
     pub fn set_accel(&self, a: [f64; 3]) {
-        let mut st = lock(&self.state);
-        st.readings.accel = Some(a);
-        self.save(&st.readings);
-        let events = accel_events(a);
-        let active: Vec<String> = st.vps.keys().filter(|n| st.active(n)).cloned().collect();
-        for n in active {
-            if let Some(v) = st.vps.get_mut(&n) {
-                let _ = v.accel.write(&events);
-            }
-        }
+        apply_accel(&self.state, &self.file, a);
     }
 
     /// The device's location changed: sent at once, then every second.
     pub fn set_location(&self, loc: [f64; 3]) {
         let mut st = lock(&self.state);
         st.readings.location = Some(loc);
-        self.save(&st.readings);
+        save(&self.file, &st.readings);
         let text = nmea(loc, unix_now());
         for (name, v) in &st.vps {
             if let (true, Some(fd)) = (st.active(name), &v.gps) {

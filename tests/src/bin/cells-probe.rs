@@ -687,6 +687,66 @@ fn uinput_keys(codes: &[u16]) -> i32 {
     0
 }
 
+/// A uinput accelerometer (INPUT_PROP_ACCELEROMETER, ±8 g in milli-g,
+/// resolution 1000 per g) that reports (0, `y_mg`, 0) once a second for
+/// `secs` seconds: a host accelerometer for cellsd to find.
+fn uinput_accel(y_mg: i32, secs: u64) -> i32 {
+    let fd = open_dev("/dev/uinput", libc::O_WRONLY | libc::O_NONBLOCK);
+    if fd < 0 {
+        println!("open errno {}", errno());
+        return 1;
+    }
+    const UI_SET_EVBIT: u64 = 0x4004_5564;
+    const UI_SET_ABSBIT: u64 = 0x4004_5567;
+    const UI_SET_PROPBIT: u64 = 0x4004_556e;
+    const UI_ABS_SETUP: u64 = 0x401c_5504;
+    const UI_DEV_SETUP: u64 = 0x405c_5503;
+    const UI_DEV_CREATE: u64 = 0x5501;
+    let mut setup = [0u8; 92];
+    setup[0..2].copy_from_slice(&6u16.to_ne_bytes());
+    setup[8..8 + 19].copy_from_slice(b"probe accelerometer");
+    // SAFETY: uinput ioctls with their documented arguments.
+    unsafe {
+        libc::ioctl(fd, UI_SET_EVBIT as _, 3);
+        libc::ioctl(fd, UI_SET_PROPBIT as _, 6);
+        for code in 0..3u16 {
+            libc::ioctl(fd, UI_SET_ABSBIT as _, code as libc::c_int);
+            // struct uinput_abs_setup: code, 2 bytes of padding, input_absinfo.
+            let mut a = [0u8; 28];
+            a[0..2].copy_from_slice(&code.to_ne_bytes());
+            for (i, v) in [0i32, -8000, 8000, 0, 0, 1000].iter().enumerate() {
+                a[4 + i * 4..8 + i * 4].copy_from_slice(&v.to_ne_bytes());
+            }
+            libc::ioctl(fd, UI_ABS_SETUP as _, a.as_ptr());
+        }
+        if libc::ioctl(fd, UI_DEV_SETUP as _, setup.as_ptr()) < 0
+            || libc::ioctl(fd, UI_DEV_CREATE as _) < 0
+        {
+            println!("uinput errno {}", errno());
+            return 1;
+        }
+    }
+    println!("created");
+    let _ = std::io::stdout().flush();
+    let ev = |t: u16, c: u16, v: i32| {
+        let mut b = [0u8; 24];
+        b[16..18].copy_from_slice(&t.to_ne_bytes());
+        b[18..20].copy_from_slice(&c.to_ne_bytes());
+        b[20..24].copy_from_slice(&v.to_ne_bytes());
+        // SAFETY: writing our buffer.
+        unsafe { libc::write(fd, b.as_ptr().cast(), 24) };
+    };
+    for i in 0..secs {
+        // Each report differs a little: evdev drops a repeated value.
+        ev(3, 0, (i % 2) as i32);
+        ev(3, 1, y_mg);
+        ev(3, 2, 0);
+        ev(0, 0, 0);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    0
+}
+
 fn abstract_addr(name: &str) -> (libc::sockaddr_un, u32) {
     // SAFETY: sockaddr_un is plain data.
     let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -880,6 +940,10 @@ fn main() {
         Some("mmap") if args.len() >= 4 => mmap_dev(&args[2], args[3].parse().unwrap_or(4096)),
         Some("logdw-raw") if args.len() >= 5 => logdw_raw(&args[2], &args[3], &args[4]),
         Some("logd-command") if args.len() >= 3 => logd_command(&args[2]),
+        Some("uinput-accel") if args.len() >= 4 => uinput_accel(
+            args[2].parse().unwrap_or(1000),
+            args[3].parse().unwrap_or(30),
+        ),
         Some("uinput-keys") => uinput_keys(
             &args[2..]
                 .iter()
