@@ -320,9 +320,13 @@ fn apply_accel(state: &Mutex<HostState>, file: &Path, a: [f64; 3]) {
     }
 }
 
+/// A host accelerometer: its path, fd, each axis' units per g and value
+/// now (evdev reports only changes).
+type HostAccel = (std::path::PathBuf, OwnedFd, [f64; 3], [i32; 3]);
+
 /// The host's accelerometers under `dir` (evdev devices with
-/// `INPUT_PROP_ACCELEROMETER`), opened, with each axis' units per g.
-fn host_accelerometers(dir: &Path) -> Vec<(std::path::PathBuf, OwnedFd, [f64; 3])> {
+/// `INPUT_PROP_ACCELEROMETER`), opened.
+fn host_accelerometers(dir: &Path) -> Vec<HostAccel> {
     const EVIOCGPROP: libc::c_ulong = 2 << 30 | 4 << 16 | (b'E' as libc::c_ulong) << 8 | 0x09;
     let eviocgabs = |code: u16| -> libc::c_ulong {
         2 << 30 | 24 << 16 | (b'E' as libc::c_ulong) << 8 | (0x40 + code as libc::c_ulong)
@@ -355,19 +359,21 @@ fn host_accelerometers(dir: &Path) -> Vec<(std::path::PathBuf, OwnedFd, [f64; 3]
             continue;
         }
         let mut per_g = [0f64; 3];
+        let mut now = [0i32; 3];
         for (i, code) in [0u16, 1, ABS_Z].iter().enumerate() {
             let mut info = [0i32; 6];
             // SAFETY: EVIOCGABS writes a struct input_absinfo (6 ints).
             let r = unsafe { libc::ioctl(fd.as_raw_fd(), eviocgabs(*code), info.as_mut_ptr()) };
             // Kernel drivers give the resolution in units per g; one that
             // gives none is taken as 1 g at its range's end.
+            now[i] = if r >= 0 { info[0] } else { 0 };
             per_g[i] = match (r, info[5], info[2]) {
                 (r, res, _) if r >= 0 && res > 0 => res as f64,
                 (r, _, max) if r >= 0 && max > 0 => max as f64,
                 _ => 1000.0,
             };
         }
-        found.push((path, fd, per_g));
+        found.push((path, fd, per_g, now));
     }
     found
 }
@@ -375,18 +381,18 @@ fn host_accelerometers(dir: &Path) -> Vec<(std::path::PathBuf, OwnedFd, [f64; 3]
 /// Read the host's accelerometers: each report sets the device's
 /// acceleration.
 fn read_host_accelerometers(
-    devs: Vec<(std::path::PathBuf, OwnedFd, [f64; 3])>,
+    devs: Vec<HostAccel>,
     state: Weak<Mutex<HostState>>,
     file: Arc<std::path::PathBuf>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("accelerometers".into())
         .spawn(move || {
-            let mut axes = vec![[0i32; 3]; devs.len()];
+            let mut axes: Vec<[i32; 3]> = devs.iter().map(|d| d.3).collect();
             loop {
                 let mut pfds: Vec<libc::pollfd> = devs
                     .iter()
-                    .map(|(_, fd, _)| libc::pollfd {
+                    .map(|(_, fd, _, _)| libc::pollfd {
                         fd: fd.as_raw_fd(),
                         events: libc::POLLIN,
                         revents: 0,
@@ -491,7 +497,7 @@ impl SensorsHost {
             .map_err(io("start the gps thread"))?;
         let devs = input_dir.map(host_accelerometers).unwrap_or_default();
         let host_accelerometers: Vec<std::path::PathBuf> =
-            devs.iter().map(|(p, _, _)| p.clone()).collect();
+            devs.iter().map(|(p, _, _, _)| p.clone()).collect();
         if !devs.is_empty() {
             tracing::info!(devices = ?host_accelerometers, "host accelerometers feed the VPs");
             read_host_accelerometers(devs, Arc::downgrade(&state), Arc::clone(&file))
