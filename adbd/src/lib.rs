@@ -6,7 +6,10 @@
 //! - [`shell`]: `shell:` (v1), `shell,v2,...:` (shell protocol v2 with the
 //!   exit status) and `exec:`;
 //! - [`sync`]: `sync:` (push, pull, stat, list);
-//! - [`tcp`]: `tcp:PORT[:HOST]`, the device side of `adb forward tcp:X tcp:Y`.
+//! - [`tcp`]: `tcp:PORT[:HOST]`, the device side of `adb forward tcp:X tcp:Y`;
+//! - [`local`]: `localabstract:`, `localreserved:`, `localfilesystem:`;
+//! - [`reverse`]: `reverse:` (`adb reverse`), streams the device opens;
+//! - [`device`]: `framebuffer:`, `root:`, `unroot:`, `remount:`, `reboot:`.
 //!
 //! - [`auth`]: adb's AUTH: only hosts whose key is in the VP's authorized
 //!   keys (`cellctl adb VP --authorize`) get in, as on a `ro.adb.secure=1`
@@ -14,7 +17,11 @@
 //!   host loopback port to it.
 
 pub mod auth;
+pub mod device;
+pub mod local;
 pub mod protocol;
+pub mod relay;
+pub mod reverse;
 pub mod shell;
 pub mod sync;
 pub mod tcp;
@@ -39,6 +46,22 @@ pub fn services(shell_path: String) -> Services {
             }
             if let Some(target) = tcp::parse_service(name) {
                 return Some(Box::new(move |stream: Stream| tcp::run(&target, stream)));
+            }
+            if let Some(target) = local::Local::parse(name) {
+                return Some(Box::new(move |stream: Stream| local::run(&target, stream)));
+            }
+            if let Some(cmd) = name.strip_prefix("reverse:") {
+                let cmd = cmd.to_string();
+                return Some(Box::new(move |stream: Stream| reverse::run(&cmd, stream)));
+            }
+            if name == "framebuffer:" {
+                return Some(Box::new(device::framebuffer));
+            }
+            if name.starts_with("reboot:") {
+                return Some(Box::new(device::reboot));
+            }
+            if let Some(reply) = device::answer(name) {
+                return Some(Box::new(move |stream: Stream| device::text(reply, stream)));
             }
             let req = shell::parse_service(name)?;
             let sh = shell_path.clone();

@@ -2,9 +2,7 @@
 //! TCP port on the device, which is how `adb forward tcp:X tcp:Y` reaches a
 //! service in the VP.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 
 use crate::transport::Stream;
 
@@ -21,48 +19,13 @@ pub fn parse_service(name: &str) -> Option<(String, u16)> {
 }
 
 pub fn run(target: &(String, u16), stream: Stream) {
-    let stream = Arc::new(stream);
-    let sock = match TcpStream::connect((target.0.as_str(), target.1)) {
-        Ok(s) => s,
+    match TcpStream::connect((target.0.as_str(), target.1)) {
+        Ok(sock) => crate::relay::relay(stream, sock),
         Err(e) => {
             eprintln!("adbd: tcp:{}:{}: {e}", target.1, target.0);
             stream.close();
-            return;
-        }
-    };
-    let _ = sock.set_nodelay(true);
-    let mut to_sock = match sock.try_clone() {
-        Ok(s) => s,
-        Err(_) => {
-            stream.close();
-            return;
-        }
-    };
-    // Host → socket on its own thread; socket → host here.
-    let s2 = stream.clone();
-    let writer = std::thread::spawn(move || {
-        while let Some(data) = s2.recv() {
-            if to_sock.write_all(&data).is_err() {
-                break;
-            }
-        }
-        let _ = to_sock.shutdown(std::net::Shutdown::Write);
-    });
-    let mut from_sock = sock;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from_sock.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if stream.send(&buf[..n]).is_err() {
-                    break;
-                }
-            }
         }
     }
-    let _ = from_sock.shutdown(std::net::Shutdown::Both);
-    stream.close();
-    let _ = writer.join();
 }
 
 #[cfg(test)]

@@ -34,9 +34,16 @@ struct StreamState {
 
 struct StreamShared {
     local: u32,
-    remote: u32,
+    /// The host's id; 0 until the host accepts a stream the device opened.
+    remote: AtomicU32,
     state: Mutex<StreamState>,
     cv: Condvar,
+}
+
+impl StreamShared {
+    fn remote(&self) -> u32 {
+        self.remote.load(Ordering::Relaxed)
+    }
 }
 
 pub struct Conn {
@@ -48,6 +55,85 @@ pub struct Conn {
     version: AtomicU32,
     streams: Mutex<HashMap<u32, Arc<StreamShared>>>,
     next_id: AtomicU32,
+    /// The host connection has ended (reverse listeners watch this).
+    ended: std::sync::atomic::AtomicBool,
+    /// Unique in this daemon (names the connection in `reverse:list-forward`).
+    serial: u64,
+}
+
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A service's handle on its host connection: to open streams towards the
+/// host (`reverse:`), and to learn when the connection is gone.
+#[derive(Clone)]
+pub struct Connection(Arc<Conn>);
+
+impl Connection {
+    /// Open a stream from the device's side (A_OPEN with `service`, e.g.
+    /// `tcp:8080` for a reverse forward) and wait for the host to accept
+    /// it. The host refuses (CLSE) what it did not ask to be forwarded.
+    pub fn open(&self, service: &str) -> io::Result<Stream> {
+        let conn = &self.0;
+        if self.is_ended() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the host is gone",
+            ));
+        }
+        let local = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(StreamShared {
+            local,
+            remote: AtomicU32::new(0),
+            state: Mutex::new(StreamState::default()),
+            cv: Condvar::new(),
+        });
+        conn.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(local, shared.clone());
+        let mut name = service.as_bytes().to_vec();
+        name.push(0);
+        let stream = Stream {
+            conn: conn.clone(),
+            shared: shared.clone(),
+            send_lock: Mutex::new(()),
+        };
+        conn.send(A_OPEN, local, 0, &name)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        while shared.remote() == 0 && !st.closed {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                drop(st);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the host did not answer OPEN {service}"),
+                ));
+            }
+            st = shared
+                .cv
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        if st.closed {
+            drop(st);
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("the host refused {service}"),
+            ));
+        }
+        drop(st);
+        Ok(stream)
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.0.ended.load(Ordering::Relaxed)
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.0.serial
+    }
 }
 
 impl Conn {
@@ -85,6 +171,11 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// The host connection this stream belongs to.
+    pub fn connection(&self) -> Connection {
+        Connection(self.conn.clone())
+    }
+
     pub fn max_payload(&self) -> usize {
         self.conn.max_payload.load(Ordering::Relaxed) as usize
     }
@@ -100,7 +191,7 @@ impl Stream {
                 if !closed {
                     let _ =
                         self.conn
-                            .send_msg(&Message::new(A_OKAY, s.local, s.remote, Vec::new()));
+                            .send_msg(&Message::new(A_OKAY, s.local, s.remote(), Vec::new()));
                 }
                 return Some(d);
             }
@@ -131,7 +222,7 @@ impl Stream {
                 }
                 st.can_send = false;
             }
-            self.conn.send(A_WRTE, s.local, s.remote, &data[..n])?;
+            self.conn.send(A_WRTE, s.local, s.remote(), &data[..n])?;
             data = &data[n..];
         }
         Ok(())
@@ -163,7 +254,7 @@ impl Stream {
         if !was_closed {
             let _ = self
                 .conn
-                .send_msg(&Message::new(A_CLSE, s.local, s.remote, Vec::new()));
+                .send_msg(&Message::new(A_CLSE, s.local, s.remote(), Vec::new()));
         }
     }
 }
@@ -262,8 +353,11 @@ where
         version: AtomicU32::new(A_VERSION),
         streams: Mutex::new(HashMap::new()),
         next_id: AtomicU32::new(1),
+        ended: std::sync::atomic::AtomicBool::new(false),
+        serial: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
     });
     let result = run(&mut reader, &conn, info, services, auth);
+    conn.ended.store(true, Ordering::Relaxed);
     conn.close_all();
     result
 }
@@ -365,7 +459,7 @@ fn run<R: Read>(
                         let local = conn.next_id.fetch_add(1, Ordering::Relaxed);
                         let shared = Arc::new(StreamShared {
                             local,
-                            remote,
+                            remote: AtomicU32::new(remote),
                             state: Mutex::new(StreamState {
                                 can_send: true,
                                 ..Default::default()
@@ -409,7 +503,13 @@ fn run<R: Read>(
                 let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
                 match m.command {
                     A_WRTE => st.inbox.push_back(m.data),
-                    A_OKAY => st.can_send = true,
+                    A_OKAY => {
+                        // The host accepting a stream the device opened.
+                        if s.remote() == 0 {
+                            s.remote.store(m.arg0, Ordering::Relaxed);
+                        }
+                        st.can_send = true;
+                    }
                     _ => {
                         st.closed = true;
                         drop(st);

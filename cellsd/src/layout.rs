@@ -21,6 +21,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// File name of [`Layout::vp_reboot_marker`] (beside the run state).
+pub const REBOOT_MARKER: &str = "reboot";
+
 pub use cells_api::paths::{DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, SOCKET_NAME};
 
 #[derive(Debug, Clone)]
@@ -87,6 +90,12 @@ impl Layout {
     }
     pub fn vp_run_state(&self, vp: &str) -> PathBuf {
         self.vp_run_dir(vp).join("run.json")
+    }
+    /// Left by the VP's monitor when its init asked for a reboot (exit
+    /// status [`cells_templates::services::REBOOT_STATUS`]): cellsd starts
+    /// the VP again.
+    pub fn vp_reboot_marker(&self, vp: &str) -> PathBuf {
+        self.vp_run_dir(vp).join(REBOOT_MARKER)
     }
     pub fn vp_console_socket(&self, vp: &str) -> PathBuf {
         self.vp_run_dir(vp).join("console.sock")

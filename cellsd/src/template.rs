@@ -614,9 +614,15 @@ pub fn plan(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Applets never shadow the recipe's own programs and files (busybox
-        // has an `init` applet; /system/bin/init is cells-init).
-        let own: Vec<String> = recipe.programs.iter().map(|p| p.dest.clone()).collect();
+        // Applets never shadow the recipe's own programs and links (busybox
+        // has an `init` applet: /system/bin/init is cells-init; and a
+        // `reboot`: /system/bin/reboot is the toolbox's).
+        let own: Vec<String> = recipe
+            .programs
+            .iter()
+            .map(|p| p.dest.clone())
+            .chain(recipe.symlinks.keys().cloned())
+            .collect();
         for a in applets {
             let link = format!("{}/{a}", dir.trim_end_matches('/'));
             if *a == dest_name || own.contains(&link) {

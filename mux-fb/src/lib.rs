@@ -11,7 +11,8 @@
 //! (bytes B, G, R, X), as the emulator's bochs fbdev and most phones' fbdev.
 //!
 //! Without the `host` feature only [`geometry`], [`draw`] and [`font`] are
-//! built: what a program inside a VP (the persona app) needs.
+//! built: what a program inside a VP (the persona app) needs; the `png`
+//! feature adds [`screenshot`] (the VP's screencap).
 
 pub mod draw;
 pub mod fbabi;
@@ -26,7 +27,7 @@ pub mod fbdev;
 pub mod kernel;
 #[cfg(feature = "host")]
 pub mod panel;
-#[cfg(feature = "host")]
+#[cfg(feature = "png")]
 pub mod screenshot;
 #[cfg(feature = "host")]
 pub mod shm;

@@ -5,5 +5,9 @@
 //! - `cells-prop`: `getprop` / `setprop` over the VP's property store ([`props`]).
 
 pub mod adbkey;
+pub mod evcodes;
+pub mod fb;
+pub mod keymap;
 pub mod props;
 pub mod services;
+pub mod toolbox;

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const BOOT_DIR: &str = "/system/etc/init.d";
+/// The exit status of a VP init that asks to be started again (a reboot):
+/// 128 + SIGHUP, what a pid namespace's init shows when the kernel's
+/// reboot(2) ends it. cellsd's monitor reads it.
+pub const REBOOT_STATUS: i32 = 129;
 pub const SERVICES_DIR: &str = "/system/etc/services.d";
 
 /// Executable regular files in `dir`, sorted by name; hidden files skipped.

@@ -616,7 +616,15 @@ impl Manager {
     /// After a VP's init ended: wait for its monitor's cleanup, make sure no
     /// cgroup is left, mark it stopped, hand the foreground on.
     async fn finish(self: &Arc<Self>, name: &str, st: &RunState) {
-        let slot = self.lock().vps.get(name).map(|v| v.config.cells.slot);
+        let (slot, user_stop, was_fg) = {
+            let inner = self.lock();
+            let vp = inner.vps.get(name);
+            (
+                vp.map(|v| v.config.cells.slot),
+                vp.is_some_and(|v| v.phase == Phase::Stopping),
+                inner.foreground.as_deref() == Some(name),
+            )
+        };
         let (mgr, vp, run) = (Arc::clone(self), name.to_string(), st.clone());
         // Off the async workers: a device may talk to the kernel (netlink).
         let _ = tokio::task::spawn_blocking(move || mgr.detach_devices(&vp, &run, slot)).await;
@@ -641,6 +649,8 @@ impl Manager {
             .await;
         }
         let _ = std::fs::remove_file(self.cfg.layout.vp_run_state(name));
+        // The monitor has ended (or was given up on): its marker is final.
+        let reboot = std::fs::remove_file(self.cfg.layout.vp_reboot_marker(name)).is_ok();
         {
             let mut inner = self.lock();
             if let Some(vp) = inner.vps.get_mut(name) {
@@ -655,6 +665,26 @@ impl Manager {
             }
         }
         self.emit_state(name, VpState::Stopped);
+        if reboot && !user_stop {
+            // The VP asked for it (`reboot`, adb's `reboot:`): start it
+            // again, back in the foreground if it was there.
+            tracing::info!(vp = name, "rebooting");
+            let (mgr, vp) = (Arc::clone(self), name.to_string());
+            tokio::spawn(async move {
+                match mgr.start(&vp).await {
+                    Ok(()) if was_fg && mgr.foreground().as_deref() != Some(vp.as_str()) => {
+                        if let Err(e) = mgr.switch(&vp) {
+                            tracing::warn!(
+                                vp = vp.as_str(),
+                                "back to the foreground after reboot: {e}"
+                            );
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(vp = vp.as_str(), "restart after reboot: {e}"),
+                }
+            });
+        }
         self.template_gc().await;
     }
 
@@ -928,6 +958,8 @@ impl Manager {
         net::ensure_adb_dir(layout, name)?;
         let run_dir = layout.vp_run_dir(name);
         std::fs::create_dir_all(&run_dir).map_err(failed("create the run dir"))?;
+        // A reboot request of an earlier run is not this one's.
+        let _ = std::fs::remove_file(layout.vp_reboot_marker(name));
         for d in [run_dir.as_path(), layout.run.join("vps").as_path()] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
                 .map_err(failed("chmod the run dir"))?;

@@ -264,6 +264,16 @@ pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
         }
         log_file.write(&buf[..r as usize]);
     }
+    // An init that asked for a reboot: cellsd starts the VP again.
+    let reboot = (libc::WIFEXITED(status)
+        && libc::WEXITSTATUS(status) == cells_templates::services::REBOOT_STATUS)
+        || (libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGHUP);
+    if reboot {
+        let marker = req.run_state.with_file_name(crate::layout::REBOOT_MARKER);
+        if let Err(e) = std::fs::write(&marker, b"reboot\n") {
+            log(&format!("writing {}: {e}", marker.display()));
+        }
+    }
     let how = if libc::WIFEXITED(status) {
         format!("exit status {}", libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {

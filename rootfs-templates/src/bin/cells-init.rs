@@ -6,7 +6,9 @@
 //! On SIGTERM (what `cellctl stop` sends) it asks every process to end
 //! (SIGTERM and SIGHUP), waits
 //! a grace period (CELLS_STOP_GRACE seconds, default 5), kills what is left
-//! and exits 0; the pid namespace ends with it.
+//! and exits 0; the pid namespace ends with it. On SIGRTMIN+5 (`reboot` in
+//! the VP, adb's `reboot:`; systemd's signal for it) it stops the same way
+//! and exits with [`REBOOT_STATUS`]: cellsd then starts the VP again.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cells_templates::services::{executables, Backoff, BOOT_DIR, SERVICES_DIR};
+use cells_templates::services::{executables, Backoff, BOOT_DIR, REBOOT_STATUS, SERVICES_DIR};
+use cells_templates::toolbox::reboot_signal;
 
 fn log(msg: &str) {
     // Console lines end in CRLF: the console is a terminal in raw-ish use.
@@ -62,6 +65,7 @@ fn signal_set() -> libc::sigset_t {
             libc::SIGINT,
             libc::SIGPWR,
             libc::SIGHUP,
+            reboot_signal(),
         ] {
             libc::sigaddset(&mut set, s);
         }
@@ -119,6 +123,7 @@ fn main() {
 
     // Boot scripts, in order; orphans are reaped meanwhile.
     let mut stopping = false;
+    let mut reboot = false;
     'boot: for script in executables(Path::new(BOOT_DIR)) {
         let Some(pid) = spawn(&script) else { continue };
         loop {
@@ -131,6 +136,10 @@ fn main() {
                 }
                 Some(libc::SIGTERM) | Some(libc::SIGINT) | Some(libc::SIGPWR) => {
                     stopping = true;
+                    break 'boot;
+                }
+                Some(s) if s == reboot_signal() => {
+                    (stopping, reboot) = (true, true);
                     break 'boot;
                 }
                 _ => {}
@@ -176,6 +185,7 @@ fn main() {
                 }
             }
             Some(libc::SIGTERM) | Some(libc::SIGINT) | Some(libc::SIGPWR) => stopping = true,
+            Some(s) if s == reboot_signal() => (stopping, reboot) = (true, true),
             _ => {}
         }
         let now = Instant::now();
@@ -192,6 +202,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5u64);
+    if reboot {
+        log("rebooting: the VP stops, then cellsd starts it again");
+    }
     log("stopping: sending SIGTERM to every process");
     // SIGHUP too, as a hang-up would: interactive shells ignore SIGTERM.
     // SIGCONT wakes stopped processes so they can act on the others.
@@ -229,4 +242,7 @@ fn main() {
         wait_signal(&set, Some(left.min(Duration::from_millis(100))));
     }
     log("stopped");
+    if reboot {
+        std::process::exit(REBOOT_STATUS);
+    }
 }

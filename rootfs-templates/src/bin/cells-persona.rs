@@ -20,77 +20,12 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use cells_templates::fb::Framebuffer;
 use mux_fb::draw::{contrast, fill, fill_rect, text, text_width};
 use mux_fb::fbabi;
-use mux_fb::geometry::{parse_info, Geometry, Rgb};
+use mux_fb::geometry::Rgb;
 
-const FB_PATHS: &[&str] = &["/dev/graphics/fb0", "/dev/fb0"];
-const FB_INFO: &str = "/dev/graphics/fb0.info";
 const INPUT_LOG: &str = "/data/input.log";
-
-struct Framebuffer {
-    g: Geometry,
-    map: *mut u8,
-    _fd: OwnedFd,
-}
-
-impl Framebuffer {
-    fn open() -> Result<Self, String> {
-        Self::open_any(FB_PATHS)
-    }
-
-    fn open_any(paths: &[&str]) -> Result<Self, String> {
-        let mut last = String::from("no framebuffer");
-        for p in paths {
-            let c = std::ffi::CString::new(*p).map_err(|e| e.to_string())?;
-            // SAFETY: open with a valid path.
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-            if fd < 0 {
-                last = format!("{p}: {}", std::io::Error::last_os_error());
-                continue;
-            }
-            // SAFETY: a fresh fd.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let g = match fbabi::screen_info(fd.as_raw_fd()) {
-                Some((var, fix)) if var.bits_per_pixel == 32 => Geometry {
-                    width: var.xres,
-                    height: var.yres,
-                    stride: fix.line_length,
-                },
-                Some((var, _)) => return Err(format!("{p}: {} bpp, need 32", var.bits_per_pixel)),
-                None => std::fs::read_to_string(FB_INFO)
-                    .ok()
-                    .and_then(|t| parse_info(&t))
-                    .ok_or_else(|| format!("{p}: no fbdev ioctls and no readable {FB_INFO}"))?,
-            };
-            // SAFETY: mapping one frame of the framebuffer, shared.
-            let map = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    g.size(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if map == libc::MAP_FAILED {
-                return Err(format!("mmap {p}: {}", std::io::Error::last_os_error()));
-            }
-            return Ok(Self {
-                g,
-                map: map.cast(),
-                _fd: fd,
-            });
-        }
-        Err(last)
-    }
-
-    fn pixels(&mut self) -> &mut [u8] {
-        // SAFETY: the mapping is g.size() bytes and lives as long as self.
-        unsafe { std::slice::from_raw_parts_mut(self.map, self.g.size()) }
-    }
-}
 
 #[derive(Default)]
 struct Seen {
@@ -105,7 +40,7 @@ struct Seen {
 fn draw(fb: &mut Framebuffer, name: &str, color: Rgb, seen: &Seen) {
     let g = fb.g;
     let ink = contrast(color);
-    let px = fb.pixels();
+    let Some(px) = fb.pixels_mut() else { return };
     fill(px, &g, color);
     let scale = ((g.width * 8 / 10) / text_width(name, 1).max(1)).clamp(2, 24);
     let w = text_width(name, scale);
@@ -216,7 +151,7 @@ fn animate(fb: &mut Framebuffer, name: &str, color: Rgb, frames: Option<u64>) {
     let mut n = 0u64;
     while frames.is_none_or(|f| n < f) {
         let g = fb.g;
-        let px = fb.pixels();
+        let Some(px) = fb.pixels_mut() else { return };
         // Every frame differs everywhere: the compositor's worst case.
         fill(px, &g, if n.is_multiple_of(2) { color } else { dark });
         let bar = (n % g.height as u64) as u32;
@@ -245,7 +180,7 @@ fn main() {
         .ok()
         .and_then(|c| Rgb::parse_hex(&c))
         .unwrap_or_else(|| Rgb::from_name(&name));
-    let mut fb = match Framebuffer::open() {
+    let mut fb = match Framebuffer::open(true) {
         Ok(fb) => fb,
         Err(e) => {
             eprintln!("persona: {e}");
@@ -255,7 +190,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--draw-bench") {
         let secs: f64 = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
         if let Some(dev) = args.get(i + 2) {
-            fb = match Framebuffer::open_any(&[dev.as_str()]) {
+            fb = match Framebuffer::open_any(&[dev.as_str()], true) {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("persona: {e}");
@@ -272,7 +207,9 @@ fn main() {
             } else {
                 Rgb(!color.0 & 0xff_ffff)
             };
-            fill(fb.pixels(), &g, c);
+            if let Some(px) = fb.pixels_mut() {
+                fill(px, &g, c);
+            }
             n += 1;
         }
         let fps = n as f64 / start.elapsed().as_secs_f64();
@@ -289,7 +226,7 @@ fn main() {
             .split_once('x')
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
             .unwrap_or((0, 0));
-        let fd = fb._fd.as_raw_fd();
+        let fd = fb.fd();
         let Some((mut var, _)) = fbabi::screen_info(fd) else {
             println!("not an fbdev device");
             std::process::exit(1);
@@ -317,7 +254,7 @@ fn main() {
             4
         };
         // SAFETY: FBIOBLANK takes an int by value.
-        let r = unsafe { libc::ioctl(fb._fd.as_raw_fd(), fbabi::FBIOBLANK, level) };
+        let r = unsafe { libc::ioctl(fb.fd(), fbabi::FBIOBLANK, level) };
         if r != 0 {
             println!("FBIOBLANK: {}", std::io::Error::last_os_error());
             std::process::exit(1);

@@ -318,10 +318,13 @@ impl Filesystem for PowerFs {
         _fh: FileHandle,
         offset: u64,
         _size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // O_NONBLOCK: a read that would wait says EAGAIN (a tool asking
+        // "is the screen on?" without waiting for it to change).
+        let nonblock = flags.0 & libc::O_NONBLOCK != 0;
         let mut st = self.state();
         let expired = st.expire(Instant::now());
         let text = match ino.0 {
@@ -343,6 +346,7 @@ impl Filesystem for PowerFs {
                     match (ino.0, st.fb_awake()) {
                         (INO_FB_SLEEP, false) => reply.data(b"sleeping\n"),
                         (INO_FB_WAKE, true) => reply.data(b"awake\n"),
+                        _ if nonblock => reply.error(Errno::EAGAIN),
                         _ if st.freezing => reply.error(Errno::EINTR),
                         _ if st.waiters() >= MAX_WAITERS => reply.error(Errno::EAGAIN),
                         // Block until the framebuffer changes state (the

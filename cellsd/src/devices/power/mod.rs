@@ -13,6 +13,8 @@
 //!   framebuffer goes to sleep / wakes, then returns `sleeping` / `awake`.
 //!   A background VP's framebuffer is asleep (early suspend, as in Cells):
 //!   its `wait_for_fb_wake` blocks and `wait_for_fb_sleep` returns at once.
+//!   Opened with O_NONBLOCK, a read that would block fails with EAGAIN
+//!   instead (how the VP's `dumpsys power` asks whether its screen is on).
 //!
 //! Locks of one VP are invisible to others, and no VP can release
 //! another's: each VP has its own filesystem and lock table. The monitor
