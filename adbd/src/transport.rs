@@ -116,7 +116,9 @@ impl Connection {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
-        if st.closed {
+        // Accepted (the host gave its id) even if already closed again: a
+        // peer that wrote and hung up at once left its data in the inbox.
+        if shared.remote() == 0 {
             drop(st);
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
@@ -518,6 +520,12 @@ fn run<R: Read>(
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&m.arg1);
                         s.cv.notify_all();
+                        // The host closed a stream we still had: say it is
+                        // closed on this side too, as adbd does (clients
+                        // such as adb-shell wait for it).
+                        if s.remote() != 0 {
+                            conn.send_msg(&Message::new(A_CLSE, s.local, s.remote(), Vec::new()))?;
+                        }
                         continue;
                     }
                 }

@@ -130,7 +130,9 @@ impl Cells {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             bridge: format!("c{}x{}", pid % 100_000, n % 100),
             subnet: format!("10.{}.{}.0/24", 200 + n % 50, pid % 256),
-            adb_port_base: 20_000 + ((pid % 1000) as u16) * 40 + (n % 40) as u16,
+            // 40 ports per test process; 5 per daemon (a daemon's VPs take
+            // base + slot, so daemons of one process must not overlap).
+            adb_port_base: 20_000 + ((pid % 1000) as u16) * 40 + (n % 8) as u16 * 5,
             daemon: None,
             root,
         };

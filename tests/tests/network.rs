@@ -263,7 +263,11 @@ fn isolated_vps_reach_the_host_but_not_each_other() {
 fn port_forwards_reach_vp_loopback_and_follow_the_vp() {
     let c = Cells::new();
     c.ok(&["create", "w", "--template", "minimal", "--network", "none"]);
-    let host_port = c.adb_port_base + 30;
+    // A port the kernel says is free now (not in any daemon's adb range).
+    let host_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
     let spec = format!("{host_port}:8000");
     // Bad input is refused with what to do.
     let err = c.fails(&["port", "add", "w", "8000"]);

@@ -49,12 +49,12 @@ fn a_vp_whose_run_state_is_lost_is_adopted_not_killed() {
 fn an_unusable_definition_keeps_its_ids_address_and_ports() {
     let mut c = Cells::new();
     c.ok(&["create", "broken", "--template", "minimal"]);
-    c.ok(&[
-        "port",
-        "add",
-        "broken",
-        &format!("{}:80", c.adb_port_base + 30),
-    ]);
+    // A port the kernel says is free now (not in any daemon's adb range).
+    let host_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    c.ok(&["port", "add", "broken", &format!("{host_port}:80")]);
     let before = c.status("broken");
     let state = c.state.clone();
     let owner = |vp: &str| {
@@ -75,10 +75,7 @@ fn an_unusable_definition_keeps_its_ids_address_and_ports() {
         assert_ne!(next["ip"], before["ip"], "{next} {before}");
         assert_ne!(next["adb"], before["adb"], "{next} {before}");
         let ports = c.ok(&["port", "list", "next"]);
-        assert!(
-            !ports.contains(&format!("{}", c.adb_port_base + 30)),
-            "{ports}"
-        );
+        assert!(!ports.contains(&format!("{host_port}")), "{ports}");
         c.ok(&["destroy", "next"]);
     }
     // Control: with its definition back the VP is whole again.

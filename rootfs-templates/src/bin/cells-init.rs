@@ -8,7 +8,9 @@
 //! a grace period (CELLS_STOP_GRACE seconds, default 5), kills what is left
 //! and exits 0; the pid namespace ends with it. On SIGRTMIN+5 (`reboot` in
 //! the VP, adb's `reboot:`; systemd's signal for it) it stops the same way
-//! and exits with [`REBOOT_STATUS`]: cellsd then starts the VP again.
+//! and exits with [`REBOOT_STATUS`]: cellsd then starts the VP again. A
+//! SIGTERM sent from inside the VP (busybox's `reboot`) is a reboot too;
+//! SIGUSR1/SIGUSR2 from inside (busybox's `halt`/`poweroff`) stop the VP.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -65,6 +67,8 @@ fn signal_set() -> libc::sigset_t {
             libc::SIGINT,
             libc::SIGPWR,
             libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
             reboot_signal(),
         ] {
             libc::sigaddset(&mut set, s);
@@ -74,15 +78,32 @@ fn signal_set() -> libc::sigset_t {
 }
 
 /// Wait for one of our signals, at most `timeout`. None on timeout.
+///
+/// Busybox's `reboot`, `halt` and `poweroff` (which a shell runs as its own
+/// applets, before any `reboot` in PATH) signal init as busybox's init
+/// wants: SIGTERM to reboot, SIGUSR1/SIGUSR2 to halt/power off. Sent from
+/// inside the VP (the sender has a pid in the VP's namespace) they mean
+/// that; cellsd's SIGTERM comes from outside (pid 0 here) and stops the VP.
 fn wait_signal(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<i32> {
     let t = timeout.unwrap_or(Duration::from_secs(3600));
     let ts = libc::timespec {
         tv_sec: t.as_secs() as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: set and ts are valid; info may be null.
-    let r = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    (r > 0).then_some(r)
+    // SAFETY: a zeroed siginfo_t is a valid buffer for sigtimedwait.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set, info and ts are valid.
+    let r = unsafe { libc::sigtimedwait(set, &mut info, &ts) };
+    if r <= 0 {
+        return None;
+    }
+    // SAFETY: si_pid is valid for signals sent by kill(2) and for SIGCHLD.
+    let from_inside = unsafe { info.si_pid() } != 0;
+    Some(match r {
+        libc::SIGTERM if from_inside => reboot_signal(),
+        libc::SIGUSR1 | libc::SIGUSR2 => libc::SIGTERM,
+        s => s,
+    })
 }
 
 /// Reap every exited child; returns (pid, wait status) pairs.
@@ -161,6 +182,14 @@ fn main() {
             });
         }
         log("boot complete");
+        // What adb-driven suites wait for (`adb wait-for-device shell
+        // getprop sys.boot_completed`), as Android's init sets it.
+        let props = cells_templates::props::PropStore::default();
+        for (k, v) in [("sys.boot_completed", "1"), ("dev.bootcomplete", "1")] {
+            if let Err(e) = props.set(k, v) {
+                log(&format!("setprop {k}: {e}"));
+            }
+        }
     }
 
     while !stopping {

@@ -42,8 +42,9 @@ pub fn reboot_signal() -> i32 {
 /// cellsd starts a rebooted VP again; adb clients reconnect.
 pub fn reboot(args: &[String]) -> i32 {
     let poweroff = args.iter().any(|a| a == "-p");
+    // SIGUSR2: busybox's poweroff, which cells-init takes as "stop".
     let sig = if poweroff {
-        libc::SIGTERM
+        libc::SIGUSR2
     } else {
         reboot_signal()
     };
