@@ -361,6 +361,9 @@ pub trait Manager1 {
     fn input_text(&self, text: &str) -> zbus::Result<()>;
     fn template_build(&self, name: &str) -> zbus::Result<String>;
     fn template_list(&self) -> zbus::Result<Vec<TemplateInfo>>;
+    /// Import Android images (role -> open image file) as template `name`.
+    fn template_import(&self, name: &str, images: HashMap<String, OwnedFd>)
+        -> zbus::Result<String>;
     fn power(&self) -> zbus::Result<PowerInfo>;
     /// Set a sensor's reading: "accel" with X Y Z in m/s².
     fn sensor_set(&self, sensor: &str, values: &[f64]) -> zbus::Result<()>;

@@ -240,6 +240,23 @@ enum TemplateCmd {
     /// Build a template from rootfs-templates/NAME (a new immutable build;
     /// running VPs keep the build they started with).
     Build { name: String },
+    /// Import an Android build's images as a template: raw or sparse ext4,
+    /// or erofs, as an AOSP or emulator build writes them. The VP boots the
+    /// image's own /init. See docs/ADB.md.
+    Import {
+        name: String,
+        /// The system image (system.img).
+        #[arg(long = "android", value_name = "SYSTEM_IMG")]
+        system: PathBuf,
+        #[arg(long)]
+        vendor: Option<PathBuf>,
+        #[arg(long)]
+        product: Option<PathBuf>,
+        #[arg(long = "system-ext")]
+        system_ext: Option<PathBuf>,
+        #[arg(long)]
+        odm: Option<PathBuf>,
+    },
     /// List templates: recipes and builds.
     List {
         /// Print JSON.
@@ -460,6 +477,37 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let p = proxy(&conn).await?;
     match cli.command {
         Command::Template(TemplateCmd::Build { name }) => template_build(&p, &name).await,
+        Command::Template(TemplateCmd::Import {
+            name,
+            system,
+            vendor,
+            product,
+            system_ext,
+            odm,
+        }) => {
+            let mut images = HashMap::new();
+            for (role, path) in [
+                ("system", Some(system)),
+                ("vendor", vendor),
+                ("product", product),
+                ("system_ext", system_ext),
+                ("odm", odm),
+            ] {
+                let Some(path) = path else { continue };
+                // Opened here, with this user's rights: cellsd reads no
+                // path for a caller.
+                let f = std::fs::File::open(&path).map_err(|e| {
+                    Failure(format!(
+                        "cannot open the {role} image {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let fd: std::os::fd::OwnedFd = f.into();
+                images.insert(role.to_string(), zbus::zvariant::OwnedFd::from(fd));
+            }
+            let call = p.template_import(&name, images);
+            template_progress(&p, &name, "importing", call).await
+        }
         Command::Template(TemplateCmd::List { json }) => {
             let list: Vec<TemplateInfo> = p.template_list().await?;
             if json {
@@ -923,6 +971,16 @@ fn read_adb_key(file: &str) -> Result<(PathBuf, String), Failure> {
 }
 
 async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure> {
+    template_progress(p, name, "building", p.template_build(name)).await
+}
+
+/// Run a template build or import, showing its progress signals as a bar.
+async fn template_progress(
+    p: &Manager1Proxy<'_>,
+    name: &str,
+    verb: &str,
+    call: impl std::future::Future<Output = zbus::Result<String>>,
+) -> Result<u8, Failure> {
     let mut progress = p.receive_template_build_progress().await?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -930,12 +988,11 @@ async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    bar.set_prefix(format!("building {name}"));
-    let build = p.template_build(name);
-    tokio::pin!(build);
+    bar.set_prefix(format!("{verb} {name}"));
+    tokio::pin!(call);
     let result = loop {
         tokio::select! {
-            r = &mut build => break r,
+            r = &mut call => break r,
             Some(sig) = progress.next() => {
                 if let Ok(a) = sig.args() {
                     if a.template == name {

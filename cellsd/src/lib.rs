@@ -5,10 +5,12 @@
 //! - [`cgroup`], [`rootfs`], [`sys`]: the kernel mechanisms;
 //! - [`monitor`], [`execer`]: the re-exec'd, single-threaded helpers that
 //!   start a VP and run commands inside it;
-//! - [`template`]: building template root filesystems;
+//! - [`template`]: building template root filesystems; [`android_image`]:
+//!   Android images (raw/sparse ext4, erofs) imported as templates;
 //! - [`api`], [`daemon`], [`server`]: the D-Bus control API and the VP manager.
 
 pub use cells_api as api;
+pub mod android_image;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;

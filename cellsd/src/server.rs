@@ -150,6 +150,23 @@ impl ManagerIface {
         Ok(self.mgr.template_build(name).await?)
     }
 
+    /// Import Android images as a template: role ("system", "vendor",
+    /// "product", "system_ext", "odm") -> an open file of the image (the
+    /// caller opens it: cellsd reads no path for a caller). Returns the
+    /// build's id; progress as TemplateBuildProgress.
+    async fn template_import(
+        &self,
+        name: &str,
+        images: HashMap<String, zvariant::OwnedFd>,
+    ) -> Result<String, CellsError> {
+        self.check()?;
+        let images = images
+            .into_iter()
+            .map(|(r, fd)| (r, std::os::fd::OwnedFd::from(fd)))
+            .collect();
+        Ok(self.mgr.template_import(name, images).await?)
+    }
+
     async fn template_list(&self) -> Result<Vec<TemplateInfo>, CellsError> {
         self.check()?;
         Ok(self.mgr.template_list())

@@ -776,6 +776,52 @@ fn next_build_id(layout: &Layout, template: &str) -> u64 {
 
 /// Build `template`: runs the whole recipe into a new build directory and
 /// makes it current. `progress(done, total, step)` is called as it goes.
+/// A new build's id and its `ID.partial` folder (not created yet).
+pub fn new_partial(layout: &Layout, template: &str) -> Result<(String, PathBuf), TemplateError> {
+    let builds = layout.template_builds(template);
+    std::fs::create_dir_all(&builds).map_err(ioe("mkdir", &builds))?;
+    let id = next_build_id(layout, template).to_string();
+    let partial = builds.join(format!("{id}.partial"));
+    Ok((id, partial))
+}
+
+/// Make a finished `partial` (with its `rootfs`) the template's current
+/// build: build.json, everything synced, renamed into place, `current`
+/// swapped atomically.
+pub fn commit_build(
+    layout: &Layout,
+    partial: &Path,
+    info: &BuildInfo,
+) -> Result<(), TemplateError> {
+    let template = info.template.as_str();
+    let id = &info.build;
+    let builds = layout.template_builds(template);
+    let info_path = partial.join("build.json");
+    write_atomic(
+        &info_path,
+        serde_json::to_string_pretty(info)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(ioe("write", &info_path))?;
+    // Everything of the build is on disk before anything points at it: a
+    // crash or power loss after `current` moves must not leave a VP a
+    // lower layer of empty files.
+    sync_fs(partial).map_err(ioe("syncfs", partial))?;
+    let done = builds.join(id);
+    std::fs::rename(partial, &done).map_err(ioe("rename", partial))?;
+    sync_dir(&builds).map_err(ioe("fsync", &builds))?;
+    // Swap `current` atomically: a new symlink renamed over the old one.
+    let current = layout.template_current(template);
+    let tmp = layout.template_dir(template).join(".current.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(format!("builds/{id}"), &tmp).map_err(ioe("symlink", &tmp))?;
+    std::fs::rename(&tmp, &current).map_err(ioe("rename", &current))?;
+    let tdir = layout.template_dir(template);
+    sync_dir(&tdir).map_err(ioe("fsync", &tdir))?;
+    Ok(())
+}
+
 pub fn build(
     layout: &Layout,
     src: &Sources,
@@ -789,10 +835,7 @@ pub fn build(
         None => Vec::new(),
     };
     let steps = plan(src, template, &recipe, &applets)?;
-    let builds = layout.template_builds(template);
-    std::fs::create_dir_all(&builds).map_err(ioe("mkdir", &builds))?;
-    let id = next_build_id(layout, template).to_string();
-    let partial = builds.join(format!("{id}.partial"));
+    let (id, partial) = new_partial(layout, template)?;
     let rootfs = partial.join("rootfs");
     std::fs::create_dir_all(&rootfs).map_err(ioe("mkdir", &rootfs))?;
     std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o755))
@@ -832,29 +875,7 @@ pub fn build(
         files,
         bytes,
     };
-    let info_path = partial.join("build.json");
-    write_atomic(
-        &info_path,
-        serde_json::to_string_pretty(&info)
-            .unwrap_or_default()
-            .as_bytes(),
-    )
-    .map_err(ioe("write", &info_path))?;
-    // Everything of the build is on disk before anything points at it: a
-    // crash or power loss after `current` moves must not leave a VP a
-    // lower layer of empty files.
-    sync_fs(&partial).map_err(ioe("syncfs", &partial))?;
-    let done = builds.join(&id);
-    std::fs::rename(&partial, &done).map_err(ioe("rename", &partial))?;
-    sync_dir(&builds).map_err(ioe("fsync", &builds))?;
-    // Swap `current` atomically: a new symlink renamed over the old one.
-    let current = layout.template_current(template);
-    let tmp = layout.template_dir(template).join(".current.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    symlink(format!("builds/{id}"), &tmp).map_err(ioe("symlink", &tmp))?;
-    std::fs::rename(&tmp, &current).map_err(ioe("rename", &current))?;
-    let tdir = layout.template_dir(template);
-    sync_dir(&tdir).map_err(ioe("fsync", &tdir))?;
+    commit_build(layout, &partial, &info)?;
     progress(total, total, "done");
     Ok(info)
 }

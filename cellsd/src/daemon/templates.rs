@@ -80,6 +80,83 @@ impl Manager {
         Ok(info.build)
     }
 
+    /// Import Android images (role -> an fd the caller opened) as a new
+    /// build of `t`; returns its id. See [`crate::android_image`].
+    pub async fn template_import(
+        self: &Arc<Self>,
+        t: &str,
+        images: Vec<(String, OwnedFd)>,
+    ) -> Result<String, Error> {
+        name::validate("template", t)?;
+        if template::recipe_path(&self.cfg.sources, t).is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "template '{t}' has a recipe (rootfs-templates/{t}): import the images under another name"
+            )));
+        }
+        let mut roles = Vec::new();
+        for (role, fd) in images {
+            let r = crate::android_image::Role::parse(&role)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            if roles.iter().any(|(x, _)| *x == r) {
+                return Err(Error::InvalidArgument(format!(
+                    "two {role} images: give each once"
+                )));
+            }
+            roles.push((r, fd));
+        }
+        let _guard = match self.build_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                return Err(Error::Busy(
+                    "another template build is running; wait for it to finish".into(),
+                ))
+            }
+        };
+        let layout = self.cfg.layout.clone();
+        let mgr = Arc::clone(self);
+        let tname = t.to_string();
+        let info = tokio::task::spawn_blocking(move || {
+            for p in template::remove_partial(&layout, &tname) {
+                tracing::info!(
+                    template = tname.as_str(),
+                    build = p.as_str(),
+                    "removed an unfinished build"
+                );
+            }
+            let mut last = (u64::MAX, std::time::Instant::now());
+            crate::android_image::import(&layout, &tname, roles, |done, total, step| {
+                let pct = done * 100 / total.max(1);
+                if done == total || pct != last.0 && last.1.elapsed() >= Duration::from_millis(20) {
+                    last = (pct, std::time::Instant::now());
+                    mgr.emit(Event::TemplateProgress {
+                        template: tname.clone(),
+                        done,
+                        total,
+                        step: step.to_string(),
+                    });
+                }
+            })
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?
+        .map_err(|e| match e {
+            crate::android_image::ImportError::Role(_)
+            | crate::android_image::ImportError::NoSystem
+            | crate::android_image::ImportError::Format { .. }
+            | crate::android_image::ImportError::Sparse { .. }
+            | crate::android_image::ImportError::NoInit => Error::InvalidArgument(e.to_string()),
+            other => Error::Failed(other.to_string()),
+        })?;
+        tracing::info!(
+            template = t,
+            build = info.build.as_str(),
+            files = info.files,
+            "Android images imported"
+        );
+        self.template_gc().await;
+        Ok(info.build)
+    }
+
     /// Remove template builds that are neither current nor used by a running VP.
     pub(super) async fn template_gc(&self) {
         let in_use: Vec<(String, String)> = {
