@@ -5,8 +5,9 @@
 //! (`img2simg`'s format) ext4, or erofs. Each is read from a file
 //! descriptor the caller opened (cellsd reads nothing on a caller's behalf
 //! by path), made raw if sparse, and extracted in user space —
-//! `debugfs rdump` (e2fsprogs) for ext4, `fsck.erofs --extract` (erofs-utils)
-//! for erofs — never mounted: the kernel does not parse the image. The
+//! `fuse2fs` (a FUSE ext4 reader) and `cp -a` for ext4, `fsck.erofs
+//! --extract` (erofs-utils) for erofs — never mounted by the kernel: the
+//! kernel's file systems do not parse the image. The
 //! extractor runs in a mount namespace of its own where every mount is
 //! read-only except the staging folder, so an image whose entries play
 //! tricks (a symlink, then files "under" it) cannot write anywhere else.
@@ -265,6 +266,13 @@ done < /proc/self/mountinfo
 exec "$@"
 "#;
 
+/// ext4: mount the image (fd 3) with fuse2fs read-only on $2, copy it to $3.
+const EXT4_COPY: &str = r#""$1" -o ro,fakeroot /dev/fd/3 "$2" >&2 || exit 65
+cp -a "$2/." "$3/"; rc=$?
+umount "$2" 2>/dev/null || true
+exit $rc
+"#;
+
 /// Extract a raw image read from `image` (fd 3 in the extractor) into the
 /// new folder `out` (under `stage`, the only place it may write).
 pub fn extract(
@@ -292,17 +300,23 @@ pub fn extract(
     .arg(stage);
     match fmt {
         Format::Ext4 => {
-            let t =
-                tool(&["/usr/sbin/debugfs", "/sbin/debugfs"]).ok_or(ImportError::MissingTool {
-                    tool: "debugfs",
+            let t = tool(&["/usr/bin/fuse2fs", "/sbin/fuse2fs", "/usr/sbin/fuse2fs"]).ok_or(
+                ImportError::MissingTool {
+                    tool: "fuse2fs",
                     kind: "ext4",
-                    package: "e2fsprogs",
-                })?;
+                    package: "fuse2fs",
+                },
+            )?;
+            let mnt = stage.join(format!("m-{}", role.name()));
+            std::fs::create_dir(&mnt).map_err(io(format!("mkdir {}", mnt.display())))?;
             std::fs::create_dir(out).map_err(io(format!("mkdir {}", out.display())))?;
-            cmd.arg(t)
-                .arg("-R")
-                .arg(format!("rdump / {}", out.display()))
-                .arg("/dev/fd/3");
+            // fuse2fs reads the image in user space (in this jail); `cp -a`
+            // keeps owners, every mode bit and the xattrs. The mount is the
+            // jail's own and goes with it.
+            cmd.args(["/bin/sh", "-c", EXT4_COPY, "ext4"])
+                .arg(t)
+                .arg(&mnt)
+                .arg(out);
         }
         Format::Erofs => {
             let t = tool(&["/usr/bin/fsck.erofs", "/usr/sbin/fsck.erofs"]).ok_or(
@@ -338,19 +352,29 @@ pub fn extract(
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(io(format!("run {unshare}")))?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    // debugfs says what went wrong on stderr and still exits 0.
-    let bad: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-        .collect();
-    if !o.status.success() || (fmt == Format::Ext4 && !bad.is_empty()) {
+    if fmt == Format::Ext4 {
+        let _ = std::fs::remove_dir(stage.join(format!("m-{}", role.name())));
+    }
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let img = format!("{}.img", role.name());
+        let why: Vec<String> = err
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !l.is_empty() && *l != "Mounting read-only." && !l.starts_with("Please run e2fsck")
+            })
+            .map(|l| l.replace("/dev/fd/3", &img))
+            .collect();
         return Err(ImportError::Extract {
             role: role.name().into(),
-            why: if bad.is_empty() {
-                format!("{} ({})", err.trim(), o.status)
+            why: if why.is_empty() {
+                format!("the extractor ended with {}", o.status)
             } else {
-                bad.join("; ")
+                format!(
+                    "{} (is the image damaged? check it with e2fsck -fn or fsck.erofs)",
+                    why.join("; ")
+                )
             },
         });
     }
@@ -360,8 +384,17 @@ pub fn extract(
 /// Is an extracted system image system-as-root (it holds `/system/`)?
 pub fn system_as_root(tree: &Path) -> bool {
     let sys = tree.join("system");
-    std::fs::symlink_metadata(&sys).is_ok_and(|m| m.is_dir())
-        && (sys.join("build.prop").exists() || sys.join("bin").is_dir())
+    is_dir(&sys) && (is_file(&sys.join("build.prop")) || is_dir(&sys.join("bin")))
+}
+
+// The image's own entries are never followed: a link in an image may point
+// anywhere on the host.
+fn is_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+fn is_file(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
 }
 
 /// Mount points a VP's root needs, made if the image lacks them.
@@ -394,7 +427,12 @@ fn count(dir: &Path) -> (u64, u64) {
 
 /// A description from the image's build.prop.
 fn describe(rootfs: &Path) -> String {
-    let props = std::fs::read_to_string(rootfs.join("system/build.prop")).unwrap_or_default();
+    let path = rootfs.join("system/build.prop");
+    let props = if is_dir(&rootfs.join("system")) && is_file(&path) {
+        std::fs::read_to_string(&path).unwrap_or_default()
+    } else {
+        String::new()
+    };
     let get = |k: &str| {
         props
             .lines()
@@ -519,7 +557,8 @@ pub fn import(
         }
         let init = rootfs.join("init");
         if std::fs::symlink_metadata(&init).is_err() {
-            if rootfs.join("system/bin/init").exists() {
+            let sys_init = rootfs.join("system/bin/init");
+            if is_dir(&rootfs.join("system/bin")) && std::fs::symlink_metadata(&sys_init).is_ok() {
                 std::os::unix::fs::symlink("system/bin/init", &init).map_err(io("link /init"))?;
             } else {
                 return Err(ImportError::NoInit);
