@@ -13,6 +13,7 @@ use cells_api::paths::{DEFAULT_RUN_DIR, SOCKET_NAME};
 use cells_api::{CellsError, Manager1Proxy, TemplateInfo, VpInfo};
 
 mod console;
+mod doctor;
 mod logcat;
 mod relay;
 mod table;
@@ -182,6 +183,19 @@ enum Command {
     /// Forward host loopback ports to a VP's ports.
     #[command(subcommand)]
     Port(PortCmd),
+    /// What this kernel and machine offer for VPs (binder, memfd, fuse,
+    /// uinput, overlay, idmapped mounts on the state folder, cgroups,
+    /// seccomp, user namespaces), each with its fix. Runs without cellsd;
+    /// exits 1 when something VPs need is missing.
+    Doctor {
+        /// The state folder cellsd uses (its file system must take
+        /// idmapped mounts).
+        #[arg(long, env = "CELLS_STATE_DIR", default_value = cells_api::paths::DEFAULT_STATE_DIR)]
+        state_dir: std::path::PathBuf,
+        /// One JSON object: {"kernel", "checks": [{check, level, detail, fix}], "missing"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -473,9 +487,13 @@ async fn proxy(conn: &zbus::Connection) -> Result<Manager1Proxy<'static>, Failur
 }
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
+    if let Command::Doctor { state_dir, json } = &cli.command {
+        return Ok(doctor::print(state_dir, *json));
+    }
     let conn = connect(&socket_path(&cli.socket)).await?;
     let p = proxy(&conn).await?;
     match cli.command {
+        Command::Doctor { state_dir, json } => Ok(doctor::print(&state_dir, json)),
         Command::Template(TemplateCmd::Build { name }) => template_build(&p, &name).await,
         Command::Template(TemplateCmd::Import {
             name,
