@@ -18,6 +18,7 @@ use std::time::Instant;
 use cells_tests::stats::{summarize, Summary};
 use cells_tests::Cells;
 
+mod adbtools;
 mod display;
 mod network;
 mod power;
@@ -41,6 +42,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             network::bench(n)
         }
+        Some("adb") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+            adbtools::bench(n)
+        }
         Some("power") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             power::bench(n)
@@ -51,7 +56,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N]"
+                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N]"
             );
             2
         }
