@@ -208,6 +208,14 @@ fn intent_text(
     format!("Intent {{ {} }}", parts.join(" "))
 }
 
+/// What `am start -W` prints once the activity runs (Android 10+).
+fn wait_text(component: &str, cold: bool, ms: u128) -> String {
+    format!(
+        "Status: ok\nLaunchState: {}\nActivity: {component}\nTotalTime: {ms}\nWaitTime: {ms}\nComplete\n",
+        if cold { "COLD" } else { "HOT" }
+    )
+}
+
 const USAGE: &str = "\
 Activity manager (activity) commands:
   start [-W] [-S] [-n COMPONENT] [-a ACTION] [-c CATEGORY] [-d DATA] ...
@@ -315,19 +323,14 @@ fn am_start(args: &[String]) -> i32 {
                 );
             }
             if wait {
-                println!("Status: ok");
-                println!(
-                    "LaunchState: {}",
-                    if matches!(how, Started::Cold) {
-                        "COLD"
-                    } else {
-                        "HOT"
-                    }
+                print!(
+                    "{}",
+                    wait_text(
+                        &format!("{}/{}", pkg.name, pkg.short(&act.name)),
+                        matches!(how, Started::Cold),
+                        ms
+                    )
                 );
-                println!("Activity: {}/{}", pkg.name, pkg.short(&act.name));
-                println!("TotalTime: {ms}");
-                println!("WaitTime: {ms}");
-                println!("Complete");
             }
             0
         }
@@ -424,4 +427,46 @@ pub fn monkey(args: &[String]) -> i32 {
         "## Network stats: elapsed time={ms}ms (0ms mobile, 0ms wifi, {ms}ms not connected)"
     );
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Android 14's `am start` lines (an emulator), as suites parse them.
+    #[test]
+    fn start_texts_are_androids() {
+        assert_eq!(
+            format!(
+                "Starting: {}\n{}",
+                intent_text(None, None, &[], Some("com.android.settings/.Settings")),
+                wait_text("com.android.settings/.Settings", true, 521)
+            ),
+            "Starting: Intent { cmp=com.android.settings/.Settings }\n\
+             Status: ok\n\
+             LaunchState: COLD\n\
+             Activity: com.android.settings/.Settings\n\
+             TotalTime: 521\n\
+             WaitTime: 521\n\
+             Complete\n"
+        );
+        assert_eq!(
+            intent_text(
+                Some("android.intent.action.MAIN"),
+                None,
+                &["android.intent.category.HOME".to_string()],
+                None
+            ),
+            "Intent { act=android.intent.action.MAIN cat=[android.intent.category.HOME] }"
+        );
+        assert_eq!(
+            intent_text(
+                Some("android.intent.action.VIEW"),
+                Some("https://example.com"),
+                &[],
+                Some("com.example/.Main")
+            ),
+            "Intent { act=android.intent.action.VIEW dat=https://example.com cmp=com.example/.Main }"
+        );
+    }
 }
