@@ -529,7 +529,8 @@ fn cgroups() -> Vec<Finding> {
                 .into_iter()
                 .flatten()
                 .flatten()
-                .any(|e| e.path().join("cgroup.freeze").exists());
+                .any(|e| e.path().join("cgroup.freeze").exists())
+                || probe_freeze(root);
             out.push(if freeze {
                 f("freezer", Level::Ok, "cgroup v2's cgroup.freeze", "")
             } else {
@@ -578,6 +579,20 @@ fn cgroups() -> Vec<Finding> {
         }
     }
     out
+}
+
+/// No child group to look at (a fresh v2 tree): make one, look, remove it.
+fn probe_freeze(root: &str) -> bool {
+    if !is_root() {
+        return false;
+    }
+    let dir = Path::new(root).join(format!("cells-doctor-{}", std::process::id()));
+    if std::fs::create_dir(&dir).is_err() {
+        return false;
+    }
+    let has = dir.join("cgroup.freeze").exists();
+    let _ = std::fs::remove_dir(&dir);
+    has
 }
 
 fn seccomp() -> Finding {

@@ -62,6 +62,7 @@ def run_all(vm, res, bench=False):
     # A real LED and backlight class device (a test fixture module), there
     # before cellsd looks for the host's lights.
     res.check("a real LED and backlight class device (fixture) load", lambda: check_lights_fixture(vm))
+    res.check("cellctl doctor: binder, uinput, cgroup v2 and the rest found on the device's kernel", lambda: check_doctor(vm))
     start_cellsd(vm)
     res.check("cellsd runs on the real panel with cgroup v2", lambda: check_daemon(vm))
     setup_vps(vm)
@@ -95,6 +96,7 @@ def run_all(vm, res, bench=False):
     res.check("with mux_fb: the panel shows the foreground, switches follow", lambda: (check_panel_shows_fg(vm), check_switch(vm)))
     res.check("with mux_fb: a QMP tap still reaches only the foreground", lambda: check_tap(vm, 420, 880))
     res.check("with mux_fb: an unmodified Debian fbdev program (fbcat) works in a VP", lambda: check_fbcat(vm))
+    res.check("with mux_fb: a background VP's screencap is its own mux_fb frame; its input tap reaches it, not the foreground", lambda: check_toolbox(vm))
     res.check("with mux_fb: FBIOPUT_VSCREENINFO is limited to the panel's mode", lambda: check_mode_locked(vm))
     res.check("with mux_fb: no frame of a background VP ever reaches the panel", lambda: check_no_background_frames(vm))
     res.check("with mux_fb: a background VP's FBIOBLANK never reaches the panel", lambda: check_blank(vm))
@@ -586,3 +588,50 @@ def check_host_accel(vm):
     got = wait(lambda: (lambda v: v if v.get("accel") and abs(v["accel"][1] - 9.80665) < 0.01 else None)(
         json.loads(vm.ok("cellctl sensor --json"))), 20, "the host accelerometer's reading")
     assert abs(got["accel"][2]) < 0.01, got
+
+
+def screencap_raw(vm, vp):
+    """Android's raw screencap (16-byte header, RGBA) of a VP, via the host share."""
+    vm.ok(f"cellctl exec {vp} -- screencap > /mnt/host/cap.raw")
+    data = (vm.share / "cap.raw").read_bytes()
+    w, h, fmt = (int.from_bytes(data[i:i + 4], "little") for i in (0, 4, 8))
+    return w, h, fmt, data[16:]
+
+
+def check_toolbox(vm):
+    # The toolbox's screencap on a real fbdev device (the VP's mux_fb node):
+    # a background VP gets its own frame, the panel is untouched.
+    vm.ok("cellctl switch red")
+    w, h, fmt, px = screencap_raw(vm, "green")
+    assert (w, h, fmt) == (PANEL_W, PANEL_H, 1), (w, h, fmt)
+    assert len(px) == w * h * 4, len(px)
+    off = (5 * w + 5) * 4
+    assert tuple(px[off:off + 3]) == GREEN, tuple(px[off:off + 4])
+    assert panel_color(vm) == RED, "the panel changed"
+    # Control: the foreground's screencap is the panel's colour.
+    _, _, _, fpx = screencap_raw(vm, "red")
+    assert tuple(fpx[off:off + 3]) == RED, tuple(fpx[off:off + 4])
+    png = vm.ok("cellctl exec green -- sh -c 'screencap -p | head -c 24 | od -An -tx1'")
+    assert png.split()[:8] == ["89", "50", "4e", "47", "0d", "0a", "1a", "0a"], png
+    # input from the background VP: its own log, never the foreground's.
+    for vp in COLORS:
+        vm.run(f"cellctl exec {vp} -- sh -c ': > /data/input.log'")
+    vm.ok("cellctl exec green -- input tap 123 456")
+    wait(lambda: "BTN_TOUCH 0" in input_log(vm, "green"), 20, "green's own tap in its log")
+    log = input_log(vm, "green")
+    assert 123 in positions(log, "X") and 456 in positions(log, "Y"), log
+    for vp in ["red", "blue"]:
+        assert "ABS_MT" not in input_log(vm, vp), f"{vp} got green's tap"
+    # Control: the panel's tap still reaches the foreground.
+    vm.tap(222, 333)
+    wait(lambda: "BTN_TOUCH 0" in input_log(vm, "red"), 20, "the panel's tap in red's log")
+
+
+def check_doctor(vm):
+    """The positive side of what the host lacks (binder, uinput, pure v2)."""
+    rc, out = vm.run("cellctl doctor --json --state-dir /var/lib/cells")
+    d = json.loads(out.strip().splitlines()[-1])
+    levels = {c["check"]: c["level"] for c in d["checks"]}
+    for name in ["binder", "uinput", "memfd", "fuse", "overlay", "seccomp", "user namespaces", "cgroup v2", "freezer"]:
+        assert levels.get(name) == "ok", (name, d)
+    assert rc == (1 if d["missing"] else 0), (rc, d)

@@ -29,7 +29,7 @@ from guest import Guest, pixel  # noqa: E402
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 BINARIES = ["cellsd", "cellctl", "cells-init", "cells-persona", "cells-binder-check", "cells-adbd", "cells-prop",
-            "cells-logtools", "cells-alarm",
+            "cells-logtools", "cells-alarm", "cells-toolbox",
             "cells-probe"]
 
 
