@@ -65,6 +65,7 @@ fn empty(t: &str) -> Option<Value<'static>> {
         "as" => Value::from(Vec::<String>::new()),
         "ad" => Value::from(Vec::<f64>::new()),
         "a{sv}" => Value::from(HashMap::<String, Value<'static>>::new()),
+        "a{sh}" => Value::from(HashMap::<String, zbus::zvariant::Fd<'static>>::new()),
         _ => return None,
     })
 }
