@@ -10,6 +10,7 @@
 //! `server` module.
 
 pub mod access;
+pub mod audio;
 pub mod name;
 pub mod paths;
 
@@ -375,6 +376,16 @@ pub trait Manager1 {
     /// "vibration": {"vp", "ms", "at_ms", "backend"} | null,
     /// "vibrations_ignored"}`.
     fn lights(&self) -> zbus::Result<String>;
+    /// The audio device as JSON: format, output and microphone backends,
+    /// the foreground and the VP in a call, every VP's policy, gain, whether
+    /// it gets the microphone, and how much it played, was heard, captured.
+    fn audio(&self) -> zbus::Result<String>;
+    /// The device's output (the mix) for the next `ms` ms (1..=60000), as
+    /// S16_LE 48 kHz stereo bytes; returns after that long.
+    fn audio_record(&self, ms: u32) -> zbus::Result<Vec<u8>>;
+    /// Queue S16_LE 48 kHz stereo bytes as the device's microphone (at
+    /// most 60 s queued).
+    fn audio_mic(&self, pcm: &[u8]) -> zbus::Result<()>;
     /// Every VP's wake-up alarms and the host's alarm timers, as JSON (see
     /// cellsd's `devices::alarm::AlarmsReport`).
     fn alarms(&self) -> zbus::Result<String>;

@@ -118,6 +118,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The device's audio: who is heard and who records; `audio record
+    /// FILE.wav` takes the device's output, `audio mic FILE.wav` feeds its
+    /// microphone.
+    Audio {
+        #[command(subcommand)]
+        cmd: Option<AudioCmd>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The device's location, as the VPs' GPS receivers (/dev/ttyGPS0)
     /// report it: `location set LAT LON [ALT]`.
     Location {
@@ -339,6 +349,21 @@ enum SensorCmd {
         #[arg(allow_hyphen_values = true)]
         values: Vec<f64>,
     },
+}
+
+#[derive(Subcommand)]
+enum AudioCmd {
+    /// Save what the device plays (the mix of the VPs heard now) for
+    /// SECONDS as a WAV file (S16_LE, 48 kHz, stereo).
+    Record {
+        file: PathBuf,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Play a WAV file (16-bit PCM, 48 kHz, mono or stereo) into the
+    /// device's microphone: the foreground VP (or the VP in a call) records
+    /// it, the others read silence.
+    Mic { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -828,6 +853,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        Command::Audio { cmd, json } => audio(&p, cmd, json).await,
         Command::Sensor { cmd, json } => {
             if let Some(SensorCmd::Set { sensor, values }) = cmd {
                 p.sensor_set(&sensor, &values).await?;
@@ -1121,4 +1147,61 @@ async fn exec(p: &Manager1Proxy<'_>, a: ExecArgs) -> Result<u8, Failure> {
     drop(done_w);
     let _ = tokio::task::spawn_blocking(move || relay.join()).await;
     Ok(code?.clamp(0, 255) as u8)
+}
+
+async fn audio(p: &Manager1Proxy<'_>, cmd: Option<AudioCmd>, json: bool) -> Result<u8, Failure> {
+    match cmd {
+        Some(AudioCmd::Record { file, seconds }) => {
+            if !(seconds > 0.0 && seconds <= 60.0) {
+                return Err(Failure(format!(
+                    "--seconds {seconds}: record 0.001 to 60 seconds"
+                )));
+            }
+            let pcm = p
+                .audio_record((seconds * 1000.0).round().max(1.0) as u32)
+                .await?;
+            let data = cells_api::audio::wav(&cells_api::audio::from_bytes(&pcm));
+            std::fs::write(&file, data)
+                .map_err(|e| Failure(format!("write {}: {e}", file.display())))?;
+            Ok(0)
+        }
+        Some(AudioCmd::Mic { file }) => {
+            let data = std::fs::read(&file)
+                .map_err(|e| Failure(format!("read {}: {e}", file.display())))?;
+            let s = cells_api::audio::parse_wav(&data)
+                .map_err(|e| Failure(format!("{}: {e}", file.display())))?;
+            p.audio_mic(&cells_api::audio::to_bytes(&s)).await?;
+            Ok(0)
+        }
+        None => {
+            let v: serde_json::Value = serde_json::from_str(&p.audio().await?).unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(0);
+            }
+            let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+            println!("format: {}", s("format"));
+            println!("output: {}", s("output"));
+            println!("microphone: {}", s("microphone"));
+            println!("call: {}", s("call"));
+            println!("VP  POLICY  GAIN  MIC  PLAYED_MS  HEARD_MS  CAPTURED_MS");
+            for r in v["vps"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}  {}  {}  {}  {}  {}",
+                    r["vp"].as_str().unwrap_or("-"),
+                    r["policy"].as_str().unwrap_or("-"),
+                    r["gain"],
+                    if r["mic"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    r["played_ms"],
+                    r["heard_ms"],
+                    r["captured_ms"]
+                );
+            }
+            Ok(0)
+        }
+    }
 }

@@ -196,6 +196,24 @@ impl ManagerIface {
         Ok(self.mgr.lights()?)
     }
 
+    async fn audio(&self) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(self.mgr.audio()?)
+    }
+
+    async fn audio_record(&self, ms: u32) -> Result<Vec<u8>, CellsError> {
+        self.check()?;
+        let mgr = std::sync::Arc::clone(&self.mgr);
+        Ok(tokio::task::spawn_blocking(move || mgr.audio_record(ms))
+            .await
+            .map_err(|e| CellsError::Failed(e.to_string()))??)
+    }
+
+    async fn audio_mic(&self, pcm: Vec<u8>) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.audio_mic(&pcm)?)
+    }
+
     async fn sensors(&self) -> Result<crate::api::SensorInfo, CellsError> {
         self.check()?;
         Ok(self.mgr.sensors()?)

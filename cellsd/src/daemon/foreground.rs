@@ -179,6 +179,36 @@ impl Manager {
         serde_json::to_string(&h.0.report()).map_err(|e| Error::Failed(e.to_string()))
     }
 
+    fn mixer(&self) -> Result<std::sync::Arc<crate::devices::audio::Mixer>, Error> {
+        self.devices
+            .get::<crate::devices::audio::AudioDevice>()
+            .map(|d| std::sync::Arc::clone(&d.0))
+            .ok_or_else(|| Error::Failed("the audio device has no host side".into()))
+    }
+
+    /// Who is heard and who records (JSON).
+    pub fn audio(&self) -> Result<String, Error> {
+        serde_json::to_string(&self.mixer()?.report()).map_err(|e| Error::Failed(e.to_string()))
+    }
+
+    /// The device's output for the next `ms` ms, as S16_LE 48 kHz stereo
+    /// bytes (blocks that long: call it off the async runtime).
+    pub fn audio_record(&self, ms: u32) -> Result<Vec<u8>, Error> {
+        let s = self.mixer()?.record(ms).map_err(Error::InvalidArgument)?;
+        Ok(cells_api::audio::to_bytes(&s))
+    }
+
+    /// Queue S16_LE 48 kHz stereo bytes as the device's microphone.
+    pub fn audio_mic(&self, pcm: &[u8]) -> Result<(), Error> {
+        if !pcm.len().is_multiple_of(crate::devices::audio::FRAME_BYTES) {
+            return Err(Error::InvalidArgument(
+                "the microphone takes whole S16_LE stereo frames (4 bytes each)".into(),
+            ));
+        }
+        let s = cells_api::audio::from_bytes(pcm);
+        self.mixer()?.feed_mic(&s).map_err(Error::InvalidArgument)
+    }
+
     /// What the lights show and the last vibration (JSON).
     pub fn lights(&self) -> Result<String, Error> {
         let h = self

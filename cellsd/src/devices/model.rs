@@ -7,7 +7,8 @@
 //!   multiplexed one every VP uses at once);
 //! - `foreground`: exclusive, it acts only while the VP is the foreground
 //!   (the panel shows only the foreground's framebuffer, the panel's input
-//!   reaches only the foreground).
+//!   reaches only the foreground);
+//! - `duck` (audio): in the background too, lowered (−12 dB).
 //!
 //! A VP's choices are kept in vp.json (`cells.devices`, only what differs
 //! from the defaults) and given at create time (`cellctl create --device
@@ -26,6 +27,7 @@ pub enum Policy {
     None,
     Shared,
     Foreground,
+    Duck,
 }
 
 impl Policy {
@@ -34,6 +36,7 @@ impl Policy {
             Policy::None => "none",
             Policy::Shared => "shared",
             Policy::Foreground => "foreground",
+            Policy::Duck => "duck",
         }
     }
 
@@ -42,6 +45,7 @@ impl Policy {
             "none" => Some(Policy::None),
             "shared" => Some(Policy::Shared),
             "foreground" => Some(Policy::Foreground),
+            "duck" => Some(Policy::Duck),
             _ => None,
         }
     }

@@ -40,7 +40,7 @@ use crate::devices::input::{self, mux::InputMux};
 use crate::devices::model::{DevicePolicies, DeviceSpec, Policy};
 use crate::devices::network::{self, host::NetConfig, NetRequest};
 use crate::devices::power::{self, backend::SleepBackend};
-use crate::devices::{alarm, lights, logger, sensors};
+use crate::devices::{alarm, audio, lights, logger, sensors};
 
 /// One device of the model: what it is and its VP side.
 pub struct Device {
@@ -62,6 +62,7 @@ pub const DEVICES: &[&Device] = &[
     &sensors::DEVICE,
     &lights::DEVICE,
     &alarm::DEVICE,
+    &audio::DEVICE,
 ];
 
 /// The device named `name`.
@@ -410,6 +411,7 @@ impl Registry {
                 Path::new("/sys/class"),
             )))),
             Arc::new(alarm::AlarmDevice(Arc::new(alarm::AlarmHost::new()))),
+            Arc::new(audio::AudioDevice(Arc::new(audio::Mixer::new()?))),
         ]))
     }
 

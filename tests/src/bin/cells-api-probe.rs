@@ -63,6 +63,7 @@ fn empty(t: &str) -> Option<Value<'static>> {
         "x" => Value::from(0i64),
         "d" => Value::from(0f64),
         "as" => Value::from(Vec::<String>::new()),
+        "ay" => Value::from(Vec::<u8>::new()),
         "ad" => Value::from(Vec::<f64>::new()),
         "a{sv}" => Value::from(HashMap::<String, Value<'static>>::new()),
         "a{sh}" => Value::from(HashMap::<String, zbus::zvariant::Fd<'static>>::new()),
