@@ -19,6 +19,7 @@ use cells_tests::stats::{summarize, Summary};
 use cells_tests::Cells;
 
 mod adbtools;
+mod audio;
 mod display;
 mod network;
 mod power;
@@ -42,6 +43,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             network::bench(n)
         }
+        Some("audio") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
+            audio::bench(n)
+        }
         Some("adb") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             adbtools::bench(n)
@@ -56,7 +61,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N]"
+                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N]"
             );
             2
         }

@@ -1,0 +1,187 @@
+//! `cells-bench audio [N]`: the audio device (two `debian` VPs, Debian's
+//! aplay; the output taken by the D-Bus `AudioRecord`, 10 ms windows).
+//!
+//! - switch → audible change: A plays 440 Hz, B 880 Hz; a recording runs
+//!   while `Switch` is called; the latency is from the call to the first
+//!   10 ms window of the new foreground's tone (resolution: one window).
+//!   Peer: the `Switch` round trip itself.
+//! - playback start: `cellctl exec VP -- aplay TONE` in the foreground VP
+//!   until its tone is in the output. Peer: `cellctl exec VP -- true`.
+
+use std::time::{Duration, Instant};
+
+use cells_tests::stats::summarize;
+use cells_tests::Cells;
+
+use crate::display::{proxy, rt};
+use crate::summary_json;
+
+const RATE: f64 = 48_000.0;
+const WINDOW: usize = 480;
+
+fn tone(freq: f64, secs: f64) -> Vec<u8> {
+    let n = (RATE * secs) as usize;
+    let samples: Vec<i16> = (0..n)
+        .flat_map(|i| {
+            let v = (12000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / RATE).sin()) as i16;
+            [v, v]
+        })
+        .collect();
+    cellsd::api::audio::wav(&samples)
+}
+
+fn amplitude(s: &[f64], freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE).cos();
+    let (mut a, mut b) = (0.0, 0.0);
+    for x in s {
+        let n = x + k * a - b;
+        b = a;
+        a = n;
+    }
+    2.0 * (a * a + b * b - k * a * b).max(0.0).sqrt() / s.len() as f64
+}
+
+/// The first 10 ms window (index) where `freq` is the louder of the two.
+fn first_window(pcm: &[u8], freq: f64, other: f64) -> Option<usize> {
+    let left: Vec<f64> = cellsd::api::audio::from_bytes(pcm)
+        .iter()
+        .step_by(2)
+        .map(|v| *v as f64)
+        .collect();
+    left.chunks(WINDOW).position(|w| {
+        let (a, b) = (amplitude(w, freq), amplitude(w, other));
+        a > 2000.0 && a > 4.0 * b
+    })
+}
+
+fn push(c: &Cells, vp: &str, dst: &str, data: &[u8]) {
+    use std::io::Write;
+    let mut p = c
+        .ctl_cmd()
+        .args(["exec", vp, "--", "sh", "-c", &format!("cat > {dst}")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec");
+    p.stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("push");
+    assert!(p.wait().expect("wait").success());
+}
+
+pub fn bench(n: usize) -> i32 {
+    let c = Cells::new();
+    c.ok(&["template", "build", "debian"]);
+    for vp in ["a", "b"] {
+        c.ok(&["create", vp, "--template", "debian"]);
+        c.ok(&["start", vp]);
+    }
+    push(&c, "a", "/data/long.wav", &tone(440.0, 600.0));
+    push(&c, "b", "/data/long.wav", &tone(880.0, 600.0));
+    push(&c, "b", "/data/short.wav", &tone(660.0, 0.5));
+    c.ok(&["switch", "a"]);
+    for vp in ["a", "b"] {
+        c.sh_ok(vp, "nohup aplay -q /data/long.wav > /dev/null 2>&1 &");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let rt = rt();
+    let (audible, rtt) = rt.block_on(async {
+        let (_conn, p) = proxy(&c).await;
+        let (mut audible, mut rtt) = (Vec::new(), Vec::new());
+        let mut fg = "a";
+        for _ in 0..n {
+            let (to, freq, other) = if fg == "a" {
+                ("b", 880.0, 440.0)
+            } else {
+                ("a", 440.0, 880.0)
+            };
+            let t_rec = Instant::now();
+            let rec = p.audio_record(500);
+            let sw = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let t = Instant::now();
+                p.switch(to).await.expect("switch");
+                (t, t.elapsed())
+            };
+            let (pcm, (t_sw, d)) = tokio::join!(rec, sw);
+            let pcm = pcm.expect("record");
+            rtt.push(d.as_secs_f64() * 1000.0);
+            if let Some(k) = first_window(&pcm, freq, other) {
+                let at = t_rec + Duration::from_millis(10 * k as u64);
+                audible.push(at.saturating_duration_since(t_sw).as_secs_f64() * 1000.0);
+            }
+            fg = to;
+        }
+        (audible, rtt)
+    });
+    let (au, sw) = (summarize(&audible), summarize(&rtt));
+    println!(
+        "switch -> audible change in ms, {n} switches ({} measured; 10 ms windows)",
+        au.n
+    );
+    println!("  switch -> new foreground's tone      {au}");
+    println!("  Switch round trip (peer)             {sw}");
+
+    // Playback start: B in front, its short tone.
+    c.ok(&["switch", "b"]);
+    c.sh_ok("a", "pkill aplay || true");
+    c.sh_ok("b", "pkill aplay || true");
+    let m = n.min(30);
+    let (start, floor) = rt.block_on(async {
+        let (_conn, p) = proxy(&c).await;
+        let (mut start, mut floor) = (Vec::new(), Vec::new());
+        for _ in 0..m {
+            let t_rec = Instant::now();
+            let rec = p.audio_record(1500);
+            let play = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let t = Instant::now();
+                let mut cmd = tokio::process::Command::new(c.bin.join("cellctl"));
+                cmd.env("CELLS_SOCKET", &c.socket).args([
+                    "exec",
+                    "b",
+                    "--",
+                    "aplay",
+                    "-q",
+                    "/data/short.wav",
+                ]);
+                let st = cmd.status().await.expect("aplay");
+                assert!(st.success());
+                t
+            };
+            let (pcm, t_play) = tokio::join!(rec, play);
+            if let Some(k) = first_window(&pcm.expect("record"), 660.0, 880.0) {
+                let at = t_rec + Duration::from_millis(10 * k as u64);
+                start.push(at.saturating_duration_since(t_play).as_secs_f64() * 1000.0);
+            }
+            let t = Instant::now();
+            let mut cmd = tokio::process::Command::new(c.bin.join("cellctl"));
+            cmd.env("CELLS_SOCKET", &c.socket)
+                .args(["exec", "b", "--", "true"]);
+            assert!(cmd.status().await.expect("true").success());
+            floor.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        (start, floor)
+    });
+    let (st, fl) = (summarize(&start), summarize(&floor));
+    println!("playback start in ms, {m} runs ({} measured)", st.n);
+    println!("  exec aplay -> its tone in the output  {st}");
+    println!("  cellctl exec VP -- true (peer)        {fl}");
+    println!(
+        "ratio of medians: audible switch / Switch round trip = {:.2}x; playback start - exec = {:.1} ms",
+        au.p50 / sw.p50,
+        st.p50 - fl.p50
+    );
+    let json = serde_json::json!({
+        "bench": "audio",
+        "n": n,
+        "switch_to_audible_ms": summary_json(&au),
+        "switch_rtt_ms": summary_json(&sw),
+        "playback_start_ms": summary_json(&st),
+        "exec_true_ms": summary_json(&fl),
+    });
+    println!("{json}");
+    0
+}
