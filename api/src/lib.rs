@@ -380,6 +380,15 @@ pub trait Manager1 {
     /// the foreground and the VP in a call, every VP's policy, gain, whether
     /// it gets the microphone, and how much it played, was heard, captured.
     fn audio(&self) -> zbus::Result<String>;
+    /// Telephony as JSON: every VP's number and whether its modem is up,
+    /// the calls (ringing or active, with both numbers), the last messages,
+    /// and the last refusals.
+    fn phone(&self) -> zbus::Result<String>;
+    /// Give a VP its phone number (unique; kept across restarts).
+    fn phone_number(&self, vp: &str, number: &str) -> zbus::Result<()>;
+    /// Act on a running VP's behalf, as its dialer would: `dial` NUMBER,
+    /// `answer`, `hangup`, `sms` NUMBER TEXT.
+    fn phone_action(&self, vp: &str, action: &str, arg: &str, text: &str) -> zbus::Result<()>;
     /// The device's output (the mix) for the next `ms` ms (1..=60000), as
     /// S16_LE 48 kHz stereo bytes; returns after that long.
     fn audio_record(&self, ms: u32) -> zbus::Result<Vec<u8>>;
@@ -408,6 +417,9 @@ pub trait Manager1 {
     fn vp_state_changed(&self, name: String, state: String) -> zbus::Result<()>;
     #[zbus(signal)]
     fn foreground_changed(&self, name: String) -> zbus::Result<()>;
+    /// A call rings in a VP (in the background too): the VP, the caller's number.
+    #[zbus(signal)]
+    fn incoming_call(&self, vp: String, from: String) -> zbus::Result<()>;
     #[zbus(signal)]
     fn template_build_progress(
         &self,

@@ -128,6 +128,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Telephony: every VP's number, the calls and the last messages;
+    /// `phone number VP NUMBER` gives a VP its number.
+    Phone {
+        #[command(subcommand)]
+        cmd: Option<PhoneCmd>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running VP dial NUMBER (as its dialer would; its number is the
+    /// caller ID).
+    Call { name: String, number: String },
+    /// Answer the call ringing in a VP.
+    Answer { name: String },
+    /// End a VP's call (ringing or active); the other side hears NO CARRIER.
+    Hangup { name: String },
+    /// Make a running VP send a text message to NUMBER.
+    Sms {
+        name: String,
+        number: String,
+        text: String,
+    },
     /// The device's location, as the VPs' GPS receivers (/dev/ttyGPS0)
     /// report it: `location set LAT LON [ALT]`.
     Location {
@@ -349,6 +371,13 @@ enum SensorCmd {
         #[arg(allow_hyphen_values = true)]
         values: Vec<f64>,
     },
+}
+
+#[derive(Subcommand)]
+enum PhoneCmd {
+    /// Give a VP its phone number (up to 15 digits, optionally after '+'),
+    /// unique among the VPs; kept across restarts.
+    Number { name: String, number: String },
 }
 
 #[derive(Subcommand)]
@@ -854,6 +883,71 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Audio { cmd, json } => audio(&p, cmd, json).await,
+        Command::Phone { cmd, json } => {
+            if let Some(PhoneCmd::Number { name, number }) = cmd {
+                p.phone_number(&name, &number).await?;
+                return Ok(0);
+            }
+            let v: serde_json::Value = serde_json::from_str(&p.phone().await?).unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(0);
+            }
+            println!("VP  NUMBER  MODEM");
+            for r in v["vps"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}  {}",
+                    r["vp"].as_str().unwrap_or("-"),
+                    r["number"]
+                        .as_str()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or("-"),
+                    if r["running"].as_bool() == Some(true) {
+                        "up"
+                    } else {
+                        "down"
+                    }
+                );
+            }
+            for c in v["calls"].as_array().into_iter().flatten() {
+                println!(
+                    "call {}: {} ({}) -> {} ({}) {}",
+                    c["id"],
+                    c["from"].as_str().unwrap_or("-"),
+                    c["from_vp"].as_str().unwrap_or("-"),
+                    c["to"].as_str().unwrap_or("-"),
+                    c["to_vp"].as_str().unwrap_or("-"),
+                    c["state"].as_str().unwrap_or("-")
+                );
+            }
+            for m in v["messages"].as_array().into_iter().flatten() {
+                println!(
+                    "sms {} ({}) -> {} ({}): {}",
+                    m["from"].as_str().unwrap_or("-"),
+                    m["from_vp"].as_str().unwrap_or("-"),
+                    m["to"].as_str().unwrap_or("-"),
+                    m["to_vp"].as_str().unwrap_or("-"),
+                    m["text"].as_str().unwrap_or("")
+                );
+            }
+            Ok(0)
+        }
+        Command::Call { name, number } => {
+            p.phone_action(&name, "dial", &number, "").await?;
+            Ok(0)
+        }
+        Command::Answer { name } => {
+            p.phone_action(&name, "answer", "", "").await?;
+            Ok(0)
+        }
+        Command::Hangup { name } => {
+            p.phone_action(&name, "hangup", "", "").await?;
+            Ok(0)
+        }
+        Command::Sms { name, number, text } => {
+            p.phone_action(&name, "sms", &number, &text).await?;
+            Ok(0)
+        }
         Command::Sensor { cmd, json } => {
             if let Some(SensorCmd::Set { sensor, values }) = cmd {
                 p.sensor_set(&sensor, &values).await?;

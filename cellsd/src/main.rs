@@ -82,6 +82,11 @@ struct Args {
     /// (hold a sleep inhibitor while any is held), none (record only).
     #[arg(long, default_value = "auto")]
     power_backend: String,
+    /// The device's speaker, where the VPs' audio is mixed to: auto (the
+    /// first ALSA playback device, /dev/snd/pcmC*D*p, if the machine has
+    /// one), none, or a device path.
+    #[arg(long, default_value = "auto")]
+    audio_output: String,
     /// Cgroup freezer for background VPs: auto (v1's freezer controller
     /// where mounted, else v2's cgroup.freeze), v1, v2.
     #[arg(long, value_enum, default_value_t = FreezerArg::Auto)]
@@ -405,6 +410,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             grab_input: !args.no_grab,
             input_socket: Some(layout.input_socket()),
             run_dir: layout.run.clone(),
+            state_dir: layout.state.clone(),
+            audio_output: match args.audio_output.as_str() {
+                "none" => None,
+                "auto" => cellsd::devices::alsa::first_playback(std::path::Path::new("/dev/snd")),
+                p => Some(PathBuf::from(p)),
+            },
             display_mode: match args.display_mux {
                 DisplayMuxArg::Kernel => Some(DisplayMode::Kernel),
                 DisplayMuxArg::Userspace => Some(DisplayMode::Userspace),

@@ -196,6 +196,48 @@ impl ManagerIface {
         Ok(self.mgr.lights()?)
     }
 
+    async fn phone(&self) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(self.mgr.phone()?)
+    }
+
+    async fn phone_number(&self, vp: &str, number: &str) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.phone_number(vp, number)?)
+    }
+
+    /// `action`: dial (arg: the number), answer, hangup, sms (arg: the
+    /// number, text: the message), on the VP's behalf.
+    async fn phone_action(
+        &self,
+        vp: &str,
+        action: &str,
+        arg: &str,
+        text: &str,
+    ) -> Result<(), CellsError> {
+        self.check()?;
+        use crate::devices::telephony::modem::Request;
+        let r = match action {
+            "dial" => Request::Dial(
+                crate::devices::telephony::check_number(arg)
+                    .map_err(CellsError::InvalidArgument)?,
+            ),
+            "answer" => Request::Answer,
+            "hangup" => Request::Hangup,
+            "sms" => Request::Sms {
+                to: crate::devices::telephony::check_number(arg)
+                    .map_err(CellsError::InvalidArgument)?,
+                text: text.to_string(),
+            },
+            other => {
+                return Err(CellsError::InvalidArgument(format!(
+                    "unknown phone action '{other}': use dial, answer, hangup or sms"
+                )))
+            }
+        };
+        Ok(self.mgr.phone_request(vp, r)?)
+    }
+
     async fn audio(&self) -> Result<String, CellsError> {
         self.check()?;
         Ok(self.mgr.audio()?)
@@ -421,6 +463,10 @@ impl ManagerIface {
     #[zbus(signal)]
     async fn foreground_changed(emitter: &SignalEmitter<'_>, name: &str) -> zbus::Result<()>;
 
+    /// A call rings in a VP (in the background too): the VP, the caller's number.
+    #[zbus(signal)]
+    async fn incoming_call(emitter: &SignalEmitter<'_>, vp: &str, from: &str) -> zbus::Result<()>;
+
     #[zbus(signal)]
     async fn template_build_progress(
         emitter: &SignalEmitter<'_>,
@@ -547,6 +593,7 @@ async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
                         signal("TemplateBuildProgress", &(template, done, total, step))
                     }
                     Ok(Event::Foreground(name)) => signal("ForegroundChanged", &(name,)),
+                    Ok(Event::IncomingCall(vp, from)) => signal("IncomingCall", &(vp, from)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return Ok(()),
                 };

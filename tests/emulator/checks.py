@@ -83,6 +83,7 @@ def run_all(vm, res, bench=False):
     res.check("lights: the foreground's writes reach a real LED and backlight; a background VP's are replayed when it comes to the front", lambda: check_lights(vm))
     res.check("sensors: Debian's evtest reads the foreground VP's accelerometer", lambda: check_evtest_accel(vm))
     res.check("clock: the foreground VP sets the device's clock, every VP sees it; a background VP is refused", lambda: check_clock(vm))
+    res.check("audio: the foreground's playback reaches the real sound card (and only it); after a switch the other's", lambda: check_speaker(vm))
     userspace_switch = switch_times(vm) if bench else None
     stop_cellsd(vm)
 
@@ -635,3 +636,63 @@ def check_doctor(vm):
     for name in ["binder", "uinput", "memfd", "fuse", "overlay", "seccomp", "user namespaces", "cgroup v2", "freezer"]:
         assert levels.get(name) == "ok", (name, d)
     assert rc == (1 if d["missing"] else 0), (rc, d)
+
+
+def tone_raw(freq, secs):
+    """S16_LE 48 kHz stereo samples of a sine."""
+    import math
+    import struct
+    n = int(48000 * secs)
+    return b"".join(struct.pack("<hh", v, v) for v in
+                    (int(12000 * math.sin(2 * math.pi * freq * i / 48000)) for i in range(n)))
+
+
+def amplitude(samples, freq):
+    import math
+    k = 2 * math.cos(2 * math.pi * freq / 48000)
+    a = b = 0.0
+    for x in samples:
+        a, b = x + k * a - b, a
+    return 2 * math.sqrt(max(a * a + b * b - k * a * b, 0)) / max(len(samples), 1)
+
+
+def speaker_since(vm, offset):
+    """The left channel the sound card played from byte `offset` of speaker.wav on."""
+    import struct
+    data = (vm.work / "speaker.wav").read_bytes()[offset:]
+    data = data[:len(data) // 4 * 4]
+    return list(struct.unpack("<%dh" % (len(data) // 2), data))[0::2]
+
+
+def check_speaker(vm):
+    out = vm.ok("cellctl audio")
+    if "output: ALSA /dev/snd/pcmC0D0p" not in out:
+        diag = vm.run("ls -l /dev/snd; cat /proc/asound/cards; lsmod | grep snd; dmesg | grep -i -E 'hda|snd|sound' | tail; "
+                      "grep -i audio /tmp/cellsd.log | tail -5")[1]
+        raise AssertionError(f"{out}\n{diag}")
+    (vm.share / "t440.raw").write_bytes(tone_raw(440, 12))
+    (vm.share / "t880.raw").write_bytes(tone_raw(880, 12))
+    vm.ok("cellctl switch red")
+    # The VPs write their audio device as an app's ALSA library does.
+    for vp, f in [("red", "t440.raw"), ("green", "t880.raw")]:
+        vm.ok(f"cellctl exec {vp} -- sh -c 'cat > /data/tone.raw' < /mnt/host/{f}", timeout=180)
+        vm.ok(f"cellctl exec {vp} -- sh -c 'nohup cat /data/tone.raw > /dev/snd/cells-playback 2>/data/cat.err &'")
+    time.sleep(1.0)
+    wav = vm.work / "speaker.wav"
+    start = wav.stat().st_size
+    time.sleep(2.5)
+    s = speaker_since(vm, start)
+    if len(s) < 48000:
+        raise AssertionError(f"the sound card played {len(s)} frames in 2.5 s\n" + vm.run(
+            "cellctl audio; grep -i audio /tmp/cellsd.log | tail -5; cat /proc/asound/card0/pcm0p/sub0/status")[1])
+    a, b = amplitude(s, 440), amplitude(s, 880)
+    if not (a > 3000 and b < a / 20):
+        raise AssertionError(f"red in front: 440 Hz at {a:.0f}, 880 Hz at {b:.0f}\n" + vm.run("cellctl audio")[1])
+    vm.ok("cellctl switch green")
+    time.sleep(0.5)
+    start = wav.stat().st_size
+    time.sleep(2.5)
+    s = speaker_since(vm, start)
+    a, b = amplitude(s, 440), amplitude(s, 880)
+    assert b > 3000 and a < b / 20, f"green in front: 440 Hz at {a:.0f}, 880 Hz at {b:.0f}"
+    vm.ok("cellctl switch red")

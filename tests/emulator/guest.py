@@ -22,7 +22,7 @@ PANEL_W, PANEL_H = 720, 1280
 MODULES = [
     "virtio_pci", "virtio_blk", "virtio_input", "evdev", "uinput", "bochs",
     "overlay", "crc32c_generic", "ext4", "9p", "9pnet_virtio", "fuse",
-    "veth", "bridge",
+    "veth", "bridge", "snd_intel8x0",
 ]
 
 
@@ -181,6 +181,10 @@ class Guest:
             "-fsdev", f"local,id=share,path={self.share},security_model=none",
             "-device", "virtio-9p-pci,fsdev=share,mount_tag=share",
             "-drive", f"file={state},if=virtio,format=raw",
+            # A real sound card; what it plays is written to speaker.wav.
+            "-audiodev", f"wav,id=snd0,path={self.work / 'speaker.wav'},out.frequency=48000,"
+                         "out.channels=2,out.format=s16",
+            "-device", "AC97,audiodev=snd0",
             "-chardev", f"socket,id=ser0,path={ser_path},server=on,wait=off",
             "-serial", "chardev:ser0",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",

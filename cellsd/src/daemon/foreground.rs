@@ -209,6 +209,42 @@ impl Manager {
         self.mixer()?.feed_mic(&s).map_err(Error::InvalidArgument)
     }
 
+    fn switchboard(&self) -> Result<std::sync::Arc<crate::devices::telephony::Switchboard>, Error> {
+        self.devices
+            .get::<crate::devices::telephony::TelephonyDevice>()
+            .map(|d| std::sync::Arc::clone(&d.0))
+            .ok_or_else(|| Error::Failed("the telephony device has no host side".into()))
+    }
+
+    /// Numbers, calls, messages (JSON).
+    pub fn phone(&self) -> Result<String, Error> {
+        serde_json::to_string(&self.switchboard()?.report())
+            .map_err(|e| Error::Failed(e.to_string()))
+    }
+
+    pub fn phone_number(&self, vp: &str, number: &str) -> Result<(), Error> {
+        crate::name::validate("VP", vp)?;
+        if !self.lock().vps.contains_key(vp) {
+            return Err(Error::unknown_vp(vp));
+        }
+        self.switchboard()?
+            .set_number(vp, number)
+            .map_err(Error::InvalidArgument)
+    }
+
+    /// `what`: dial NUMBER, answer, hangup, or sms NUMBER TEXT, on the VP's
+    /// behalf.
+    pub fn phone_request(
+        &self,
+        vp: &str,
+        r: crate::devices::telephony::modem::Request,
+    ) -> Result<(), Error> {
+        super::running_vp(&self.lock(), vp)?;
+        self.switchboard()?
+            .request(vp, r)
+            .map_err(Error::InvalidArgument)
+    }
+
     /// What the lights show and the last vibration (JSON).
     pub fn lights(&self) -> Result<String, Error> {
         let h = self

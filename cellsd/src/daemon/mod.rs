@@ -116,6 +116,8 @@ pub enum Event {
     },
     /// The foreground VP ("" for none).
     Foreground(String),
+    /// A call rings in a VP: (VP, the caller's number).
+    IncomingCall(String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +274,18 @@ impl Manager {
             a.0.set_wake_hook(Arc::new(move |vp: &str| {
                 if let Some(m) = weak.upgrade() {
                     m.forward_activity(vp);
+                }
+            }));
+        }
+        // A call rings in a VP: the IncomingCall signal.
+        if let Some(t) = mgr
+            .devices
+            .get::<crate::devices::telephony::TelephonyDevice>()
+        {
+            let weak = Arc::downgrade(&mgr);
+            t.0.set_ring_hook(Arc::new(move |vp: &str, from: &str| {
+                if let Some(m) = weak.upgrade() {
+                    m.emit(Event::IncomingCall(vp.to_string(), from.to_string()));
                 }
             }));
         }

@@ -537,6 +537,8 @@ struct State {
     /// Periods the thread started late by more than one period.
     late: u64,
     mic_fed: u64,
+    /// What the output is, as `cellctl audio` says it.
+    output: String,
 }
 
 /// What `cellctl audio` shows.
@@ -602,9 +604,57 @@ fn read_period(v: &mut VpAudio) -> (Vec<i16>, u64) {
 
 use cells_api::audio::to_bytes;
 
+/// The mixer thread: a period at a time, paced by the speaker's clock
+/// (its writes block while its buffer is full) or by a timer.
+fn run(weak: Weak<Mutex<State>>, mut speaker: Option<crate::devices::alsa::Playback>) {
+    let period = Duration::from_millis(10);
+    if let Some(s) = &speaker {
+        // Four periods of silence ahead: room for the mixer's jitter.
+        let _ = s.write(&vec![0i16; PERIOD_SAMPLES * 4]);
+    }
+    let mut next = Instant::now() + period;
+    loop {
+        if speaker.is_none() {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+        let Some(state) = weak.upgrade() else { return };
+        let out = {
+            let mut st = lock(&state);
+            let out = tick(&mut st);
+            // Behind by more than a period (a stopped process, a loaded
+            // machine): counted; after a tenth of a second the clock
+            // starts again rather than burst.
+            let now = Instant::now();
+            if speaker.is_none() && now > next + period {
+                st.late += 1;
+            }
+            next += period;
+            if now > next + 10 * period {
+                next = now + period;
+            }
+            out
+        };
+        drop(state);
+        if let Some(s) = &speaker {
+            if let Err(e) = s.write(&out) {
+                tracing::warn!(device = %s.path().display(), "audio output failed, the mix goes nowhere now: {e}");
+                if let Some(state) = weak.upgrade() {
+                    lock(&state).output =
+                        format!("failed ({e}); host: `cellctl audio record` takes the mix");
+                }
+                speaker = None;
+                next = Instant::now() + period;
+            }
+        }
+    }
+}
+
 /// One period: drain every VP's playback, mix by the plan, hand the mix to
 /// the taps, give the microphone (or silence) to every VP's capture.
-fn tick(st: &mut State) {
+fn tick(st: &mut State) -> Vec<i16> {
     let vps: Vec<(String, Policy)> = st.vps.iter().map(|(n, v)| (n.clone(), v.policy)).collect();
     let routes = plan(st.foreground.as_deref(), st.call.as_deref(), &vps);
     let mut acc = vec![0i32; PERIOD_SAMPLES];
@@ -648,10 +698,29 @@ fn tick(st: &mut State) {
         }
     }
     st.periods += 1;
+    out
 }
 
 impl Mixer {
-    pub fn new() -> Result<Self, DeviceError> {
+    /// Start the mixer thread. `output`: a kernel ALSA playback device (the
+    /// device's speaker; its clock then paces the mixer), or None (no sound
+    /// card: a timer paces it, the mix goes to `record` only).
+    pub fn new(output: Option<&Path>) -> Result<Self, DeviceError> {
+        let speaker = match output {
+            Some(p) => Some(
+                crate::devices::alsa::Playback::open(p, RATE, CHANNELS as u32, PERIOD_FRAMES as u32, 8)
+                    .map_err(|e| {
+                        DeviceError::Refused(format!(
+                            "the audio output: {e}; give another with --audio-output PATH, or --audio-output none"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let output = match &speaker {
+            Some(s) => format!("ALSA {} (its clock paces the mixer)", s.path().display()),
+            None => "host: no sound card; `cellctl audio record` takes the mix".into(),
+        };
         let state = Arc::new(Mutex::new(State {
             vps: BTreeMap::new(),
             foreground: None,
@@ -661,34 +730,12 @@ impl Mixer {
             periods: 0,
             late: 0,
             mic_fed: 0,
+            output,
         }));
         let weak: Weak<Mutex<State>> = Arc::downgrade(&state);
         std::thread::Builder::new()
             .name("audio".into())
-            .spawn(move || {
-                let period = Duration::from_millis(10);
-                let mut next = Instant::now() + period;
-                loop {
-                    let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    }
-                    let Some(state) = weak.upgrade() else { return };
-                    let mut st = lock(&state);
-                    tick(&mut st);
-                    // Behind by more than a tenth of a second (a stopped
-                    // process, a loaded machine): start the clock again
-                    // rather than burst.
-                    let now = Instant::now();
-                    if now > next + period {
-                        st.late += 1;
-                    }
-                    next += period;
-                    if now > next + 10 * period {
-                        next = now + period;
-                    }
-                }
-            })
+            .spawn(move || run(weak, speaker))
             .map_err(io("start the audio thread"))?;
         Ok(Self { state })
     }
@@ -740,7 +787,7 @@ impl Mixer {
         let routes = plan(st.foreground.as_deref(), st.call.as_deref(), &vps);
         Report {
             format: format!("S16_LE {RATE} Hz {CHANNELS} channels, 10 ms periods"),
-            output: "host: no sound card; `cellctl audio record` takes the mix".into(),
+            output: st.output.clone(),
             microphone: "host: `cellctl audio mic` feeds it".into(),
             foreground: st.foreground.clone(),
             call: st.call.clone(),

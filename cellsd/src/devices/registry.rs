@@ -40,7 +40,7 @@ use crate::devices::input::{self, mux::InputMux};
 use crate::devices::model::{DevicePolicies, DeviceSpec, Policy};
 use crate::devices::network::{self, host::NetConfig, NetRequest};
 use crate::devices::power::{self, backend::SleepBackend};
-use crate::devices::{alarm, audio, lights, logger, sensors};
+use crate::devices::{alarm, audio, lights, logger, sensors, telephony};
 
 /// One device of the model: what it is and its VP side.
 pub struct Device {
@@ -63,6 +63,7 @@ pub const DEVICES: &[&Device] = &[
     &lights::DEVICE,
     &alarm::DEVICE,
     &audio::DEVICE,
+    &telephony::DEVICE,
 ];
 
 /// The device named `name`.
@@ -372,6 +373,11 @@ pub struct HostConfig {
     /// cellsd's run dir: where a device keeps what must outlive a cellsd
     /// restart (as the VPs do), e.g. the sensor readings in force.
     pub run_dir: PathBuf,
+    /// cellsd's state folder (what devices keep: the VPs' phone numbers).
+    pub state_dir: PathBuf,
+    /// The device's speaker: a kernel ALSA playback device (None: no sound
+    /// card, the mix is only recorded on request).
+    pub audio_output: Option<PathBuf>,
 }
 
 /// The devices' host sides, in the model's order.
@@ -411,7 +417,12 @@ impl Registry {
                 Path::new("/sys/class"),
             )))),
             Arc::new(alarm::AlarmDevice(Arc::new(alarm::AlarmHost::new()))),
-            Arc::new(audio::AudioDevice(Arc::new(audio::Mixer::new()?))),
+            Arc::new(audio::AudioDevice(Arc::new(audio::Mixer::new(
+                cfg.audio_output.as_deref(),
+            )?))),
+            Arc::new(telephony::TelephonyDevice(telephony::Switchboard::new(
+                &cfg.state_dir,
+            )?)),
         ]))
     }
 

@@ -1,0 +1,598 @@
+//! The telephony device: a virtual modem per VP (`/dev/ttyMODEM0`, AT
+//! commands as Android's reference RIL and oFono drive a modem) and cellsd's
+//! switchboard, which gives every VP a number of its own and connects
+//! calls and messages between them (Cells: "separately assignable telephone
+//! numbers and caller ID").
+//!
+//! - **VP side** (monitor): a pty of the VP's devpts, raw, bound at
+//!   `/dev/ttyMODEM0`; its master goes to cellsd (like the GPS receiver).
+//! - **Host side** (cellsd): one thread polls every VP's modem; each VP's
+//!   [`modem::Modem`] turns its bytes into answers and requests; the
+//!   switchboard routes a dialled number to the VP that has it (it rings
+//!   there with the caller's number as caller ID, in the background too),
+//!   an answer makes both sides active, a hang-up on either side ends both;
+//!   a text message reaches only the VP with that number. Numbers are kept
+//!   in `<state>/telephony.json` (`cellctl phone number VP NUMBER`; a VP
+//!   without one gets the next free `+1555010NNN` at its first start).
+
+pub mod modem;
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::devices::model::{DeviceSpec, Policy};
+use crate::devices::registry::{
+    io, Attach, Detach, Device, DeviceError, DeviceFds, DeviceRecord, HostDevice, Made, VpCtx,
+    VpDevice,
+};
+use modem::{CallView, Event, Line, Modem, Request};
+
+pub const NAME: &str = "telephony";
+pub const MODEM_PATH: &str = "/dev/ttyMODEM0";
+/// How often an unanswered call rings again.
+const RING_EVERY: Duration = Duration::from_secs(3);
+/// An unanswered call ends after this long.
+const RING_FOR: Duration = Duration::from_secs(60);
+/// Messages kept for `cellctl phone`.
+const KEEP_MESSAGES: usize = 50;
+
+pub const DEVICE: Device = Device {
+    spec: DeviceSpec {
+        name: NAME,
+        default: Policy::Shared,
+        policies: &[Policy::Shared, Policy::None],
+        about: "/dev/ttyMODEM0: a virtual modem (3GPP TS 27.007 AT commands) with the VP's own number; calls and messages reach it in the background too (shared)",
+    },
+    vp_side,
+};
+
+fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> Result<(), DeviceError> {
+    if c.policy == Policy::None {
+        return Ok(());
+    }
+    m.fds.records.insert(
+        NAME.to_string(),
+        DeviceRecord {
+            fds: Vec::new(),
+            data: serde_json::json!({"modem": MODEM_PATH}),
+        },
+    );
+    m.live.push(Box::new(VpModem {
+        owner: c.owner,
+        tty: None,
+    }));
+    Ok(())
+}
+
+/// The monitor's side: the pty, made once the VP's devpts is mounted.
+struct VpModem {
+    owner: Option<u32>,
+    tty: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl VpDevice for VpModem {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn mounted(&mut self, root: &Path, fds: &mut DeviceFds) -> Result<(), DeviceError> {
+        let (master, slave) = crate::rootfs::bind_new_pty(root, MODEM_PATH, self.owner)
+            .map_err(|e| DeviceError::Refused(format!("the modem tty: {e}")))?;
+        let mut t = nix::sys::termios::tcgetattr(&slave).map_err(io("tcgetattr of the modem"))?;
+        nix::sys::termios::cfmakeraw(&mut t);
+        nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &t)
+            .map_err(io("tcsetattr of the modem"))?;
+        nix::sys::stat::fchmod(&slave, nix::sys::stat::Mode::from_bits_truncate(0o660))
+            .map_err(io("chmod the modem tty"))?;
+        if let Some(r) = fds.records.get_mut(NAME) {
+            r.fds.push(master.as_raw_fd());
+        }
+        self.tty = Some((master, slave));
+        Ok(())
+    }
+}
+
+// -------------------------------------------------------------- the switchboard
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    Ringing,
+    Active,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    pub id: u64,
+    /// The calling VP and its number (the caller ID).
+    pub from_vp: String,
+    pub from: String,
+    /// The called VP and the number dialled.
+    pub to_vp: String,
+    pub to: String,
+    pub state: CallState,
+    #[serde(skip)]
+    started: Instant,
+    #[serde(skip)]
+    rung: Instant,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub from_vp: String,
+    pub from: String,
+    pub to_vp: String,
+    pub to: String,
+    pub text: String,
+}
+
+struct VpLine {
+    master: OwnedFd,
+    modem: Modem,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Numbers {
+    numbers: BTreeMap<String, String>,
+}
+
+struct State {
+    vps: BTreeMap<String, VpLine>,
+    numbers: Numbers,
+    calls: Vec<Call>,
+    messages: Vec<Message>,
+    next_id: u64,
+    /// Failed requests and refusals, for `cellctl phone` (the last few).
+    log: Vec<String>,
+}
+
+/// What `cellctl phone` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub vps: Vec<VpReport>,
+    pub calls: Vec<Call>,
+    pub messages: Vec<Message>,
+    pub log: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VpReport {
+    pub vp: String,
+    pub number: String,
+    pub running: bool,
+}
+
+/// A VP is rung (vp, caller's number): the manager's signal.
+pub type RingHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+pub struct Switchboard {
+    state: Mutex<State>,
+    file: PathBuf,
+    hook: Mutex<Option<RingHook>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) {
+    // The master is non-blocking: a VP that does not read its modem loses
+    // what does not fit (as a real modem's URCs are lost), never stalls us.
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) if n > 0 => data = &data[n..],
+            _ => return,
+        }
+    }
+}
+
+/// A number as cells keeps it: digits with an optional leading '+'.
+pub fn check_number(n: &str) -> Result<String, String> {
+    let digits = n.strip_prefix('+').unwrap_or(n);
+    if digits.is_empty() || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "'{n}' is not a phone number: give up to 15 digits, optionally after '+', e.g. +15550100"
+        ));
+    }
+    Ok(n.to_string())
+}
+
+impl State {
+    fn line(&self, vp: &str) -> Line {
+        let number = self.numbers.numbers.get(vp).cloned().unwrap_or_default();
+        Line {
+            registered: !number.is_empty(),
+            number,
+            operator: "cells".into(),
+            signal: 25,
+        }
+    }
+
+    fn views(&self, vp: &str) -> Vec<CallView> {
+        self.calls
+            .iter()
+            .filter_map(|c| {
+                let incoming = c.to_vp == vp;
+                if !incoming && c.from_vp != vp {
+                    return None;
+                }
+                Some(CallView {
+                    incoming,
+                    state: match (c.state, incoming) {
+                        (CallState::Active, _) => 0,
+                        (CallState::Ringing, true) => 4,
+                        (CallState::Ringing, false) => 3,
+                    },
+                    number: if incoming {
+                        c.from.clone()
+                    } else {
+                        c.to.clone()
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn vp_of(&self, number: &str) -> Option<String> {
+        self.numbers
+            .numbers
+            .iter()
+            .find(|(_, n)| n.as_str() == number)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn send(&mut self, vp: &str, e: &Event) {
+        if let Some(l) = self.vps.get_mut(vp) {
+            let out = l.modem.event(e);
+            write_all(&l.master, &out);
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        tracing::info!("telephony: {s}");
+        self.log.push(s);
+        if self.log.len() > 20 {
+            self.log.remove(0);
+        }
+    }
+
+    /// End `vp`'s call; the other side hears NO CARRIER.
+    fn hang_up(&mut self, vp: &str) {
+        let (gone, keep): (Vec<Call>, Vec<Call>) = std::mem::take(&mut self.calls)
+            .into_iter()
+            .partition(|c| c.from_vp == vp || c.to_vp == vp);
+        self.calls = keep;
+        for c in gone {
+            let other = if c.from_vp == vp {
+                &c.to_vp
+            } else {
+                &c.from_vp
+            };
+            self.send(&other.clone(), &Event::Ended { busy: false });
+        }
+    }
+
+    /// A request of `vp`'s modem (or of the API on its behalf). Returns the
+    /// VP rung and the caller's number, for the signal.
+    fn request(&mut self, vp: &str, r: Request) -> Result<Option<(String, String)>, String> {
+        let mine = self.numbers.numbers.get(vp).cloned().unwrap_or_default();
+        match r {
+            Request::Dial(n) => {
+                if mine.is_empty() {
+                    return Err(format!(
+                        "{vp} has no number: set one with `cellctl phone number {vp} NUMBER`"
+                    ));
+                }
+                if self.calls.iter().any(|c| c.from_vp == vp || c.to_vp == vp) {
+                    return Err(format!("{vp} is already in a call: hang up first"));
+                }
+                let Some(to) = self.vp_of(&n).filter(|t| self.vps.contains_key(t)) else {
+                    self.send(vp, &Event::Ended { busy: false });
+                    return Err(format!("{vp} dialled {n}: no running VP has that number"));
+                };
+                if to == vp || self.calls.iter().any(|c| c.from_vp == to || c.to_vp == to) {
+                    self.send(vp, &Event::Ended { busy: true });
+                    return Err(format!("{vp} dialled {n}: busy"));
+                }
+                self.next_id += 1;
+                let now = Instant::now();
+                self.calls.push(Call {
+                    id: self.next_id,
+                    from_vp: vp.to_string(),
+                    from: mine.clone(),
+                    to_vp: to.clone(),
+                    to: n,
+                    state: CallState::Ringing,
+                    started: now,
+                    rung: now,
+                });
+                self.send(&to, &Event::Ring { from: mine.clone() });
+                Ok(Some((to, mine)))
+            }
+            Request::Answer => {
+                match self
+                    .calls
+                    .iter_mut()
+                    .find(|c| c.to_vp == vp && c.state == CallState::Ringing)
+                {
+                    Some(c) => {
+                        c.state = CallState::Active;
+                        Ok(None)
+                    }
+                    None => Err(format!("{vp} has no call ringing")),
+                }
+            }
+            Request::Hangup => {
+                self.hang_up(vp);
+                Ok(None)
+            }
+            Request::Sms { to, text } => {
+                if mine.is_empty() {
+                    return Err(format!(
+                        "{vp} has no number: set one with `cellctl phone number {vp} NUMBER`"
+                    ));
+                }
+                let Some(to_vp) = self.vp_of(&to).filter(|t| self.vps.contains_key(t)) else {
+                    return Err(format!("{vp} texted {to}: no running VP has that number"));
+                };
+                self.send(
+                    &to_vp,
+                    &Event::Sms {
+                        from: mine.clone(),
+                        text: text.clone(),
+                    },
+                );
+                self.messages.push(Message {
+                    from_vp: vp.to_string(),
+                    from: mine,
+                    to_vp,
+                    to,
+                    text,
+                });
+                if self.messages.len() > KEEP_MESSAGES {
+                    self.messages.remove(0);
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Switchboard {
+    /// Start the thread that serves every VP's modem.
+    pub fn new(state_dir: &Path) -> Result<Arc<Self>, DeviceError> {
+        let file = state_dir.join("telephony.json");
+        let numbers: Numbers = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let sb = Arc::new(Self {
+            state: Mutex::new(State {
+                vps: BTreeMap::new(),
+                numbers,
+                calls: Vec::new(),
+                messages: Vec::new(),
+                next_id: 0,
+                log: Vec::new(),
+            }),
+            file,
+            hook: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&sb);
+        std::thread::Builder::new()
+            .name("telephony".into())
+            .spawn(move || loop {
+                let Some(sb) = weak.upgrade() else { return };
+                let fds: Vec<RawFd> = lock(&sb.state)
+                    .vps
+                    .values()
+                    .map(|l| l.master.as_raw_fd())
+                    .collect();
+                drop(sb);
+                let mut pfds: Vec<libc::pollfd> = fds
+                    .iter()
+                    .map(|fd| libc::pollfd {
+                        fd: *fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                // SAFETY: pfds is a valid array of pollfd of the given length.
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
+                let Some(sb) = weak.upgrade() else { return };
+                sb.serve_once();
+            })
+            .map_err(io("start the telephony thread"))?;
+        Ok(sb)
+    }
+
+    pub fn set_ring_hook(&self, hook: RingHook) {
+        *lock(&self.hook) = Some(hook);
+    }
+
+    fn ring(&self, rung: Option<(String, String)>) {
+        if let (Some((vp, from)), Some(h)) = (rung, lock(&self.hook).clone()) {
+            h(&vp, &from);
+        }
+    }
+
+    /// Read every modem, answer, route; ring again, time out.
+    fn serve_once(&self) {
+        let mut rung = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            let names: Vec<String> = st.vps.keys().cloned().collect();
+            for vp in names {
+                let mut buf = [0u8; 1024];
+                let mut input = Vec::new();
+                if let Some(l) = st.vps.get(&vp) {
+                    while let Ok(n) = nix::unistd::read(&l.master, &mut buf) {
+                        if n == 0 || input.len() > 64 * 1024 {
+                            break;
+                        }
+                        input.extend_from_slice(&buf[..n]);
+                    }
+                }
+                if input.is_empty() {
+                    continue;
+                }
+                let (line, views) = (st.line(&vp), st.views(&vp));
+                let Some(l) = st.vps.get_mut(&vp) else {
+                    continue;
+                };
+                let (out, reqs) = l.modem.input(&input, &line, &views);
+                write_all(&l.master, &out);
+                for r in reqs {
+                    match st.request(&vp, r) {
+                        Ok(r) => rung.push(r),
+                        Err(e) => st.note(e),
+                    }
+                }
+            }
+            // Ring again; give up on calls nobody answers.
+            let now = Instant::now();
+            let mut again = Vec::new();
+            let mut expired = Vec::new();
+            for c in st
+                .calls
+                .iter_mut()
+                .filter(|c| c.state == CallState::Ringing)
+            {
+                if now.duration_since(c.started) > RING_FOR {
+                    expired.push(c.from_vp.clone());
+                } else if now.duration_since(c.rung) >= RING_EVERY {
+                    c.rung = now;
+                    again.push((c.to_vp.clone(), c.from.clone()));
+                }
+            }
+            for (vp, from) in again {
+                st.send(&vp, &Event::Ring { from });
+            }
+            for vp in expired {
+                st.hang_up(&vp);
+            }
+        }
+        for r in rung {
+            self.ring(r);
+        }
+    }
+
+    /// The API on a VP's behalf (as if its dialer did it).
+    pub fn request(&self, vp: &str, r: Request) -> Result<(), String> {
+        let rung = {
+            let mut st = lock(&self.state);
+            if !st.vps.contains_key(vp) {
+                return Err(format!(
+                    "{vp} has no modem now: start it (and give it telephony=shared)"
+                ));
+            }
+            st.request(vp, r)?
+        };
+        self.ring(rung);
+        Ok(())
+    }
+
+    pub fn set_number(&self, vp: &str, number: &str) -> Result<(), String> {
+        let n = check_number(number)?;
+        let mut st = lock(&self.state);
+        if let Some(other) = st.vp_of(&n).filter(|o| o != vp) {
+            return Err(format!("{n} is {other}'s number: give {vp} another"));
+        }
+        st.numbers.numbers.insert(vp.to_string(), n);
+        self.save(&st.numbers)
+    }
+
+    fn save(&self, n: &Numbers) -> Result<(), String> {
+        let text = serde_json::to_vec_pretty(n).map_err(|e| e.to_string())?;
+        crate::layout::write_atomic(&self.file, &text)
+            .map_err(|e| format!("save {}: {e}", self.file.display()))
+    }
+
+    pub fn report(&self) -> Report {
+        let st = lock(&self.state);
+        let mut names: Vec<String> = st.numbers.numbers.keys().cloned().collect();
+        for v in st.vps.keys() {
+            if !names.contains(v) {
+                names.push(v.clone());
+            }
+        }
+        names.sort();
+        Report {
+            vps: names
+                .into_iter()
+                .map(|vp| VpReport {
+                    number: st.numbers.numbers.get(&vp).cloned().unwrap_or_default(),
+                    running: st.vps.contains_key(&vp),
+                    vp,
+                })
+                .collect(),
+            calls: st.calls.clone(),
+            messages: st.messages.clone(),
+            log: st.log.clone(),
+        }
+    }
+
+    /// A VP without a number gets the next free `+1555010NNN`.
+    fn ensure_number(&self, st: &mut State, vp: &str) {
+        if st.numbers.numbers.contains_key(vp) {
+            return;
+        }
+        let n = (100..)
+            .map(|i| format!("+1555010{i:03}"))
+            .find(|n| st.vp_of(n).is_none())
+            .unwrap_or_default();
+        st.numbers.numbers.insert(vp.to_string(), n);
+        if let Err(e) = self.save(&st.numbers) {
+            tracing::warn!("telephony: {e}");
+        }
+    }
+}
+
+/// The registry's handle.
+pub struct TelephonyDevice(pub Arc<Switchboard>);
+
+impl HostDevice for TelephonyDevice {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn attach(&self, a: &Attach<'_>) -> Result<(), DeviceError> {
+        let Some(fd) = a.fds.records.get(NAME).and_then(|r| r.fds.first()) else {
+            return Ok(()); // telephony=none, or a VP of an older cellsd
+        };
+        let monitor = a.monitor()?;
+        let master = crate::sys::pidfd_getfd(monitor, *fd).map_err(io("take the modem tty"))?;
+        let fl = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(io("the modem's flags"))?;
+        let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(fl))
+            .map_err(io("the modem non-blocking"))?;
+        let mut st = lock(&self.0.state);
+        self.0.ensure_number(&mut st, a.vp);
+        st.vps.insert(
+            a.vp.to_string(),
+            VpLine {
+                master,
+                modem: Modem::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn detach(&self, d: &Detach<'_>) {
+        let mut st = lock(&self.0.state);
+        st.hang_up(d.vp);
+        st.vps.remove(d.vp);
+    }
+
+    fn set_foreground(&self, _fg: Option<&str>) {}
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
