@@ -1277,7 +1277,20 @@ async fn audio(p: &Manager1Proxy<'_>, cmd: Option<AudioCmd>, json: bool) -> Resu
             println!("format: {}", s("format"));
             println!("output: {}", s("output"));
             println!("microphone: {}", s("microphone"));
-            println!("call: {}", s("call"));
+            let calls: Vec<&str> = v["calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str())
+                .collect();
+            println!(
+                "in a call: {}",
+                if calls.is_empty() {
+                    "-".to_string()
+                } else {
+                    calls.join(", ")
+                }
+            );
             println!("VP  POLICY  GAIN  MIC  PLAYED_MS  HEARD_MS  CAPTURED_MS");
             for r in v["vps"].as_array().into_iter().flatten() {
                 println!(

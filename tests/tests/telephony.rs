@@ -158,10 +158,23 @@ fn the_api_dials_answers_and_signals_incoming_calls() {
     wait_log(&c, "b", &format!("+CLIP: \"{a_number}\""));
     c.ok(&["answer", "b"]);
     assert_eq!(phone(&c)["calls"][0]["state"], "active");
+    // A call monopolizes audio: its VPs alone are heard and record (the
+    // audio tests prove the plan by sound).
+    let audio = |c: &Cells| -> serde_json::Value {
+        serde_json::from_str(&c.ok(&["audio", "--json"])).unwrap()
+    };
+    assert!(Cells::wait_until(Duration::from_secs(3), || audio(&c)
+        ["calls"]
+        == serde_json::json!(["a", "b"])));
+    let a = audio(&c);
+    for r in a["vps"].as_array().unwrap() {
+        assert_eq!(r["mic"], true, "{a}");
+    }
     let e = c.fails(&["call", "b", "+15550001"]);
     assert!(e.contains("already in a call"), "{e}");
     c.ok(&["hangup", "b"]);
     wait_log(&c, "a", "NO CARRIER");
+    assert_eq!(audio(&c)["calls"], serde_json::json!([]));
     c.ok(&["sms", "b", &a_number, "via the API"]);
     wait_log(&c, "a", "via the API");
     // A stopped VP's calls end; a VP with telephony=none has no modem.

@@ -288,6 +288,11 @@ impl Manager {
                     m.emit(Event::IncomingCall(vp.to_string(), from.to_string()));
                 }
             }));
+            // A call monopolizes audio.
+            if let Some(a) = mgr.devices.get::<crate::devices::audio::AudioDevice>() {
+                let mixer = Arc::clone(&a.0);
+                t.0.set_calls_hook(Arc::new(move |vps: Vec<String>| mixer.set_calls(vps)));
+            }
         }
         if let Some(total) = mgr.cfg.vps_memory {
             let parent = Path::new(&mgr.cfg.cgroup_parent);

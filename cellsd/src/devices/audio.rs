@@ -464,19 +464,19 @@ pub struct Route {
 
 /// Who is heard and who records, from the foreground, the VP in a call
 /// and each VP's policy. Pure.
-pub fn plan(fg: Option<&str>, call: Option<&str>, vps: &[(String, Policy)]) -> Vec<Route> {
+pub fn plan(fg: Option<&str>, calls: &[String], vps: &[(String, Policy)]) -> Vec<Route> {
     vps.iter()
         .map(|(vp, policy)| {
-            let (gain, mic) = match call {
-                Some(c) => {
-                    if c == vp {
+            let (gain, mic) = match calls.is_empty() {
+                false => {
+                    if calls.contains(vp) {
                         (1.0, true)
                     } else {
                         (0.0, false)
                     }
                 }
-                None if fg == Some(vp.as_str()) => (1.0, true),
-                None => match policy {
+                true if fg == Some(vp.as_str()) => (1.0, true),
+                true => match policy {
                     Policy::Shared => (1.0, false),
                     Policy::Duck => (DUCK_GAIN, false),
                     _ => (0.0, false),
@@ -530,7 +530,7 @@ struct Tap {
 struct State {
     vps: BTreeMap<String, VpAudio>,
     foreground: Option<String>,
-    call: Option<String>,
+    calls: Vec<String>,
     taps: Vec<Tap>,
     mic: VecDeque<i16>,
     periods: u64,
@@ -548,7 +548,8 @@ pub struct Report {
     pub output: String,
     pub microphone: String,
     pub foreground: Option<String>,
-    pub call: Option<String>,
+    /// The VPs in a call (they alone are heard and record).
+    pub calls: Vec<String>,
     pub vps: Vec<VpReport>,
     pub periods: u64,
     pub late_periods: u64,
@@ -656,7 +657,7 @@ fn run(weak: Weak<Mutex<State>>, mut speaker: Option<crate::devices::alsa::Playb
 /// the taps, give the microphone (or silence) to every VP's capture.
 fn tick(st: &mut State) -> Vec<i16> {
     let vps: Vec<(String, Policy)> = st.vps.iter().map(|(n, v)| (n.clone(), v.policy)).collect();
-    let routes = plan(st.foreground.as_deref(), st.call.as_deref(), &vps);
+    let routes = plan(st.foreground.as_deref(), &st.calls, &vps);
     let mut acc = vec![0i32; PERIOD_SAMPLES];
     for r in &routes {
         if let Some(v) = st.vps.get_mut(&r.vp) {
@@ -724,7 +725,7 @@ impl Mixer {
         let state = Arc::new(Mutex::new(State {
             vps: BTreeMap::new(),
             foreground: None,
-            call: None,
+            calls: Vec::new(),
             taps: Vec::new(),
             mic: VecDeque::new(),
             periods: 0,
@@ -775,22 +776,23 @@ impl Mixer {
         Ok(())
     }
 
-    /// The VP in a call: the only one heard and recording (None: no call).
-    pub fn set_call(&self, vp: Option<&str>) {
-        lock(&self.state).call = vp.map(String::from);
+    /// The VPs in a call: the only ones heard and recording (empty: no
+    /// call). The telephony device sets it as calls become active and end.
+    pub fn set_calls(&self, vps: Vec<String>) {
+        lock(&self.state).calls = vps;
     }
 
     pub fn report(&self) -> Report {
         let st = lock(&self.state);
         let vps: Vec<(String, Policy)> =
             st.vps.iter().map(|(n, v)| (n.clone(), v.policy)).collect();
-        let routes = plan(st.foreground.as_deref(), st.call.as_deref(), &vps);
+        let routes = plan(st.foreground.as_deref(), &st.calls, &vps);
         Report {
             format: format!("S16_LE {RATE} Hz {CHANNELS} channels, 10 ms periods"),
             output: st.output.clone(),
             microphone: "host: `cellctl audio mic` feeds it".into(),
             foreground: st.foreground.clone(),
-            call: st.call.clone(),
+            calls: st.calls.clone(),
             vps: routes
                 .into_iter()
                 .filter_map(|r| {
@@ -850,9 +852,7 @@ impl HostDevice for AudioDevice {
     fn detach(&self, d: &Detach<'_>) {
         let mut st = lock(&self.0.state);
         st.vps.remove(d.vp);
-        if st.call.as_deref() == Some(d.vp) {
-            st.call = None;
-        }
+        st.calls.retain(|v| v != d.vp);
     }
 
     fn set_foreground(&self, fg: Option<&str>) {
@@ -885,7 +885,7 @@ mod tests {
             ("d", Policy::Shared),
         ]);
         assert_eq!(
-            gains(&plan(Some("a"), None, &v)),
+            gains(&plan(Some("a"), &[], &v)),
             vec![
                 ("a".into(), 1.0, true),
                 ("b".into(), 0.0, false),
@@ -895,7 +895,7 @@ mod tests {
         );
         // No foreground: only the background policies are heard, nobody records.
         assert_eq!(
-            gains(&plan(None, None, &v)),
+            gains(&plan(None, &[], &v)),
             vec![
                 ("a".into(), 0.0, false),
                 ("b".into(), 0.0, false),
@@ -905,7 +905,7 @@ mod tests {
         );
         // b in a call while a is in front: only b, whatever the policies.
         assert_eq!(
-            gains(&plan(Some("a"), Some("b"), &v)),
+            gains(&plan(Some("a"), &["b".to_string()], &v)),
             vec![
                 ("a".into(), 0.0, false),
                 ("b".into(), 1.0, true),

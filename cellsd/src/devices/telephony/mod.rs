@@ -169,11 +169,17 @@ pub struct VpReport {
 
 /// A VP is rung (vp, caller's number): the manager's signal.
 pub type RingHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// The VPs in an active call changed: the audio device's (a call
+/// monopolizes audio).
+pub type CallsHook = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
 pub struct Switchboard {
     state: Mutex<State>,
     file: PathBuf,
     hook: Mutex<Option<RingHook>>,
+    calls_hook: Mutex<Option<CallsHook>>,
+    /// What the calls hook was last told.
+    in_call: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -382,6 +388,8 @@ impl Switchboard {
             }),
             file,
             hook: Mutex::new(None),
+            calls_hook: Mutex::new(None),
+            in_call: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&sb);
         std::thread::Builder::new()
@@ -413,6 +421,30 @@ impl Switchboard {
 
     pub fn set_ring_hook(&self, hook: RingHook) {
         *lock(&self.hook) = Some(hook);
+    }
+
+    pub fn set_calls_hook(&self, hook: CallsHook) {
+        *lock(&self.calls_hook) = Some(hook);
+    }
+
+    /// Tell the audio device who is in an active call, if that changed.
+    fn calls_changed(&self) {
+        let mut now: Vec<String> = lock(&self.state)
+            .calls
+            .iter()
+            .filter(|c| c.state == CallState::Active)
+            .flat_map(|c| [c.from_vp.clone(), c.to_vp.clone()])
+            .collect();
+        now.sort();
+        now.dedup();
+        let mut last = lock(&self.in_call);
+        if *last != now {
+            *last = now.clone();
+            drop(last);
+            if let Some(h) = lock(&self.calls_hook).clone() {
+                h(now);
+            }
+        }
     }
 
     fn ring(&self, rung: Option<(String, String)>) {
@@ -480,6 +512,7 @@ impl Switchboard {
         for r in rung {
             self.ring(r);
         }
+        self.calls_changed();
     }
 
     /// The API on a VP's behalf (as if its dialer did it).
@@ -494,6 +527,7 @@ impl Switchboard {
             st.request(vp, r)?
         };
         self.ring(rung);
+        self.calls_changed();
         Ok(())
     }
 
@@ -585,9 +619,12 @@ impl HostDevice for TelephonyDevice {
     }
 
     fn detach(&self, d: &Detach<'_>) {
-        let mut st = lock(&self.0.state);
-        st.hang_up(d.vp);
-        st.vps.remove(d.vp);
+        {
+            let mut st = lock(&self.0.state);
+            st.hang_up(d.vp);
+            st.vps.remove(d.vp);
+        }
+        self.0.calls_changed();
     }
 
     fn set_foreground(&self, _fg: Option<&str>) {}
