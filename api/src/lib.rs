@@ -386,6 +386,9 @@ pub trait Manager1 {
     fn phone(&self) -> zbus::Result<String>;
     /// Give a VP its phone number (unique; kept across restarts).
     fn phone_number(&self, vp: &str, number: &str) -> zbus::Result<()>;
+    /// Give the device's cellular line (the modem's number, its calls and
+    /// messages) to a VP; kept across restarts.
+    fn phone_assign(&self, vp: &str) -> zbus::Result<()>;
     /// Act on a running VP's behalf, as its dialer would: `dial` NUMBER,
     /// `answer`, `hangup`, `sms` NUMBER TEXT.
     fn phone_action(&self, vp: &str, action: &str, arg: &str, text: &str) -> zbus::Result<()>;

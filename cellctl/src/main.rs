@@ -378,6 +378,9 @@ enum PhoneCmd {
     /// Give a VP its phone number (up to 15 digits, optionally after '+'),
     /// unique among the VPs; kept across restarts.
     Number { name: String, number: String },
+    /// Give the device's cellular line (the modem's number, its calls and
+    /// messages) to a VP.
+    Assign { name: String },
 }
 
 #[derive(Subcommand)]
@@ -884,14 +887,42 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Audio { cmd, json } => audio(&p, cmd, json).await,
         Command::Phone { cmd, json } => {
-            if let Some(PhoneCmd::Number { name, number }) = cmd {
-                p.phone_number(&name, &number).await?;
-                return Ok(0);
+            match cmd {
+                Some(PhoneCmd::Number { name, number }) => {
+                    p.phone_number(&name, &number).await?;
+                    return Ok(0);
+                }
+                Some(PhoneCmd::Assign { name }) => {
+                    p.phone_assign(&name).await?;
+                    return Ok(0);
+                }
+                None => {}
             }
             let v: serde_json::Value = serde_json::from_str(&p.phone().await?).unwrap_or_default();
             if json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(0);
+            }
+            if let Some(c) = v["cellular"].as_object() {
+                println!(
+                    "cellular: {} {} {} signal {} number {} -> {}{}",
+                    c["modem"].as_str().unwrap_or("-"),
+                    if c["registered"].as_bool() == Some(true) {
+                        "registered"
+                    } else {
+                        "not registered"
+                    },
+                    c["operator"].as_str().unwrap_or(""),
+                    c["signal"],
+                    c["number"].as_str().unwrap_or("-"),
+                    c["owner"]
+                        .as_str()
+                        .unwrap_or("no VP (cellctl phone assign VP)"),
+                    c["error"]
+                        .as_str()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
             }
             println!("VP  NUMBER  MODEM");
             for r in v["vps"].as_array().into_iter().flatten() {

@@ -82,6 +82,10 @@ struct Args {
     /// (hold a sleep inhibitor while any is held), none (record only).
     #[arg(long, default_value = "auto")]
     power_backend: String,
+    /// The device's modem: the baseband's AT command tty (e.g. /dev/ttyUSB2);
+    /// its calls and messages go to the VP given by `cellctl phone assign`.
+    #[arg(long)]
+    modem: Option<PathBuf>,
     /// The device's speaker, where the VPs' audio is mixed to: auto (the
     /// first ALSA playback device, /dev/snd/pcmC*D*p, if the machine has
     /// one), none, or a device path.
@@ -411,6 +415,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             input_socket: Some(layout.input_socket()),
             run_dir: layout.run.clone(),
             state_dir: layout.state.clone(),
+            modem: args.modem.clone(),
             audio_output: match args.audio_output.as_str() {
                 "none" => None,
                 "auto" => cellsd::devices::alsa::first_playback(std::path::Path::new("/dev/snd")),

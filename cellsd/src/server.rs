@@ -206,6 +206,11 @@ impl ManagerIface {
         Ok(self.mgr.phone_number(vp, number)?)
     }
 
+    async fn phone_assign(&self, vp: &str) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.phone_assign(vp)?)
+    }
+
     /// `action`: dial (arg: the number), answer, hangup, sms (arg: the
     /// number, text: the message), on the VP's behalf.
     async fn phone_action(

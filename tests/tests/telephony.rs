@@ -192,3 +192,142 @@ fn the_api_dials_answers_and_signals_incoming_calls() {
     let e = c.fails(&["call", "n", "+15550002"]);
     assert!(e.contains("no modem"), "{e}");
 }
+
+/// The modem simulator (a test fixture): its tty, its stdin (the network's
+/// side) and what it was asked (its stdout lines).
+struct Sim {
+    child: std::process::Child,
+    tty: String,
+    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Sim {
+    fn start() -> Sim {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(cells_tests::bin_dir().join("cells-modem-sim"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cells-modem-sim (built with the workspace)");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut tty = String::new();
+        out.read_line(&mut tty).unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = std::sync::Arc::clone(&said);
+        std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                s2.lock().unwrap().push(l);
+            }
+        });
+        Sim {
+            child,
+            tty: tty.trim().to_string(),
+            said,
+        }
+    }
+
+    fn network(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn wait_said(&self, what: &str) {
+        let ok = Cells::wait_until(Duration::from_secs(10), || {
+            self.said.lock().unwrap().iter().any(|l| l == what)
+        });
+        assert!(
+            ok,
+            "the modem was never asked {what:?}: {:?}",
+            self.said.lock().unwrap()
+        );
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_cellular_line_belongs_to_one_vp() {
+    let mut sim = Sim::start();
+    let c = Cells::with_args(None, &["--modem", &sim.tty]);
+    c.ok(&["template", "build", "minimal"]);
+    for vp in ["a", "b"] {
+        c.create_start(vp);
+        log_modem(&c, vp);
+    }
+    c.ok(&["phone", "assign", "b"]);
+    assert!(
+        Cells::wait_until(Duration::from_secs(15), || {
+            let p = phone(&c);
+            p["cellular"]["registered"] == true && p["cellular"]["number"] == "+15559990000"
+        }),
+        "{}",
+        phone(&c)
+    );
+    assert_eq!(phone(&c)["cellular"]["operator"], "SimNet");
+    at(&c, "b", "AT+CNUM\\r");
+    wait_log(&c, "b", "+CNUM: \"\",\"+15559990000\",145");
+    c.ok(&["switch", "a"]);
+
+    // A call on the cellular number rings in b (in the background), with
+    // the caller's number; a (in front) sees nothing.
+    sim.network("ring +15551234567");
+    wait_log(&c, "b", "+CLIP: \"+15551234567\",145");
+    at(&c, "b", "ATA\\r");
+    sim.wait_said("answered");
+    assert_eq!(phone(&c)["calls"][0]["state"], "active");
+    sim.network("hangup");
+    wait_log(&c, "b", "NO CARRIER");
+    assert!(Cells::wait_until(Duration::from_secs(3), || phone(&c)
+        ["calls"]
+        .as_array()
+        .unwrap()
+        .is_empty()));
+    let a = modem_log(&c, "a");
+    assert!(!a.contains("RING"), "{a}");
+
+    // b calls out on the line; the far end answers; b hangs up.
+    at(&c, "b", "ATD+15557654321;\\r");
+    sim.wait_said("dial +15557654321");
+    sim.network("answer");
+    assert!(Cells::wait_until(Duration::from_secs(5), || phone(&c)
+        ["calls"][0]["state"]
+        == "active"));
+    at(&c, "b", "ATH\\r");
+    sim.wait_said("hung up");
+    // a may not use the line.
+    let e = c.fails(&["call", "a", "+15557654321"]);
+    assert!(
+        e.contains("only b's calls go out on the cellular line"),
+        "{e}"
+    );
+
+    // Messages both ways, b's only.
+    sim.network("sms +15551234567 hello b");
+    wait_log(&c, "b", "+CMT: \"+15551234567\"");
+    wait_log(&c, "b", "hello b");
+    at(&c, "b", "AT+CMGS=\"+15551234567\"\\rfrom b\\032");
+    sim.wait_said("sms-out +15551234567 from b");
+    let a = modem_log(&c, "a");
+    assert!(!a.contains("+CMT"), "{a}");
+
+    // A dead modem: the line says so, b's calls fail cleanly.
+    drop(sim);
+    assert!(
+        Cells::wait_until(Duration::from_secs(15), || {
+            let p = phone(&c);
+            p["cellular"]["registered"] == false && !p["cellular"]["error"].is_null()
+        }),
+        "{}",
+        phone(&c)
+    );
+    let e = c.fails(&["call", "b", "+15557654321"]);
+    assert!(e.contains("no running VP has that number"), "{e}");
+}

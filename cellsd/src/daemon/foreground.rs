@@ -232,6 +232,17 @@ impl Manager {
             .map_err(Error::InvalidArgument)
     }
 
+    /// Give the cellular line to `vp`.
+    pub fn phone_assign(&self, vp: &str) -> Result<(), Error> {
+        crate::name::validate("VP", vp)?;
+        if !self.lock().vps.contains_key(vp) {
+            return Err(Error::unknown_vp(vp));
+        }
+        self.switchboard()?
+            .assign(vp)
+            .map_err(Error::InvalidArgument)
+    }
+
     /// `what`: dial NUMBER, answer, hangup, or sms NUMBER TEXT, on the VP's
     /// behalf.
     pub fn phone_request(

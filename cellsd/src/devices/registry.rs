@@ -375,6 +375,8 @@ pub struct HostConfig {
     pub run_dir: PathBuf,
     /// cellsd's state folder (what devices keep: the VPs' phone numbers).
     pub state_dir: PathBuf,
+    /// The device's modem: the baseband's AT tty (None: no cellular line).
+    pub modem: Option<PathBuf>,
     /// The device's speaker: a kernel ALSA playback device (None: no sound
     /// card, the mix is only recorded on request).
     pub audio_output: Option<PathBuf>,
@@ -422,6 +424,7 @@ impl Registry {
             )?))),
             Arc::new(telephony::TelephonyDevice(telephony::Switchboard::new(
                 &cfg.state_dir,
+                cfg.modem.as_deref(),
             )?)),
         ]))
     }

@@ -139,10 +139,53 @@ struct VpLine {
 #[derive(Default, Serialize, Deserialize)]
 struct Numbers {
     numbers: BTreeMap<String, String>,
+    /// The VP the cellular line belongs to (`cellctl phone assign VP`).
+    #[serde(default)]
+    cellular: Option<String>,
+}
+
+/// The device's modem (`cellsd --modem TTY`): its state as it reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CellularReport {
+    pub modem: String,
+    pub registered: bool,
+    pub operator: String,
+    pub signal: u8,
+    pub number: String,
+    /// The VP its calls and messages go to.
+    pub owner: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The device's modem, driven with the same AT commands.
+struct Cellular {
+    fd: OwnedFd,
+    report: CellularReport,
+    buf: Vec<u8>,
+    /// The number of the +CLIP / +CMT line just seen (its text follows).
+    cmt_from: Option<String>,
+    /// A message waiting for the modem's "> ".
+    sms_text: Option<String>,
+    polled: Instant,
+}
+
+impl Cellular {
+    fn send(&mut self, at: &str) {
+        match nix::unistd::write(&self.fd, at.as_bytes()) {
+            // A full buffer (the modem is slow): this poll is lost.
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            // The modem is gone: no line until it answers again.
+            Err(e) => {
+                self.report.error = Some(format!("write to the modem: {e}"));
+                self.report.registered = false;
+            }
+        }
+    }
 }
 
 struct State {
     vps: BTreeMap<String, VpLine>,
+    cellular: Option<Cellular>,
     numbers: Numbers,
     calls: Vec<Call>,
     messages: Vec<Message>,
@@ -154,6 +197,7 @@ struct State {
 /// What `cellctl phone` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub cellular: Option<CellularReport>,
     pub vps: Vec<VpReport>,
     pub calls: Vec<Call>,
     pub messages: Vec<Message>,
@@ -210,12 +254,222 @@ pub fn check_number(n: &str) -> Result<String, String> {
 
 impl State {
     fn line(&self, vp: &str) -> Line {
+        if let Some(c) = self
+            .cellular
+            .as_ref()
+            .filter(|c| c.report.registered && self.numbers.cellular.as_deref() == Some(vp))
+        {
+            return Line {
+                registered: true,
+                number: c.report.number.clone(),
+                operator: c.report.operator.clone(),
+                signal: c.report.signal,
+            };
+        }
         let number = self.numbers.numbers.get(vp).cloned().unwrap_or_default();
         Line {
             registered: !number.is_empty(),
             number,
             operator: "cells".into(),
             signal: 25,
+        }
+    }
+
+    /// Whether `vp` has the cellular line, and it is up.
+    fn on_cellular(&self, vp: &str) -> bool {
+        self.numbers.cellular.as_deref() == Some(vp)
+            && self.cellular.as_ref().is_some_and(|c| c.report.registered)
+    }
+
+    /// A line the device's modem sent.
+    fn modem_line(&mut self, line: &str) -> Option<(String, String)> {
+        let owner = self.numbers.cellular.clone();
+        let c = self.cellular.as_mut()?;
+        let field = |s: &str| {
+            s.split(',')
+                .map(|f| f.trim().trim_matches('"').to_string())
+                .collect::<Vec<_>>()
+        };
+        if let Some(from) = c.cmt_from.take() {
+            // The text of the +CMT just before.
+            let (to, text) = (c.report.number.clone(), line.to_string());
+            if let Some(o) = owner.clone().filter(|o| self.vps.contains_key(o)) {
+                self.send(
+                    &o,
+                    &Event::Sms {
+                        from: from.clone(),
+                        text: text.clone(),
+                    },
+                );
+                self.messages.push(Message {
+                    from_vp: String::new(),
+                    from,
+                    to_vp: o,
+                    to,
+                    text,
+                });
+            } else {
+                self.note(format!("a message from {from} on the cellular line: no VP has the line (cellctl phone assign VP)"));
+            }
+            return None;
+        }
+        if let Some(v) = line.strip_prefix("+CREG:") {
+            let f = field(v);
+            c.report.registered = matches!(f.get(1).map(String::as_str), Some("1") | Some("5"));
+            if c.report.registered {
+                c.report.error = None;
+            }
+        } else if let Some(v) = line.strip_prefix("+COPS:") {
+            c.report.operator = field(v).get(2).cloned().unwrap_or_default();
+        } else if let Some(v) = line.strip_prefix("+CSQ:") {
+            c.report.signal = field(v).first().and_then(|x| x.parse().ok()).unwrap_or(99);
+        } else if let Some(v) = line.strip_prefix("+CNUM:") {
+            c.report.number = field(v).get(1).cloned().unwrap_or_default();
+        } else if let Some(v) = line.strip_prefix("+CMT:") {
+            c.cmt_from = field(v).first().cloned();
+        } else if let Some(v) = line.strip_prefix("+CLIP:") {
+            let from = field(v).first().cloned().unwrap_or_default();
+            let to = c.report.number.clone();
+            let Some(o) = owner.filter(|o| self.vps.contains_key(o)) else {
+                self.note(format!("a call from {from} on the cellular line: no VP has the line (cellctl phone assign VP)"));
+                return None;
+            };
+            let now = Instant::now();
+            match self
+                .calls
+                .iter_mut()
+                .find(|x| x.from_vp.is_empty() && x.to_vp == o)
+            {
+                // The modem rings again: so does the VP.
+                Some(x) if x.state == CallState::Ringing => x.rung = now,
+                Some(_) => return None,
+                None => {
+                    if self.calls.iter().any(|x| x.from_vp == o || x.to_vp == o) {
+                        return None; // busy: the modem keeps ringing
+                    }
+                    self.next_id += 1;
+                    self.calls.push(Call {
+                        id: self.next_id,
+                        from_vp: String::new(),
+                        from: from.clone(),
+                        to_vp: o.clone(),
+                        to,
+                        state: CallState::Ringing,
+                        started: now,
+                        rung: now,
+                    });
+                }
+            }
+            self.send(&o, &Event::Ring { from: from.clone() });
+            return Some((o, from));
+        } else if let Some(v) = line.strip_prefix("+CLCC:") {
+            let f = field(v);
+            if f.get(2).map(String::as_str) == Some("0") {
+                for x in self
+                    .calls
+                    .iter_mut()
+                    .filter(|x| x.to_vp.is_empty() || x.from_vp.is_empty())
+                {
+                    x.state = CallState::Active;
+                }
+            }
+        } else if line == "NO CARRIER" || line == "BUSY" || line == "NO ANSWER" {
+            let (gone, keep): (Vec<Call>, Vec<Call>) = std::mem::take(&mut self.calls)
+                .into_iter()
+                .partition(|x| x.from_vp.is_empty() || x.to_vp.is_empty());
+            self.calls = keep;
+            for x in gone {
+                let vp = if x.from_vp.is_empty() {
+                    x.to_vp
+                } else {
+                    x.from_vp
+                };
+                self.send(
+                    &vp,
+                    &Event::Ended {
+                        busy: line == "BUSY",
+                    },
+                );
+            }
+        } else if line.starts_with("+CME ERROR")
+            || line.starts_with("+CMS ERROR")
+            || line == "ERROR"
+        {
+            c.report.error = Some(format!("the modem said {line}"));
+        }
+        None
+    }
+
+    /// Read the device's modem; ask it for its state now and then.
+    fn serve_cellular(&mut self) -> Vec<(String, String)> {
+        let mut rung = Vec::new();
+        let Some(c) = self.cellular.as_mut() else {
+            return rung;
+        };
+        let mut b = [0u8; 1024];
+        loop {
+            match nix::unistd::read(&c.fd, &mut b) {
+                Ok(0) => break,
+                Ok(n) => c.buf.extend_from_slice(&b[..n]),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => {
+                    c.report.error = Some(format!("read the modem: {e}"));
+                    c.report.registered = false;
+                    break;
+                }
+            }
+        }
+        // The SMS prompt has no line end.
+        if c.sms_text.is_some() && c.buf.windows(2).any(|w| w == b"> ") {
+            c.buf.clear();
+            if let Some(t) = c.sms_text.take() {
+                c.send(&format!("{t}\x1a"));
+            }
+        }
+        let mut lines = Vec::new();
+        while let Some(i) = c.buf.iter().position(|x| *x == b'\n') {
+            let l: Vec<u8> = c.buf.drain(..=i).collect();
+            let l = String::from_utf8_lossy(&l).trim().to_string();
+            if !l.is_empty() {
+                lines.push(l);
+            }
+        }
+        if c.buf.len() > 4096 {
+            c.buf.clear();
+        }
+        let poll_every = if self
+            .calls
+            .iter()
+            .any(|x| x.from_vp.is_empty() || x.to_vp.is_empty())
+        {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        };
+        if c.polled.elapsed() >= poll_every {
+            c.polled = Instant::now();
+            c.send("AT+CREG?\rAT+COPS?\rAT+CSQ\rAT+CNUM\r");
+            if self
+                .calls
+                .iter()
+                .any(|x| x.to_vp.is_empty() && x.state == CallState::Ringing)
+            {
+                if let Some(c) = self.cellular.as_mut() {
+                    c.send("AT+CLCC\r");
+                }
+            }
+        }
+        for l in lines {
+            if let Some(r) = self.modem_line(&l) {
+                rung.push(r);
+            }
+        }
+        rung
+    }
+
+    fn modem_send(&mut self, at: &str) {
+        if let Some(c) = self.cellular.as_mut() {
+            c.send(at);
         }
     }
 
@@ -279,7 +533,11 @@ impl State {
             } else {
                 &c.from_vp
             };
-            self.send(&other.clone(), &Event::Ended { busy: false });
+            if other.is_empty() {
+                self.modem_send("ATH\r");
+            } else {
+                self.send(&other.clone(), &Event::Ended { busy: false });
+            }
         }
     }
 
@@ -298,8 +556,34 @@ impl State {
                     return Err(format!("{vp} is already in a call: hang up first"));
                 }
                 let Some(to) = self.vp_of(&n).filter(|t| self.vps.contains_key(t)) else {
+                    if self.on_cellular(vp) {
+                        let from = self.line(vp).number;
+                        self.modem_send(&format!("ATD{n};\r"));
+                        self.next_id += 1;
+                        let now = Instant::now();
+                        self.calls.push(Call {
+                            id: self.next_id,
+                            from_vp: vp.to_string(),
+                            from,
+                            to_vp: String::new(),
+                            to: n,
+                            state: CallState::Ringing,
+                            started: now,
+                            rung: now,
+                        });
+                        return Ok(None);
+                    }
                     self.send(vp, &Event::Ended { busy: false });
-                    return Err(format!("{vp} dialled {n}: no running VP has that number"));
+                    return Err(format!(
+                        "{vp} dialled {n}: no running VP has that number{}",
+                        match &self.numbers.cellular {
+                            Some(o) if o != vp =>
+                                format!(" (only {o}'s calls go out on the cellular line)"),
+                            _ if self.cellular.is_none() =>
+                                " (and the device has no modem: cellsd --modem TTY)".to_string(),
+                            _ => String::new(),
+                        }
+                    ));
                 };
                 if to == vp || self.calls.iter().any(|c| c.from_vp == to || c.to_vp == to) {
                     self.send(vp, &Event::Ended { busy: true });
@@ -328,6 +612,9 @@ impl State {
                 {
                     Some(c) => {
                         c.state = CallState::Active;
+                        if c.from_vp.is_empty() {
+                            self.modem_send("ATA\r");
+                        }
                         Ok(None)
                     }
                     None => Err(format!("{vp} has no call ringing")),
@@ -344,6 +631,21 @@ impl State {
                     ));
                 }
                 let Some(to_vp) = self.vp_of(&to).filter(|t| self.vps.contains_key(t)) else {
+                    if self.on_cellular(vp) {
+                        let from = self.line(vp).number;
+                        self.modem_send(&format!("AT+CMGS=\"{to}\"\r"));
+                        if let Some(c) = self.cellular.as_mut() {
+                            c.sms_text = Some(text.clone());
+                        }
+                        self.messages.push(Message {
+                            from_vp: vp.to_string(),
+                            from,
+                            to_vp: String::new(),
+                            to,
+                            text,
+                        });
+                        return Ok(None);
+                    }
                     return Err(format!("{vp} texted {to}: no running VP has that number"));
                 };
                 self.send(
@@ -371,7 +673,11 @@ impl State {
 
 impl Switchboard {
     /// Start the thread that serves every VP's modem.
-    pub fn new(state_dir: &Path) -> Result<Arc<Self>, DeviceError> {
+    pub fn new(state_dir: &Path, modem: Option<&Path>) -> Result<Arc<Self>, DeviceError> {
+        let cellular = match modem {
+            Some(p) => Some(open_modem(p)?),
+            None => None,
+        };
         let file = state_dir.join("telephony.json");
         let numbers: Numbers = std::fs::read(&file)
             .ok()
@@ -380,6 +686,7 @@ impl Switchboard {
         let sb = Arc::new(Self {
             state: Mutex::new(State {
                 vps: BTreeMap::new(),
+                cellular,
                 numbers,
                 calls: Vec::new(),
                 messages: Vec::new(),
@@ -396,11 +703,21 @@ impl Switchboard {
             .name("telephony".into())
             .spawn(move || loop {
                 let Some(sb) = weak.upgrade() else { return };
-                let fds: Vec<RawFd> = lock(&sb.state)
-                    .vps
-                    .values()
-                    .map(|l| l.master.as_raw_fd())
-                    .collect();
+                let fds: Vec<RawFd> = {
+                    let st = lock(&sb.state);
+                    st.vps
+                        .values()
+                        .map(|l| l.master.as_raw_fd())
+                        // A modem that is gone would wake us at once,
+                        // for ever: it is only polled for (every 10 s).
+                        .chain(
+                            st.cellular
+                                .as_ref()
+                                .filter(|c| c.report.error.is_none() || c.report.registered)
+                                .map(|c| c.fd.as_raw_fd()),
+                        )
+                        .collect()
+                };
                 drop(sb);
                 let mut pfds: Vec<libc::pollfd> = fds
                     .iter()
@@ -486,7 +803,9 @@ impl Switchboard {
                     }
                 }
             }
-            // Ring again; give up on calls nobody answers.
+            rung.extend(st.serve_cellular().into_iter().map(Some));
+            // Ring again (calls from the cellular line ring as the modem
+            // does); give up on calls nobody answers.
             let now = Instant::now();
             let mut again = Vec::new();
             let mut expired = Vec::new();
@@ -541,6 +860,19 @@ impl Switchboard {
         self.save(&st.numbers)
     }
 
+    /// Give the cellular line (its number, calls and messages) to `vp`.
+    pub fn assign(&self, vp: &str) -> Result<(), String> {
+        let mut st = lock(&self.state);
+        if st.cellular.is_none() {
+            return Err(
+                "the device has no modem: start cellsd with --modem TTY (the baseband's AT tty)"
+                    .into(),
+            );
+        }
+        st.numbers.cellular = Some(vp.to_string());
+        self.save(&st.numbers)
+    }
+
     fn save(&self, n: &Numbers) -> Result<(), String> {
         let text = serde_json::to_vec_pretty(n).map_err(|e| e.to_string())?;
         crate::layout::write_atomic(&self.file, &text)
@@ -557,6 +889,10 @@ impl Switchboard {
         }
         names.sort();
         Report {
+            cellular: st.cellular.as_ref().map(|c| CellularReport {
+                owner: st.numbers.cellular.clone(),
+                ..c.report.clone()
+            }),
             vps: names
                 .into_iter()
                 .map(|vp| VpReport {
@@ -585,6 +921,41 @@ impl Switchboard {
             tracing::warn!("telephony: {e}");
         }
     }
+}
+
+/// Open the device's modem tty: raw, non-blocking, set up for the
+/// switchboard (no echo, caller ID, text-mode messages shown at once).
+fn open_modem(path: &Path) -> Result<Cellular, DeviceError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            DeviceError::Refused(format!(
+                "the modem {}: {e}; give the baseband's AT tty with --modem, or leave --modem out",
+                path.display()
+            ))
+        })?;
+    let fd: OwnedFd = f.into();
+    if let Ok(mut t) = nix::sys::termios::tcgetattr(&fd) {
+        nix::sys::termios::cfmakeraw(&mut t);
+        let _ = nix::sys::termios::tcsetattr(&fd, nix::sys::termios::SetArg::TCSANOW, &t);
+    }
+    let mut c = Cellular {
+        fd,
+        report: CellularReport {
+            modem: path.display().to_string(),
+            ..Default::default()
+        },
+        buf: Vec::new(),
+        cmt_from: None,
+        sms_text: None,
+        polled: Instant::now(),
+    };
+    c.send("ATE0\rAT+CLIP=1\rAT+CMGF=1\rAT+CNMI=2,2,0,0,0\rAT+CREG?\rAT+COPS?\rAT+CSQ\rAT+CNUM\r");
+    Ok(c)
 }
 
 /// The registry's handle.
