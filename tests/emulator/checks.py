@@ -676,7 +676,8 @@ def check_speaker(vm):
     # The VPs write their audio device as an app's ALSA library does.
     for vp, f in [("red", "t440.raw"), ("green", "t880.raw")]:
         vm.ok(f"cellctl exec {vp} -- sh -c 'cat > /data/tone.raw' < /mnt/host/{f}", timeout=180)
-        vm.ok(f"cellctl exec {vp} -- sh -c 'nohup cat /data/tone.raw > /dev/snd/cells-playback 2>/data/cat.err &'")
+        # (busybox here has no nohup: the writer ignores SIGHUP itself)
+        vm.ok(f"cellctl exec {vp} -- sh -c \"trap '' HUP; cat /data/tone.raw > /dev/snd/cells-playback 2>/data/cat.err &\"")
     time.sleep(1.0)
     wav = vm.work / "speaker.wav"
     start = wav.stat().st_size
