@@ -165,6 +165,46 @@ pub fn bench(n: usize) -> i32 {
         }
         (start, floor)
     });
+    // Round trip: the device's microphone -> the foreground VP, which
+    // plays what it records (arecord | aplay, as a call app does) -> the
+    // output. A 100 ms 1 kHz burst into the microphone; the time until it
+    // is in the output.
+    c.sh_ok(
+        "b",
+        "nohup sh -c 'arecord -q -t raw -f S16_LE -r 48000 -c 2 | aplay -q -t raw -f S16_LE -r 48000 -c 2' > /dev/null 2>&1 &",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let burst: Vec<i16> = (0..4800)
+        .flat_map(|i| {
+            let v =
+                (12000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / RATE).sin()) as i16;
+            [v, v]
+        })
+        .collect();
+    let burst = cellsd::api::audio::to_bytes(&burst);
+    let trips = rt.block_on(async {
+        let (_conn, p) = proxy(&c).await;
+        let mut trips = Vec::new();
+        for _ in 0..m {
+            let t_rec = Instant::now();
+            let rec = p.audio_record(1500);
+            let feed = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let t = Instant::now();
+                p.audio_mic(&burst).await.expect("mic");
+                t
+            };
+            let (pcm, t_feed) = tokio::join!(rec, feed);
+            if let Some(k) = first_window(&pcm.expect("record"), 1000.0, 880.0) {
+                let at = t_rec + Duration::from_millis(10 * k as u64);
+                trips.push(at.saturating_duration_since(t_feed).as_secs_f64() * 1000.0);
+            }
+        }
+        trips
+    });
+    let rt_s = summarize(&trips);
+    println!("audio round trip in ms, {m} runs ({} measured): microphone -> VP (arecord | aplay) -> output", rt_s.n);
+    println!("  round trip                            {rt_s}");
     let (st, fl) = (summarize(&start), summarize(&floor));
     println!("playback start in ms, {m} runs ({} measured)", st.n);
     println!("  exec aplay -> its tone in the output  {st}");
@@ -181,6 +221,7 @@ pub fn bench(n: usize) -> i32 {
         "switch_rtt_ms": summary_json(&sw),
         "playback_start_ms": summary_json(&st),
         "exec_true_ms": summary_json(&fl),
+        "mic_to_output_round_trip_ms": summary_json(&rt_s),
     });
     println!("{json}");
     0

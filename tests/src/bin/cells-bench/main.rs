@@ -22,6 +22,7 @@ mod adbtools;
 mod audio;
 mod display;
 mod network;
+mod phone;
 mod power;
 
 fn main() {
@@ -47,6 +48,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
             audio::bench(n)
         }
+        Some("phone") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+            phone::bench(n)
+        }
         Some("adb") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             adbtools::bench(n)
@@ -61,7 +66,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N]"
+                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N] | phone [N]"
             );
             2
         }
