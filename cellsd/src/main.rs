@@ -138,6 +138,17 @@ struct Args {
     /// quick while background VPs run; 100 treats all VPs alike.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
     background_cpu_weight: u16,
+    /// What a call ringing in a background VP does: notify (it rings there
+    /// and cellsd sends the IncomingCall signal) or switch (that VP also
+    /// becomes the foreground, as a phone brings up its call screen).
+    #[arg(long, value_enum, default_value_t = OnCallArg::Notify)]
+    on_call: OnCallArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnCallArg {
+    Notify,
+    Switch,
 }
 
 /// `--input-backend`.
@@ -391,6 +402,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let cfg = DaemonConfig {
         ksm: args.ksm,
         background_cpu_weight: args.background_cpu_weight,
+        on_call_switch: args.on_call == OnCallArg::Switch,
         default_disk,
         default_memory,
         vps_memory,

@@ -331,3 +331,34 @@ fn the_cellular_line_belongs_to_one_vp() {
     let e = c.fails(&["call", "b", "+15557654321"]);
     assert!(e.contains("no running VP has that number"), "{e}");
 }
+
+#[test]
+fn on_call_switch_brings_the_called_vp_to_the_front() {
+    // Default (notify): the called VP rings in the background.
+    let c = Cells::new();
+    for vp in ["a", "b"] {
+        c.create_start(vp);
+    }
+    c.ok(&["phone", "number", "b", "+15550002"]);
+    c.ok(&["switch", "a"]);
+    c.ok(&["call", "a", "+15550002"]);
+    assert_eq!(phone(&c)["calls"][0]["state"], "ringing");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.ok(&["foreground"]).trim(), "a");
+    c.ok(&["hangup", "a"]);
+    drop(c);
+    // --on-call switch: it becomes the foreground.
+    let c = Cells::with_args(None, &["--on-call", "switch"]);
+    c.ok(&["template", "build", "minimal"]);
+    for vp in ["a", "b"] {
+        c.create_start(vp);
+    }
+    c.ok(&["phone", "number", "b", "+15550002"]);
+    c.ok(&["switch", "a"]);
+    c.ok(&["call", "a", "+15550002"]);
+    assert!(
+        Cells::wait_until(Duration::from_secs(5), || c.ok(&["foreground"]).trim()
+            == "b"),
+        "the called VP did not come to the front"
+    );
+}

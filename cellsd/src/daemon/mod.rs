@@ -99,6 +99,8 @@ pub struct DaemonConfig {
     /// CPU weight of a background VP (the foreground has
     /// [`crate::cgroup::FULL_CPU_WEIGHT`]), `cellsd --background-cpu-weight`.
     pub background_cpu_weight: u16,
+    /// A call ringing in a VP makes it the foreground (`cellsd --on-call switch`).
+    pub on_call_switch: bool,
 }
 
 /// What happened, for the D-Bus signals.
@@ -286,6 +288,22 @@ impl Manager {
             t.0.set_ring_hook(Arc::new(move |vp: &str, from: &str| {
                 if let Some(m) = weak.upgrade() {
                     m.emit(Event::IncomingCall(vp.to_string(), from.to_string()));
+                    if m.cfg.on_call_switch {
+                        // Off the switchboard's thread (a switch takes the
+                        // manager's locks and every device's).
+                        let (m, vp) = (Arc::clone(&m), vp.to_string());
+                        let _ =
+                            std::thread::Builder::new()
+                                .name("on-call".into())
+                                .spawn(move || {
+                                    if let Err(e) = m.switch(&vp) {
+                                        tracing::warn!(
+                                            vp = vp.as_str(),
+                                            "switch to the called VP: {e}"
+                                        );
+                                    }
+                                });
+                    }
                 }
             }));
             // A call monopolizes audio.

@@ -340,8 +340,12 @@ impl State {
                 .iter_mut()
                 .find(|x| x.from_vp.is_empty() && x.to_vp == o)
             {
-                // The modem rings again: so does the VP.
-                Some(x) if x.state == CallState::Ringing => x.rung = now,
+                // The modem rings again: so does the VP (one signal per call).
+                Some(x) if x.state == CallState::Ringing => {
+                    x.rung = now;
+                    self.send(&o, &Event::Ring { from });
+                    return None;
+                }
                 Some(_) => return None,
                 None => {
                     if self.calls.iter().any(|x| x.from_vp == o || x.to_vp == o) {
