@@ -229,6 +229,129 @@ impl Drop for Playback {
     }
 }
 
+// ------------------------------------------------------------ the mixer
+
+/// `struct snd_ctl_elem_id`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ElemId {
+    numid: u32,
+    iface: i32,
+    device: u32,
+    subdevice: u32,
+    name: [u8; 44],
+    index: u32,
+}
+
+/// `struct snd_ctl_elem_list`.
+#[repr(C)]
+struct ElemList {
+    offset: u32,
+    space: u32,
+    used: u32,
+    count: u32,
+    pids: *mut ElemId,
+    reserved: [u8; 50],
+}
+
+/// `struct snd_ctl_elem_info` (the integer member of its value union).
+#[repr(C)]
+struct ElemInfo {
+    id: ElemId,
+    kind: i32,
+    access: u32,
+    count: u32,
+    owner: i32,
+    min: i64,
+    max: i64,
+    step: i64,
+    value_rest: [u8; 128 - 24],
+    dimen: [u16; 4],
+    reserved: [u8; 56],
+}
+
+/// `struct snd_ctl_elem_value` (integer values).
+#[repr(C)]
+struct ElemValue {
+    id: ElemId,
+    indirect: u32,
+    values: [i64; 128],
+    tstamp: [i64; 2],
+    reserved: [u8; 112],
+}
+
+const fn ctl_iowr(nr: u64, size: usize) -> u64 {
+    (3 << 30) | ((size as u64) << 16) | ((b'U' as u64) << 8) | nr
+}
+const ELEM_LIST: u64 = ctl_iowr(0x10, std::mem::size_of::<ElemList>());
+const ELEM_INFO: u64 = ctl_iowr(0x11, std::mem::size_of::<ElemInfo>());
+const ELEM_WRITE: u64 = ctl_iowr(0x13, std::mem::size_of::<ElemValue>());
+const ELEM_TYPE_BOOLEAN: i32 = 1;
+const ELEM_TYPE_INTEGER: i32 = 2;
+
+/// Turn on the card's playback switches and set its playback volumes to
+/// their maximum (cards start muted: a phone's audio HAL sets its mixer
+/// path; this is the whole path of a plain card). Returns the controls set.
+pub fn unmute(control: &Path) -> std::io::Result<Vec<String>> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(control)?;
+    let fd = f.as_raw_fd();
+    let zero_id = ElemId {
+        numid: 0,
+        iface: 0,
+        device: 0,
+        subdevice: 0,
+        name: [0; 44],
+        index: 0,
+    };
+    let mut ids = vec![zero_id; 256];
+    let mut list = ElemList {
+        offset: 0,
+        space: ids.len() as u32,
+        used: 0,
+        count: 0,
+        pids: ids.as_mut_ptr(),
+        reserved: [0; 50],
+    };
+    // SAFETY: ELEM_LIST fills at most `space` ids into the buffer we own.
+    if unsafe { libc::ioctl(fd, ELEM_LIST as _, &mut list as *mut ElemList) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut set = Vec::new();
+    for id in ids.iter().take(list.used as usize) {
+        let name_len = id.name.iter().position(|b| *b == 0).unwrap_or(44);
+        let name = String::from_utf8_lossy(&id.name[..name_len]).into_owned();
+        if !name.contains("Playback") {
+            continue;
+        }
+        // SAFETY: an all-zero ElemInfo is a valid value of plain integers.
+        let mut info: ElemInfo = unsafe { std::mem::zeroed() };
+        info.id = *id;
+        // SAFETY: ELEM_INFO reads and writes the struct we own.
+        if unsafe { libc::ioctl(fd, ELEM_INFO as _, &mut info as *mut ElemInfo) } < 0 {
+            continue;
+        }
+        let v = match info.kind {
+            ELEM_TYPE_BOOLEAN if name.ends_with("Switch") => 1,
+            ELEM_TYPE_INTEGER if name.ends_with("Volume") => info.max,
+            _ => continue,
+        };
+        // SAFETY: as above.
+        let mut val: ElemValue = unsafe { std::mem::zeroed() };
+        val.id = *id;
+        for x in val.values.iter_mut().take(info.count.min(128) as usize) {
+            *x = v;
+        }
+        // SAFETY: ELEM_WRITE reads the struct we own.
+        if unsafe { libc::ioctl(fd, ELEM_WRITE as _, &mut val as *mut ElemValue) } >= 0 {
+            set.push(name);
+        }
+    }
+    Ok(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +363,9 @@ mod tests {
         assert_eq!(HW_PARAMS, 0xc260_4111);
         assert_eq!(WRITEI_FRAMES, 0x4018_4150);
         assert_eq!(PREPARE, 0x4140);
+        assert_eq!(ELEM_LIST, 0xc050_5510);
+        assert_eq!(ELEM_INFO, 0xc110_5511);
+        assert_eq!(ELEM_WRITE, 0xc4c8_5513);
         let p = params(48_000, 2, 480, 4);
         assert_eq!(p.intervals[PARAM_RATE - 8].min, 48_000);
         assert_eq!(p.masks[1][0], 4);

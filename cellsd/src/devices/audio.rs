@@ -718,6 +718,23 @@ impl Mixer {
             ),
             None => None,
         };
+        // The card's controls: pcmC<card>D<dev>p -> controlC<card>.
+        if let Some(p) = output {
+            let card = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("pcmC"))
+                .and_then(|n| n.split('D').next())
+                .map(|c| p.with_file_name(format!("controlC{c}")));
+            if let Some(ctl) = card {
+                match crate::devices::alsa::unmute(&ctl) {
+                    Ok(set) => tracing::info!(control = %ctl.display(), ?set, "speaker unmuted"),
+                    Err(e) => {
+                        tracing::warn!(control = %ctl.display(), "cannot unmute the speaker: {e}")
+                    }
+                }
+            }
+        }
         let output = match &speaker {
             Some(s) => format!("ALSA {} (its clock paces the mixer)", s.path().display()),
             None => "host: no sound card; `cellctl audio record` takes the mix".into(),
