@@ -84,6 +84,7 @@ def run_all(vm, res, bench=False):
     res.check("sensors: Debian's evtest reads the foreground VP's accelerometer", lambda: check_evtest_accel(vm))
     res.check("clock: the foreground VP sets the device's clock, every VP sees it; a background VP is refused", lambda: check_clock(vm))
     res.check("audio: the foreground's playback reaches the real sound card (and only it); after a switch the other's", lambda: check_speaker(vm))
+    res.check("telephony: the cellular modem on a real UART (ttyS1): its calls and messages reach only the VP that has the line", lambda: check_modem(vm))
     userspace_switch = switch_times(vm) if bench else None
     stop_cellsd(vm)
 
@@ -697,3 +698,35 @@ def check_speaker(vm):
     a, b = amplitude(s, 440), amplitude(s, 880)
     assert b > 3000 and a < b / 20, f"green in front: 440 Hz at {a:.0f}, 880 Hz at {b:.0f}"
     vm.ok("cellctl switch red")
+
+
+def modem_log(vm, vp):
+    return vm.run(f"cellctl exec {vp} -- cat /data/modem.log")[1]
+
+
+def check_modem(vm):
+    restart_cellsd(vm, "--modem /dev/ttyS1")
+    for vp in COLORS:
+        # (the VPs run on: the new cellsd adopts them) The VP's RIL: a reader of its modem (a subshell, not the exec's
+        # session leader, so the tty is nobody's controlling terminal).
+        vm.ok(f"cellctl exec {vp} -- sh -c \"(exec 3<>/dev/ttyMODEM0; printf 'ATE0\\rAT+CLIP=1\\rAT+CMGF=1\\r' >&3; "
+              f"exec cat <&3 > /data/modem.log) > /dev/null 2>&1 &\"")
+    vm.ok("cellctl phone assign green")
+    wait(lambda: '"registered": true' in vm.run("cellctl phone --json")[1], 30, "the modem to register")
+    out = vm.ok("cellctl phone")
+    assert "SimNet" in out and "+15559990000" in out and "-> green" in out, out
+    vm.ok("cellctl switch red")
+    vm.modem.stdin.write("ring +15551234567\n")
+    vm.modem.stdin.flush()
+    wait(lambda: '+CLIP: "+15551234567"' in modem_log(vm, "green"), 20, "the call to ring in green")
+    vm.ok("cellctl answer green")
+    wait(lambda: "answered" in vm.modem_said, 10, "the modem to be told to answer")
+    vm.modem.stdin.write("hangup\nsms +15551234567 hello green\n")
+    vm.modem.stdin.flush()
+    wait(lambda: "hello green" in modem_log(vm, "green"), 20, "the message in green")
+    for vp in ["red", "blue"]:
+        log = modem_log(vm, vp)
+        assert "RING" not in log and "+CMT" not in log, f"{vp} got green's line: {log}"
+    vm.ok("cellctl sms green +15551234567 from-green")
+    wait(lambda: "sms-out +15551234567 from-green" in vm.modem_said, 10, "the message to go out")
+    restart_cellsd(vm)

@@ -158,7 +158,7 @@ class Guest:
         self.qmp_sock = None
         self.console = bytearray()
 
-    def start(self, timeout=120):
+    def start(self, timeout=120, modem_tty=None):
         root = self.cache / "root"
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu"
@@ -187,6 +187,12 @@ class Guest:
             "-device", "AC97,audiodev=snd0",
             "-chardev", f"socket,id=ser0,path={ser_path},server=on,wait=off",
             "-serial", "chardev:ser0",
+        ]
+        if modem_tty:
+            # A second UART (the guest's ttyS1): the cellular modem, its other
+            # end the modem simulator's pty on the host.
+            cmd += ["-chardev", f"serial,id=modem,path={modem_tty}", "-serial", "chardev:modem"]
+        cmd += [
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
             "-display", "none", "-no-reboot", "-nic", "none",
         ]

@@ -169,8 +169,20 @@ def main():
     work.mkdir(exist_ok=True)
     vm = Guest(cache, kernel, cache / "initrd.gz", share, work, log)
     res = Results()
+    # The cellular modem: the test fixture on a pty, wired to the guest's ttyS1.
+    sim = subprocess.Popen([str(REPO / "target/x86_64-unknown-linux-gnu/release/cells-modem-sim")],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    vm.modem = sim
+    vm.modem_said = []
+    modem_tty = sim.stdout.readline().strip()
+
+    def collect():
+        for line in sim.stdout:
+            vm.modem_said.append(line.strip())
+    import threading
+    threading.Thread(target=collect, daemon=True).start()
     try:
-        vm.start()
+        vm.start(modem_tty=modem_tty)
         log(f"guest booted in {vm.boot_secs:.1f}s")
         import checks
         checks.run_all(vm, res, bench=args.bench)
@@ -180,6 +192,8 @@ def main():
         traceback.print_exc()
     finally:
         vm.stop()
+        sim.kill()
+        sim.wait()
         log(f"console log: {work / 'console.log'}; total {time.time() - t0:.0f}s")
     print(f"{res.passed} passed, {res.failed} failed", flush=True)
     sys.exit(0 if res.failed == 0 else 1)
