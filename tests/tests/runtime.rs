@@ -142,7 +142,8 @@ fn dev_holds_only_the_listed_nodes_and_mknod_fails() {
     names.sort();
     // .sys: the VP's sysfs, where /sys/class's links point (a kernel
     // without LED or backlight classes: the lights device's views sit
-    // beside links into it); alarm, socket (logd's), ttyGPS0: devices.
+    // beside links into it); alarm, socket (logd's), ttyGPS0, snd (audio),
+    // ttyMODEM0 (telephony): devices.
     let mut expected: Vec<String> = [
         ".sys",
         "__properties__",
@@ -158,12 +159,14 @@ fn dev_holds_only_the_listed_nodes_and_mknod_fails() {
         "ptmx",
         "pts",
         "random",
+        "snd",
         "socket",
         "stderr",
         "stdin",
         "stdout",
         "tty",
         "ttyGPS0",
+        "ttyMODEM0",
         "urandom",
         "zero",
     ]
@@ -179,10 +182,28 @@ fn dev_holds_only_the_listed_nodes_and_mknod_fails() {
     );
     let mut chars = lines(&chars);
     chars.sort();
-    // ttyGPS0 is a pty of the VP's own devpts, as the console is.
+    // ttyGPS0 and ttyMODEM0 are ptys of the VP's own devpts, as the
+    // console is; /dev/snd holds a FIFO and a FUSE file, no device node.
     assert_eq!(
         chars,
-        ["console", "full", "null", "random", "tty", "ttyGPS0", "urandom", "zero"]
+        [
+            "console",
+            "full",
+            "null",
+            "random",
+            "tty",
+            "ttyGPS0",
+            "ttyMODEM0",
+            "urandom",
+            "zero"
+        ]
+    );
+    assert_eq!(
+        c.sh_ok(
+            "w",
+            "for f in /dev/snd/*; do [ -c $f ] || [ -b $f ] && echo $f; done; true"
+        ),
+        ""
     );
     // ptmx is this VP's own devpts instance.
     assert_eq!(c.sh_ok("w", "readlink /dev/ptmx").trim(), "pts/ptmx");
