@@ -255,7 +255,7 @@ mod tests {
         );
         assert_eq!(
             e("camera=none"),
-            "no device named 'camera': the devices are display, input, power, binder, network, logger, sensors, lights, alarm"
+            "no device named 'camera': the devices are display, input, power, binder, network, logger, sensors, lights, alarm, audio, telephony"
         );
         assert_eq!(
             e("display=shared"),
