@@ -110,7 +110,14 @@ pub fn bench(n: usize) -> i32 {
             rtt.push(d.as_secs_f64() * 1000.0);
             if let Some(k) = first_window(&pcm, freq, other) {
                 let at = t_rec + Duration::from_millis(10 * k as u64);
-                audible.push(at.saturating_duration_since(t_sw).as_secs_f64() * 1000.0);
+                // Signed: the window grid (10 ms) can put the first new
+                // window before the call was sent.
+                let d = if at >= t_sw {
+                    at.duration_since(t_sw).as_secs_f64()
+                } else {
+                    -(t_sw.duration_since(at).as_secs_f64())
+                };
+                audible.push(d * 1000.0);
             }
             fg = to;
         }
@@ -171,7 +178,8 @@ pub fn bench(n: usize) -> i32 {
     // is in the output.
     c.sh_ok(
         "b",
-        "nohup sh -c 'arecord -q -t raw -f S16_LE -r 48000 -c 2 | aplay -q -t raw -f S16_LE -r 48000 -c 2' > /dev/null 2>&1 &",
+        // 40 ms buffers, as a call app asks (arecord/aplay's default is 500 ms).
+        "nohup sh -c 'arecord -q -B 40000 -t raw -f S16_LE -r 48000 -c 2 | aplay -q -B 40000 -t raw -f S16_LE -r 48000 -c 2' > /dev/null 2>&1 &",
     );
     std::thread::sleep(Duration::from_millis(500));
     let burst: Vec<i16> = (0..4800)
@@ -203,7 +211,7 @@ pub fn bench(n: usize) -> i32 {
         trips
     });
     let rt_s = summarize(&trips);
-    println!("audio round trip in ms, {m} runs ({} measured): microphone -> VP (arecord | aplay) -> output", rt_s.n);
+    println!("audio round trip in ms, {m} runs ({} measured): microphone -> VP (arecord -B 40000 | aplay -B 40000) -> output", rt_s.n);
     println!("  round trip                            {rt_s}");
     let (st, fl) = (summarize(&start), summarize(&floor));
     println!("playback start in ms, {m} runs ({} measured)", st.n);
