@@ -407,24 +407,6 @@ pub const ROOT_DIRS: &[(&str, u32)] = &[
     ("tmp", 0o1777),
 ];
 
-fn count(dir: &Path) -> (u64, u64) {
-    let (mut files, mut bytes) = (0u64, 0u64);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => {
-                    files += 1;
-                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    (files, bytes)
-}
-
 /// A description from the image's build.prop.
 fn describe(rootfs: &Path) -> String {
     let path = rootfs.join("system/build.prop");
@@ -564,7 +546,7 @@ pub fn import(
                 return Err(ImportError::NoInit);
             }
         }
-        let (files, bytes) = count(&rootfs);
+        let (files, bytes) = template::count_tree(&rootfs);
         let info = BuildInfo {
             template: template_name.to_string(),
             build: id.clone(),

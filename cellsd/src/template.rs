@@ -363,21 +363,7 @@ fn unpack_debian(tar: &Path, rootfs: &Path) -> Result<(u64, u64), TemplateError>
             ),
         });
     }
-    let (mut files, mut bytes) = (0u64, 0u64);
-    let mut stack = vec![rootfs.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => {
-                    files += 1;
-                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    Ok((files, bytes))
+    Ok(count_tree(rootfs))
 }
 
 /// A path inside the rootfs: absolute, no "..".
@@ -1003,6 +989,26 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Files (everything but folders) under `dir` and their bytes; links are
+/// counted, not followed.
+pub fn count_tree(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => {
+                    files += 1;
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (files, bytes)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub mod adb;
+pub mod sound;
 pub mod stats;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -328,6 +329,25 @@ impl Cells {
         } else {
             self.state.join("vps").join(vp).join(sub)
         }
+    }
+
+    /// A D-Bus connection to this daemon and its Manager1 proxy.
+    pub async fn dbus(&self) -> (zbus::Connection, cellsd::api::Manager1Proxy<'static>) {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .expect("connect");
+        let conn = zbus::connection::Builder::unix_stream(stream)
+            .p2p()
+            .build()
+            .await
+            .expect("D-Bus connection");
+        let p = cellsd::api::Manager1Proxy::builder(&conn)
+            .destination("org.cells")
+            .expect("destination")
+            .build()
+            .await
+            .expect("proxy");
+        (conn, p)
     }
 
     pub fn create_start(&self, vp: &str) {

@@ -7,53 +7,12 @@ use std::time::Duration;
 
 use cells_tests::Cells;
 
-const RATE: f64 = 48_000.0;
-
-/// A mono 16-bit WAV of a sine at `freq` Hz.
-fn tone(freq: f64, secs: f64, rate: u32) -> Vec<u8> {
-    let n = (rate as f64 * secs) as usize;
-    let data: Vec<u8> = (0..n)
-        .flat_map(|i| {
-            let v = (12000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin())
-                as i16;
-            v.to_le_bytes()
-        })
-        .collect();
-    let mut w = Vec::new();
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * 2).to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    w.extend_from_slice(&data);
-    w
-}
+use cells_tests::sound::{amplitude, tone_wav as tone};
 
 /// The left channel of a 48 kHz stereo 16-bit WAV.
 fn left(wav: &[u8]) -> Vec<f64> {
     let pcm = cellsd::api::audio::parse_wav(wav).expect("a WAV of the device's format");
     pcm.iter().step_by(2).map(|v| *v as f64).collect()
-}
-
-/// Amplitude of the `freq` Hz component (Goertzel): ≈ the sine's amplitude
-/// for a steady tone, ≈ 0 where there is none.
-fn amplitude(s: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE).cos();
-    let (mut a, mut b) = (0.0, 0.0);
-    for x in s {
-        let n = x + k * a - b;
-        b = a;
-        a = n;
-    }
-    let p = a * a + b * b - k * a * b;
-    2.0 * p.max(0.0).sqrt() / s.len() as f64
 }
 
 fn record(c: &Cells, secs: f64) -> Vec<f64> {

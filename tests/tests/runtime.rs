@@ -778,18 +778,7 @@ fn state_changes_are_signalled_to_clients() {
         .unwrap();
     rt.block_on(async {
         use futures_util::StreamExt;
-        let stream = tokio::net::UnixStream::connect(&c.socket).await.unwrap();
-        let conn = zbus::connection::Builder::unix_stream(stream)
-            .p2p()
-            .build()
-            .await
-            .unwrap();
-        let p = cellsd::api::Manager1Proxy::builder(&conn)
-            .destination("org.cells")
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
+        let (_conn, p) = c.dbus().await;
         let mut changes = p.receive_vp_state_changed().await.unwrap();
         p.start("w").await.unwrap();
         let mut seen = Vec::new();

@@ -131,18 +131,7 @@ fn the_api_dials_answers_and_signals_incoming_calls() {
         .unwrap();
     rt.block_on(async {
         use futures_util::StreamExt;
-        let stream = tokio::net::UnixStream::connect(&c.socket).await.unwrap();
-        let conn = zbus::connection::Builder::unix_stream(stream)
-            .p2p()
-            .build()
-            .await
-            .unwrap();
-        let p = cellsd::api::Manager1Proxy::builder(&conn)
-            .destination("org.cells")
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
+        let (_conn, p) = c.dbus().await;
         let mut rings = p.receive_incoming_call().await.unwrap();
         p.phone_action("a", "dial", "+15550002", "").await.unwrap();
         let sig = tokio::time::timeout(Duration::from_secs(5), rings.next())

@@ -26,42 +26,14 @@ impl Manager {
 
     pub async fn template_build(self: &Arc<Self>, t: &str) -> Result<String, Error> {
         name::validate("template", t)?;
-        let _guard = match self.build_lock.try_lock() {
-            Ok(g) => g,
-            Err(_) => {
-                return Err(Error::Busy(
-                    "another template build is running; wait for it to finish".into(),
-                ))
-            }
-        };
+        let _guard = self.build_guard()?;
         let layout = self.cfg.layout.clone();
         let sources = self.cfg.sources.clone();
         let mgr = Arc::clone(self);
         let tname = t.to_string();
         let info = tokio::task::spawn_blocking(move || {
-            // No build runs now (we hold the build lock): what a crash left
-            // half-built goes.
-            for p in template::remove_partial(&layout, &tname) {
-                tracing::info!(
-                    template = tname.as_str(),
-                    build = p.as_str(),
-                    "removed an unfinished build"
-                );
-            }
-            let mut last = (0u64, std::time::Instant::now());
-            template::build(&layout, &sources, &tname, |done, total, step| {
-                // At most ~100 progress signals, and not more than every 20 ms.
-                let pct = (done * 100).checked_div(total).unwrap_or(100);
-                if done == total || pct > last.0 && last.1.elapsed() >= Duration::from_millis(20) {
-                    last = (pct, std::time::Instant::now());
-                    mgr.emit(Event::TemplateProgress {
-                        template: tname.clone(),
-                        done,
-                        total,
-                        step: step.to_string(),
-                    });
-                }
-            })
+            remove_unfinished(&layout, &tname);
+            template::build(&layout, &sources, &tname, progress(&mgr, &tname))
         })
         .await
         .map_err(|e| Error::Failed(e.to_string()))?
@@ -104,38 +76,13 @@ impl Manager {
             }
             roles.push((r, fd));
         }
-        let _guard = match self.build_lock.try_lock() {
-            Ok(g) => g,
-            Err(_) => {
-                return Err(Error::Busy(
-                    "another template build is running; wait for it to finish".into(),
-                ))
-            }
-        };
+        let _guard = self.build_guard()?;
         let layout = self.cfg.layout.clone();
         let mgr = Arc::clone(self);
         let tname = t.to_string();
         let info = tokio::task::spawn_blocking(move || {
-            for p in template::remove_partial(&layout, &tname) {
-                tracing::info!(
-                    template = tname.as_str(),
-                    build = p.as_str(),
-                    "removed an unfinished build"
-                );
-            }
-            let mut last = (u64::MAX, std::time::Instant::now());
-            crate::android_image::import(&layout, &tname, roles, |done, total, step| {
-                let pct = done * 100 / total.max(1);
-                if done == total || pct != last.0 && last.1.elapsed() >= Duration::from_millis(20) {
-                    last = (pct, std::time::Instant::now());
-                    mgr.emit(Event::TemplateProgress {
-                        template: tname.clone(),
-                        done,
-                        total,
-                        step: step.to_string(),
-                    });
-                }
-            })
+            remove_unfinished(&layout, &tname);
+            crate::android_image::import(&layout, &tname, roles, progress(&mgr, &tname))
         })
         .await
         .map_err(|e| Error::Failed(e.to_string()))?
@@ -155,6 +102,13 @@ impl Manager {
         );
         self.template_gc().await;
         Ok(info.build)
+    }
+
+    /// The build lock (one build or import at a time), or Busy.
+    fn build_guard(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
+        self.build_lock.try_lock().map_err(|_| {
+            Error::Busy("another template build is running; wait for it to finish".into())
+        })
     }
 
     /// Remove template builds that are neither current nor used by a running VP.
@@ -274,6 +228,36 @@ impl Drop for BuildPin {
             .position(|(t, b)| *t == self.template && *b == self.build)
         {
             held.remove(i);
+        }
+    }
+}
+
+/// No build runs now (the caller holds the build lock): what a crash left
+/// half-built goes.
+fn remove_unfinished(layout: &crate::layout::Layout, t: &str) {
+    for p in template::remove_partial(layout, t) {
+        tracing::info!(
+            template = t,
+            build = p.as_str(),
+            "removed an unfinished build"
+        );
+    }
+}
+
+/// A build's progress as TemplateProgress signals: at most ~100, and not
+/// more than every 20 ms (the last always).
+fn progress<'a>(mgr: &'a Arc<Manager>, t: &'a str) -> impl FnMut(u64, u64, &str) + 'a {
+    let mut last = (u64::MAX, std::time::Instant::now());
+    move |done, total, step| {
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        if done == total || pct != last.0 && last.1.elapsed() >= Duration::from_millis(20) {
+            last = (pct, std::time::Instant::now());
+            mgr.emit(Event::TemplateProgress {
+                template: t.to_string(),
+                done,
+                total,
+                step: step.to_string(),
+            });
         }
     }
 }

@@ -536,7 +536,6 @@ struct State {
     periods: u64,
     /// Periods the thread started late by more than one period.
     late: u64,
-    mic_fed: u64,
     /// What the output is, as `cellctl audio` says it.
     output: String,
 }
@@ -683,9 +682,6 @@ fn tick(st: &mut State) -> Vec<i16> {
     }
     let n = PERIOD_SAMPLES.min(st.mic.len());
     let mut mic: Vec<i16> = st.mic.drain(..n).collect();
-    if n > 0 {
-        st.mic_fed += (n / CHANNELS) as u64;
-    }
     mic.resize(PERIOD_SAMPLES, 0);
     let (mic, silence) = (to_bytes(&mic), vec![0u8; PERIOD_BYTES]);
     for r in &routes {
@@ -747,7 +743,6 @@ impl Mixer {
             mic: VecDeque::new(),
             periods: 0,
             late: 0,
-            mic_fed: 0,
             output,
         }));
         let weak: Weak<Mutex<State>> = Arc::downgrade(&state);

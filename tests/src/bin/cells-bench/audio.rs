@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use cells_tests::stats::summarize;
 use cells_tests::Cells;
 
+use cells_tests::sound::amplitude;
+
 use crate::display::{proxy, rt};
 use crate::summary_json;
 
@@ -20,34 +22,12 @@ const RATE: f64 = 48_000.0;
 const WINDOW: usize = 480;
 
 fn tone(freq: f64, secs: f64) -> Vec<u8> {
-    let n = (RATE * secs) as usize;
-    let samples: Vec<i16> = (0..n)
-        .flat_map(|i| {
-            let v = (12000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / RATE).sin()) as i16;
-            [v, v]
-        })
-        .collect();
-    cellsd::api::audio::wav(&samples)
-}
-
-fn amplitude(s: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE).cos();
-    let (mut a, mut b) = (0.0, 0.0);
-    for x in s {
-        let n = x + k * a - b;
-        b = a;
-        a = n;
-    }
-    2.0 * (a * a + b * b - k * a * b).max(0.0).sqrt() / s.len() as f64
+    cells_tests::sound::tone_wav(freq, secs, 48_000)
 }
 
 /// The first 10 ms window (index) where `freq` is the louder of the two.
 fn first_window(pcm: &[u8], freq: f64, other: f64) -> Option<usize> {
-    let left: Vec<f64> = cellsd::api::audio::from_bytes(pcm)
-        .iter()
-        .step_by(2)
-        .map(|v| *v as f64)
-        .collect();
+    let left = cells_tests::sound::left(pcm);
     left.chunks(WINDOW).position(|w| {
         let (a, b) = (amplitude(w, freq), amplitude(w, other));
         a > 2000.0 && a > 4.0 * b

@@ -30,21 +30,7 @@ pub fn rt() -> tokio::runtime::Runtime {
 }
 
 pub async fn proxy(c: &Cells) -> (zbus::Connection, Manager1Proxy<'static>) {
-    let stream = tokio::net::UnixStream::connect(&c.socket)
-        .await
-        .expect("connect");
-    let conn = zbus::connection::Builder::unix_stream(stream)
-        .p2p()
-        .build()
-        .await
-        .expect("D-Bus connection");
-    let p = Manager1Proxy::builder(&conn)
-        .destination("org.cells")
-        .expect("destination")
-        .build()
-        .await
-        .expect("proxy");
-    (conn, p)
+    c.dbus().await
 }
 
 fn display_u64(
