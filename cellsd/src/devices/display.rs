@@ -57,6 +57,11 @@ fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> Result<(), DeviceError> {
         DisplayMode::Userspace => {
             let fb = create(c.dir, g, c.owner).map_err(io_err("framebuffer"))?;
             m.fds.fb = fb.fd.as_raw_fd();
+            let fill = fb.fd.try_clone().map_err(io_err("framebuffer"))?;
+            m.live.push(Box::new(Preallocate {
+                fd: Some(fill),
+                len: g.size(),
+            }));
             m.held.push(fb.fd);
             (fb.file, fb.info)
         }
@@ -73,6 +78,36 @@ fn vp_side(c: &VpCtx<'_>, m: &mut Made) -> Result<(), DeviceError> {
         .extend(VP_FB_PATHS.iter().map(|p| (fb_file.clone(), p.to_string())));
     m.nodes.push((info, VP_FB_INFO.to_string()));
     Ok(())
+}
+
+/// The userspace framebuffer's pages, allocated by the monitor while it
+/// still sits in the VP's cgroup (the frame is the VP's memory; cellsd
+/// reads it through a mapping, and a hole read there would allocate a
+/// page charged to cellsd). Done once the init is released: the zeroing
+/// (≈ 1 ms for 720x1280) runs while the init pivots and execs on another
+/// CPU, not before it.
+struct Preallocate {
+    fd: Option<OwnedFd>,
+    len: usize,
+}
+
+impl VpDevice for Preallocate {
+    fn name(&self) -> &'static str {
+        model::DISPLAY
+    }
+
+    fn released(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        // SAFETY: fallocate on our own open file, within its size.
+        if unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, self.len as libc::off_t) } != 0 {
+            // The VP's memory limit is reached: its writes to the frame
+            // fail as they would have; cellsd's reads of holes still work.
+            tracing::warn!(
+                error = %io::Error::last_os_error(),
+                "allocating the VP's framebuffer"
+            );
+        }
+    }
 }
 
 /// A mux_fb device of the VP (kernel mode): removed when the VP ends.
@@ -121,14 +156,8 @@ pub fn create(dir: &Path, g: Geometry, owner: Option<u32>) -> io::Result<Created
         .create(true)
         .truncate(true)
         .open(&file)?;
+    // Sized now, allocated once the init is released ([`Preallocate`]).
     f.set_len(g.size() as u64)?;
-    // Allocated now, by the monitor in the VP's cgroup: the frame is the
-    // VP's memory. (cellsd reads it through a mapping; a hole read there
-    // would allocate a page charged to cellsd.)
-    // SAFETY: fallocate on our own open file, within its size.
-    if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, g.size() as libc::off_t) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
     std::fs::write(&info, info_text(&g))?;
     for (p, mode) in [(&file, 0o660), (&info, 0o444)] {
         if let Some(id) = owner {

@@ -244,6 +244,10 @@ pub trait VpDevice {
     fn mounted(&mut self, _root: &Path, _fds: &mut DeviceFds) -> Result<(), DeviceError> {
         Ok(())
     }
+    /// The init was released and is on its way to exec: work that must be
+    /// done before cellsd takes the VP over but need not delay the init
+    /// (it runs on another CPU meanwhile).
+    fn released(&mut self) {}
     /// The fds the monitor polls for this device.
     fn poll_fds(&self) -> Vec<RawFd> {
         Vec::new()
@@ -279,10 +283,16 @@ pub fn make_vp_devices(
             policy: policies.get(d.spec.name),
             ..base
         };
+        let t = std::time::Instant::now();
         if let Err(e) = (d.vp_side)(&ctx, made) {
             made.ended();
             return Err((d.spec.name, e));
         }
+        tracing::debug!(
+            device = d.spec.name,
+            us = t.elapsed().as_micros() as u64,
+            "made"
+        );
     }
     Ok(())
 }

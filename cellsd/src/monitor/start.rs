@@ -271,6 +271,10 @@ pub(super) fn start(
         .map_err(|e| fail(step("release init")(e)))?;
     drop(run_dir);
     drop(go_parent);
+    for d in live.borrow_mut().iter_mut() {
+        d.released();
+    }
+    phase("released");
 
     // The error pipe is close-on-exec in the child: EOF means exec succeeded.
     let mut err = String::new();
