@@ -924,26 +924,60 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                         .unwrap_or_default()
                 );
             }
-            println!("VP  NUMBER  MODEM");
-            for r in v["vps"].as_array().into_iter().flatten() {
+            let sip = v["sip"].as_object();
+            if let Some(s) = sip {
                 println!(
-                    "{}  {}  {}",
-                    r["vp"].as_str().unwrap_or("-"),
-                    r["number"]
+                    "sip: {} (domain {}, cellsd at {}){}",
+                    s["server"].as_str().unwrap_or("-"),
+                    s["domain"].as_str().unwrap_or("-"),
+                    s["local"].as_str().unwrap_or("-"),
+                    s["error"]
                         .as_str()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or("-"),
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            let registration = |number: &str| -> String {
+                let Some(s) = sip else {
+                    return "-".into();
+                };
+                let r = s["registrations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["number"].as_str() == Some(number));
+                match r {
+                    None => "-".into(),
+                    Some(r) if r["registered"].as_bool() == Some(true) => "registered".into(),
+                    Some(r) => format!(
+                        "not registered ({})",
+                        r["error"].as_str().unwrap_or("waiting for the server")
+                    ),
+                }
+            };
+            println!("VP  NUMBER  MODEM  SIP");
+            for r in v["vps"].as_array().into_iter().flatten() {
+                let number = r["number"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("-");
+                println!(
+                    "{}  {}  {}  {}",
+                    r["vp"].as_str().unwrap_or("-"),
+                    number,
                     if r["running"].as_bool() == Some(true) {
                         "up"
                     } else {
                         "down"
-                    }
+                    },
+                    registration(number)
                 );
             }
             for c in v["calls"].as_array().into_iter().flatten() {
                 println!(
-                    "call {}: {} ({}) -> {} ({}) {}",
+                    "call {} ({}): {} ({}) -> {} ({}) {}",
                     c["id"],
+                    c["via"].as_str().unwrap_or("-"),
                     c["from"].as_str().unwrap_or("-"),
                     c["from_vp"].as_str().unwrap_or("-"),
                     c["to"].as_str().unwrap_or("-"),

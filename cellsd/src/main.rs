@@ -86,6 +86,18 @@ struct Args {
     /// its calls and messages go to the VP given by `cellctl phone assign`.
     #[arg(long)]
     modem: Option<PathBuf>,
+    /// A SIP server (registrar and outbound proxy), sip:HOST[:PORT]: every
+    /// running VP's number is registered there, and calls and messages to
+    /// numbers no VP has go out through it with the VP's number.
+    #[arg(long)]
+    sip: Option<String>,
+    /// The domain of the VPs' SIP addresses (default: the --sip host).
+    #[arg(long, requires = "sip")]
+    sip_domain: Option<String>,
+    /// Passwords for the server's digest challenges: lines of NUMBER
+    /// PASSWORD (`*` for every other number); owned by root, mode 0600.
+    #[arg(long, requires = "sip")]
+    sip_secrets: Option<PathBuf>,
     /// The device's speaker, where the VPs' audio is mixed to: auto (the
     /// first ALSA playback device, /dev/snd/pcmC*D*p, if the machine has
     /// one), none, or a device path.
@@ -399,6 +411,23 @@ fn run(args: Args) -> anyhow::Result<()> {
             tracing::warn!("--ksm: turning ksmd on: {e} (the kernel needs CONFIG_KSM)");
         }
     }
+    let sip = match &args.sip {
+        None => None,
+        Some(uri) => {
+            let secrets = match &args.sip_secrets {
+                Some(p) => Some(read_secrets(p)?),
+                None => None,
+            };
+            Some(
+                cellsd::devices::telephony::voip::SipConfig::parse(
+                    uri,
+                    args.sip_domain.as_deref(),
+                    secrets.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!(e))?,
+            )
+        }
+    };
     let cfg = DaemonConfig {
         ksm: args.ksm,
         background_cpu_weight: args.background_cpu_weight,
@@ -428,6 +457,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             run_dir: layout.run.clone(),
             state_dir: layout.state.clone(),
             modem: args.modem.clone(),
+            sip,
             audio_output: match args.audio_output.as_str() {
                 "none" => None,
                 "auto" => cellsd::devices::alsa::first_playback(std::path::Path::new("/dev/snd")),
@@ -493,4 +523,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         drop(lock);
         Ok(())
     })
+}
+
+/// `--sip-secrets`: root's own file, readable by nobody else.
+fn read_secrets(p: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+        .map_err(|e| anyhow::anyhow!("--sip-secrets {}: {e}", p.display()))?;
+    let md = f
+        .metadata()
+        .map_err(|e| anyhow::anyhow!("--sip-secrets {}: {e}", p.display()))?;
+    if md.uid() != 0 || md.mode() & 0o077 != 0 || !md.is_file() {
+        bail!(
+            "--sip-secrets {}: it holds passwords, so it must be a file owned by root that only root reads: chown root {0} && chmod 600 {0}",
+            p.display()
+        );
+    }
+    let mut s = String::new();
+    f.read_to_string(&mut s)
+        .map_err(|e| anyhow::anyhow!("--sip-secrets {}: {e}", p.display()))?;
+    Ok(s)
 }

@@ -527,7 +527,20 @@ struct Tap {
     done: mpsc::Sender<Vec<i16>>,
 }
 
+/// A call's audio on the network (VoIP): its downlink is mixed into the
+/// output, the microphone goes to its uplink.
+struct LineBuf {
+    down: VecDeque<i16>,
+    up: mpsc::SyncSender<Vec<i16>>,
+}
+
+/// At most this much downlink is queued (200 ms): a late reader loses the
+/// oldest, the delay stays short.
+const LINE_MAX_SAMPLES: usize = RATE as usize * CHANNELS / 5;
+
 struct State {
+    lines: BTreeMap<u64, LineBuf>,
+    next_line: u64,
     vps: BTreeMap<String, VpAudio>,
     foreground: Option<String>,
     calls: Vec<String>,
@@ -667,6 +680,11 @@ fn tick(st: &mut State) -> Vec<i16> {
             mix_into(&mut acc, &p, r.gain);
         }
     }
+    for l in st.lines.values_mut() {
+        let n = PERIOD_SAMPLES.min(l.down.len());
+        let p: Vec<i16> = l.down.drain(..n).collect();
+        mix_into(&mut acc, &p, 1.0);
+    }
     let out = clip(&acc);
     let mut i = 0;
     while i < st.taps.len() {
@@ -683,6 +701,10 @@ fn tick(st: &mut State) -> Vec<i16> {
     let n = PERIOD_SAMPLES.min(st.mic.len());
     let mut mic: Vec<i16> = st.mic.drain(..n).collect();
     mic.resize(PERIOD_SAMPLES, 0);
+    for l in st.lines.values() {
+        // A full uplink (its sender stalled) loses this period.
+        let _ = l.up.try_send(mic.clone());
+    }
     let (mic, silence) = (to_bytes(&mic), vec![0u8; PERIOD_BYTES]);
     for r in &routes {
         if let Some(v) = st.vps.get_mut(&r.vp) {
@@ -736,6 +758,8 @@ impl Mixer {
             None => "host: no sound card; `cellctl audio record` takes the mix".into(),
         };
         let state = Arc::new(Mutex::new(State {
+            lines: BTreeMap::new(),
+            next_line: 0,
             vps: BTreeMap::new(),
             foreground: None,
             calls: Vec::new(),
@@ -788,6 +812,28 @@ impl Mixer {
         Ok(())
     }
 
+    /// Open a call's line: what is played into it is heard on the output
+    /// (at full volume, whoever is in front), and it receives the
+    /// microphone, a 10 ms period at a time. Closed when dropped.
+    pub fn open_line(&self) -> CallLine {
+        let (tx, rx) = mpsc::sync_channel(50);
+        let mut st = lock(&self.state);
+        st.next_line += 1;
+        let id = st.next_line;
+        st.lines.insert(
+            id,
+            LineBuf {
+                down: VecDeque::new(),
+                up: tx,
+            },
+        );
+        CallLine {
+            id,
+            state: Arc::downgrade(&self.state),
+            up: rx,
+        }
+    }
+
     /// The VPs in a call: the only ones heard and recording (empty: no
     /// call). The telephony device sets it as calls become active and end.
     pub fn set_calls(&self, vps: Vec<String>) {
@@ -823,6 +869,37 @@ impl Mixer {
             periods: st.periods,
             late_periods: st.late,
             mic_queued_ms: frames_ms((st.mic.len() / CHANNELS) as u64),
+        }
+    }
+}
+
+/// A call's line into the mixer ([`Mixer::open_line`]).
+pub struct CallLine {
+    id: u64,
+    state: Weak<Mutex<State>>,
+    /// The microphone, 10 ms (S16 48 kHz stereo) at a time.
+    pub up: mpsc::Receiver<Vec<i16>>,
+}
+
+impl CallLine {
+    /// Queue downlink audio (S16 48 kHz stereo) for the output.
+    pub fn play(&self, samples: &[i16]) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let mut st = lock(&state);
+        if let Some(l) = st.lines.get_mut(&self.id) {
+            l.down.extend(samples.iter().copied());
+            let over = l.down.len().saturating_sub(LINE_MAX_SAMPLES);
+            l.down.drain(..over);
+        }
+    }
+}
+
+impl Drop for CallLine {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade() {
+            lock(&state).lines.remove(&self.id);
         }
     }
 }

@@ -390,6 +390,9 @@ pub struct HostConfig {
     /// The device's speaker: a kernel ALSA playback device (None: no sound
     /// card, the mix is only recorded on request).
     pub audio_output: Option<PathBuf>,
+    /// The VoIP line's SIP server (None: numbers reach only VPs and the
+    /// cellular line).
+    pub sip: Option<telephony::voip::SipConfig>,
 }
 
 /// The devices' host sides, in the model's order.
@@ -414,6 +417,7 @@ impl Registry {
             cfg.input_socket.clone(),
         )
         .map_err(io("start the input multiplexer"))?;
+        let mixer = Arc::new(audio::Mixer::new(cfg.audio_output.as_deref())?);
         Ok(Self::new(vec![
             screen.clone(),
             Arc::new(input),
@@ -429,12 +433,12 @@ impl Registry {
                 Path::new("/sys/class"),
             )))),
             Arc::new(alarm::AlarmDevice(Arc::new(alarm::AlarmHost::new()))),
-            Arc::new(audio::AudioDevice(Arc::new(audio::Mixer::new(
-                cfg.audio_output.as_deref(),
-            )?))),
+            Arc::new(audio::AudioDevice(Arc::clone(&mixer))),
             Arc::new(telephony::TelephonyDevice(telephony::Switchboard::new(
                 &cfg.state_dir,
                 cfg.modem.as_deref(),
+                cfg.sip.clone(),
+                Some(mixer),
             )?)),
         ]))
     }

@@ -16,6 +16,9 @@
 //!   without one gets the next free `+1555010NNN` at its first start).
 
 pub mod modem;
+pub mod rtp;
+pub mod sip;
+pub mod voip;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -106,9 +109,25 @@ pub enum CallState {
     Active,
 }
 
+/// Which line a call is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Between two VPs, inside cellsd.
+    Cells,
+    /// The device's modem (the cellular number).
+    Cellular,
+    /// The SIP server (`cellsd --sip`).
+    Sip,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Call {
     pub id: u64,
+    pub via: Via,
+    /// The SIP Call-ID (a SIP call).
+    #[serde(skip)]
+    sip_id: String,
     /// The calling VP and its number (the caller ID).
     pub from_vp: String,
     pub from: String,
@@ -192,12 +211,16 @@ struct State {
     next_id: u64,
     /// Failed requests and refusals, for `cellctl phone` (the last few).
     log: Vec<String>,
+    /// The VoIP line (`cellsd --sip`).
+    sip: Option<Arc<voip::Sip>>,
 }
 
 /// What `cellctl phone` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub cellular: Option<CellularReport>,
+    /// The VoIP line: server, each number's registration.
+    pub sip: Option<voip::SipReport>,
     pub vps: Vec<VpReport>,
     pub calls: Vec<Call>,
     pub messages: Vec<Message>,
@@ -338,7 +361,7 @@ impl State {
             match self
                 .calls
                 .iter_mut()
-                .find(|x| x.from_vp.is_empty() && x.to_vp == o)
+                .find(|x| x.via == Via::Cellular && x.to_vp == o)
             {
                 // The modem rings again: so does the VP (one signal per call).
                 Some(x) if x.state == CallState::Ringing => {
@@ -354,6 +377,8 @@ impl State {
                     self.next_id += 1;
                     self.calls.push(Call {
                         id: self.next_id,
+                        via: Via::Cellular,
+                        sip_id: String::new(),
                         from_vp: String::new(),
                         from: from.clone(),
                         to_vp: o.clone(),
@@ -369,18 +394,14 @@ impl State {
         } else if let Some(v) = line.strip_prefix("+CLCC:") {
             let f = field(v);
             if f.get(2).map(String::as_str) == Some("0") {
-                for x in self
-                    .calls
-                    .iter_mut()
-                    .filter(|x| x.to_vp.is_empty() || x.from_vp.is_empty())
-                {
+                for x in self.calls.iter_mut().filter(|x| x.via == Via::Cellular) {
                     x.state = CallState::Active;
                 }
             }
         } else if line == "NO CARRIER" || line == "BUSY" || line == "NO ANSWER" {
             let (gone, keep): (Vec<Call>, Vec<Call>) = std::mem::take(&mut self.calls)
                 .into_iter()
-                .partition(|x| x.from_vp.is_empty() || x.to_vp.is_empty());
+                .partition(|x| x.via == Via::Cellular);
             self.calls = keep;
             for x in gone {
                 let vp = if x.from_vp.is_empty() {
@@ -441,11 +462,7 @@ impl State {
         if c.buf.len() > 4096 {
             c.buf.clear();
         }
-        let poll_every = if self
-            .calls
-            .iter()
-            .any(|x| x.from_vp.is_empty() || x.to_vp.is_empty())
-        {
+        let poll_every = if self.calls.iter().any(|x| x.via == Via::Cellular) {
             Duration::from_secs(1)
         } else {
             Duration::from_secs(10)
@@ -453,11 +470,9 @@ impl State {
         if c.polled.elapsed() >= poll_every {
             c.polled = Instant::now();
             c.send("AT+CREG?\rAT+COPS?\rAT+CSQ\rAT+CNUM\r");
-            if self
-                .calls
-                .iter()
-                .any(|x| x.to_vp.is_empty() && x.state == CallState::Ringing)
-            {
+            if self.calls.iter().any(|x| {
+                x.via == Via::Cellular && x.to_vp.is_empty() && x.state == CallState::Ringing
+            }) {
                 if let Some(c) = self.cellular.as_mut() {
                     c.send("AT+CLCC\r");
                 }
@@ -469,6 +484,22 @@ impl State {
             }
         }
         rung
+    }
+
+    fn sip_send(&self, c: voip::Cmd) {
+        if let Some(s) = &self.sip {
+            s.send(c);
+        }
+    }
+
+    /// Keep the running VPs' numbers registered with the SIP server.
+    fn sip_numbers(&self) {
+        let list = self
+            .vps
+            .keys()
+            .filter_map(|v| self.numbers.numbers.get(v).cloned())
+            .collect();
+        self.sip_send(voip::Cmd::Numbers(list));
     }
 
     fn modem_send(&mut self, at: &str) {
@@ -537,10 +568,10 @@ impl State {
             } else {
                 &c.from_vp
             };
-            if other.is_empty() {
-                self.modem_send("ATH\r");
-            } else {
-                self.send(&other.clone(), &Event::Ended { busy: false });
+            match c.via {
+                Via::Cellular => self.modem_send("ATH\r"),
+                Via::Sip => self.sip_send(voip::Cmd::Hangup { call_id: c.sip_id }),
+                Via::Cells => self.send(&other.clone(), &Event::Ended { busy: false }),
             }
         }
     }
@@ -567,8 +598,33 @@ impl State {
                         let now = Instant::now();
                         self.calls.push(Call {
                             id: self.next_id,
+                            via: Via::Cellular,
+                            sip_id: String::new(),
                             from_vp: vp.to_string(),
                             from,
+                            to_vp: String::new(),
+                            to: n,
+                            state: CallState::Ringing,
+                            started: now,
+                            rung: now,
+                        });
+                        return Ok(None);
+                    }
+                    if self.sip.is_some() && self.vp_of(&n).is_none() {
+                        let call_id = format!("{}@cellsd", voip::random_hex(8));
+                        self.sip_send(voip::Cmd::Invite {
+                            call_id: call_id.clone(),
+                            from: mine.clone(),
+                            to: n.clone(),
+                        });
+                        self.next_id += 1;
+                        let now = Instant::now();
+                        self.calls.push(Call {
+                            id: self.next_id,
+                            via: Via::Sip,
+                            sip_id: call_id,
+                            from_vp: vp.to_string(),
+                            from: mine,
                             to_vp: String::new(),
                             to: n,
                             state: CallState::Ringing,
@@ -597,6 +653,8 @@ impl State {
                 let now = Instant::now();
                 self.calls.push(Call {
                     id: self.next_id,
+                    via: Via::Cells,
+                    sip_id: String::new(),
                     from_vp: vp.to_string(),
                     from: mine.clone(),
                     to_vp: to.clone(),
@@ -616,8 +674,11 @@ impl State {
                 {
                     Some(c) => {
                         c.state = CallState::Active;
-                        if c.from_vp.is_empty() {
-                            self.modem_send("ATA\r");
+                        let (via, call_id) = (c.via, c.sip_id.clone());
+                        match via {
+                            Via::Cellular => self.modem_send("ATA\r"),
+                            Via::Sip => self.sip_send(voip::Cmd::Answer { call_id }),
+                            Via::Cells => {}
                         }
                         Ok(None)
                     }
@@ -644,6 +705,21 @@ impl State {
                         self.messages.push(Message {
                             from_vp: vp.to_string(),
                             from,
+                            to_vp: String::new(),
+                            to,
+                            text,
+                        });
+                        return Ok(None);
+                    }
+                    if self.sip.is_some() && self.vp_of(&to).is_none() {
+                        self.sip_send(voip::Cmd::Message {
+                            from: mine.clone(),
+                            to: to.clone(),
+                            text: text.clone(),
+                        });
+                        self.messages.push(Message {
+                            from_vp: vp.to_string(),
+                            from: mine,
                             to_vp: String::new(),
                             to,
                             text,
@@ -677,7 +753,12 @@ impl State {
 
 impl Switchboard {
     /// Start the thread that serves every VP's modem.
-    pub fn new(state_dir: &Path, modem: Option<&Path>) -> Result<Arc<Self>, DeviceError> {
+    pub fn new(
+        state_dir: &Path,
+        modem: Option<&Path>,
+        sip: Option<voip::SipConfig>,
+        mixer: Option<Arc<crate::devices::audio::Mixer>>,
+    ) -> Result<Arc<Self>, DeviceError> {
         let cellular = match modem {
             Some(p) => Some(open_modem(p)?),
             None => None,
@@ -687,21 +768,38 @@ impl Switchboard {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let sb = Arc::new(Self {
-            state: Mutex::new(State {
-                vps: BTreeMap::new(),
-                cellular,
-                numbers,
-                calls: Vec::new(),
-                messages: Vec::new(),
-                next_id: 0,
-                log: Vec::new(),
-            }),
-            file,
-            hook: Mutex::new(None),
-            calls_hook: Mutex::new(None),
-            in_call: Mutex::new(Vec::new()),
+        let mut sip_error = None;
+        let sb = Arc::new_cyclic(|weak: &std::sync::Weak<Switchboard>| {
+            let board: std::sync::Weak<dyn voip::Board> = weak.clone();
+            let sip = sip.and_then(|c| match voip::Sip::start(c, board, mixer) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    sip_error = Some(e);
+                    None
+                }
+            });
+            Self {
+                state: Mutex::new(State {
+                    vps: BTreeMap::new(),
+                    cellular,
+                    numbers,
+                    calls: Vec::new(),
+                    messages: Vec::new(),
+                    next_id: 0,
+                    log: Vec::new(),
+                    sip,
+                }),
+                file,
+                hook: Mutex::new(None),
+                calls_hook: Mutex::new(None),
+                in_call: Mutex::new(Vec::new()),
+            }
         });
+        if let Some(e) = sip_error {
+            return Err(DeviceError::Refused(format!(
+                "the SIP line: {e}; fix --sip or leave it out"
+            )));
+        }
         let weak = Arc::downgrade(&sb);
         std::thread::Builder::new()
             .name("telephony".into())
@@ -819,7 +917,12 @@ impl Switchboard {
                 .filter(|c| c.state == CallState::Ringing)
             {
                 if now.duration_since(c.started) > RING_FOR {
-                    expired.push(c.from_vp.clone());
+                    // The side that is a VP (an outside caller has none).
+                    expired.push(if c.from_vp.is_empty() {
+                        c.to_vp.clone()
+                    } else {
+                        c.from_vp.clone()
+                    });
                 } else if now.duration_since(c.rung) >= RING_EVERY {
                     c.rung = now;
                     again.push((c.to_vp.clone(), c.from.clone()));
@@ -861,6 +964,7 @@ impl Switchboard {
             return Err(format!("{n} is {other}'s number: give {vp} another"));
         }
         st.numbers.numbers.insert(vp.to_string(), n);
+        st.sip_numbers();
         self.save(&st.numbers)
     }
 
@@ -905,6 +1009,7 @@ impl Switchboard {
                     vp,
                 })
                 .collect(),
+            sip: st.sip.as_ref().map(|s| s.report()),
             calls: st.calls.clone(),
             messages: st.messages.clone(),
             log: st.log.clone(),
@@ -924,6 +1029,113 @@ impl Switchboard {
         if let Err(e) = self.save(&st.numbers) {
             tracing::warn!("telephony: {e}");
         }
+    }
+}
+
+impl voip::Board for Switchboard {
+    fn sip_incoming(&self, call_id: &str, to: &str, from: &str) -> Result<(), (u16, String)> {
+        let rung = {
+            let mut st = lock(&self.state);
+            let Some(vp) = st.vp_of(to) else {
+                st.note(format!(
+                    "a SIP call from {from} to {to}: no VP has that number"
+                ));
+                return Err((404, "Not Found".into()));
+            };
+            if !st.vps.contains_key(&vp) {
+                st.note(format!(
+                    "a SIP call from {from} to {to}: {vp} is not running"
+                ));
+                return Err((480, "Temporarily Unavailable".into()));
+            }
+            if st.calls.iter().any(|c| c.from_vp == vp || c.to_vp == vp) {
+                return Err((486, "Busy Here".into()));
+            }
+            st.next_id += 1;
+            let now = Instant::now();
+            let id = st.next_id;
+            st.calls.push(Call {
+                id,
+                via: Via::Sip,
+                sip_id: call_id.to_string(),
+                from_vp: String::new(),
+                from: from.to_string(),
+                to_vp: vp.clone(),
+                to: to.to_string(),
+                state: CallState::Ringing,
+                started: now,
+                rung: now,
+            });
+            st.send(
+                &vp,
+                &Event::Ring {
+                    from: from.to_string(),
+                },
+            );
+            (vp, from.to_string())
+        };
+        self.ring(Some(rung));
+        Ok(())
+    }
+
+    fn sip_answered(&self, call_id: &str) {
+        {
+            let mut st = lock(&self.state);
+            if let Some(c) = st.calls.iter_mut().find(|c| c.sip_id == call_id) {
+                c.state = CallState::Active;
+            }
+        }
+        self.calls_changed();
+    }
+
+    fn sip_ended(&self, call_id: &str, busy: bool, why: &str) {
+        {
+            let mut st = lock(&self.state);
+            let Some(i) = st.calls.iter().position(|c| c.sip_id == call_id) else {
+                return;
+            };
+            let c = st.calls.remove(i);
+            let vp = if c.from_vp.is_empty() {
+                c.to_vp
+            } else {
+                c.from_vp
+            };
+            st.send(&vp, &Event::Ended { busy });
+            st.note(format!("{vp}'s SIP call: {why}"));
+        }
+        self.calls_changed();
+    }
+
+    fn sip_message(&self, to: &str, from: &str, text: &str) -> Result<(), (u16, String)> {
+        let mut st = lock(&self.state);
+        let Some(vp) = st.vp_of(to).filter(|v| st.vps.contains_key(v)) else {
+            st.note(format!(
+                "a SIP message from {from} to {to}: no running VP has that number"
+            ));
+            return Err((404, "Not Found".into()));
+        };
+        st.send(
+            &vp,
+            &Event::Sms {
+                from: from.to_string(),
+                text: text.to_string(),
+            },
+        );
+        st.messages.push(Message {
+            from_vp: String::new(),
+            from: from.to_string(),
+            to_vp: vp,
+            to: to.to_string(),
+            text: text.to_string(),
+        });
+        if st.messages.len() > KEEP_MESSAGES {
+            st.messages.remove(0);
+        }
+        Ok(())
+    }
+
+    fn sip_note(&self, what: String) {
+        lock(&self.state).note(what);
     }
 }
 
@@ -990,6 +1202,7 @@ impl HostDevice for TelephonyDevice {
                 modem: Modem::new(),
             },
         );
+        st.sip_numbers();
         Ok(())
     }
 
@@ -998,6 +1211,7 @@ impl HostDevice for TelephonyDevice {
             let mut st = lock(&self.0.state);
             st.hang_up(d.vp);
             st.vps.remove(d.vp);
+            st.sip_numbers();
         }
         self.0.calls_changed();
     }
