@@ -351,3 +351,40 @@ fn on_call_switch_brings_the_called_vp_to_the_front() {
         "the called VP did not come to the front"
     );
 }
+
+/// A stock AT client: Debian's socat in a `debian`-template VP talks to its
+/// modem as to any serial modem (raw, no echo): its own number, a call to
+/// a VP of the minimal template with its number as caller ID.
+#[test]
+fn debian_socat_drives_the_virtual_modem() {
+    let c = Cells::new();
+    c.ok(&["template", "build", "debian"]);
+    c.ok(&["create", "d", "--template", "debian"]);
+    c.ok(&["phone", "number", "d", "+15550044"]);
+    c.ok(&["start", "d"]);
+    c.create_start("b");
+    c.ok(&["phone", "number", "b", "+15550002"]);
+    log_modem(&c, "b");
+    let socat = |at: &str| {
+        c.sh_ok(
+            "d",
+            &format!(
+                "printf '{at}\\r' | socat -t 1 - /dev/ttyMODEM0,raw,echo=0 | tr -d '\\r'"
+            ),
+        )
+    };
+    let out = socat("AT+CNUM");
+    assert!(out.contains("+CNUM: \"\",\"+15550044\",145") && out.contains("OK"), "{out}");
+    let out = socat("AT+CREG?");
+    assert!(out.contains("+CREG: 0,1"), "{out}");
+    let out = socat("ATD+15550002;");
+    assert!(out.contains("OK"), "{out}");
+    wait_log(&c, "b", "+CLIP: \"+15550044\",145");
+    let out = socat("AT+CHUP");
+    assert!(out.contains("OK"), "{out}");
+    wait_log(&c, "b", "NO CARRIER");
+    // Bad input from the stock client: an error, nothing changed.
+    let out = socat("AT+CMGS");
+    assert!(out.contains("ERROR"), "{out}");
+    assert!(phone(&c)["calls"].as_array().unwrap().is_empty());
+}
