@@ -3,7 +3,9 @@
 //! loopback, `tests/sip/kamailio.cfg`, digest authentication on) and
 //! Debian's `baresip` as an outside phone, driven through its `ctrl_tcp`
 //! module (JSON in netstrings). Each is started by the test with its own
-//! configuration in a temp dir and ended by pid.
+//! configuration in a temp dir and ended by pid. baresip's jitter buffer
+//! is 1-3 frames (20-60 ms; its default 5-10 frames suits the internet,
+//! not loopback).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -118,31 +120,46 @@ pub struct Baresip {
 }
 
 impl Baresip {
-    /// `number` at the server, answering calls itself; `contact` is who its
-    /// `message` command texts; `tone` the frequency it sends in calls.
-    pub fn start(dir: &Path, server: &Kamailio, number: &str, contact: &str, tone: f64) -> Baresip {
+    /// `number` at the server; `contact` is who its `message` command
+    /// texts; `tone`: the frequency it sends in calls (it answers calls
+    /// itself), or None: it sends back what it receives (baresip's echo
+    /// module answers).
+    pub fn start(
+        dir: &Path,
+        server: &Kamailio,
+        number: &str,
+        contact: &str,
+        tone: Option<f64>,
+    ) -> Baresip {
         std::fs::create_dir_all(dir.join("snd")).unwrap();
-        std::fs::write(
-            dir.join("tone.wav"),
-            crate::sound::tone_wav(tone, 120.0, 8000),
-        )
-        .unwrap();
+        let source = match tone {
+            Some(f) => {
+                std::fs::write(dir.join("tone.wav"), crate::sound::tone_wav(f, 120.0, 8000))
+                    .unwrap();
+                format!("aufile,{}", dir.join("tone.wav").display())
+            }
+            None => "aubridge,nil\nmodule_app echo.so".to_string(),
+        };
+        let answer = if tone.is_some() {
+            ";answermode=auto"
+        } else {
+            ""
+        };
         let (sip_port, ctrl_port) = (free_port(), free_port());
         let config = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_trans_def udp\n\
-             audio_player aubridge,nil\naudio_alert aubridge,nil\naudio_source aufile,{tone}\n\
+             audio_player aubridge,nil\naudio_alert aubridge,nil\naudio_source {source}\n\
              module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
              module aubridge.so\nmodule sndfile.so\nmodule_app account.so\nmodule_app contact.so\n\
              module_app menu.so\nmodule_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
-             snd_path {snd}\nnet_interface 127.0.0.1\n",
-            tone = dir.join("tone.wav").display(),
+             snd_path {snd}\nnet_interface 127.0.0.1\njitter_buffer_delay 1-3\n",
             snd = dir.join("snd").display(),
         );
         std::fs::write(dir.join("config"), config).unwrap();
         std::fs::write(
             dir.join("accounts"),
             format!(
-                "<sip:{number}@127.0.0.1>;outbound=\"sip:127.0.0.1:{}\";auth_pass={SECRET};answermode=auto;audio_codecs=PCMU,PCMA\n",
+                "<sip:{number}@127.0.0.1>;outbound=\"sip:127.0.0.1:{}\";auth_pass={SECRET}{answer};audio_codecs=PCMU,PCMA\n",
                 server.port
             ),
         )

@@ -110,7 +110,7 @@ fn sip_calls_and_messages_reach_the_vp_whose_number_it_is() {
         &server,
         "+15550199",
         "+15550002",
-        1000.0,
+        Some(1000.0),
     );
 
     // a is in front and plays 440 Hz (raw PCM into its playback device).

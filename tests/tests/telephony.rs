@@ -368,13 +368,14 @@ fn debian_socat_drives_the_virtual_modem() {
     let socat = |at: &str| {
         c.sh_ok(
             "d",
-            &format!(
-                "printf '{at}\\r' | socat -t 1 - /dev/ttyMODEM0,raw,echo=0 | tr -d '\\r'"
-            ),
+            &format!("printf '{at}\\r' | socat -t 1 - /dev/ttyMODEM0,raw,echo=0 | tr -d '\\r'"),
         )
     };
     let out = socat("AT+CNUM");
-    assert!(out.contains("+CNUM: \"\",\"+15550044\",145") && out.contains("OK"), "{out}");
+    assert!(
+        out.contains("+CNUM: \"\",\"+15550044\",145") && out.contains("OK"),
+        "{out}"
+    );
     let out = socat("AT+CREG?");
     assert!(out.contains("+CREG: 0,1"), "{out}");
     let out = socat("ATD+15550002;");

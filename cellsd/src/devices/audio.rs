@@ -566,6 +566,8 @@ pub struct Report {
     pub periods: u64,
     pub late_periods: u64,
     pub mic_queued_ms: u64,
+    /// Each call line's downlink waiting for the output (VoIP calls).
+    pub call_lines_queued_ms: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -869,6 +871,11 @@ impl Mixer {
             periods: st.periods,
             late_periods: st.late,
             mic_queued_ms: frames_ms((st.mic.len() / CHANNELS) as u64),
+            call_lines_queued_ms: st
+                .lines
+                .values()
+                .map(|l| frames_ms((l.down.len() / CHANNELS) as u64))
+                .collect(),
         }
     }
 }

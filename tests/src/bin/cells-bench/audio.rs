@@ -26,7 +26,7 @@ fn tone(freq: f64, secs: f64) -> Vec<u8> {
 }
 
 /// The first 10 ms window (index) where `freq` is the louder of the two.
-fn first_window(pcm: &[u8], freq: f64, other: f64) -> Option<usize> {
+pub(crate) fn first_window(pcm: &[u8], freq: f64, other: f64) -> Option<usize> {
     let left = cells_tests::sound::left(pcm);
     left.chunks(WINDOW).position(|w| {
         let (a, b) = (amplitude(w, freq), amplitude(w, other));
