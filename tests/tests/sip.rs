@@ -233,6 +233,26 @@ fn sip_calls_and_messages_reach_the_vp_whose_number_it_is() {
         phone(&c)["log"]
     );
 
+    // Nobody but the server reaches cellsd's SIP socket: an INVITE sent to
+    // it straight from another socket rings nobody (the control: the same
+    // number rang above, through the server).
+    let local = phone(&c)["sip"]["local"].as_str().unwrap().to_string();
+    let rings = modem_log(&c, "b").matches("RING").count();
+    let forged = format!(
+        "INVITE sip:+15550002@{local} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKforged\r\n\
+         From: <sip:+15550666@127.0.0.1>;tag=x\r\nTo: <sip:+15550002@127.0.0.1>\r\nCall-ID: forged@x\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:+15550666@127.0.0.1:9>\r\nContent-Type: application/sdp\r\n\r\n\
+         v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
+    );
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        u.send_to(forged.as_bytes(), &local).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(modem_log(&c, "b").matches("RING").count(), rings);
+    assert!(!modem_log(&c, "b").contains("+15550666"));
+    assert!(phone(&c)["calls"].as_array().unwrap().is_empty());
+
     // A dead server: the registrations say so, a call fails cleanly (the
     // VP hears NO CARRIER, the log says why).
     drop(bob);

@@ -325,7 +325,7 @@ fn start_stream(sock: UdpSocket, remote: SocketAddr, pt: u8, line: CallLine) -> 
     let s = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
         .name("rtp".into())
-        .spawn(move || rtp_run(sock, pt, line, s))
+        .spawn(move || rtp_run(sock, remote, pt, line, s))
         .ok()?;
     Some(Stream {
         stop,
@@ -333,7 +333,7 @@ fn start_stream(sock: UdpSocket, remote: SocketAddr, pt: u8, line: CallLine) -> 
     })
 }
 
-fn rtp_run(sock: UdpSocket, pt: u8, line: CallLine, stop: Arc<AtomicBool>) {
+fn rtp_run(sock: UdpSocket, remote: SocketAddr, pt: u8, line: CallLine, stop: Arc<AtomicBool>) {
     let ssrc = random_u32();
     let mut seq = (random_u32() & 0xffff) as u16;
     let mut ts = random_u32();
@@ -364,7 +364,12 @@ fn rtp_run(sock: UdpSocket, pt: u8, line: CallLine, stop: Arc<AtomicBool>) {
             seq = seq.wrapping_add(1);
             ts = ts.wrapping_add(rtp::PACKET_SAMPLES as u32);
         }
-        if let Ok(n) = sock.recv(&mut buf) {
+        // Connected to the far end: the kernel drops other senders from
+        // now on; what came before the connect is checked here.
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if from != remote {
+                continue;
+            }
             if let Some(p) = rtp::parse(&buf[..n]) {
                 if p.payload_type == sip::PCMU || p.payload_type == sip::PCMA {
                     line.play(&rtp::up(&rtp::decode(p.payload_type, p.payload), &mut last));
