@@ -62,7 +62,17 @@ pub struct Compositor {
     /// changed (cellsd never maps a VP's framebuffer).
     band: Vec<u8>,
     stats: Stats,
+    /// Notices by VP name (e.g. a call ringing there): the first whose VP
+    /// is not the foreground is drawn over the top of the panel.
+    notices: Vec<(String, String)>,
+    /// The notice on the panel now.
+    shown: Option<String>,
 }
+
+/// Rows the notice banner takes at the top of the panel.
+pub const NOTICE_ROWS: u32 = 4 * BAND_ROWS;
+const NOTICE_BG: crate::geometry::Rgb = crate::geometry::Rgb(0x0d47a1);
+const NOTICE_SCALE: u32 = 3;
 
 impl Compositor {
     pub fn new(panel: Box<dyn Panel>) -> Self {
@@ -77,7 +87,77 @@ impl Compositor {
             hot: vec![false; bands],
             band: vec![0; band_len.min(size)],
             stats: Stats::default(),
+            notices: Vec::new(),
+            shown: None,
         }
+    }
+
+    fn notice_rows(&self) -> u32 {
+        NOTICE_ROWS.min(self.panel.geometry().height)
+    }
+
+    /// Set the notices (VP name, text); the panel shows the first whose VP
+    /// is not in front, over its top rows, until it goes.
+    pub fn set_notices(&mut self, notices: Vec<(String, String)>) {
+        self.notices = notices;
+        self.update_notice();
+    }
+
+    /// The notice on the panel now.
+    pub fn notice(&self) -> Option<&str> {
+        self.shown.as_deref()
+    }
+
+    fn update_notice(&mut self) {
+        let fg = self.foreground().map(str::to_string);
+        let want = self
+            .notices
+            .iter()
+            .find(|(vp, _)| Some(vp) != fg.as_ref())
+            .map(|(_, t)| t.clone());
+        if want == self.shown {
+            return;
+        }
+        let g = self.panel.geometry();
+        let rows = self.notice_rows();
+        let len = (rows * g.stride) as usize;
+        match &want {
+            Some(t) => {
+                let px = &mut self.panel.pixels_mut()[..len];
+                let band = Geometry { height: rows, ..g };
+                crate::draw::fill(px, &band, NOTICE_BG);
+                let room = (g.width.saturating_sub(32)
+                    / ((crate::font::GLYPH_W + 1) * NOTICE_SCALE))
+                    as usize;
+                let text: String = t.chars().take(room).collect();
+                let y = rows.saturating_sub(crate::font::GLYPH_H * NOTICE_SCALE) / 2;
+                crate::draw::text(
+                    px,
+                    &band,
+                    16,
+                    y,
+                    &text,
+                    NOTICE_SCALE,
+                    crate::draw::contrast(NOTICE_BG),
+                );
+            }
+            None => {
+                // The foreground's rows again (or black), compared afresh
+                // by the next refresh.
+                match &self.fg {
+                    Some((_, vfb)) => {
+                        let vfb = Arc::clone(vfb);
+                        vfb.read_at(0, &mut self.panel.pixels_mut()[..len]);
+                    }
+                    None => self.panel.pixels_mut()[..len].fill(0),
+                }
+                let bands = rows.div_ceil(BAND_ROWS) as usize;
+                for h in self.hashes.iter_mut().take(bands) {
+                    *h = UNKNOWN;
+                }
+            }
+        }
+        self.shown = want;
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -132,6 +212,9 @@ impl Compositor {
                 self.hashes.fill(0);
             }
         }
+        // The frame covered the notice: drawn again if it still applies.
+        self.shown = None;
+        self.update_notice();
     }
 
     /// One refresh: copy the bands of the foreground frame that changed.
@@ -144,7 +227,13 @@ impl Compositor {
         let vfb = Arc::clone(vfb);
         let recheck = self.stats.refreshes.is_multiple_of(RECHECK_EVERY);
         let mut copied = 0;
-        for b in 0..self.hashes.len() {
+        // The notice's rows are the notice's while it is shown.
+        let first = if self.shown.is_some() {
+            self.notice_rows().div_ceil(BAND_ROWS) as usize
+        } else {
+            0
+        };
+        for b in first..self.hashes.len() {
             let r = self.band_range(b);
             if self.hot[b] && !recheck {
                 // Hot: it changes every refresh, a hash would only say so.
@@ -304,6 +393,15 @@ impl Display {
         });
     }
 
+    /// Notices by VP name ([`Compositor::set_notices`]).
+    pub fn set_notices(&self, notices: Vec<(String, String)>) {
+        lock(&self.shared).comp.set_notices(notices);
+    }
+
+    pub fn notice(&self) -> Option<String> {
+        lock(&self.shared).comp.notice().map(str::to_string)
+    }
+
     pub fn set_blank(&self, blank: bool) {
         let _ = lock(&self.shared).comp.panel.set_blank(blank);
     }
@@ -343,6 +441,39 @@ mod tests {
         let mut f = v.frame();
         draw(&mut f);
         v.write_frame(&f).unwrap();
+    }
+
+    #[test]
+    fn a_notice_shows_over_the_foreground_while_its_vp_is_behind() {
+        let g = Geometry::new(128, 128);
+        let mut c = Compositor::new(Box::new(HeadlessPanel::new(g)));
+        let red = vfb("red", g, Rgb(0xff0000));
+        let blue = vfb("blue", g, Rgb(0x0000ff));
+        c.set_foreground(Some(("red".into(), Arc::clone(&red))), |_| {});
+        c.refresh();
+        let top = |c: &Compositor| Rgb::read(c.panel().pixels(), g.offset(2, 2));
+        let below = |c: &Compositor| Rgb::read(c.panel().pixels(), g.offset(2, NOTICE_ROWS + 2));
+        assert_eq!(top(&c), Rgb(0xff0000), "control: the frame");
+        // A call rings in blue (behind): the banner, the rest is red's.
+        c.set_notices(vec![("blue".into(), "CALL +1555".into())]);
+        assert_eq!(top(&c), NOTICE_BG);
+        assert_eq!(below(&c), Rgb(0xff0000));
+        assert_eq!(c.notice(), Some("CALL +1555"));
+        // Red draws everywhere: the banner stays, the rest changes.
+        paint(&red, |f| fill(f, &g, Rgb(0x00ff00)));
+        c.refresh();
+        assert_eq!(top(&c), NOTICE_BG);
+        assert_eq!(below(&c), Rgb(0x00ff00));
+        // Blue comes in front: its own call, no banner.
+        c.set_foreground(Some(("blue".into(), Arc::clone(&blue))), |_| {});
+        assert_eq!(top(&c), Rgb(0x0000ff));
+        assert_eq!(c.notice(), None);
+        // Back to red: the banner again; the call ends: red's pixels.
+        c.set_foreground(Some(("red".into(), Arc::clone(&red))), |_| {});
+        assert_eq!(top(&c), NOTICE_BG);
+        c.set_notices(Vec::new());
+        assert_eq!(top(&c), Rgb(0x00ff00));
+        assert_eq!(c.notice(), None);
     }
 
     #[test]

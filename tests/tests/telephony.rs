@@ -72,9 +72,17 @@ fn calls_and_messages_between_vps_with_caller_id() {
     // a calls b by number; b (in the background: a is in front) rings
     // with a's number; x hears nothing.
     c.ok(&["switch", "a"]);
+    let banner = mux_fb::geometry::Rgb(0x0d47a1);
+    let top = || cells_tests::pixel(&c.shot(None), 2, 2);
+    assert_ne!(top(), banner, "no notice before the call (control)");
     at(&c, "a", "ATD+15550002;\\r");
     let b = wait_log(&c, "b", "+CLIP: \"+15550001\",145");
     assert!(b.contains("RING"), "{b}");
+    // The panel (a's) shows who is calling b, over its top rows.
+    assert!(
+        Cells::wait_until(Duration::from_secs(3), || top() == banner),
+        "the panel shows the caller of a VP behind"
+    );
     at(&c, "a", "AT+CLCC\\r");
     wait_log(&c, "a", "+CLCC: 1,0,3,0,0,\"+15550002\",145");
     // b answers: both active.
@@ -84,6 +92,10 @@ fn calls_and_messages_between_vps_with_caller_id() {
         == "active"));
     at(&c, "b", "AT+CLCC\\r");
     wait_log(&c, "b", "+CLCC: 1,1,0,0,0,\"+15550001\",145");
+    assert!(
+        Cells::wait_until(Duration::from_secs(3), || top() != banner),
+        "answered: the notice is gone"
+    );
     // a hangs up: b hears NO CARRIER, nothing is left.
     at(&c, "a", "ATH\\r");
     wait_log(&c, "b", "NO CARRIER");

@@ -306,6 +306,19 @@ impl Manager {
                     }
                 }
             }));
+            // Who is calling a VP behind the foreground: the panel shows it.
+            let screen = Arc::clone(&mgr.display);
+            t.0.set_ringing_hook(Arc::new(move |calls: Vec<(String, String)>| {
+                screen.set_notices(
+                    calls
+                        .into_iter()
+                        .map(|(vp, from)| {
+                            let text = format!("CALL FOR {vp}: {from}");
+                            (vp, text)
+                        })
+                        .collect(),
+                );
+            }));
             // A call monopolizes audio.
             if let Some(a) = mgr.devices.get::<crate::devices::audio::AudioDevice>() {
                 let mixer = Arc::clone(&a.0);

@@ -347,6 +347,28 @@ impl Screen {
         }
     }
 
+    /// Notices by VP (a call ringing there): the panel shows the first
+    /// whose VP is not in front (userspace compositor; the kernel
+    /// multiplexer draws nothing of cellsd's).
+    pub fn set_notices(&self, notices: Vec<(String, String)>) {
+        match self {
+            Screen::Compositor(d) => d.set_notices(notices),
+            Screen::Kernel(_) => {
+                if !notices.is_empty() {
+                    tracing::debug!("a notice is not shown with the kernel multiplexer");
+                }
+            }
+        }
+    }
+
+    /// The notice on the panel now.
+    pub fn notice(&self) -> Option<String> {
+        match self {
+            Screen::Compositor(d) => d.notice(),
+            Screen::Kernel(_) => None,
+        }
+    }
+
     /// The pixels of the panel or of a VP's framebuffer.
     pub fn capture(&self, target: Target) -> Option<Vec<u8>> {
         match self {

@@ -239,6 +239,9 @@ pub type RingHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 /// The VPs in an active call changed: the audio device's (a call
 /// monopolizes audio).
 pub type CallsHook = Arc<dyn Fn(Vec<String>) + Send + Sync>;
+/// The calls ringing in VPs changed (VP, caller's number): the panel's
+/// notice of who is calling.
+pub type RingingHook = Arc<dyn Fn(Vec<(String, String)>) + Send + Sync>;
 
 pub struct Switchboard {
     state: Mutex<State>,
@@ -247,6 +250,9 @@ pub struct Switchboard {
     calls_hook: Mutex<Option<CallsHook>>,
     /// What the calls hook was last told.
     in_call: Mutex<Vec<String>>,
+    ringing_hook: Mutex<Option<RingingHook>>,
+    /// What the ringing hook was last told.
+    ringing: Mutex<Vec<(String, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -793,6 +799,8 @@ impl Switchboard {
                 hook: Mutex::new(None),
                 calls_hook: Mutex::new(None),
                 in_call: Mutex::new(Vec::new()),
+                ringing_hook: Mutex::new(None),
+                ringing: Mutex::new(Vec::new()),
             }
         });
         if let Some(e) = sip_error {
@@ -846,8 +854,29 @@ impl Switchboard {
         *lock(&self.calls_hook) = Some(hook);
     }
 
-    /// Tell the audio device who is in an active call, if that changed.
+    pub fn set_ringing_hook(&self, hook: RingingHook) {
+        *lock(&self.ringing_hook) = Some(hook);
+    }
+
+    /// Tell the audio device who is in an active call, and the panel who
+    /// is being called, if that changed.
     fn calls_changed(&self) {
+        let ringing: Vec<(String, String)> = lock(&self.state)
+            .calls
+            .iter()
+            .filter(|c| c.state == CallState::Ringing && !c.to_vp.is_empty())
+            .map(|c| (c.to_vp.clone(), c.from.clone()))
+            .collect();
+        let mut last = lock(&self.ringing);
+        if *last != ringing {
+            *last = ringing.clone();
+            drop(last);
+            if let Some(h) = lock(&self.ringing_hook).clone() {
+                h(ringing);
+            }
+        } else {
+            drop(last);
+        }
         let mut now: Vec<String> = lock(&self.state)
             .calls
             .iter()
@@ -1075,6 +1104,7 @@ impl voip::Board for Switchboard {
             (vp, from.to_string())
         };
         self.ring(Some(rung));
+        self.calls_changed();
         Ok(())
     }
 
