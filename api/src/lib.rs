@@ -407,6 +407,12 @@ pub trait Manager1 {
     /// Returns the microseconds the thaw took.
     fn thaw(&self, name: &str) -> zbus::Result<u64>;
     fn adb(&self, name: &str) -> zbus::Result<String>;
+    /// Returns the snapshot's description (JSON).
+    fn snapshot(&self, name: &str, snapshot: &str) -> zbus::Result<String>;
+    fn snapshots(&self, name: &str) -> zbus::Result<String>;
+    fn snapshot_delete(&self, name: &str, snapshot: &str) -> zbus::Result<()>;
+    fn rollback(&self, name: &str, snapshot: &str) -> zbus::Result<()>;
+    fn reset(&self, name: &str) -> zbus::Result<()>;
     fn set_network(&self, name: &str, policy: &str) -> zbus::Result<()>;
     fn adb_authorize(&self, name: &str, key: &str) -> zbus::Result<()>;
     fn adb_revoke(&self, name: &str, key: &str) -> zbus::Result<u32>;

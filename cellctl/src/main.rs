@@ -37,6 +37,24 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand, Debug)]
+enum SnapshotCmd {
+    /// A VP's snapshots, oldest first.
+    List {
+        #[arg(value_name = "VP")]
+        vp: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a snapshot.
+    Delete {
+        #[arg(value_name = "VP")]
+        vp: String,
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build and list templates (the shared read-only base filesystems).
@@ -175,6 +193,31 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Snapshot a VP's writable layer and /data: `cellctl snapshot VP NAME`
+    /// (a running VP is paused for the copy); `snapshot list VP`,
+    /// `snapshot delete VP NAME`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Snapshot {
+        #[command(subcommand)]
+        cmd: Option<SnapshotCmd>,
+        #[arg(value_name = "VP")]
+        vp: Option<String>,
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Put a stopped VP's writable layer and /data back to a snapshot.
+    Rollback {
+        #[arg(value_name = "VP")]
+        vp: String,
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Put a stopped VP back to its template: an empty writable layer and
+    /// /data (its definition, number, adb keys and snapshots stay).
+    Reset {
+        #[arg(value_name = "VP")]
+        vp: String,
     },
     /// Freeze a background VP's processes (cgroup freezer) until it is
     /// thawed or becomes the foreground.
@@ -704,6 +747,58 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     println!("{l}");
                 }
             }
+            Ok(0)
+        }
+        Command::Snapshot { cmd, vp, name } => match (cmd, vp, name) {
+            (Some(SnapshotCmd::List { vp, json }), _, _) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&p.snapshots(&vp).await?).unwrap_or_default();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                } else {
+                    println!("NAME  CREATED  BYTES  RUNNING  TOOK_MS");
+                    for s in v.as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {}  {}  {}  {}",
+                            s["name"].as_str().unwrap_or("-"),
+                            s["created"],
+                            s["bytes"],
+                            if s["running"] == true { "yes" } else { "no" },
+                            s["took_ms"]
+                        );
+                    }
+                }
+                Ok(0)
+            }
+            (Some(SnapshotCmd::Delete { vp, name }), _, _) => {
+                p.snapshot_delete(&vp, &name).await?;
+                Ok(0)
+            }
+            (None, Some(vp), Some(name)) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&p.snapshot(&vp, &name).await?).unwrap_or_default();
+                println!(
+                    "snapshot {name} of {vp}: {} bytes in {} ms{}",
+                    v["bytes"],
+                    v["took_ms"],
+                    if v["running"] == true {
+                        " (paused meanwhile)"
+                    } else {
+                        ""
+                    }
+                );
+                Ok(0)
+            }
+            _ => Err(Failure(
+                "give a VP and a snapshot name (`cellctl snapshot VP NAME`), or `snapshot list VP`, `snapshot delete VP NAME`".into(),
+            )),
+        },
+        Command::Rollback { vp, name } => {
+            p.rollback(&vp, &name).await?;
+            Ok(0)
+        }
+        Command::Reset { vp } => {
+            p.reset(&vp).await?;
             Ok(0)
         }
         Command::Freeze { names } => {

@@ -221,3 +221,69 @@ pub fn mount(req: &DiskRequest) -> Result<(), DiskError> {
     drop(loopdev);
     r.map_err(|e| io("mount the VP's disk", &req.mountpoint)(e.into()))
 }
+
+/// Copy `src` to a new file `dst` (mode 0600) keeping its holes: only the
+/// extents with data are read and written (SEEK_DATA/SEEK_HOLE, then
+/// copy_file_range, which the file system may do without moving the
+/// bytes). Returns the bytes of data copied. `dst` is synced.
+pub fn copy_sparse(src: &Path, dst: &Path) -> Result<u64, DiskError> {
+    let from = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(io("open", src))?;
+    let len = from.metadata().map_err(io("stat", src))?.len();
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dst)
+        .map_err(io("create", dst))?;
+    to.set_len(len).map_err(io("size", dst))?;
+    let mut copied = 0u64;
+    let mut pos = 0i64;
+    while (pos as u64) < len {
+        // SAFETY: lseek on our own open file.
+        let data = unsafe { libc::lseek(from.as_raw_fd(), pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole is left
+            }
+            return Err(io("seek data in", src)(e));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io("seek a hole in", src)(std::io::Error::last_os_error()));
+        }
+        let mut off_in = data;
+        let mut off_out = data;
+        while off_in < hole {
+            let want = (hole - off_in) as usize;
+            // SAFETY: copy_file_range between our own open files, with
+            // offsets of our own.
+            let n = unsafe {
+                libc::copy_file_range(
+                    from.as_raw_fd(),
+                    &mut off_in,
+                    to.as_raw_fd(),
+                    &mut off_out,
+                    want.min(1 << 30),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io("copy", src)(std::io::Error::last_os_error()));
+            }
+            if n == 0 {
+                break; // the file shrank under us
+            }
+            copied += n as u64;
+        }
+        pos = hole;
+    }
+    to.sync_all().map_err(io("sync", dst))?;
+    Ok(copied)
+}

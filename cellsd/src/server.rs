@@ -302,6 +302,38 @@ impl ManagerIface {
         Ok(self.mgr.thaw(name).map(|d| d.as_micros() as u64)?)
     }
 
+    /// Snapshot a VP's writable layer and /data (a running VP is paused for
+    /// the copy); returns the snapshot's description (JSON).
+    async fn snapshot(&self, name: &str, snapshot: &str) -> Result<String, CellsError> {
+        self.check()?;
+        let info = self.mgr.snapshot(name, snapshot).await?;
+        Ok(serde_json::to_string(&info).unwrap_or_default())
+    }
+
+    /// A VP's snapshots, oldest first (JSON).
+    async fn snapshots(&self, name: &str) -> Result<String, CellsError> {
+        self.check()?;
+        let list = self.mgr.snapshots(name)?;
+        Ok(serde_json::to_string(&list).unwrap_or_default())
+    }
+
+    async fn snapshot_delete(&self, name: &str, snapshot: &str) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.snapshot_delete(name, snapshot).await?)
+    }
+
+    /// Put a stopped VP's writable layer and /data back to a snapshot.
+    async fn rollback(&self, name: &str, snapshot: &str) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.rollback(name, snapshot).await?)
+    }
+
+    /// Put a stopped VP back to its template (empty writable layer and /data).
+    async fn reset(&self, name: &str) -> Result<(), CellsError> {
+        self.check()?;
+        Ok(self.mgr.reset(name).await?)
+    }
+
     /// The serial to give `adb connect` for a VP (127.0.0.1:PORT, a stable
     /// host port forwarded to the VP's adbd on 5555).
     async fn adb(&self, name: &str) -> Result<String, CellsError> {

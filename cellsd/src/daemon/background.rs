@@ -21,7 +21,7 @@ use crate::devices::power::hub::PowerReport;
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Manager {
-    fn freezer_of(&self, cfg: &VpConfig) -> Option<Freezer> {
+    pub(super) fn freezer_of(&self, cfg: &VpConfig) -> Option<Freezer> {
         self.cgroup_of(cfg).freezer(self.cfg.freezer)
     }
 

@@ -19,6 +19,7 @@ mod foreground;
 mod net;
 mod options;
 mod reserve;
+mod snapshot;
 mod spare;
 mod state;
 mod templates;
