@@ -407,6 +407,13 @@ pub trait Manager1 {
     /// Returns the microseconds the thaw took.
     fn thaw(&self, name: &str) -> zbus::Result<u64>;
     fn adb(&self, name: &str) -> zbus::Result<String>;
+    fn export(&self, name: &str, out: zbus::zvariant::OwnedFd) -> zbus::Result<String>;
+    fn import(
+        &self,
+        input: zbus::zvariant::OwnedFd,
+        name: &str,
+        any_build: bool,
+    ) -> zbus::Result<String>;
     /// Returns the snapshot's description (JSON).
     fn snapshot(&self, name: &str, snapshot: &str) -> zbus::Result<String>;
     fn snapshots(&self, name: &str) -> zbus::Result<String>;
@@ -429,6 +436,14 @@ pub trait Manager1 {
     /// A call rings in a VP (in the background too): the VP, the caller's number.
     #[zbus(signal)]
     fn incoming_call(&self, vp: String, from: String) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn vp_transfer_progress(
+        &self,
+        vp: String,
+        done: u64,
+        total: u64,
+        step: String,
+    ) -> zbus::Result<()>;
     #[zbus(signal)]
     fn template_build_progress(
         &self,

@@ -206,6 +206,51 @@ enum Command {
         #[arg(value_name = "NAME")]
         name: Option<String>,
     },
+    /// Write a stopped VP (settings, disk, adb keys, forwards, number, its
+    /// template's fingerprint) as an archive: to FILE, or to stdout with -.
+    Export {
+        #[arg(value_name = "VP")]
+        vp: String,
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: String,
+    },
+    /// Make a VP of an archive (FILE, or - for stdin) made by `cellctl
+    /// export`: it gets this host's ids, address and adb port.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// Its name here (default: its name in the archive).
+        #[arg(long)]
+        name: Option<String>,
+        /// Accept this host's build of its template although its content
+        /// differs from the one the VP ran on.
+        #[arg(long)]
+        any_build: bool,
+    },
+    /// Move a VP to another cells host over SSH: stop it, export it into
+    /// `ssh HOST cellctl import -`, and remove it here once it is there
+    /// (set CELLS_SSH_COMMAND for ssh's options, e.g. "ssh -i KEY").
+    Move {
+        #[arg(value_name = "VP")]
+        vp: String,
+        /// ssh://[USER@]HOST[:PORT]
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Its name there (default: the same).
+        #[arg(long)]
+        name: Option<String>,
+        /// Keep it here (stopped) after the move.
+        #[arg(long)]
+        keep: bool,
+        /// The remote cellsd's socket, if not the default.
+        #[arg(long, value_name = "PATH")]
+        remote_socket: Option<String>,
+        /// The remote cellctl program (default: cellctl on its PATH).
+        #[arg(long, value_name = "PATH", default_value = "cellctl")]
+        remote_cellctl: String,
+        #[arg(long)]
+        any_build: bool,
+    },
     /// Put a stopped VP's writable layer and /data back to a snapshot.
     Rollback {
         #[arg(value_name = "VP")]
@@ -793,6 +838,74 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 "give a VP and a snapshot name (`cellctl snapshot VP NAME`), or `snapshot list VP`, `snapshot delete VP NAME`".into(),
             )),
         },
+        Command::Export { vp, output } => {
+            use std::os::fd::{AsFd, OwnedFd};
+            let fd: OwnedFd = if output == "-" {
+                std::io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| Failure(format!("stdout: {e}")))?
+            } else {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&output)
+                    .map_err(|e| Failure(format!("cannot write {output}: {e}")))?
+                    .into()
+            };
+            let call = p.export(&vp, zbus::zvariant::OwnedFd::from(fd));
+            let r = transfer_progress(&p, &vp, "exporting", call).await?;
+            let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
+            eprintln!(
+                "exported {vp}: {} bytes ({} of data in a {}-byte disk)",
+                v["bytes"], v["data_bytes"], v["disk_bytes"]
+            );
+            Ok(0)
+        }
+        Command::Import {
+            file,
+            name,
+            any_build,
+        } => {
+            use std::os::fd::{AsFd, OwnedFd};
+            let fd: OwnedFd = if file == "-" {
+                std::io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| Failure(format!("stdin: {e}")))?
+            } else {
+                std::fs::File::open(&file)
+                    .map_err(|e| Failure(format!("cannot read {file}: {e}")))?
+                    .into()
+            };
+            let label = name.clone().unwrap_or_else(|| file.clone());
+            let call = p.import(
+                zbus::zvariant::OwnedFd::from(fd),
+                name.as_deref().unwrap_or(""),
+                any_build,
+            );
+            let r = transfer_progress(&p, &label, "importing", call).await?;
+            let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or(""));
+            }
+            println!("{}", v["vp"].as_str().unwrap_or(""));
+            Ok(0)
+        }
+        Command::Move {
+            vp,
+            to,
+            name,
+            keep,
+            remote_socket,
+            remote_cellctl,
+            any_build,
+        } => {
+            move_vp(&p, &vp, &to, name, keep, remote_socket, &remote_cellctl, any_build).await
+        }
         Command::Rollback { vp, name } => {
             p.rollback(&vp, &name).await?;
             Ok(0)
@@ -1273,6 +1386,143 @@ async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure
 }
 
 /// Run a template build or import, showing its progress signals as a bar.
+/// A transfer's progress bar (on stderr) while `call` runs.
+async fn transfer_progress(
+    p: &Manager1Proxy<'_>,
+    vp: &str,
+    verb: &str,
+    call: impl std::future::Future<Output = zbus::Result<String>>,
+) -> Result<String, Failure> {
+    let mut progress = p.receive_vp_transfer_progress().await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {bytes}/{total_bytes} {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{verb} {vp}"));
+    tokio::pin!(call);
+    let result = loop {
+        tokio::select! {
+            r = &mut call => break r,
+            Some(sig) = progress.next() => {
+                if let Ok(a) = sig.args() {
+                    if a.step == verb {
+                        bar.set_length(a.total);
+                        bar.set_position(a.done);
+                    }
+                }
+            }
+        }
+    };
+    match result {
+        Ok(r) => {
+            bar.finish_and_clear();
+            Ok(r)
+        }
+        Err(e) => {
+            bar.abandon();
+            Err(e.into())
+        }
+    }
+}
+
+/// `cellctl move`: export into `ssh HOST cellctl import -`.
+#[allow(clippy::too_many_arguments)]
+async fn move_vp(
+    p: &Manager1Proxy<'_>,
+    vp: &str,
+    to: &str,
+    name: Option<String>,
+    keep: bool,
+    remote_socket: Option<String>,
+    remote_cellctl: &str,
+    any_build: bool,
+) -> Result<u8, Failure> {
+    let rest = to.strip_prefix("ssh://").ok_or_else(|| {
+        Failure(format!(
+            "--to {to}: give the other host as ssh://[USER@]HOST[:PORT]"
+        ))
+    })?;
+    let rest = rest.trim_end_matches('/');
+    let (userhost, port) = match rest.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => {
+            (h, Some(port))
+        }
+        _ => (rest, None),
+    };
+    if userhost.is_empty() || userhost.contains('/') {
+        return Err(Failure(format!(
+            "--to {to}: give the other host as ssh://[USER@]HOST[:PORT]"
+        )));
+    }
+    let ssh_cmd = std::env::var("CELLS_SSH_COMMAND").unwrap_or_else(|_| "ssh".into());
+    let mut words = ssh_cmd.split_whitespace();
+    let prog = words.next().unwrap_or("ssh");
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(words).arg("-o").arg("BatchMode=yes");
+    if let Some(port) = port {
+        cmd.arg("-p").arg(port);
+    }
+    // The remote command line, each word quoted for its shell.
+    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut remote = Vec::new();
+    if let Some(sock) = &remote_socket {
+        remote.push(format!("CELLS_SOCKET={}", q(sock)));
+    }
+    remote.push(q(remote_cellctl));
+    remote.push("import".into());
+    remote.push("-".into());
+    remote.push("--name".into());
+    remote.push(q(name.as_deref().unwrap_or(vp)));
+    if any_build {
+        remote.push("--any-build".into());
+    }
+    cmd.arg(userhost).arg("--").arg(remote.join(" "));
+    let was_running = p
+        .status(vp)
+        .await
+        .map(|s| s.state == "running")
+        .unwrap_or(false);
+    if was_running {
+        eprintln!("stopping {vp} to move it");
+        p.stop(vp, 10).await?;
+    }
+    let (r, w) = nix::unistd::pipe().map_err(|e| Failure(format!("pipe: {e}")))?;
+    cmd.stdin(std::process::Stdio::from(r));
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failure(format!("cannot run {prog}: {e}")))?;
+    let call = p.export(vp, zbus::zvariant::OwnedFd::from(w));
+    let exported = transfer_progress(p, vp, "exporting", call).await;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Failure(format!("{prog}: {e}")))?;
+    let failed = match (&exported, status.success()) {
+        (Ok(_), true) => None,
+        (Err(e), _) => Some(format!("exporting {vp}: {}", e.0)),
+        (Ok(_), false) => Some(format!(
+            "the import on {userhost} failed ({prog} exited with {status}; its message is above)"
+        )),
+    };
+    if let Some(why) = failed {
+        if was_running {
+            let _ = p.start(vp).await;
+        }
+        return Err(Failure(format!("{why}: {vp} stays here, unchanged")));
+    }
+    if keep {
+        eprintln!("{vp} is on {userhost} now; kept here, stopped");
+    } else {
+        p.destroy(vp).await?;
+        eprintln!("{vp} is on {userhost} now, and gone from here");
+    }
+    Ok(0)
+}
+
 async fn template_progress(
     p: &Manager1Proxy<'_>,
     name: &str,

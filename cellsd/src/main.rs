@@ -296,6 +296,7 @@ fn main() {
             helper_log();
             std::process::exit(cellsd::execer::main())
         }
+        Some("__shift-ids") => std::process::exit(cellsd::idshift::main(&argv[2..])),
         _ => {}
     }
     cellsd::sys::daemon_malloc();

@@ -302,6 +302,32 @@ impl ManagerIface {
         Ok(self.mgr.thaw(name).map(|d| d.as_micros() as u64)?)
     }
 
+    /// Write a stopped VP as an archive to `out` (an fd the caller opened);
+    /// returns JSON {vp, bytes, data_bytes, disk_bytes}.
+    async fn export(&self, name: &str, out: zvariant::OwnedFd) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(self
+            .mgr
+            .export(name, std::os::fd::OwnedFd::from(out))
+            .await?)
+    }
+
+    /// Make a VP of the archive read from `input` (named `name`, or as in
+    /// the archive when empty); returns JSON {vp, warnings}.
+    async fn import(
+        &self,
+        input: zvariant::OwnedFd,
+        name: &str,
+        any_build: bool,
+    ) -> Result<String, CellsError> {
+        self.check()?;
+        let name = (!name.is_empty()).then(|| name.to_string());
+        Ok(self
+            .mgr
+            .import(std::os::fd::OwnedFd::from(input), name, any_build)
+            .await?)
+    }
+
     /// Snapshot a VP's writable layer and /data (a running VP is paused for
     /// the copy); returns the snapshot's description (JSON).
     async fn snapshot(&self, name: &str, snapshot: &str) -> Result<String, CellsError> {
@@ -628,6 +654,9 @@ async fn handle(stream: UnixStream, mgr: Arc<Manager>) -> zbus::Result<()> {
                     Ok(Event::VpState { name, state }) => signal("VpStateChanged", &(name, state)),
                     Ok(Event::TemplateProgress { template, done, total, step }) => {
                         signal("TemplateBuildProgress", &(template, done, total, step))
+                    }
+                    Ok(Event::TransferProgress { vp, done, total, step }) => {
+                        signal("VpTransferProgress", &(vp, done, total, step))
                     }
                     Ok(Event::Foreground(name)) => signal("ForegroundChanged", &(name,)),
                     Ok(Event::IncomingCall(vp, from)) => signal("IncomingCall", &(vp, from)),

@@ -993,6 +993,69 @@ pub fn now_secs() -> u64 {
 
 /// Files (everything but folders) under `dir` and their bytes; links are
 /// counted, not followed.
+/// A build's content fingerprint: every entry's path, type, mode, owner,
+/// size, link target and content (xxh3), in path order — what a VP on it
+/// sees, not when it was built. Kept in `builds/N/fingerprint` once made
+/// (a build never changes). A VP archive names its template by it.
+pub fn fingerprint(layout: &Layout, template: &str, build: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let cache = layout
+        .template_builds(template)
+        .join(build)
+        .join("fingerprint");
+    if let Ok(s) = std::fs::read_to_string(&cache) {
+        if s.trim().len() == 32 {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let root = layout.template_build_rootfs(template, build);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(root.join(&rel))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        // Depth first, in name order: children pushed in reverse.
+        let mut dirs = Vec::new();
+        for n in names {
+            let r = rel.join(&n);
+            let p = root.join(&r);
+            let md = std::fs::symlink_metadata(&p)?;
+            h.update(r.as_os_str().as_encoded_bytes());
+            h.update(&[0]);
+            h.update(&md.mode().to_le_bytes());
+            h.update(&md.uid().to_le_bytes());
+            h.update(&md.gid().to_le_bytes());
+            if md.file_type().is_symlink() {
+                h.update(std::fs::read_link(&p)?.as_os_str().as_encoded_bytes());
+            } else if md.is_file() {
+                h.update(&md.len().to_le_bytes());
+                let mut f = std::fs::File::open(&p)?;
+                let mut fh = xxhash_rust::xxh3::Xxh3::new();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let k = std::io::Read::read(&mut f, &mut buf)?;
+                    if k == 0 {
+                        break;
+                    }
+                    fh.update(&buf[..k]);
+                }
+                h.update(&fh.digest().to_le_bytes());
+            } else if md.is_dir() {
+                dirs.push(r);
+            } else {
+                h.update(&md.rdev().to_le_bytes());
+            }
+        }
+        stack.extend(dirs.into_iter().rev());
+    }
+    let fp = format!("{:032x}", h.digest128());
+    let _ = crate::layout::write_atomic(&cache, fp.as_bytes());
+    Ok(fp)
+}
+
 pub fn count_tree(dir: &Path) -> (u64, u64) {
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut stack = vec![dir.to_path_buf()];

@@ -209,7 +209,9 @@ impl Manager {
         self.mixer()?.feed_mic(&s).map_err(Error::InvalidArgument)
     }
 
-    fn switchboard(&self) -> Result<std::sync::Arc<crate::devices::telephony::Switchboard>, Error> {
+    pub(super) fn switchboard(
+        &self,
+    ) -> Result<std::sync::Arc<crate::devices::telephony::Switchboard>, Error> {
         self.devices
             .get::<crate::devices::telephony::TelephonyDevice>()
             .map(|d| std::sync::Arc::clone(&d.0))

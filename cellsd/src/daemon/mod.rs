@@ -23,6 +23,7 @@ mod snapshot;
 mod spare;
 mod state;
 mod templates;
+mod transfer;
 mod vp_devices;
 mod writer;
 
@@ -113,6 +114,13 @@ pub enum Event {
     },
     TemplateProgress {
         template: String,
+        done: u64,
+        total: u64,
+        step: String,
+    },
+    /// An export or import of a VP moves on (bytes of its data).
+    TransferProgress {
+        vp: String,
         done: u64,
         total: u64,
         step: String,

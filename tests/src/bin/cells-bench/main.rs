@@ -24,6 +24,7 @@ mod display;
 mod network;
 mod phone;
 mod power;
+mod snapshot;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -56,6 +57,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             adbtools::bench(n)
         }
+        Some("snapshot") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
+            snapshot::bench(n)
+        }
         Some("power") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             power::bench(n)
@@ -66,7 +71,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N] | phone [N]"
+                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N] | phone [N] | snapshot [MiB]"
             );
             2
         }

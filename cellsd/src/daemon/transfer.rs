@@ -1,0 +1,295 @@
+//! Cold move of a VP between cells hosts: `cellctl export VP -o FILE|-`
+//! writes a [`crate::vparchive`] (its settings, disk image without holes,
+//! adb keys, port forwards, number, and its template by content
+//! fingerprint) to an fd the caller opened; `cellctl import FILE|-
+//! [--name NEW]` makes a new VP of it here — created as `cellctl create`
+//! would (its own id range, address and adb port of this host), then its
+//! disk put in: checked with `e2fsck -fn` before it is ever mounted, its
+//! owners moved to this VP's id range (`cellsd __shift-ids`). A failed
+//! import leaves no VP behind.
+
+use std::io::BufReader;
+use std::os::fd::OwnedFd;
+
+use super::*;
+use crate::vparchive::{self, FileEntry, Manifest, TemplateRef};
+
+impl Manager {
+    /// Progress as VpTransferProgress signals (≤ ~100, ≥ 20 ms apart).
+    fn transfer_progress<'a>(
+        self: &'a Arc<Self>,
+        vp: &'a str,
+        step: &'a str,
+    ) -> impl FnMut(u64, u64) + 'a {
+        let mut last = (u64::MAX, std::time::Instant::now());
+        move |done, total| {
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            if done == total || pct != last.0 && last.1.elapsed() >= Duration::from_millis(20) {
+                last = (pct, std::time::Instant::now());
+                self.emit(Event::TransferProgress {
+                    vp: vp.to_string(),
+                    done,
+                    total,
+                    step: step.to_string(),
+                });
+            }
+        }
+    }
+
+    pub async fn export(self: &Arc<Self>, vp: &str, out: OwnedFd) -> Result<String, Error> {
+        let op = self.op_lock(vp)?;
+        let _op = op.lock().await;
+        let config = {
+            let inner = self.lock();
+            let v = inner.vps.get(vp).ok_or_else(|| self.missing(vp))?;
+            if v.phase != Phase::Stopped {
+                return Err(Error::Running(format!(
+                    "VP '{vp}' runs: stop it first (`cellctl stop {vp}`), then export it"
+                )));
+            }
+            v.config.clone()
+        };
+        if config.cells.disk.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "VP '{vp}' has no disk image of its own (created with --disk none): only a VP with one can be exported"
+            )));
+        }
+        let layout = self.cfg.layout.clone();
+        let t = config.cells.template.clone();
+        let build = crate::template::current_build(&layout, &t).ok_or_else(|| {
+            Error::TemplateNotBuilt(format!(
+                "template '{t}' of VP '{vp}' is not built here: build it (`cellctl template build {t}`) before exporting"
+            ))
+        })?;
+        let number = self.switchboard().ok().and_then(|s| {
+            s.report()
+                .vps
+                .into_iter()
+                .find(|r| r.vp == vp)
+                .map(|r| r.number)
+                .filter(|n| !n.is_empty())
+        });
+        let adb_keys = std::fs::read_to_string(layout.vp_adb_keys(vp)).unwrap_or_default();
+        let mgr = Arc::clone(self);
+        let name = vp.to_string();
+        tokio::task::spawn_blocking(move || -> Result<String, Error> {
+            let fingerprint = crate::template::fingerprint(&layout, &t, &build)
+                .map_err(failed("fingerprint the template"))?;
+            let img_path = layout.vp_dir(&name).join(crate::disk::IMAGE_FILE);
+            let img = std::fs::File::open(&img_path).map_err(failed("open the VP's disk image"))?;
+            let size = img.metadata().map_err(failed("stat the disk image"))?.len();
+            let segments = vparchive::segments(&img).map_err(|e| Error::Failed(e.to_string()))?;
+            let manifest = Manifest {
+                version: 1,
+                definition: serde_json::to_value(&config).map_err(|e| Error::Failed(e.to_string()))?,
+                template: TemplateRef {
+                    name: t,
+                    build,
+                    fingerprint,
+                },
+                adb_keys,
+                number,
+                files: vec![FileEntry {
+                    name: crate::disk::IMAGE_FILE.to_string(),
+                    size,
+                    segments,
+                }],
+            };
+            let data = manifest.files[0].data_bytes();
+            let mut progress = mgr.transfer_progress(&name, "exporting");
+            let bytes = vparchive::write(std::fs::File::from(out), &manifest, &[img], &mut progress)
+                .map_err(|e| Error::Failed(format!("exporting VP '{name}': {e}")))?;
+            tracing::info!(vp = name.as_str(), bytes, data, "exported");
+            Ok(serde_json::json!({"vp": name, "bytes": bytes, "data_bytes": data, "disk_bytes": size})
+                .to_string())
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?
+    }
+
+    /// Import an archive read from `input`; returns JSON {vp, warnings}.
+    pub async fn import(
+        self: &Arc<Self>,
+        input: OwnedFd,
+        name: Option<String>,
+        any_build: bool,
+    ) -> Result<String, Error> {
+        let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::from(input));
+        // The manifest first (small): what to create.
+        let (manifest, mut hash, reader) = tokio::task::spawn_blocking(move || {
+            let mut hash = xxhash_rust::xxh3::Xxh3::new();
+            vparchive::read_manifest(&mut reader, &mut hash).map(|m| (m, hash, reader))
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let old: VpConfig = serde_json::from_value(manifest.definition.clone()).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the archive's VP definition is not one cells reads: {e}"
+            ))
+        })?;
+        let name = name.unwrap_or_else(|| old.name.clone());
+        name::validate("VP", &name)?;
+        let t = &manifest.template;
+        if old.cells.template != t.name {
+            return Err(Error::InvalidArgument(
+                "the archive's definition and its template reference disagree".into(),
+            ));
+        }
+        let build = crate::template::current_build(&self.cfg.layout, &t.name).ok_or_else(|| {
+            Error::TemplateNotBuilt(format!(
+                "template '{}' is not built here: build it (`cellctl template build {}`) or import it, then import the VP again",
+                t.name, t.name
+            ))
+        })?;
+        let (layout, tn) = (self.cfg.layout.clone(), t.name.clone());
+        let here =
+            tokio::task::spawn_blocking(move || crate::template::fingerprint(&layout, &tn, &build))
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?
+                .map_err(failed("fingerprint the template"))?;
+        let mut warnings = Vec::new();
+        if here != t.fingerprint {
+            if !any_build {
+                return Err(Error::InvalidArgument(format!(
+                    "template '{}' here is not the build the VP ran on (content {} here, {} in the archive): \
+                     the VP's writable layer sits on top of it; import with --any-build to accept this build",
+                    t.name, here, t.fingerprint
+                )));
+            }
+            warnings.push(format!(
+                "template '{}' here differs from the VP's (content {here} vs {})",
+                t.name, t.fingerprint
+            ));
+        }
+        let opts = old.create_options();
+        let size = opts
+            .disk
+            .filter(|d| *d != crate::config::NO_LIMIT)
+            .ok_or_else(|| Error::InvalidArgument("the archive's VP has no disk image".into()))?;
+        let entry = manifest
+            .files
+            .iter()
+            .find(|f| f.name == crate::disk::IMAGE_FILE)
+            .ok_or_else(|| Error::InvalidArgument("the archive holds no disk image".into()))?;
+        if entry.size != size {
+            return Err(Error::InvalidArgument(format!(
+                "the archive's disk image is {} bytes, its definition says {size}",
+                entry.size
+            )));
+        }
+        // The VP as `create` makes it here (ids, address, adb port, disk).
+        self.create(&name, opts)?;
+        match self
+            .import_into(&name, &old, manifest, reader, &mut hash, &mut warnings)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(vp = name.as_str(), "imported");
+                Ok(serde_json::json!({"vp": name, "warnings": warnings}).to_string())
+            }
+            Err(e) => {
+                if let Err(d) = self.destroy(&name).await {
+                    tracing::warn!(vp = name.as_str(), "removing the half-imported VP: {d}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn import_into(
+        self: &Arc<Self>,
+        name: &str,
+        old: &VpConfig,
+        manifest: Manifest,
+        mut reader: BufReader<std::fs::File>,
+        hash: &mut xxhash_rust::xxh3::Xxh3,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let layout = self.cfg.layout.clone();
+        let vp_dir = layout.vp_dir(name);
+        let staging = vp_dir.join(format!("{}import", crate::layout::CREATING_PREFIX));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir(&staging).map_err(failed("create the import folder"))?;
+        let new_root = {
+            let inner = self.lock();
+            inner.vps.get(name).and_then(|v| v.config.host_root_id())
+        };
+        let old_root = old.host_root_id();
+        let mgr = Arc::clone(self);
+        let (st, n, m) = (staging.clone(), name.to_string(), manifest.clone());
+        let mut h = hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut progress = mgr.transfer_progress(&n, "importing");
+            vparchive::read_files(&mut reader, &mut h, &m, &st, &mut progress)
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?
+        .map_err(|e| Error::InvalidArgument(format!("importing VP '{name}': {e}")))?;
+        let img = staging.join(crate::disk::IMAGE_FILE);
+        // Checked before the kernel ever mounts it.
+        let fsck = tokio::process::Command::new("e2fsck")
+            .args(["-f", "-n"])
+            .arg(&img)
+            .output()
+            .await
+            .map_err(failed("run e2fsck (Debian's e2fsprogs)"))?;
+        if !fsck.status.success() {
+            return Err(Error::InvalidArgument(format!(
+                "the archive's disk image is not a sound ext4 file system (e2fsck: {}): not imported",
+                String::from_utf8_lossy(&fsck.stdout)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&fsck.stderr).lines())
+                    .rfind(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+            )));
+        }
+        if let (Some(o), Some(n)) = (old_root, new_root) {
+            if o != n {
+                let mnt = layout
+                    .vp_run_dir(name)
+                    .join(format!("{}shift", crate::layout::CREATING_PREFIX));
+                let out = tokio::process::Command::new(&self.cfg.self_exe)
+                    .arg("__shift-ids")
+                    .arg(&img)
+                    .arg(&mnt)
+                    .arg(o.to_string())
+                    .arg(n.to_string())
+                    .output()
+                    .await
+                    .map_err(failed("run cellsd __shift-ids"))?;
+                let _ = std::fs::remove_dir(&mnt);
+                if !out.status.success() {
+                    return Err(Error::Failed(format!(
+                        "importing VP '{name}': {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+            }
+        } else if old_root != new_root {
+            return Err(Error::InvalidArgument(
+                "the archive's VP and this one differ in being privileged".into(),
+            ));
+        }
+        std::fs::rename(&img, vp_dir.join(crate::disk::IMAGE_FILE))
+            .map_err(failed("put the imported disk in place"))?;
+        let _ = std::fs::remove_dir_all(&staging);
+        if !manifest.adb_keys.is_empty() {
+            crate::layout::write_atomic(&layout.vp_adb_keys(name), manifest.adb_keys.as_bytes())
+                .map_err(failed("write the VP's adb keys"))?;
+        }
+        for f in &old.cells.network.ports {
+            if let Err(e) = self.port_add(name, &format!("{}:{}", f.host, f.vp)).await {
+                warnings.push(format!("port forward {}:{}: {e}", f.host, f.vp));
+            }
+        }
+        if let Some(number) = &manifest.number {
+            if let Ok(sb) = self.switchboard() {
+                if let Err(e) = sb.set_number(name, number) {
+                    warnings.push(format!("phone number {number}: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,404 @@
+//! The VP archive (`cellctl export`/`import`): one stream, written and
+//! read in one pass (a pipe to `ssh` works), holding a VP's definition and
+//! its disk image with the image's holes left out.
+//!
+//! ```text
+//! "CELLSVP1\n"
+//! u32 LE n, then n bytes of manifest JSON (≤ 1 MiB)
+//! for each file of the manifest, for each of its segments: its bytes
+//! u64 LE xxh3-64 of every byte after the magic
+//! ```
+//!
+//! Only the files the manifest may name are written on import
+//! ([`ALLOWED`]), each within its declared size, segments in order and
+//! inside it: an archive cannot write anywhere else.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+pub const MAGIC: &[u8] = b"CELLSVP1\n";
+const MAX_MANIFEST: u32 = 1 << 20;
+/// The files an archive may carry.
+pub const ALLOWED: &[&str] = &[crate::disk::IMAGE_FILE];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u32,
+    /// The VP's definition (vp.json) as exported.
+    pub definition: serde_json::Value,
+    pub template: TemplateRef,
+    /// Its adb keys (adb_keys text).
+    #[serde(default)]
+    pub adb_keys: String,
+    /// Its phone number, if it had one.
+    #[serde(default)]
+    pub number: Option<String>,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TemplateRef {
+    pub name: String,
+    pub build: String,
+    /// [`crate::template::fingerprint`] of that build.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    /// (offset, length) of each extent with data, in order.
+    pub segments: Vec<(u64, u64)>,
+}
+
+impl FileEntry {
+    pub fn data_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.1).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("not a cells VP archive (made by `cellctl export`)")]
+    NotArchive,
+    #[error("the archive is cut short or damaged: {0}")]
+    Damaged(String),
+    #[error("the archive's checksum does not match: it was damaged in transit; export it again")]
+    Checksum,
+    #[error("the archive names a file it may not carry: '{0}'")]
+    Forbidden(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ArchiveError {
+    let what = what.into();
+    move |source| ArchiveError::Io { what, source }
+}
+
+/// The data extents of an open file (SEEK_DATA/SEEK_HOLE).
+pub fn segments(f: &std::fs::File) -> Result<Vec<(u64, u64)>, ArchiveError> {
+    let len = f.metadata().map_err(io("stat"))?.len() as i64;
+    let mut out = Vec::new();
+    let mut pos = 0i64;
+    while pos < len {
+        // SAFETY: lseek on an open file of ours.
+        let data = unsafe { libc::lseek(f.as_raw_fd(), pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: only a hole is left
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(f.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole <= data {
+            return Err(io("seek a hole")(std::io::Error::last_os_error()));
+        }
+        out.push((data as u64, (hole - data) as u64));
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// Counts what passes, for the checksum and progress.
+struct Hashing<W> {
+    inner: W,
+    hash: Xxh3,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.hash.update(&b[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Write the archive: `files` are (entry, open file) in manifest order.
+/// `progress(done, total)` is called as data goes out.
+pub fn write(
+    out: impl Write,
+    manifest: &Manifest,
+    files: &[std::fs::File],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, ArchiveError> {
+    let mut out = Hashing {
+        inner: std::io::BufWriter::with_capacity(1 << 20, out),
+        hash: Xxh3::new(),
+        bytes: 0,
+    };
+    out.inner.write_all(MAGIC).map_err(io("write"))?;
+    let m = serde_json::to_vec(manifest).map_err(|e| ArchiveError::Damaged(e.to_string()))?;
+    out.write_all(&(m.len() as u32).to_le_bytes())
+        .and_then(|_| out.write_all(&m))
+        .map_err(io("write the manifest"))?;
+    let total: u64 = manifest.files.iter().map(FileEntry::data_bytes).sum();
+    let mut done = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for (e, f) in manifest.files.iter().zip(files) {
+        for &(off, len) in &e.segments {
+            let mut left = len;
+            let mut at = off;
+            while left > 0 {
+                let want = (left as usize).min(buf.len());
+                let n = nix::sys::uio::pread(f, &mut buf[..want], at as i64)
+                    .map_err(|e| io(format!("read {}", e))(std::io::Error::from(e)))?;
+                if n == 0 {
+                    return Err(ArchiveError::Damaged(format!(
+                        "{} shrank while it was exported",
+                        e.name
+                    )));
+                }
+                out.write_all(&buf[..n]).map_err(io("write"))?;
+                left -= n as u64;
+                at += n as u64;
+                done += n as u64;
+            }
+            progress(done, total);
+        }
+    }
+    let sum = out.hash.digest();
+    out.inner
+        .write_all(&sum.to_le_bytes())
+        .and_then(|_| out.inner.flush())
+        .map_err(io("write"))?;
+    Ok(out.bytes + MAGIC.len() as u64 + 8)
+}
+
+/// Read exactly `b.len()` bytes, hashing them.
+fn read_hashed(r: &mut impl Read, hash: &mut Xxh3, b: &mut [u8]) -> Result<(), ArchiveError> {
+    r.read_exact(b)
+        .map_err(|e| ArchiveError::Damaged(format!("{e}")))?;
+    hash.update(b);
+    Ok(())
+}
+
+/// Read the magic and the manifest; check what it names.
+pub fn read_manifest(r: &mut impl Read, hash: &mut Xxh3) -> Result<Manifest, ArchiveError> {
+    let mut magic = [0u8; 9];
+    r.read_exact(&mut magic)
+        .map_err(|_| ArchiveError::NotArchive)?;
+    if magic != MAGIC {
+        return Err(ArchiveError::NotArchive);
+    }
+    let mut n = [0u8; 4];
+    read_hashed(r, hash, &mut n)?;
+    let n = u32::from_le_bytes(n);
+    if n == 0 || n > MAX_MANIFEST {
+        return Err(ArchiveError::Damaged(format!("a manifest of {n} bytes")));
+    }
+    let mut m = vec![0u8; n as usize];
+    read_hashed(r, hash, &mut m)?;
+    let m: Manifest =
+        serde_json::from_slice(&m).map_err(|e| ArchiveError::Damaged(format!("manifest: {e}")))?;
+    if m.version != 1 {
+        return Err(ArchiveError::Damaged(format!(
+            "archive version {} (this cellsd reads 1): import it with a newer cells",
+            m.version
+        )));
+    }
+    for f in &m.files {
+        if !ALLOWED.contains(&f.name.as_str()) {
+            return Err(ArchiveError::Forbidden(f.name.clone()));
+        }
+        let mut end = 0u64;
+        for &(off, len) in &f.segments {
+            let e = off.checked_add(len);
+            if off < end || e.is_none_or(|e| e > f.size) || len == 0 {
+                return Err(ArchiveError::Damaged(format!(
+                    "{}: a segment ({off}, {len}) out of order or past its size {}",
+                    f.name, f.size
+                )));
+            }
+            end = off + len;
+        }
+    }
+    Ok(m)
+}
+
+/// Write the files of the archive into `dir` (each created new, mode
+/// 0600, holes kept), then check the checksum.
+pub fn read_files(
+    r: &mut impl Read,
+    hash: &mut Xxh3,
+    m: &Manifest,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let total: u64 = m.files.iter().map(FileEntry::data_bytes).sum();
+    let mut done = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for e in &m.files {
+        let path = dir.join(&e.name);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io(format!("create {}", path.display())))?;
+        f.set_len(e.size).map_err(io("size"))?;
+        for &(off, len) in &e.segments {
+            let mut left = len;
+            let mut at = off;
+            while left > 0 {
+                let want = (left as usize).min(buf.len());
+                read_hashed(r, hash, &mut buf[..want])?;
+                let mut w = 0;
+                while w < want {
+                    let n = nix::sys::uio::pwrite(&f, &buf[w..want], (at + w as u64) as i64)
+                        .map_err(|e| io("write")(std::io::Error::from(e)))?;
+                    w += n;
+                }
+                left -= want as u64;
+                at += want as u64;
+                done += want as u64;
+            }
+            progress(done, total);
+        }
+        f.sync_all().map_err(io("sync"))?;
+    }
+    let mut sum = [0u8; 8];
+    r.read_exact(&mut sum)
+        .map_err(|_| ArchiveError::Damaged("no checksum at the end".into()))?;
+    if u64::from_le_bytes(sum) != hash.digest() {
+        return Err(ArchiveError::Checksum);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("cells-vparchive-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn sample(dir: &Path) -> (Manifest, std::fs::File) {
+        let p = dir.join("src.img");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(64 << 20).unwrap();
+        nix::sys::uio::pwrite(&f, b"head", 0).unwrap();
+        nix::sys::uio::pwrite(&f, &vec![7u8; 100_000], 32 << 20).unwrap();
+        f.sync_all().unwrap();
+        let segs = segments(&f).unwrap();
+        let m = Manifest {
+            version: 1,
+            definition: serde_json::json!({"name": "a"}),
+            template: TemplateRef {
+                name: "minimal".into(),
+                build: "1".into(),
+                fingerprint: "x".into(),
+            },
+            adb_keys: String::new(),
+            number: Some("+15550001".into()),
+            files: vec![FileEntry {
+                name: crate::disk::IMAGE_FILE.into(),
+                size: 64 << 20,
+                segments: segs,
+            }],
+        };
+        (m, f)
+    }
+
+    #[test]
+    fn round_trip_keeps_data_and_holes() {
+        let d = tmp("rt");
+        let (m, f) = sample(&d);
+        assert!(m.files[0].data_bytes() < 1 << 20, "only the data is listed");
+        let mut out = Vec::new();
+        write(&mut out, &m, &[f], &mut |_, _| {}).unwrap();
+        assert!(out.len() < 2 << 20, "the holes are not in the stream");
+        let mut r = &out[..];
+        let mut h = Xxh3::new();
+        let back = read_manifest(&mut r, &mut h).unwrap();
+        assert_eq!(back, m);
+        let dst = d.join("dst");
+        std::fs::create_dir(&dst).unwrap();
+        read_files(&mut r, &mut h, &back, &dst, &mut |_, _| {}).unwrap();
+        let a = std::fs::read(d.join("src.img")).unwrap();
+        let b = std::fs::read(dst.join(crate::disk::IMAGE_FILE)).unwrap();
+        assert!(a == b, "byte-identical");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn damaged_or_forbidden_archives_are_refused() {
+        let d = tmp("bad");
+        let (m, f) = sample(&d);
+        let mut out = Vec::new();
+        write(&mut out, &m, &[f], &mut |_, _| {}).unwrap();
+        // A flipped byte in the data: the checksum.
+        let mut bad = out.clone();
+        let i = bad.len() - 20;
+        bad[i] ^= 1;
+        let mut r = &bad[..];
+        let mut h = Xxh3::new();
+        let back = read_manifest(&mut r, &mut h).unwrap();
+        let dst = d.join("dst");
+        std::fs::create_dir(&dst).unwrap();
+        assert!(matches!(
+            read_files(&mut r, &mut h, &back, &dst, &mut |_, _| {}),
+            Err(ArchiveError::Checksum)
+        ));
+        // Cut short.
+        let mut r = &out[..out.len() / 2];
+        let mut h = Xxh3::new();
+        let back = read_manifest(&mut r, &mut h).unwrap();
+        let dst2 = d.join("dst2");
+        std::fs::create_dir(&dst2).unwrap();
+        assert!(matches!(
+            read_files(&mut r, &mut h, &back, &dst2, &mut |_, _| {}),
+            Err(ArchiveError::Damaged(_))
+        ));
+        // Not an archive; a file it may not carry; a segment past the end.
+        let mut h = Xxh3::new();
+        assert!(matches!(
+            read_manifest(&mut &b"PK\x03\x04 zip"[..], &mut h),
+            Err(ArchiveError::NotArchive)
+        ));
+        for (name, segs) in [
+            ("../../etc/passwd", vec![(0u64, 1u64)]),
+            (crate::disk::IMAGE_FILE, vec![(0, 10), (5, 10)]),
+            (crate::disk::IMAGE_FILE, vec![((64 << 20) - 1, 2)]),
+        ] {
+            let mut m2 = m.clone();
+            m2.files[0].name = name.into();
+            m2.files[0].segments = segs;
+            let j = serde_json::to_vec(&m2).unwrap();
+            let mut a = MAGIC.to_vec();
+            a.extend_from_slice(&(j.len() as u32).to_le_bytes());
+            a.extend_from_slice(&j);
+            let mut h = Xxh3::new();
+            let e = read_manifest(&mut &a[..], &mut h).unwrap_err();
+            assert!(
+                matches!(e, ArchiveError::Forbidden(_) | ArchiveError::Damaged(_)),
+                "{e}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,92 @@
+//! Cold move: `cellctl export` on one cellsd, `cellctl import` on another
+//! (with another id range, subnet and adb ports): the VP's data is
+//! byte-identical, its owners are its own again, its address and adb port
+//! are the new host's; bad archives leave nothing behind.
+
+use cells_tests::Cells;
+
+fn sum(c: &Cells, vp: &str) -> String {
+    c.sh_ok(vp, "sha256sum /data/blob /etc/mark | cut -d' ' -f1")
+}
+
+#[test]
+fn export_and_import_between_two_cellsd() {
+    let src = Cells::new();
+    let dst = Cells::with_args(None, &["--id-base", "3000000"]);
+    dst.ok(&["template", "build", "minimal"]);
+    src.ok(&["create", "a", "--template", "minimal", "--disk", "512M"]);
+    src.ok(&["phone", "number", "a", "+15550077"]);
+    src.ok(&["start", "a"]);
+    src.sh_ok(
+        "a",
+        "dd if=/dev/urandom of=/data/blob bs=1M count=24 2>/dev/null && chown 1000:1001 /data/blob \
+         && echo moved > /etc/mark && chmod 4755 /etc/mark && sync",
+    );
+    let before = sum(&src, "a");
+    let e = src.fails(&["export", "a", "-o", "/dev/null"]);
+    assert!(e.contains("stop it first"), "{e}");
+    src.ok(&["stop", "a"]);
+    let file = src.root.join("a.cellsvp");
+    src.ok(&["export", "a", "-o", file.to_str().unwrap()]);
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        size > 24 << 20 && size < 128 << 20,
+        "the data is there, the 512 MiB disk's holes are not: {size}"
+    );
+
+    let out = dst.ok(&["import", file.to_str().unwrap()]);
+    assert_eq!(out.trim(), "a");
+    dst.ok(&["start", "a"]);
+    assert_eq!(sum(&dst, "a"), before, "byte-identical");
+    // Owners and modes as they were, inside the VP (its ids moved to this
+    // host's range under the hood).
+    let st = dst.sh_ok("a", "stat -c '%u:%g %a' /data/blob /etc/mark /data");
+    assert_eq!(
+        st.lines().collect::<Vec<_>>(),
+        ["1000:1001 644", "0:0 4755", "0:0 771"],
+        "{st}"
+    );
+    let (s, d) = (src.status("a"), dst.status("a"));
+    assert_ne!(s["ip"], d["ip"], "the new host's address");
+    assert_ne!(s["adb"], d["adb"], "the new host's adb port");
+    let p: serde_json::Value = serde_json::from_str(&dst.ok(&["phone", "--json"])).unwrap();
+    assert!(p["vps"].to_string().contains("+15550077"), "{p}");
+    // Control: the source still has it, unchanged (export does not move).
+    src.ok(&["start", "a"]);
+    assert_eq!(sum(&src, "a"), before);
+    src.ok(&["stop", "a"]);
+
+    // The same name again: refused, nothing changed.
+    let e = dst.fails(&["import", file.to_str().unwrap()]);
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(sum(&dst, "a"), before);
+    // A damaged archive under another name: refused, no VP left.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let bad = src.root.join("bad.cellsvp");
+    std::fs::write(&bad, &bytes).unwrap();
+    let e = dst.fails(&["import", bad.to_str().unwrap(), "--name", "b"]);
+    assert!(e.contains("checksum"), "{e}");
+    assert!(!dst.ok(&["list"]).contains("\nb "), "{}", dst.ok(&["list"]));
+    assert!(!dst.state.join("vps/b").exists());
+    // Not an archive at all.
+    let e = dst.fails(&["import", "/etc/hostname", "--name", "c"]);
+    assert!(e.contains("not a cells VP archive"), "{e}");
+    // Through a pipe (what `cellctl move` does over ssh).
+    let exp = src
+        .ctl_cmd()
+        .args(["export", "a", "-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let imp = dst
+        .ctl_cmd()
+        .args(["import", "-", "--name", "piped"])
+        .stdin(exp.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert!(imp.status.success(), "{imp:?}");
+    dst.ok(&["start", "piped"]);
+    assert_eq!(sum(&dst, "piped"), before);
+}
