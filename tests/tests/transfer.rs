@@ -74,7 +74,7 @@ fn export_and_import_between_two_cellsd() {
     let e = dst.fails(&["import", "/etc/hostname", "--name", "c"]);
     assert!(e.contains("not a cells VP archive"), "{e}");
     // Through a pipe (what `cellctl move` does over ssh).
-    let exp = src
+    let mut exp = src
         .ctl_cmd()
         .args(["export", "a", "-o", "-"])
         .stdout(std::process::Stdio::piped())
@@ -83,9 +83,10 @@ fn export_and_import_between_two_cellsd() {
     let imp = dst
         .ctl_cmd()
         .args(["import", "-", "--name", "piped"])
-        .stdin(exp.stdout.unwrap())
+        .stdin(exp.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(exp.wait().unwrap().success());
     assert!(imp.status.success(), "{imp:?}");
     dst.ok(&["start", "piped"]);
     assert_eq!(sum(&dst, "piped"), before);
