@@ -1495,6 +1495,9 @@ async fn move_vp(
     let mut child = cmd
         .spawn()
         .map_err(|e| Failure(format!("cannot run {prog}: {e}")))?;
+    // The pipe's read end is ssh's alone now: if ssh ends early, the
+    // export gets EPIPE instead of waiting for a reader.
+    drop(cmd);
     let call = p.export(vp, zbus::zvariant::OwnedFd::from(w));
     let exported = transfer_progress(p, vp, "exporting", call).await;
     let status = child

@@ -17,6 +17,7 @@ pub use serde_json::Value;
 pub mod adb;
 pub mod sip;
 pub mod sound;
+pub mod ssh;
 pub mod stats;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

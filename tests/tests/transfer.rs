@@ -91,3 +91,69 @@ fn export_and_import_between_two_cellsd() {
     dst.ok(&["start", "piped"]);
     assert_eq!(sum(&dst, "piped"), before);
 }
+
+/// `cellctl move VP --to ssh://root@127.0.0.1:PORT`: through a real SSH
+/// server (dropbear on loopback) into another cellsd; gone here, there
+/// with its data; a move to a host that refuses leaves it here, running.
+#[test]
+fn move_over_ssh() {
+    if !cells_tests::ssh::available() {
+        eprintln!("SKIP: dropbear not unpacked (scripts/install-deps) or no ssh client");
+        return;
+    }
+    let src = Cells::new();
+    let dst = Cells::with_args(None, &["--id-base", "3200000"]);
+    dst.ok(&["template", "build", "minimal"]);
+    let sshd = cells_tests::ssh::SshServer::start(&src.root.join("ssh"));
+    src.ok(&["create", "m", "--template", "minimal", "--disk", "256M"]);
+    src.ok(&["start", "m"]);
+    src.sh_ok(
+        "m",
+        "dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null && echo m > /etc/mark && sync",
+    );
+    let before = sum(&src, "m");
+    let to = format!("ssh://root@127.0.0.1:{}", sshd.port);
+    let cellctl = src.bin.join("cellctl");
+    // A host that refuses (wrong key): the VP stays here and runs again.
+    let o = src
+        .ctl_cmd()
+        .env(
+            "CELLS_SSH_COMMAND",
+            "ssh -i /nonexistent -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        )
+        .args([
+            "move",
+            "m",
+            "--to",
+            &to,
+            "--remote-socket",
+            dst.socket.to_str().unwrap(),
+        ])
+        .args(["--remote-cellctl", cellctl.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("stays here, unchanged"), "{e}");
+    assert_eq!(src.status("m")["state"], "running");
+    assert!(!dst.ok(&["list"]).contains("\nm "));
+    // The move.
+    let o = src
+        .ctl_cmd()
+        .env("CELLS_SSH_COMMAND", sshd.ssh_command())
+        .args([
+            "move",
+            "m",
+            "--to",
+            &to,
+            "--remote-socket",
+            dst.socket.to_str().unwrap(),
+        ])
+        .args(["--remote-cellctl", cellctl.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!src.ok(&["list"]).contains("\nm "), "gone from the source");
+    dst.ok(&["start", "m"]);
+    assert_eq!(sum(&dst, "m"), before);
+}
