@@ -1,7 +1,9 @@
 //! `cells-bench snapshot [MiB]`: a VP with MiB (default 1024) of data in
 //! /data: `cellctl snapshot` while it runs (it is paused for the copy) and
-//! while stopped, `rollback`, `reset`. Peer: `cp --sparse=always` of the
-//! same disk image in the same run (what a plain copy costs here).
+//! while stopped, `rollback`, `reset`; a cold move (`export` to a file,
+//! `import` into another cellsd, and both through a pipe). Peer:
+//! `cp --sparse=always` of the same disk image in the same run (what a
+//! plain copy costs here).
 
 use std::time::Instant;
 
@@ -50,6 +52,39 @@ pub fn bench(mib: usize) -> i32 {
     let cp = ms(t);
     assert!(ok && sync, "cp of the image");
     let _ = std::fs::remove_file(&dst);
+    // Cold move: export to a file, import into another cellsd (another id
+    // range: the owners are moved), and the same through a pipe.
+    c.ok(&["rollback", "s", "hot"]);
+    let other = Cells::with_args(None, &["--id-base", "3400000"]);
+    other.ok(&["template", "build", "minimal"]);
+    let file = c.root.join("s.cellsvp");
+    let export = time(&["export", "s", "-o", file.to_str().unwrap_or_default()]);
+    let archive = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let t = Instant::now();
+    other.ok(&["import", file.to_str().unwrap_or_default()]);
+    let import = ms(t);
+    let _ = std::fs::remove_file(&file);
+    let t = Instant::now();
+    let mut exp = c
+        .ctl_cmd()
+        .args(["export", "s", "-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("export");
+    let imp = other
+        .ctl_cmd()
+        .args(["import", "-", "--name", "piped"])
+        .stdin(exp.stdout.take().expect("pipe"))
+        .output()
+        .expect("import");
+    let piped_ok = exp.wait().map(|s| s.success()).unwrap_or(false) && imp.status.success();
+    let piped = ms(t);
+    assert!(piped_ok, "piped move: {imp:?}");
+    drop(other);
+    println!("cold move of a VP with {mib} MiB in /data: archive {archive} bytes");
+    println!("  export to a file        {export:.0}");
+    println!("  import from it          {import:.0}");
+    println!("  export | import (pipe)  {piped:.0}");
     println!("snapshot of a VP with {mib} MiB in /data, in ms (one run each)");
     println!("  snapshot while running  {running:.0} (VP paused {paused:.0})");
     println!("  snapshot while stopped  {stopped:.0}");
@@ -70,6 +105,10 @@ pub fn bench(mib: usize) -> i32 {
         "rollback_ms": rollback,
         "reset_ms": reset,
         "cp_sparse_ms": cp,
+        "archive_bytes": archive,
+        "export_ms": export,
+        "import_ms": import,
+        "export_import_pipe_ms": piped,
     });
     println!("{json}");
     0
