@@ -46,6 +46,28 @@ fn export_and_import_between_two_cellsd() {
         ["1000:1001 644", "0:0 4755", "0:0 771"],
         "{st}"
     );
+    // Isolated as a fresh VP of this host: its init runs as this host's
+    // id for VP root (not host root, not the source's), and its files are
+    // owned in this host's range, seen from the host.
+    let init = dst.status("a")["pid"].as_u64().unwrap();
+    let uid_line = std::fs::read_to_string(format!("/proc/{init}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    let host_uid: u32 = uid_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        (3_000_000..3_000_000 + 65536 * 256).contains(&host_uid),
+        "VP root is an id of this host's VP range: {uid_line}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let blob = std::fs::metadata(format!("/proc/{init}/root/data/blob")).unwrap();
+    assert_eq!(
+        blob.uid(),
+        host_uid + 1000,
+        "the file's owner moved with the range"
+    );
     let (s, d) = (src.status("a"), dst.status("a"));
     assert_ne!(s["ip"], d["ip"], "the new host's address");
     assert_ne!(s["adb"], d["adb"], "the new host's adb port");
