@@ -408,6 +408,7 @@ pub trait Manager1 {
     fn thaw(&self, name: &str) -> zbus::Result<u64>;
     fn adb(&self, name: &str) -> zbus::Result<String>;
     fn export(&self, name: &str, out: zbus::zvariant::OwnedFd) -> zbus::Result<String>;
+    fn web(&self) -> zbus::Result<String>;
     fn import(
         &self,
         input: zbus::zvariant::OwnedFd,

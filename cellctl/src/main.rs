@@ -251,6 +251,8 @@ enum Command {
         #[arg(long)]
         any_build: bool,
     },
+    /// Print the web console's URL (with its access token): cellsd --web.
+    Web,
     /// Put a stopped VP's writable layer and /data back to a snapshot.
     Rollback {
         #[arg(value_name = "VP")]
@@ -905,6 +907,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             any_build,
         } => {
             move_vp(&p, &vp, &to, name, keep, remote_socket, &remote_cellctl, any_build).await
+        }
+        Command::Web => {
+            let url = p.web().await?;
+            if url.is_empty() {
+                return Err(Failure(
+                    "cellsd serves no web console: start it with --web 127.0.0.1:PORT".into(),
+                ));
+            }
+            println!("{url}");
+            Ok(0)
         }
         Command::Rollback { vp, name } => {
             p.rollback(&vp, &name).await?;

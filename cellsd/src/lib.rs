@@ -28,3 +28,4 @@ pub mod sys;
 pub mod template;
 pub mod trust;
 pub mod vparchive;
+pub mod web;

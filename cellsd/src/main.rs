@@ -98,6 +98,11 @@ struct Args {
     /// PASSWORD (`*` for every other number); owned by root, mode 0600.
     #[arg(long, requires = "sip")]
     sip_secrets: Option<PathBuf>,
+    /// Serve the web console (the panel live, a persona switcher, touch and
+    /// keys) on ADDR:PORT, loopback only; its URL, with the access token,
+    /// is logged and printed by `cellctl web`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    web: Option<String>,
     /// The device's speaker, where the VPs' audio is mixed to: auto (the
     /// first ALSA playback device, /dev/snd/pcmC*D*p, if the machine has
     /// one), none, or a device path.
@@ -429,6 +434,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             )
         }
     };
+    let web = args
+        .web
+        .as_deref()
+        .map(cellsd::web::WebConfig::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let cfg = DaemonConfig {
         ksm: args.ksm,
         background_cpu_weight: args.background_cpu_weight,
@@ -507,6 +518,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             vps = mgr.list().len(),
             "cellsd ready"
         );
+        if let Some(w) = &web {
+            let l = tokio::net::TcpListener::bind(w.addr)
+                .await
+                .with_context(|| format!("--web {}: cannot listen there", w.addr))?;
+            let url = w.url(l.local_addr()?);
+            tracing::info!(url = url.as_str(), "web console");
+            let _ = cellsd::web::URL.set(url);
+            tokio::spawn(cellsd::web::serve(l, mgr.clone(), w.token.clone()));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let served = mgr.clone();
         tokio::select! {

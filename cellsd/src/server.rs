@@ -302,6 +302,12 @@ impl ManagerIface {
         Ok(self.mgr.thaw(name).map(|d| d.as_micros() as u64)?)
     }
 
+    /// The web console's URL with its token ("" when cellsd has no --web).
+    async fn web(&self) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(crate::web::URL.get().cloned().unwrap_or_default())
+    }
+
     /// Write a stopped VP as an archive to `out` (an fd the caller opened);
     /// returns JSON {vp, bytes, data_bytes, disk_bytes}.
     async fn export(&self, name: &str, out: zvariant::OwnedFd) -> Result<String, CellsError> {

@@ -302,6 +302,51 @@ impl Manager {
         Ok(())
     }
 
+    /// One touch step of a remote pointer (the web console): down, move
+    /// or up at `p`, as contact 1 of the injection source.
+    pub async fn input_touch(&self, action: &str, p: Point) -> Result<(), Error> {
+        let contact = ContactId {
+            source: INJECT_SOURCE,
+            slot: 1,
+        };
+        let ev = match action {
+            "down" => {
+                self.check_point(p)?;
+                SourceEvent::TouchDown {
+                    contact,
+                    x: p.x,
+                    y: p.y,
+                }
+            }
+            "move" => {
+                self.check_point(p)?;
+                SourceEvent::TouchMove {
+                    contact,
+                    x: p.x,
+                    y: p.y,
+                }
+            }
+            "up" => SourceEvent::TouchUp { contact },
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown touch action '{other}': use down, move or up"
+                )))
+            }
+        };
+        self.input.inject(vec![ev]);
+        Ok(())
+    }
+
+    /// The panel's geometry.
+    pub fn panel_geometry(&self) -> mux_fb::Geometry {
+        self.display.geometry()
+    }
+
+    /// The panel's pixels now (XRGB8888).
+    pub fn panel_pixels(&self) -> Option<Vec<u8>> {
+        self.display.capture(Target::Panel)
+    }
+
     /// A swipe from `a` to `b` over `ms` milliseconds (moves every ~8 ms).
     pub async fn input_swipe(&self, a: Point, b: Point, ms: u32) -> Result<(), Error> {
         self.check_point(a)?;

@@ -1,0 +1,418 @@
+//! The web console (`cellsd --web ADDR:PORT`): the panel live in a browser,
+//! a persona switcher, touch and keys into the foreground VP.
+//!
+//! - **Access**: a random token made at each start of cellsd; the console's
+//!   URL carries it (`cellctl web` prints it, cellsd logs it). The page sets
+//!   it as a SameSite=Strict, HttpOnly cookie; every request and the
+//!   WebSocket need it, and a WebSocket whose Origin is not this console is
+//!   refused (no other site can drive it through the cookie). Loopback only:
+//!   another address is refused until TLS is built (use an SSH tunnel).
+//! - **Frames**: the panel compared with what this viewer was last sent in
+//!   64×64 tiles; the changed tiles go out as PNGs (lossless, decoded by the
+//!   browser natively) in one binary WebSocket message: `u16 x, y, w, h,
+//!   u32 len, PNG` per tile, little-endian. At most 30 per second per
+//!   viewer; a viewer that reads slowly gets fewer (each send waits for the
+//!   last). WebRTC/H.264 would pay off for video-like content on a slow
+//!   link; phone UIs change in small regions, where lossless tiles are
+//!   smaller and exact.
+//! - **Input and control**: JSON text messages: `{"t":"touch","a":
+//!   "down|move|up","x","y"}` (panel pixels), `{"t":"key","k":NAME,"a":
+//!   "press|down|up"}`, `{"t":"text","s":TEXT}`, `{"t":"switch"|"start"|
+//!   "stop","vp":NAME}`. The server sends `{"t":"hello","w","h"}` and
+//!   `{"t":"status","fg","vps":[{name,state}]}` when it changes, and
+//!   `{"t":"error","msg"}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::daemon::{Manager, Point};
+
+/// The console's URL (with its token), once it listens.
+pub static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Tile edge in pixels.
+pub const TILE: u32 = 64;
+const FRAME_EVERY: Duration = Duration::from_millis(33);
+const PAGE: &str = include_str!("web/index.html");
+
+/// Where the console listens, and its token.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub addr: SocketAddr,
+    pub token: String,
+}
+
+impl WebConfig {
+    /// `--web ADDR:PORT` (or just PORT: loopback).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let addr: SocketAddr = match s.parse::<u16>() {
+            Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+            Err(_) => s
+                .parse()
+                .map_err(|_| format!("--web {s}: give ADDR:PORT, e.g. 127.0.0.1:8080"))?,
+        };
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "--web {s}: the console serves loopback only for now (no TLS yet): listen on 127.0.0.1 and reach it through an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST)"
+            ));
+        }
+        Ok(Self {
+            addr,
+            token: crate::devices::telephony::voip::random_hex(16),
+        })
+    }
+
+    pub fn url(&self, addr: SocketAddr) -> String {
+        format!("http://{addr}/?token={}", self.token)
+    }
+}
+
+/// The panel's rectangles (x, y, w, h) whose pixels differ from `prev`
+/// (all of them without one). `g`: XRGB8888 with the panel's stride.
+pub fn changed_tiles(
+    prev: Option<&[u8]>,
+    cur: &[u8],
+    g: &mux_fb::Geometry,
+) -> Vec<(u32, u32, u32, u32)> {
+    let mut out = Vec::new();
+    let mut y = 0;
+    while y < g.height {
+        let h = TILE.min(g.height - y);
+        let mut x = 0;
+        while x < g.width {
+            let w = TILE.min(g.width - x);
+            let differs = match prev {
+                None => true,
+                Some(p) => (y..y + h).any(|row| {
+                    let a = g.offset(x, row);
+                    let b = g.offset(x + w, row);
+                    p.get(a..b) != cur.get(a..b)
+                }),
+            };
+            if differs {
+                out.push((x, y, w, h));
+            }
+            x += TILE;
+        }
+        y += TILE;
+    }
+    out
+}
+
+/// One tile as an RGB PNG.
+pub fn encode_tile(cur: &[u8], g: &mux_fb::Geometry, r: (u32, u32, u32, u32)) -> Vec<u8> {
+    let (x, y, w, h) = r;
+    let mut rgb = Vec::with_capacity((w * h * 3) as usize);
+    for row in y..y + h {
+        let line = &cur[g.offset(x, row)..g.offset(x + w, row)];
+        for px in line.chunks_exact(4) {
+            rgb.extend_from_slice(&[px[2], px[1], px[0]]);
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        if let Ok(mut wr) = enc.write_header() {
+            let _ = wr.write_image_data(&rgb);
+        }
+    }
+    out
+}
+
+/// The binary message of a set of tiles.
+pub fn frame_message(cur: &[u8], g: &mux_fb::Geometry, tiles: &[(u32, u32, u32, u32)]) -> Vec<u8> {
+    let mut m = Vec::new();
+    for &t in tiles {
+        let png = encode_tile(cur, g, t);
+        for v in [t.0, t.1, t.2, t.3] {
+            m.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        m.extend_from_slice(&(png.len() as u32).to_le_bytes());
+        m.extend_from_slice(&png);
+    }
+    m
+}
+
+/// Constant-time comparison (the token).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+struct Request {
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn token(&self) -> Option<String> {
+        let from_query = self
+            .query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="));
+        let from_cookie = self.header("cookie").and_then(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix("cells_token="))
+        });
+        from_query.or(from_cookie).map(str::to_string)
+    }
+}
+
+async fn read_request(s: &mut TcpStream) -> Option<Request> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > 16 * 1024 {
+            return None;
+        }
+        let n = s.read(&mut b).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines = text.split("\r\n");
+    let first = lines.next()?;
+    let mut parts = first.split(' ');
+    if parts.next()? != "GET" {
+        return None;
+    }
+    let target = parts.next()?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Request {
+        path: path.to_string(),
+        query: query.to_string(),
+        headers,
+    })
+}
+
+async fn respond(s: &mut TcpStream, status: &str, ctype: &str, extra: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: default-src 'self'; img-src 'self' blob:; connect-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(body).await;
+}
+
+/// Serve the console until cellsd ends.
+pub async fn serve(listener: TcpListener, mgr: Arc<Manager>, token: String) {
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (mgr, token) = (Arc::clone(&mgr), token.clone());
+        tokio::spawn(async move { connection(s, mgr, token).await });
+    }
+}
+
+async fn connection(mut s: TcpStream, mgr: Arc<Manager>, token: String) {
+    let Ok(Some(req)) = tokio::time::timeout(Duration::from_secs(10), read_request(&mut s)).await
+    else {
+        return;
+    };
+    if !req.token().is_some_and(|t| same(&t, &token)) {
+        respond(
+            &mut s,
+            "403 Forbidden",
+            "text/plain",
+            "",
+            b"the console needs its token: open the URL `cellctl web` prints\n",
+        )
+        .await;
+        return;
+    }
+    let host = req.header("host").unwrap_or("").to_string();
+    match req.path.as_str() {
+        "/" => {
+            let cookie =
+                format!("Set-Cookie: cells_token={token}; HttpOnly; SameSite=Strict; Path=/\r\n");
+            respond(
+                &mut s,
+                "200 OK",
+                "text/html; charset=utf-8",
+                &cookie,
+                PAGE.as_bytes(),
+            )
+            .await;
+        }
+        "/ws" => {
+            // Only this console's own page may open the socket.
+            let origin_ok = req
+                .header("origin")
+                .is_some_and(|o| o == format!("http://{host}"));
+            let key = req.header("sec-websocket-key").map(str::to_string);
+            let (true, Some(key)) = (origin_ok, key) else {
+                respond(
+                    &mut s,
+                    "403 Forbidden",
+                    "text/plain",
+                    "",
+                    b"not from this console\n",
+                )
+                .await;
+                return;
+            };
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let head = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(s, Role::Server, None).await;
+            session(ws, mgr).await;
+        }
+        _ => respond(&mut s, "404 Not Found", "text/plain", "", b"not here\n").await,
+    }
+}
+
+fn status_json(mgr: &Manager) -> String {
+    let list = mgr.list();
+    let fg = mgr.foreground().unwrap_or_default();
+    serde_json::json!({
+        "t": "status",
+        "fg": fg,
+        "vps": list.iter().map(|v| serde_json::json!({"name": v.name, "state": v.state})).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+async fn command(mgr: &Arc<Manager>, text: &str) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let p = || Point {
+        x: v["x"].as_i64().unwrap_or(-1) as i32,
+        y: v["y"].as_i64().unwrap_or(-1) as i32,
+    };
+    let r = match v["t"].as_str().unwrap_or("") {
+        "touch" => mgr.input_touch(&s("a"), p()).await,
+        "key" => {
+            let a = s("a");
+            mgr.input_key(&s("k"), if a.is_empty() { "press" } else { &a })
+                .await
+        }
+        "text" => mgr.input_text(&s("s")).await,
+        "switch" => mgr.switch(&s("vp")),
+        "start" => mgr.start(&s("vp")).await,
+        "stop" => mgr.stop(&s("vp"), 10).await,
+        other => return Err(format!("unknown message type '{other}'")),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+async fn session(ws: tokio_tungstenite::WebSocketStream<TcpStream>, mgr: Arc<Manager>) {
+    let (mut tx, mut rx) = ws.split();
+    let g = mgr.panel_geometry();
+    let hello = serde_json::json!({"t": "hello", "w": g.width, "h": g.height}).to_string();
+    if tx.send(Message::text(hello)).await.is_err() {
+        return;
+    }
+    let mut last: Option<Vec<u8>> = None;
+    let mut last_status = String::new();
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            m = rx.next() => {
+                match m {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Err(e) = command(&mgr, t.as_str()).await {
+                            let msg = serde_json::json!({"t": "error", "msg": e}).to_string();
+                            if tx.send(Message::text(msg)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = tokio::time::sleep_until(next.into()) => {
+                next = Instant::now() + FRAME_EVERY;
+                let st = status_json(&mgr);
+                if st != last_status {
+                    if tx.send(Message::text(st.clone())).await.is_err() {
+                        return;
+                    }
+                    last_status = st;
+                }
+                let Some(cur) = mgr.panel_pixels() else { continue };
+                let tiles = changed_tiles(last.as_deref(), &cur, &g);
+                if tiles.is_empty() {
+                    continue;
+                }
+                let (cur2, g2) = (cur.clone(), g);
+                let msg = tokio::task::spawn_blocking(move || frame_message(&cur2, &g2, &tiles))
+                    .await
+                    .unwrap_or_default();
+                if tx.send(Message::binary(msg)).await.is_err() {
+                    return;
+                }
+                last = Some(cur);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_tiles_go_out() {
+        let g = mux_fb::Geometry::new(150, 70);
+        let a = vec![0u8; g.size()];
+        assert_eq!(changed_tiles(None, &a, &g).len(), 3 * 2, "all tiles first");
+        assert!(changed_tiles(Some(&a), &a, &g).is_empty());
+        let mut b = a.clone();
+        let o = g.offset(140, 65);
+        b[o] = 1;
+        assert_eq!(changed_tiles(Some(&a), &b, &g), vec![(128, 64, 22, 6)]);
+        let m = frame_message(&b, &g, &[(128, 64, 22, 6)]);
+        assert_eq!(u16::from_le_bytes([m[0], m[1]]), 128);
+        let len = u32::from_le_bytes([m[8], m[9], m[10], m[11]]) as usize;
+        assert_eq!(m.len(), 12 + len);
+        let (w, h, _) = mux_fb::screenshot::decode_png(&m[12..]).unwrap();
+        assert_eq!((w, h), (22, 6));
+    }
+
+    #[test]
+    fn the_address_must_be_loopback_and_the_token_match() {
+        assert!(WebConfig::parse("8080").is_ok());
+        assert!(WebConfig::parse("127.0.0.1:9000").is_ok());
+        let e = WebConfig::parse("0.0.0.0:8080").unwrap_err();
+        assert!(e.contains("SSH tunnel"), "{e}");
+        assert!(WebConfig::parse("nonsense").is_err());
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+}

@@ -1,0 +1,174 @@
+//! The web console in a real browser: Debian's chromium, headless, driven
+//! by puppeteer-core (tests/web/console.cjs) over CDP. The page shows the
+//! foreground's colour, a click lands as a tap in that VP (and not in the
+//! other), the page's switcher changes the picture, typed keys reach the
+//! VP in front; no token, no console; a WebSocket from another origin is
+//! refused.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use cells_tests::Cells;
+
+pub struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+fn node_modules() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node/node_modules")
+}
+
+impl Browser {
+    fn available() -> bool {
+        std::path::Path::new("/usr/bin/chromium").exists()
+            && node_modules().join("puppeteer-core").exists()
+    }
+
+    fn start() -> Browser {
+        let mut child = Command::new("node")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/console.cjs"))
+            .env("NODE_PATH", node_modules())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Browser { child, stdin, out }
+    }
+
+    fn ask(&mut self, c: serde_json::Value) -> serde_json::Value {
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("browser said {line:?} to {c}"))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", serde_json::json!({"op": "quit"}));
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn input_log(c: &Cells, vp: &str) -> String {
+    c.sh(vp, "cat /data/input.log 2>/dev/null").stdout
+}
+
+/// A raw WebSocket upgrade request; the status line's code.
+fn upgrade(port: u16, token: &str, origin: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Origin: {origin}\r\nCookie: cells_token={token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut b = [0u8; 64];
+    let n = s.read(&mut b).unwrap_or(0);
+    String::from_utf8_lossy(&b[..n])
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn the_console_shows_switches_and_drives_the_foreground() {
+    if !Browser::available() {
+        eprintln!("SKIP: chromium or puppeteer-core missing (scripts/install-deps installs both)");
+        return;
+    }
+    let c = Cells::with_args(None, &["--web", "127.0.0.1:0"]);
+    c.ok(&["template", "build", "minimal"]);
+    for (vp, color) in [("red", "ff0000"), ("green", "00ff00")] {
+        c.ok(&["create", vp, "--template", "minimal", "--color", color]);
+        c.ok(&["start", vp]);
+    }
+    c.ok(&["switch", "red"]);
+    let url = c.ok(&["web"]).trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("?token="),
+        "{url}"
+    );
+    let base = url.split('?').next().unwrap().to_string();
+    let port: u16 = base
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = url.split("token=").nth(1).unwrap().to_string();
+
+    let mut b = Browser::start();
+    // No token: no console (control: with it, the page).
+    let r = b.ask(serde_json::json!({"op": "open", "url": base}));
+    assert_eq!(r["status"], 403, "{r}");
+    let r = b.ask(serde_json::json!({"op": "open", "url": url}));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = b.ask(serde_json::json!({"op": "pixel", "x": 5, "y": 600, "rgb": [255, 0, 0]}));
+    assert_eq!(r["ok"], true, "the page shows red's colour: {r}");
+
+    // A click on the page is a tap in red (in front), not in green.
+    let r = b.ask(serde_json::json!({"op": "click", "x": 100, "y": 200}));
+    assert_eq!(r["ok"], true);
+    assert!(
+        Cells::wait_until(Duration::from_secs(5), || {
+            let l = input_log(&c, "red");
+            l.contains("EV_ABS ABS_MT_POSITION_X 100") && l.contains("EV_ABS ABS_MT_POSITION_Y 200")
+        }),
+        "red got the tap: {}",
+        input_log(&c, "red")
+    );
+    assert!(!input_log(&c, "green").contains("ABS_MT_POSITION_X 100"));
+
+    // The page's switcher: green in front, on the panel and in the page.
+    let r = b.ask(serde_json::json!({"op": "button", "vp": "green", "action": "switch"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let r = b.ask(serde_json::json!({"op": "pixel", "x": 5, "y": 600, "rgb": [0, 255, 0]}));
+    assert_eq!(r["ok"], true, "the page shows green's colour: {r}");
+    assert_eq!(c.ok(&["foreground"]).trim(), "green");
+
+    // Keys typed in the page reach green.
+    let r = b.ask(serde_json::json!({"op": "type", "text": "hi"}));
+    assert_eq!(r["ok"], true);
+    assert!(
+        Cells::wait_until(Duration::from_secs(5), || {
+            let l = input_log(&c, "green");
+            // KEY_H is 35, KEY_I 23 (the persona names only some keys).
+            l.contains("EV_KEY KEY_35 1") && l.contains("EV_KEY KEY_23 1")
+        }),
+        "green got the keys: {}",
+        input_log(&c, "green")
+    );
+    assert!(!input_log(&c, "red").contains("KEY_35"));
+    let st = b.ask(serde_json::json!({"op": "state"}));
+    assert_eq!(st["state"]["errors"].as_array().unwrap().len(), 0, "{st}");
+
+    // Cross-site: another origin's WebSocket is refused even with the
+    // cookie (control: this console's own origin is let in).
+    assert_eq!(upgrade(port, &token, "http://evil.example"), "403");
+    assert_eq!(
+        upgrade(port, &token, &format!("http://127.0.0.1:{port}")),
+        "101"
+    );
+    assert_eq!(
+        upgrade(port, "wrong", &format!("http://127.0.0.1:{port}")),
+        "403"
+    );
+}
