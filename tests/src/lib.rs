@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub mod adb;
+pub mod browser;
 pub mod sip;
 pub mod sound;
 pub mod ssh;

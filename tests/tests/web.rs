@@ -5,64 +5,12 @@
 //! VP in front; no token, no console; a WebSocket from another origin is
 //! refused.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{Read, Write};
 use std::time::Duration;
 
+use cells_tests::browser::Browser;
+
 use cells_tests::Cells;
-
-pub struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
-
-fn node_modules() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node/node_modules")
-}
-
-impl Browser {
-    fn available() -> bool {
-        std::path::Path::new("/usr/bin/chromium").exists()
-            && node_modules().join("puppeteer-core").exists()
-    }
-
-    fn start() -> Browser {
-        let mut child = Command::new("node")
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/console.cjs"))
-            .env("NODE_PATH", node_modules())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node");
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Browser { child, stdin, out }
-    }
-
-    fn ask(&mut self, c: serde_json::Value) -> serde_json::Value {
-        writeln!(self.stdin, "{c}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("browser said {line:?} to {c}"))
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", serde_json::json!({"op": "quit"}));
-        let t = std::time::Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn input_log(c: &Cells, vp: &str) -> String {
     c.sh(vp, "cat /data/input.log 2>/dev/null").stdout

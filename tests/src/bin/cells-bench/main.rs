@@ -25,6 +25,7 @@ mod network;
 mod phone;
 mod power;
 mod snapshot;
+mod web;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -61,6 +62,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
             snapshot::bench(n)
         }
+        Some("web") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
+            web::bench(n)
+        }
         Some("power") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             power::bench(n)
@@ -71,7 +76,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N] | phone [N] | snapshot [MiB]"
+                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N] | phone [N] | snapshot [MiB] | web [N]"
             );
             2
         }
