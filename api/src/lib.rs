@@ -407,7 +407,12 @@ pub trait Manager1 {
     /// Returns the microseconds the thaw took.
     fn thaw(&self, name: &str) -> zbus::Result<u64>;
     fn adb(&self, name: &str) -> zbus::Result<String>;
-    fn export(&self, name: &str, out: zbus::zvariant::OwnedFd) -> zbus::Result<String>;
+    fn export(
+        &self,
+        name: &str,
+        out: zbus::zvariant::OwnedFd,
+        incremental: bool,
+    ) -> zbus::Result<String>;
     fn web(&self) -> zbus::Result<String>;
     fn import(
         &self,

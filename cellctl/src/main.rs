@@ -213,6 +213,10 @@ enum Command {
         vp: String,
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: String,
+        /// Only what changed since the last export (for a VP that was
+        /// imported from it on the other host and has not run there since).
+        #[arg(long)]
+        incremental: bool,
     },
     /// Make a VP of an archive (FILE, or - for stdin) made by `cellctl
     /// export`: it gets this host's ids, address and adb port.
@@ -250,6 +254,10 @@ enum Command {
         remote_cellctl: String,
         #[arg(long)]
         any_build: bool,
+        /// Send only what changed since the last move or export (the copy
+        /// there must not have run since).
+        #[arg(long)]
+        incremental: bool,
     },
     /// Print the web console's URL (with its access token): cellsd --web.
     Web,
@@ -840,7 +848,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 "give a VP and a snapshot name (`cellctl snapshot VP NAME`), or `snapshot list VP`, `snapshot delete VP NAME`".into(),
             )),
         },
-        Command::Export { vp, output } => {
+        Command::Export {
+            vp,
+            output,
+            incremental,
+        } => {
             use std::os::fd::{AsFd, OwnedFd};
             let fd: OwnedFd = if output == "-" {
                 std::io::stdout()
@@ -858,7 +870,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     .map_err(|e| Failure(format!("cannot write {output}: {e}")))?
                     .into()
             };
-            let call = p.export(&vp, zbus::zvariant::OwnedFd::from(fd));
+            let call = p.export(&vp, zbus::zvariant::OwnedFd::from(fd), incremental);
             let r = transfer_progress(&p, &vp, "exporting", call).await?;
             let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
             eprintln!(
@@ -905,8 +917,17 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             remote_socket,
             remote_cellctl,
             any_build,
+            incremental,
         } => {
-            move_vp(&p, &vp, &to, name, keep, remote_socket, &remote_cellctl, any_build).await
+            let o = MoveOpts {
+                name,
+                keep,
+                remote_socket,
+                remote_cellctl,
+                any_build,
+                incremental,
+            };
+            move_vp(&p, &vp, &to, o).await
         }
         Command::Web => {
             let url = p.web().await?;
@@ -1441,18 +1462,26 @@ async fn transfer_progress(
     }
 }
 
-/// `cellctl move`: export into `ssh HOST cellctl import -`.
-#[allow(clippy::too_many_arguments)]
-async fn move_vp(
-    p: &Manager1Proxy<'_>,
-    vp: &str,
-    to: &str,
+struct MoveOpts {
     name: Option<String>,
     keep: bool,
     remote_socket: Option<String>,
-    remote_cellctl: &str,
+    remote_cellctl: String,
     any_build: bool,
-) -> Result<u8, Failure> {
+    incremental: bool,
+}
+
+/// `cellctl move`: export into `ssh HOST cellctl import -`.
+async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Result<u8, Failure> {
+    let MoveOpts {
+        name,
+        keep,
+        remote_socket,
+        remote_cellctl,
+        any_build,
+        incremental,
+    } = o;
+    let remote_cellctl = remote_cellctl.as_str();
     let rest = to.strip_prefix("ssh://").ok_or_else(|| {
         Failure(format!(
             "--to {to}: give the other host as ssh://[USER@]HOST[:PORT]"
@@ -1510,7 +1539,7 @@ async fn move_vp(
     // The pipe's read end is ssh's alone now: if ssh ends early, the
     // export gets EPIPE instead of waiting for a reader.
     drop(cmd);
-    let call = p.export(vp, zbus::zvariant::OwnedFd::from(w));
+    let call = p.export(vp, zbus::zvariant::OwnedFd::from(w), incremental);
     let exported = transfer_progress(p, vp, "exporting", call).await;
     let status = child
         .wait()

@@ -310,11 +310,17 @@ impl ManagerIface {
 
     /// Write a stopped VP as an archive to `out` (an fd the caller opened);
     /// returns JSON {vp, bytes, data_bytes, disk_bytes}.
-    async fn export(&self, name: &str, out: zvariant::OwnedFd) -> Result<String, CellsError> {
+    /// `incremental`: only the blocks changed since the last export.
+    async fn export(
+        &self,
+        name: &str,
+        out: zvariant::OwnedFd,
+        incremental: bool,
+    ) -> Result<String, CellsError> {
         self.check()?;
         Ok(self
             .mgr
-            .export(name, std::os::fd::OwnedFd::from(out))
+            .export(name, std::os::fd::OwnedFd::from(out), incremental)
             .await?)
     }
 

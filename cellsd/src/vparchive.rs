@@ -38,6 +38,13 @@ pub struct Manifest {
     #[serde(default)]
     pub number: Option<String>,
     pub files: Vec<FileEntry>,
+    /// This export's id (an incremental export names the one it builds on).
+    #[serde(default)]
+    pub export_id: String,
+    /// Set: only the blocks changed since export `base` are in the archive,
+    /// for a VP imported from that export and not changed since.
+    #[serde(default)]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +61,9 @@ pub struct FileEntry {
     pub size: u64,
     /// (offset, length) of each extent with data, in order.
     pub segments: Vec<(u64, u64)>,
+    /// (offset, length) of each range that became a hole (incremental).
+    #[serde(default)]
+    pub zero: Vec<(u64, u64)>,
 }
 
 impl FileEntry {
@@ -105,6 +115,69 @@ pub fn segments(f: &std::fs::File) -> Result<Vec<(u64, u64)>, ArchiveError> {
         pos = hole;
     }
     Ok(out)
+}
+
+/// Block size of incremental exports.
+pub const BLOCK: u64 = 1 << 20;
+
+/// The xxh3 of each [`BLOCK`] of an open file (holes read as zeros; a
+/// block without data is not read).
+pub fn block_hashes(f: &std::fs::File) -> Result<Vec<u64>, ArchiveError> {
+    let len = f.metadata().map_err(io("stat"))?.len();
+    let data = segments(f)?;
+    let zero = xxhash_rust::xxh3::xxh3_64(&vec![0u8; BLOCK as usize]);
+    let n = len.div_ceil(BLOCK);
+    let mut out = Vec::with_capacity(n as usize);
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut seg = 0;
+    for i in 0..n {
+        let (start, end) = (i * BLOCK, ((i + 1) * BLOCK).min(len));
+        while seg < data.len() && data[seg].0 + data[seg].1 <= start {
+            seg += 1;
+        }
+        let has_data = seg < data.len() && data[seg].0 < end;
+        if !has_data && end - start == BLOCK {
+            out.push(zero);
+            continue;
+        }
+        let want = (end - start) as usize;
+        let mut got = 0;
+        while got < want {
+            let k = nix::sys::uio::pread(f, &mut buf[got..want], (start as usize + got) as i64)
+                .map_err(|e| io("read")(std::io::Error::from(e)))?;
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        buf[got..want].fill(0);
+        out.push(xxhash_rust::xxh3::xxh3_64(&buf[..want]));
+    }
+    Ok(out)
+}
+
+/// Ranges of the blocks that differ between two hash lists: (data, zero),
+/// adjacent blocks joined; `size` clips the last.
+pub fn changed_blocks(old: &[u64], new: &[u64], size: u64) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let zero = xxhash_rust::xxh3::xxh3_64(&vec![0u8; BLOCK as usize]);
+    let (mut data, mut zeros): (Vec<(u64, u64)>, Vec<(u64, u64)>) = (Vec::new(), Vec::new());
+    for (i, h) in new.iter().enumerate() {
+        if old.get(i) == Some(h) {
+            continue;
+        }
+        let start = i as u64 * BLOCK;
+        let len = BLOCK.min(size - start);
+        let list = if *h == zero && len == BLOCK {
+            &mut zeros
+        } else {
+            &mut data
+        };
+        match list.last_mut() {
+            Some(r) if r.0 + r.1 == start => r.1 += len,
+            _ => list.push((start, len)),
+        }
+    }
+    (data, zeros)
 }
 
 /// Counts what passes, for the checksum and progress.
@@ -224,6 +297,17 @@ pub fn read_manifest(r: &mut impl Read, hash: &mut Xxh3) -> Result<Manifest, Arc
             }
             end = off + len;
         }
+        for &(off, len) in &f.zero {
+            if off.checked_add(len).is_none_or(|e| e > f.size) || len == 0 {
+                return Err(ArchiveError::Damaged(format!(
+                    "{}: a hole ({off}, {len}) past its size {}",
+                    f.name, f.size
+                )));
+            }
+        }
+        if m.base.is_none() && !f.zero.is_empty() {
+            return Err(ArchiveError::Damaged("holes in a whole export".into()));
+        }
     }
     Ok(m)
 }
@@ -243,14 +327,45 @@ pub fn read_files(
     let mut buf = vec![0u8; 1 << 20];
     for e in &m.files {
         let path = dir.join(&e.name);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io(format!("create {}", path.display())))?;
-        f.set_len(e.size).map_err(io("size"))?;
+        let f = if m.base.is_some() {
+            // An incremental archive updates the file there (same size).
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(io(format!("open {}", path.display())))?;
+            if f.metadata().map_err(io("stat"))?.len() != e.size {
+                return Err(ArchiveError::Damaged(format!(
+                    "{} here is not the size the archive updates",
+                    e.name
+                )));
+            }
+            for &(off, len) in &e.zero {
+                // SAFETY: fallocate on our own open file.
+                let r = unsafe {
+                    libc::fallocate(
+                        f.as_raw_fd(),
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        off as i64,
+                        len as i64,
+                    )
+                };
+                if r != 0 {
+                    return Err(io("punch a hole")(std::io::Error::last_os_error()));
+                }
+            }
+            f
+        } else {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(io(format!("create {}", path.display())))?;
+            f.set_len(e.size).map_err(io("size"))?;
+            f
+        };
         for &(off, len) in &e.segments {
             let mut left = len;
             let mut at = off;
@@ -319,7 +434,10 @@ mod tests {
                 name: crate::disk::IMAGE_FILE.into(),
                 size: 64 << 20,
                 segments: segs,
+                zero: Vec::new(),
             }],
+            export_id: "e1".into(),
+            base: None,
         };
         (m, f)
     }
@@ -342,6 +460,29 @@ mod tests {
         let a = std::fs::read(d.join("src.img")).unwrap();
         let b = std::fs::read(dst.join(crate::disk::IMAGE_FILE)).unwrap();
         assert!(a == b, "byte-identical");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn block_hashes_find_what_changed() {
+        let d = tmp("blocks");
+        let (_, f) = sample(&d);
+        let a = block_hashes(&f).unwrap();
+        assert_eq!(a.len(), 64);
+        nix::sys::uio::pwrite(&f, b"x", (5 << 20) + 7).unwrap();
+        // SAFETY: punching a hole in our own test file.
+        unsafe {
+            libc::fallocate(
+                f.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                32 << 20,
+                1 << 20,
+            )
+        };
+        let b = block_hashes(&f).unwrap();
+        let (data, zero) = changed_blocks(&a, &b, 64 << 20);
+        assert_eq!(data, vec![(5 << 20, 1 << 20)]);
+        assert_eq!(zero, vec![(32 << 20, 1 << 20)]);
         let _ = std::fs::remove_dir_all(&d);
     }
 

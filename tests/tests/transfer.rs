@@ -179,3 +179,64 @@ fn move_over_ssh() {
     dst.ok(&["start", "m"]);
     assert_eq!(sum(&dst, "m"), before);
 }
+
+/// `export --incremental`: only the blocks changed since the last export;
+/// the copy imported from that export (and not run since) is brought up to
+/// date; a copy that ran, or a VP never exported, is refused.
+#[test]
+fn incremental_export_updates_the_copy() {
+    let src = Cells::new();
+    let dst = Cells::with_args(None, &["--id-base", "3600000"]);
+    dst.ok(&["template", "build", "minimal"]);
+    src.ok(&["create", "a", "--template", "minimal", "--disk", "256M"]);
+    src.ok(&["create", "fresh", "--template", "minimal", "--disk", "128M"]);
+    let e = src.fails(&["export", "fresh", "-o", "/dev/null", "--incremental"]);
+    assert!(e.contains("export it whole first"), "{e}");
+    src.ok(&["start", "a"]);
+    src.sh_ok(
+        "a",
+        "dd if=/dev/urandom of=/data/one bs=1M count=16 2>/dev/null && echo v1 > /etc/mark && sync",
+    );
+    src.ok(&["stop", "a"]);
+    let full = src.root.join("full.cellsvp");
+    src.ok(&["export", "a", "-o", full.to_str().unwrap()]);
+    dst.ok(&["import", full.to_str().unwrap()]);
+
+    src.ok(&["start", "a"]);
+    src.sh_ok(
+        "a",
+        "dd if=/dev/urandom of=/data/two bs=1M count=2 2>/dev/null && chown 1000:1000 /data/two \
+         && rm /data/one && echo v2 > /etc/mark && sync",
+    );
+    let two = src.sh_ok("a", "sha256sum /data/two | cut -d' ' -f1");
+    src.ok(&["stop", "a"]);
+    let inc = src.root.join("inc.cellsvp");
+    src.ok(&["export", "a", "-o", inc.to_str().unwrap(), "--incremental"]);
+    let (fs, is) = (
+        std::fs::metadata(&full).unwrap().len(),
+        std::fs::metadata(&inc).unwrap().len(),
+    );
+    assert!(is < fs / 2, "the update is small: {is} vs {fs}");
+    let out = dst.ok(&["import", inc.to_str().unwrap()]);
+    assert_eq!(out.trim(), "a");
+    dst.ok(&["start", "a"]);
+    assert_eq!(dst.sh_ok("a", "sha256sum /data/two | cut -d' ' -f1"), two);
+    assert_eq!(dst.sh_ok("a", "cat /etc/mark").trim(), "v2");
+    assert_eq!(dst.sh_ok("a", "ls /data/one 2>/dev/null; true").trim(), "");
+    assert_eq!(
+        dst.sh_ok("a", "stat -c %u:%g /data/two").trim(),
+        "1000:1000"
+    );
+    dst.ok(&["stop", "a"]);
+
+    // The copy ran since: the next update is refused, the copy untouched.
+    src.ok(&["start", "a"]);
+    src.sh_ok("a", "echo v3 > /etc/mark && sync");
+    src.ok(&["stop", "a"]);
+    let inc2 = src.root.join("inc2.cellsvp");
+    src.ok(&["export", "a", "-o", inc2.to_str().unwrap(), "--incremental"]);
+    let e = dst.fails(&["import", inc2.to_str().unwrap()]);
+    assert!(e.contains("changed here since it was imported"), "{e}");
+    dst.ok(&["start", "a"]);
+    assert_eq!(dst.sh_ok("a", "cat /etc/mark").trim(), "v2");
+}

@@ -11,8 +11,31 @@
 use std::io::BufReader;
 use std::os::fd::OwnedFd;
 
+use serde::{Deserialize, Serialize};
+
 use super::*;
 use crate::vparchive::{self, FileEntry, Manifest, TemplateRef};
+
+/// What an export or an import left, for the next incremental one:
+/// `vps/NAME/export.json` (what was sent) and `import.json` (what the image
+/// here was made into).
+#[derive(Debug, Serialize, Deserialize)]
+struct Blocks {
+    id: String,
+    blocks: Vec<u64>,
+}
+
+const EXPORT_STATE: &str = "export.json";
+const IMPORT_STATE: &str = "import.json";
+
+fn read_blocks(p: &std::path::Path) -> Option<Blocks> {
+    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+}
+
+fn write_blocks(p: &std::path::Path, b: &Blocks) -> Result<(), Error> {
+    let j = serde_json::to_vec(b).map_err(|e| Error::Failed(e.to_string()))?;
+    crate::layout::write_atomic(p, &j).map_err(failed("save the block list"))
+}
 
 impl Manager {
     /// Progress as VpTransferProgress signals (≤ ~100, ≥ 20 ms apart).
@@ -36,7 +59,12 @@ impl Manager {
         }
     }
 
-    pub async fn export(self: &Arc<Self>, vp: &str, out: OwnedFd) -> Result<String, Error> {
+    pub async fn export(
+        self: &Arc<Self>,
+        vp: &str,
+        out: OwnedFd,
+        incremental: bool,
+    ) -> Result<String, Error> {
         let op = self.op_lock(vp)?;
         let _op = op.lock().await;
         let config = {
@@ -78,7 +106,21 @@ impl Manager {
             let img_path = layout.vp_dir(&name).join(crate::disk::IMAGE_FILE);
             let img = std::fs::File::open(&img_path).map_err(failed("open the VP's disk image"))?;
             let size = img.metadata().map_err(failed("stat the disk image"))?.len();
-            let segments = vparchive::segments(&img).map_err(|e| Error::Failed(e.to_string()))?;
+            let hashes = vparchive::block_hashes(&img).map_err(|e| Error::Failed(e.to_string()))?;
+            let state = layout.vp_dir(&name).join(EXPORT_STATE);
+            let (segments, zero, base) = if incremental {
+                let prev = read_blocks(&state).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "VP '{name}' was not exported before: export it whole first (without --incremental)"
+                    ))
+                })?;
+                let (data, zero) = vparchive::changed_blocks(&prev.blocks, &hashes, size);
+                (data, zero, Some(prev.id))
+            } else {
+                let segs = vparchive::segments(&img).map_err(|e| Error::Failed(e.to_string()))?;
+                (segs, Vec::new(), None)
+            };
+            let export_id = crate::devices::telephony::voip::random_hex(8);
             let manifest = Manifest {
                 version: 1,
                 definition: serde_json::to_value(&config).map_err(|e| Error::Failed(e.to_string()))?,
@@ -93,13 +135,18 @@ impl Manager {
                     name: crate::disk::IMAGE_FILE.to_string(),
                     size,
                     segments,
+                    zero,
                 }],
+                export_id: export_id.clone(),
+                base,
             };
             let data = manifest.files[0].data_bytes();
             let mut progress = mgr.transfer_progress(&name, "exporting");
             let bytes = vparchive::write(std::fs::File::from(out), &manifest, &[img], &mut progress)
                 .map_err(|e| Error::Failed(format!("exporting VP '{name}': {e}")))?;
-            tracing::info!(vp = name.as_str(), bytes, data, "exported");
+            // The next incremental export starts from what was just sent.
+            write_blocks(&state, &Blocks { id: export_id, blocks: hashes })?;
+            tracing::info!(vp = name.as_str(), bytes, data, incremental, "exported");
             Ok(serde_json::json!({"vp": name, "bytes": bytes, "data_bytes": data, "disk_bytes": size})
                 .to_string())
         })
@@ -130,6 +177,11 @@ impl Manager {
         })?;
         let name = name.unwrap_or_else(|| old.name.clone());
         name::validate("VP", &name)?;
+        if manifest.base.is_some() {
+            return self
+                .import_update(&name, &old, manifest, reader, hash)
+                .await;
+        }
         let t = &manifest.template;
         if old.cells.template != t.name {
             return Err(Error::InvalidArgument(
@@ -227,10 +279,43 @@ impl Manager {
         .map_err(|e| Error::Failed(e.to_string()))?
         .map_err(|e| Error::InvalidArgument(format!("importing VP '{name}': {e}")))?;
         let img = staging.join(crate::disk::IMAGE_FILE);
+        self.check_and_shift(name, &img, old_root, new_root).await?;
+        std::fs::rename(&img, vp_dir.join(crate::disk::IMAGE_FILE))
+            .map_err(failed("put the imported disk in place"))?;
+        let _ = std::fs::remove_dir_all(&staging);
+        if !manifest.adb_keys.is_empty() {
+            crate::layout::write_atomic(&layout.vp_adb_keys(name), manifest.adb_keys.as_bytes())
+                .map_err(failed("write the VP's adb keys"))?;
+        }
+        for f in &old.cells.network.ports {
+            if let Err(e) = self.port_add(name, &format!("{}:{}", f.host, f.vp)).await {
+                warnings.push(format!("port forward {}:{}: {e}", f.host, f.vp));
+            }
+        }
+        if let Some(number) = &manifest.number {
+            if let Ok(sb) = self.switchboard() {
+                if let Err(e) = sb.set_number(name, number) {
+                    warnings.push(format!("phone number {number}: {e}"));
+                }
+            }
+        }
+        self.record_import(name, &manifest.export_id).await
+    }
+
+    /// `e2fsck -fn` (before the kernel ever mounts it), then the owners
+    /// moved from the old id range to this VP's.
+    async fn check_and_shift(
+        &self,
+        name: &str,
+        img: &std::path::Path,
+        old_root: Option<u32>,
+        new_root: Option<u32>,
+    ) -> Result<(), Error> {
+        let layout = &self.cfg.layout;
         // Checked before the kernel ever mounts it.
         let fsck = tokio::process::Command::new("e2fsck")
             .args(["-f", "-n"])
-            .arg(&img)
+            .arg(img)
             .output()
             .await
             .map_err(failed("run e2fsck (Debian's e2fsprogs)"))?;
@@ -251,7 +336,7 @@ impl Manager {
                     .join(format!("{}shift", crate::layout::CREATING_PREFIX));
                 let out = tokio::process::Command::new(&self.cfg.self_exe)
                     .arg("__shift-ids")
-                    .arg(&img)
+                    .arg(img)
                     .arg(&mnt)
                     .arg(o.to_string())
                     .arg(n.to_string())
@@ -271,25 +356,106 @@ impl Manager {
                 "the archive's VP and this one differ in being privileged".into(),
             ));
         }
-        std::fs::rename(&img, vp_dir.join(crate::disk::IMAGE_FILE))
-            .map_err(failed("put the imported disk in place"))?;
-        let _ = std::fs::remove_dir_all(&staging);
-        if !manifest.adb_keys.is_empty() {
-            crate::layout::write_atomic(&layout.vp_adb_keys(name), manifest.adb_keys.as_bytes())
-                .map_err(failed("write the VP's adb keys"))?;
-        }
-        for f in &old.cells.network.ports {
-            if let Err(e) = self.port_add(name, &format!("{}:{}", f.host, f.vp)).await {
-                warnings.push(format!("port forward {}:{}: {e}", f.host, f.vp));
-            }
-        }
-        if let Some(number) = &manifest.number {
-            if let Ok(sb) = self.switchboard() {
-                if let Err(e) = sb.set_number(name, number) {
-                    warnings.push(format!("phone number {number}: {e}"));
-                }
-            }
-        }
         Ok(())
+    }
+
+    /// What the image here is now, for the next incremental import.
+    async fn record_import(&self, name: &str, export_id: &str) -> Result<(), Error> {
+        let dir = self.cfg.layout.vp_dir(name);
+        let id = export_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            let img = std::fs::File::open(dir.join(crate::disk::IMAGE_FILE))
+                .map_err(failed("open the disk image"))?;
+            let blocks = vparchive::block_hashes(&img).map_err(|e| Error::Failed(e.to_string()))?;
+            write_blocks(&dir.join(IMPORT_STATE), &Blocks { id, blocks })
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?
+    }
+
+    /// An incremental archive: the changed blocks go into the VP of that
+    /// name here, which must be the one imported from the base export and
+    /// unchanged since (else nothing is touched).
+    async fn import_update(
+        self: &Arc<Self>,
+        name: &str,
+        old: &VpConfig,
+        manifest: Manifest,
+        mut reader: BufReader<std::fs::File>,
+        mut hash: xxhash_rust::xxh3::Xxh3,
+    ) -> Result<String, Error> {
+        let base = manifest.base.clone().unwrap_or_default();
+        let op = self.op_lock(name).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "the archive updates VP '{name}', which is not here: import its whole export first"
+            ))
+        })?;
+        let _op = op.lock().await;
+        let new_root = {
+            let inner = self.lock();
+            let v = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
+            if v.phase != Phase::Stopped {
+                return Err(Error::Running(format!(
+                    "VP '{name}' runs here: stop it first, then import the update"
+                )));
+            }
+            v.config.host_root_id()
+        };
+        let dir = self.cfg.layout.vp_dir(name);
+        let img = dir.join(crate::disk::IMAGE_FILE);
+        let recorded = read_blocks(&dir.join(IMPORT_STATE));
+        let i2 = img.clone();
+        let now = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&i2).map_err(failed("open the disk image"))?;
+            vparchive::block_hashes(&f).map_err(|e| Error::Failed(e.to_string()))
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))??;
+        match recorded {
+            Some(r) if r.id == base && r.blocks == now => {}
+            Some(r) if r.id == base => {
+                return Err(Error::InvalidArgument(format!(
+                    "VP '{name}' changed here since it was imported (it ran): the update would mix two histories; import a whole export instead"
+                )))
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "VP '{name}' here was not imported from the export this update builds on: import a whole export instead"
+                )))
+            }
+        }
+        // Into a copy: a failure leaves the VP as it was.
+        let staging = dir.join(format!("{}update", crate::layout::CREATING_PREFIX));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir(&staging).map_err(failed("create the update folder"))?;
+        let copy = staging.join(crate::disk::IMAGE_FILE);
+        let result = async {
+            crate::disk::copy_sparse(&img, &copy).map_err(|e| Error::Failed(e.to_string()))?;
+            let mgr = Arc::clone(self);
+            let (st, n, m) = (staging.clone(), name.to_string(), manifest.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut progress = mgr.transfer_progress(&n, "importing");
+                vparchive::read_files(&mut reader, &mut hash, &m, &st, &mut progress)
+            })
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))?
+            .map_err(|e| Error::InvalidArgument(format!("updating VP '{name}': {e}")))?;
+            self.check_and_shift(name, &copy, old.host_root_id(), new_root)
+                .await?;
+            std::fs::rename(&copy, &img).map_err(failed("put the updated disk in place"))
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&staging);
+        result?;
+        if !manifest.adb_keys.is_empty() {
+            crate::layout::write_atomic(
+                &self.cfg.layout.vp_adb_keys(name),
+                manifest.adb_keys.as_bytes(),
+            )
+            .map_err(failed("write the VP's adb keys"))?;
+        }
+        self.record_import(name, &manifest.export_id).await?;
+        tracing::info!(vp = name, "updated from an incremental export");
+        Ok(serde_json::json!({"vp": name, "warnings": [], "updated": true}).to_string())
     }
 }

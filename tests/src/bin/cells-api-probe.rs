@@ -67,6 +67,15 @@ fn empty(t: &str) -> Option<Value<'static>> {
         "ad" => Value::from(Vec::<f64>::new()),
         "a{sv}" => Value::from(HashMap::<String, Value<'static>>::new()),
         "a{sh}" => Value::from(HashMap::<String, zbus::zvariant::Fd<'static>>::new()),
+        // An fd: /dev/null (read: nothing; written: dropped).
+        "h" => {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .ok()?;
+            Value::from(zbus::zvariant::Fd::from(std::os::fd::OwnedFd::from(f)))
+        }
         _ => return None,
     })
 }
