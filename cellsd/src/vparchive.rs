@@ -117,6 +117,9 @@ pub fn segments(f: &std::fs::File) -> Result<Vec<(u64, u64)>, ArchiveError> {
     Ok(out)
 }
 
+/// (offset, length) in a file.
+pub type Range = (u64, u64);
+
 /// Block size of incremental exports.
 pub const BLOCK: u64 = 1 << 20;
 
@@ -158,9 +161,9 @@ pub fn block_hashes(f: &std::fs::File) -> Result<Vec<u64>, ArchiveError> {
 
 /// Ranges of the blocks that differ between two hash lists: (data, zero),
 /// adjacent blocks joined; `size` clips the last.
-pub fn changed_blocks(old: &[u64], new: &[u64], size: u64) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+pub fn changed_blocks(old: &[u64], new: &[u64], size: u64) -> (Vec<Range>, Vec<Range>) {
     let zero = xxhash_rust::xxh3::xxh3_64(&vec![0u8; BLOCK as usize]);
-    let (mut data, mut zeros): (Vec<(u64, u64)>, Vec<(u64, u64)>) = (Vec::new(), Vec::new());
+    let (mut data, mut zeros): (Vec<Range>, Vec<Range>) = (Vec::new(), Vec::new());
     for (i, h) in new.iter().enumerate() {
         if old.get(i) == Some(h) {
             continue;
