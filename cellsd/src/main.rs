@@ -103,6 +103,16 @@ struct Args {
     /// is logged and printed by `cellctl web`.
     #[arg(long, value_name = "ADDR:PORT")]
     web: Option<String>,
+    /// The console over TLS on loopback too (it always is elsewhere).
+    #[arg(long, requires = "web")]
+    web_tls: bool,
+    /// The console's TLS certificate (PEM; default: a self-signed one made
+    /// once and kept in <state>/web/).
+    #[arg(long, requires_all = ["web", "web_key"], value_name = "FILE")]
+    web_cert: Option<PathBuf>,
+    /// The key of --web-cert (PEM).
+    #[arg(long, requires = "web_cert", value_name = "FILE")]
+    web_key: Option<PathBuf>,
     /// The device's speaker, where the VPs' audio is mixed to: auto (the
     /// first ALSA playback device, /dev/snd/pcmC*D*p, if the machine has
     /// one), none, or a device path.
@@ -437,7 +447,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let web = args
         .web
         .as_deref()
-        .map(cellsd::web::WebConfig::parse)
+        .map(|w| {
+            let cert = args.web_cert.clone().zip(args.web_key.clone());
+            cellsd::web::WebConfig::parse(w, args.web_tls, cert)
+        })
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
     let cfg = DaemonConfig {
@@ -519,13 +532,29 @@ fn run(args: Args) -> anyhow::Result<()> {
             "cellsd ready"
         );
         if let Some(w) = &web {
+            let tls = w.acceptor(&layout.state).map_err(|e| anyhow::anyhow!(e))?;
             let l = tokio::net::TcpListener::bind(w.addr)
                 .await
                 .with_context(|| format!("--web {}: cannot listen there", w.addr))?;
             let url = w.url(l.local_addr()?);
-            tracing::info!(url = url.as_str(), "web console");
-            let _ = cellsd::web::URL.set(url);
-            tokio::spawn(cellsd::web::serve(l, mgr.clone(), w.token.clone()));
+            let fingerprint = tls.as_ref().map(|t| t.1.clone()).unwrap_or_default();
+            tracing::info!(
+                url = url.as_str(),
+                tls_sha256 = fingerprint.as_str(),
+                "web console"
+            );
+            let shown = if fingerprint.is_empty() {
+                url
+            } else {
+                format!("{url}\ncertificate SHA-256 {fingerprint}")
+            };
+            let _ = cellsd::web::URL.set(shown);
+            tokio::spawn(cellsd::web::serve(
+                l,
+                mgr.clone(),
+                w.token.clone(),
+                tls.map(|t| t.0),
+            ));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let served = mgr.clone();

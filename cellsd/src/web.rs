@@ -5,8 +5,11 @@
 //!   URL carries it (`cellctl web` prints it, cellsd logs it). The page sets
 //!   it as a SameSite=Strict, HttpOnly cookie; every request and the
 //!   WebSocket need it, and a WebSocket whose Origin is not this console is
-//!   refused (no other site can drive it through the cookie). Loopback only:
-//!   another address is refused until TLS is built (use an SSH tunnel).
+//!   refused (no other site can drive it through the cookie). On loopback
+//!   plain HTTP (or TLS with `--web-tls`); on any other address always TLS:
+//!   with `--web-cert`/`--web-key`, or a self-signed certificate cellsd
+//!   makes once and keeps (`<state>/web/`), whose SHA-256 fingerprint it
+//!   logs and `cellctl web` prints, for the browser to be checked against.
 //! - **Frames**: the panel compared with what this viewer was last sent in
 //!   64×64 tiles; in each row of tiles, the span from the first changed
 //!   tile to the last goes out as a PNG (lossless, decoded by the browser
@@ -24,12 +27,13 @@
 //!   `{"t":"error","msg"}`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -47,36 +51,111 @@ const LOOK_EVERY: Duration = Duration::from_micros(16_667);
 const FRAME_EVERY: Duration = Duration::from_micros(30_000);
 const PAGE: &str = include_str!("web/index.html");
 
-/// Where the console listens, and its token.
+/// Where the console listens, its token and its TLS.
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     pub addr: SocketAddr,
     pub token: String,
+    pub tls: bool,
+    /// `--web-cert`, `--web-key` (None: made and kept in the state dir).
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl WebConfig {
-    /// `--web ADDR:PORT` (or just PORT: loopback).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// `--web ADDR:PORT` (or just PORT: loopback); `tls`: `--web-tls`
+    /// (always on off loopback).
+    pub fn parse(s: &str, tls: bool, cert: Option<(PathBuf, PathBuf)>) -> Result<Self, String> {
         let addr: SocketAddr = match s.parse::<u16>() {
             Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
             Err(_) => s
                 .parse()
                 .map_err(|_| format!("--web {s}: give ADDR:PORT, e.g. 127.0.0.1:8080"))?,
         };
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "--web {s}: the console serves loopback only for now (no TLS yet): listen on 127.0.0.1 and reach it through an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST)"
-            ));
-        }
         Ok(Self {
             addr,
             token: crate::devices::telephony::voip::random_hex(16),
+            tls: tls || cert.is_some() || !addr.ip().is_loopback(),
+            cert,
         })
     }
 
     pub fn url(&self, addr: SocketAddr) -> String {
-        format!("http://{addr}/?token={}", self.token)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{addr}/?token={}", self.token)
     }
+
+    /// The TLS acceptor (None: plain HTTP) and the certificate's SHA-256
+    /// fingerprint.
+    pub fn acceptor(
+        &self,
+        state_dir: &Path,
+    ) -> Result<Option<(tokio_rustls::TlsAcceptor, String)>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let (cert_pem, key_pem) = match &self.cert {
+            Some((c, k)) => (
+                std::fs::read(c).map_err(|e| format!("--web-cert {}: {e}", c.display()))?,
+                std::fs::read(k).map_err(|e| format!("--web-key {}: {e}", k.display()))?,
+            ),
+            None => own_certificate(&state_dir.join("web"), self.addr)?,
+        };
+        let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the web console's certificate: {e}"))?;
+        let first = certs
+            .first()
+            .ok_or("the web console's certificate file holds no certificate")?;
+        use sha2::Digest;
+        let fp = sha2::Sha256::digest(first.as_ref())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let key = rustls_pemfile::private_key(&mut &key_pem[..])
+            .map_err(|e| format!("the web console's key: {e}"))?
+            .ok_or("the web console's key file holds no private key")?;
+        // ring: pure Rust and C, no cmake (aws-lc-rs needs it). Deprecated
+        // only for lacking post-quantum key exchange; X25519 and the P-256/
+        // P-384 curves with TLS 1.3/1.2 remain.
+        #[allow(deprecated)]
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("the web console's certificate and key: {e}"))?;
+        Ok(Some((
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            fp,
+        )))
+    }
+}
+
+/// The self-signed certificate cellsd made for the console (made once,
+/// kept: a browser that trusted it keeps trusting it), for the listening
+/// address and localhost.
+fn own_certificate(dir: &Path, addr: SocketAddr) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if let (Ok(cert), Ok(key)) = (std::fs::read(&c), std::fs::read(&k)) {
+        return Ok((cert, key));
+    }
+    let mut names = vec!["localhost".to_string(), addr.ip().to_string()];
+    if let Ok(h) = nix::unistd::gethostname() {
+        names.push(h.to_string_lossy().into_owned());
+    }
+    let made = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("making the web console's certificate: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let (cert, key) = (made.cert.pem(), made.key_pair.serialize_pem());
+    crate::layout::write_atomic(&k, key.as_bytes()).map_err(|e| format!("{}: {e}", k.display()))?;
+    let _ = std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600));
+    crate::layout::write_atomic(&c, cert.as_bytes())
+        .map_err(|e| format!("{}: {e}", c.display()))?;
+    Ok((cert.into_bytes(), key.into_bytes()))
 }
 
 /// The panel's rectangles (x, y, w, h) whose pixels differ from `prev`
@@ -198,7 +277,7 @@ impl Request {
     }
 }
 
-async fn read_request(s: &mut TcpStream) -> Option<Request> {
+async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<Request> {
     let mut buf = Vec::new();
     let mut b = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -232,7 +311,13 @@ async fn read_request(s: &mut TcpStream) -> Option<Request> {
     })
 }
 
-async fn respond(s: &mut TcpStream, status: &str, ctype: &str, extra: &str, body: &[u8]) {
+async fn respond<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    status: &str,
+    ctype: &str,
+    extra: &str,
+    body: &[u8],
+) {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: default-src 'self'; img-src 'self' blob:; connect-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'\r\n{extra}Connection: close\r\n\r\n",
         body.len()
@@ -242,18 +327,38 @@ async fn respond(s: &mut TcpStream, status: &str, ctype: &str, extra: &str, body
 }
 
 /// Serve the console until cellsd ends.
-pub async fn serve(listener: TcpListener, mgr: Arc<Manager>, token: String) {
+pub async fn serve(
+    listener: TcpListener,
+    mgr: Arc<Manager>,
+    token: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let Ok((s, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (mgr, token) = (Arc::clone(&mgr), token.clone());
-        tokio::spawn(async move { connection(s, mgr, token).await });
+        let (mgr, token, tls) = (Arc::clone(&mgr), token.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => connection(s, mgr, token, "http").await,
+                Some(acc) => {
+                    let hs = tokio::time::timeout(Duration::from_secs(10), acc.accept(s)).await;
+                    if let Ok(Ok(s)) = hs {
+                        connection(s, mgr, token, "https").await;
+                    }
+                }
+            }
+        });
     }
 }
 
-async fn connection(mut s: TcpStream, mgr: Arc<Manager>, token: String) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    mut s: S,
+    mgr: Arc<Manager>,
+    token: String,
+    scheme: &str,
+) {
     let Ok(Some(req)) = tokio::time::timeout(Duration::from_secs(10), read_request(&mut s)).await
     else {
         return;
@@ -287,7 +392,7 @@ async fn connection(mut s: TcpStream, mgr: Arc<Manager>, token: String) {
             // Only this console's own page may open the socket.
             let origin_ok = req
                 .header("origin")
-                .is_some_and(|o| o == format!("http://{host}"));
+                .is_some_and(|o| o == format!("{scheme}://{host}"));
             let key = req.header("sec-websocket-key").map(str::to_string);
             let (true, Some(key)) = (origin_ok, key) else {
                 respond(
@@ -350,7 +455,10 @@ async fn command(mgr: &Arc<Manager>, text: &str) -> Result<(), String> {
     r.map_err(|e| e.to_string())
 }
 
-async fn session(ws: tokio_tungstenite::WebSocketStream<TcpStream>, mgr: Arc<Manager>) {
+async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    mgr: Arc<Manager>,
+) {
     let (mut tx, mut rx) = ws.split();
     let g = mgr.panel_geometry();
     let hello = serde_json::json!({"t": "hello", "w": g.width, "h": g.height}).to_string();
@@ -441,12 +549,15 @@ mod tests {
     }
 
     #[test]
-    fn the_address_must_be_loopback_and_the_token_match() {
-        assert!(WebConfig::parse("8080").is_ok());
-        assert!(WebConfig::parse("127.0.0.1:9000").is_ok());
-        let e = WebConfig::parse("0.0.0.0:8080").unwrap_err();
-        assert!(e.contains("SSH tunnel"), "{e}");
-        assert!(WebConfig::parse("nonsense").is_err());
+    fn tls_off_loopback_and_the_token_must_match() {
+        assert!(!WebConfig::parse("8080", false, None).unwrap().tls);
+        assert!(WebConfig::parse("127.0.0.1:9000", true, None).unwrap().tls);
+        let w = WebConfig::parse("0.0.0.0:8080", false, None).unwrap();
+        assert!(w.tls, "never plain off loopback");
+        assert!(w
+            .url("10.0.0.1:8080".parse().unwrap())
+            .starts_with("https://"));
+        assert!(WebConfig::parse("nonsense", false, None).is_err());
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
     }
 }

@@ -120,3 +120,71 @@ fn the_console_shows_switches_and_drives_the_foreground() {
         "403"
     );
 }
+
+/// `--web-tls` (always on off loopback): the console over TLS with a
+/// certificate cellsd made and keeps; curl trusts it with that certificate
+/// (control: not without it; plain HTTP gets nothing), its fingerprint is
+/// the one `cellctl web` prints, and a restart keeps it.
+#[test]
+fn the_console_over_tls_with_a_kept_certificate() {
+    let mut c = Cells::with_args(None, &["--web", "127.0.0.1:0", "--web-tls"]);
+    let out = c.ok(&["web"]);
+    let mut lines = out.lines();
+    let url = lines.next().unwrap().to_string();
+    let fp_line = lines.next().unwrap_or("").to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{out}");
+    let cert = c.state.join("web/cert.pem");
+    let key = c.state.join("web/key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = curl(&["--cacert", cert.to_str().unwrap(), &url]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{o:?}");
+    let o = curl(&[&url]);
+    assert!(
+        !o.status.success(),
+        "an unknown certificate is not trusted: {o:?}"
+    );
+    let plain = url.replacen("https://", "http://", 1);
+    let o = curl(&[&plain]);
+    assert_ne!(
+        String::from_utf8_lossy(&o.stdout),
+        "200",
+        "no plain HTTP: {o:?}"
+    );
+    // The fingerprint `cellctl web` printed is the certificate's.
+    let x = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&x.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(fp_line.ends_with(&fp), "{fp_line} vs {fp}");
+    // A restart keeps the certificate (a browser that trusted it still does).
+    c.end_daemon(libc::SIGTERM);
+    c.start_daemon();
+    let again = c.ok(&["web"]);
+    assert!(again.contains(&fp), "{again}");
+}
