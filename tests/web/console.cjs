@@ -78,6 +78,25 @@ try {
           return { ms: performance.now() - t0, frames: window.cells.frames - n };
         }, c.timeout || 2000);
         say({ ok: true, ...r });
+      } else if (c.op === "sound") {
+        await page.click("#sound");
+        say({ ok: true });
+      } else if (c.op === "level") {
+        // Wait until the sound's level at c.freq is above c.min (or, with
+        // c.max, stays below it while c.chunks chunks arrive).
+        const deadline = Date.now() + (c.timeout || 10000);
+        let s = null;
+        const start = await page.evaluate(() => window.cells.sound.chunks);
+        while (Date.now() < deadline) {
+          s = await page.evaluate(() => window.cells.sound);
+          const lv = s.level[c.freq] || 0;
+          if (c.min !== undefined && lv > c.min) break;
+          if (c.max !== undefined && s.chunks - start >= c.chunks) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const lv = (s && s.level[c.freq]) || 0;
+        const ok = c.min !== undefined ? lv > c.min : (s.chunks - start >= c.chunks && lv < c.max);
+        say({ ok, level: lv, chunks: s ? s.chunks : 0 });
       } else if (c.op === "quit") {
         say({ ok: true });
         break;

@@ -337,6 +337,14 @@ impl Manager {
         Ok(())
     }
 
+    /// The device's output from now on (the web console's sound); None
+    /// without the audio device.
+    pub fn audio_listen(&self) -> Option<std::sync::mpsc::Receiver<Vec<i16>>> {
+        self.devices
+            .get::<crate::devices::audio::AudioDevice>()
+            .map(|a| a.0.listen())
+    }
+
     /// The panel's geometry.
     pub fn panel_geometry(&self) -> mux_fb::Geometry {
         self.display.geometry()

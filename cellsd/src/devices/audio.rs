@@ -545,6 +545,8 @@ struct State {
     foreground: Option<String>,
     calls: Vec<String>,
     taps: Vec<Tap>,
+    /// Continuous listeners of the output (the web console's sound).
+    listeners: Vec<mpsc::SyncSender<Vec<i16>>>,
     mic: VecDeque<i16>,
     periods: u64,
     /// Periods the thread started late by more than one period.
@@ -688,6 +690,14 @@ fn tick(st: &mut State) -> Vec<i16> {
         mix_into(&mut acc, &p, 1.0);
     }
     let out = clip(&acc);
+    // A listener that is gone is dropped; one that is behind loses this
+    // period.
+    st.listeners.retain(|l| {
+        !matches!(
+            l.try_send(out.clone()),
+            Err(mpsc::TrySendError::Disconnected(_))
+        )
+    });
     let mut i = 0;
     while i < st.taps.len() {
         let t = &mut st.taps[i];
@@ -766,6 +776,7 @@ impl Mixer {
             foreground: None,
             calls: Vec::new(),
             taps: Vec::new(),
+            listeners: Vec::new(),
             mic: VecDeque::new(),
             periods: 0,
             late: 0,
@@ -796,6 +807,14 @@ impl Mixer {
         });
         rx.recv_timeout(Duration::from_millis(ms as u64 + 5000))
             .map_err(|_| "the audio thread did not deliver the recording".to_string())
+    }
+
+    /// Hear the output from now on, 10 ms (S16 48 kHz stereo) at a time,
+    /// until the receiver is dropped (≤ 200 ms queued).
+    pub fn listen(&self) -> mpsc::Receiver<Vec<i16>> {
+        let (tx, rx) = mpsc::sync_channel(20);
+        lock(&self.state).listeners.push(tx);
+        rx
     }
 
     /// Queue samples (S16 48 kHz stereo) as the device's microphone.
