@@ -316,12 +316,5 @@ impl Drop for Baresip {
 
 /// Amplitude of `freq` in 8 kHz samples (Goertzel).
 pub fn amplitude8k(s: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
-    let (mut a, mut b) = (0.0, 0.0);
-    for x in s {
-        let n = x + k * a - b;
-        b = a;
-        a = n;
-    }
-    2.0 * (a * a + b * b - k * a * b).max(0.0).sqrt() / s.len().max(1) as f64
+    crate::sound::amplitude_at(s, freq, 8000.0)
 }

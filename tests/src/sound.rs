@@ -40,7 +40,12 @@ pub fn left(pcm: &[u8]) -> Vec<f64> {
 /// Amplitude of the `freq` Hz component of 48 kHz samples (Goertzel): ≈
 /// the sine's amplitude for a steady tone, ≈ 0 where there is none.
 pub fn amplitude(s: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / 48_000.0).cos();
+    amplitude_at(s, freq, 48_000.0)
+}
+
+/// [`amplitude`] of samples at `rate` Hz.
+pub fn amplitude_at(s: &[f64], freq: f64, rate: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();
     let (mut a, mut b) = (0.0, 0.0);
     for x in s {
         let n = x + k * a - b;
@@ -48,4 +53,33 @@ pub fn amplitude(s: &[f64], freq: f64) -> f64 {
         a = n;
     }
     2.0 * (a * a + b * b - k * a * b).max(0.0).sqrt() / s.len().max(1) as f64
+}
+
+/// Make `vp` (a VP of any template) play `freq` Hz for ever with stock
+/// tools: raw S16 48 kHz stereo written by busybox's cat into its playback
+/// device, in a session of its own; `/data/player.pid` ends it.
+pub fn play_forever(c: &crate::Cells, vp: &str, freq: f64) {
+    use std::io::Write;
+    let raw: Vec<u8> = tone_wav(freq, 1.0, 48_000)[44..]
+        .chunks_exact(2)
+        .flat_map(|s| [s[0], s[1], s[0], s[1]])
+        .collect();
+    let mut p = c
+        .ctl_cmd()
+        .args(["exec", vp, "--", "sh", "-c", "cat > /data/tone.raw"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cellctl exec");
+    p.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&raw)
+        .expect("push the tone");
+    assert!(p.wait().expect("wait").success());
+    c.sh_ok(
+        vp,
+        "setsid sh -c 'echo $$ > /data/player.pid; \
+         while true; do cat /data/tone.raw; done > /dev/snd/cells-playback' \
+         < /dev/null > /dev/null 2>&1 &",
+    );
 }

@@ -7,45 +7,13 @@
 
 use std::time::Duration;
 
+use cells_tests::modem::{at, log_modem, modem_log, wait_log};
 use cells_tests::sip::{amplitude8k, Baresip, Kamailio};
 use cells_tests::sound::{amplitude, tone_wav};
 use cells_tests::Cells;
 
 fn phone(c: &Cells) -> serde_json::Value {
     serde_json::from_str(&c.ok(&["phone", "--json"])).unwrap()
-}
-
-/// Every VP's modem output goes to /data/modem.log (as a RIL keeps its tty).
-fn log_modem(c: &Cells, vp: &str) {
-    c.sh_ok(
-        vp,
-        "setsid sh -c \"exec 3<>/dev/ttyMODEM0; printf 'ATE0\\rAT+CLIP=1\\rAT+CMGF=1\\r' >&3; \
-         exec cat <&3 > /data/modem.log 2>/dev/null\" < /dev/null > /dev/null 2>&1 &",
-    );
-    assert!(Cells::wait_until(Duration::from_secs(5), || modem_log(
-        c, vp
-    )
-    .matches("OK")
-    .count()
-        >= 3));
-}
-
-fn modem_log(c: &Cells, vp: &str) -> String {
-    c.sh(vp, "cat /data/modem.log").stdout
-}
-
-fn at(c: &Cells, vp: &str, text: &str) {
-    c.sh_ok(vp, &format!("printf '{text}' > /dev/ttyMODEM0"));
-}
-
-fn wait_log(c: &Cells, vp: &str, what: &str) -> String {
-    let mut last = String::new();
-    let ok = Cells::wait_until(Duration::from_secs(10), || {
-        last = modem_log(c, vp);
-        last.contains(what)
-    });
-    assert!(ok, "{what:?} never reached {vp}'s modem:\n{last}");
-    last
 }
 
 /// 440 Hz and 1000 Hz amplitudes of half a second of the device's output.
@@ -115,27 +83,7 @@ fn sip_calls_and_messages_reach_the_vp_whose_number_it_is() {
 
     // a is in front and plays 440 Hz (raw PCM into its playback device).
     c.ok(&["switch", "a"]);
-    let raw: Vec<u8> = tone_wav(440.0, 1.0, 48_000)[44..]
-        .chunks_exact(2)
-        .flat_map(|s| [s[0], s[1], s[0], s[1]])
-        .collect();
-    {
-        use std::io::Write;
-        let mut p = c
-            .ctl_cmd()
-            .args(["exec", "a", "--", "sh", "-c", "cat > /data/tone.raw"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        p.stdin.take().unwrap().write_all(&raw).unwrap();
-        assert!(p.wait().unwrap().success());
-    }
-    c.sh_ok(
-        "a",
-        "setsid sh -c 'echo $$ > /data/player.pid; \
-         while true; do cat /data/tone.raw; done > /dev/snd/cells-playback' \
-         < /dev/null > /dev/null 2>&1 &",
-    );
+    cells_tests::sound::play_forever(&c, "a", 440.0);
     assert!(
         Cells::wait_until(Duration::from_secs(5), || heard(&c).0 > 3000.0),
         "a's tone is heard while it is in front (control)"

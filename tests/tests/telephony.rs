@@ -5,44 +5,8 @@
 
 use std::time::Duration;
 
+use cells_tests::modem::{at, log_modem, modem_log, wait_log};
 use cells_tests::Cells;
-
-/// Every VP's modem output goes to /data/modem.log (a reader started once,
-/// as a RIL keeps its tty open).
-fn log_modem(c: &Cells, vp: &str) {
-    c.sh_ok(
-        vp,
-        // Its own session (as a RIL daemon is), so that the exec's end
-        // does not hang up the tty under it.
-        "setsid sh -c \"exec 3<>/dev/ttyMODEM0; printf 'ATE0\\rAT+CLIP=1\\rAT+CMGF=1\\r' >&3; \
-         exec cat <&3 > /data/modem.log 2>/dev/null\" < /dev/null > /dev/null 2>&1 &",
-    );
-    assert!(Cells::wait_until(Duration::from_secs(5), || modem_log(
-        c, vp
-    )
-    .matches("OK")
-    .count()
-        >= 3));
-}
-
-fn modem_log(c: &Cells, vp: &str) -> String {
-    c.sh(vp, "cat /data/modem.log").stdout
-}
-
-/// Write AT text to the VP's modem (the answer lands in its log).
-fn at(c: &Cells, vp: &str, text: &str) {
-    c.sh_ok(vp, &format!("printf '{text}' > /dev/ttyMODEM0"));
-}
-
-fn wait_log(c: &Cells, vp: &str, what: &str) -> String {
-    let mut last = String::new();
-    let ok = Cells::wait_until(Duration::from_secs(10), || {
-        last = modem_log(c, vp);
-        last.contains(what)
-    });
-    assert!(ok, "{what:?} never reached {vp}'s modem:\n{last}");
-    last
-}
 
 fn phone(c: &Cells) -> serde_json::Value {
     serde_json::from_str(&c.ok(&["phone", "--json"])).unwrap()

@@ -111,26 +111,7 @@ fn the_console_shows_switches_and_drives_the_foreground() {
     assert_eq!(r["ok"], true);
     let r = b.ask(serde_json::json!({"op": "level", "freq": 440, "max": 300, "chunks": 10}));
     assert_eq!(r["ok"], true, "silence first: {r}");
-    let raw: Vec<u8> = cells_tests::sound::tone_wav(440.0, 1.0, 48_000)[44..]
-        .chunks_exact(2)
-        .flat_map(|s| [s[0], s[1], s[0], s[1]])
-        .collect();
-    {
-        let mut p = c
-            .ctl_cmd()
-            .args(["exec", "green", "--", "sh", "-c", "cat > /data/tone.raw"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        p.stdin.take().unwrap().write_all(&raw).unwrap();
-        assert!(p.wait().unwrap().success());
-    }
-    c.sh_ok(
-        "green",
-        "setsid sh -c 'echo $$ > /data/player.pid; \
-         while true; do cat /data/tone.raw; done > /dev/snd/cells-playback' \
-         < /dev/null > /dev/null 2>&1 &",
-    );
+    cells_tests::sound::play_forever(&c, "green", 440.0);
     let r = b.ask(serde_json::json!({"op": "level", "freq": 440, "min": 4000}));
     assert_eq!(r["ok"], true, "the page hears green's 440 Hz: {r}");
     c.sh_ok("green", "kill $(cat /data/player.pid)");
