@@ -1419,6 +1419,18 @@ async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure
 }
 
 /// Run a template build or import, showing its progress signals as a bar.
+/// A progress bar on stderr.
+fn new_bar(template: &str, prefix: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
 /// A transfer's progress bar (on stderr) while `call` runs.
 async fn transfer_progress(
     p: &Manager1Proxy<'_>,
@@ -1427,15 +1439,10 @@ async fn transfer_progress(
     call: impl std::future::Future<Output = zbus::Result<String>>,
 ) -> Result<String, Failure> {
     let mut progress = p.receive_vp_transfer_progress().await?;
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:40}] {bytes}/{total_bytes} {wide_msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = new_bar(
+        "{prefix} [{bar:40}] {bytes}/{total_bytes} {wide_msg}",
+        format!("{verb} {vp}"),
     );
-    bar.set_prefix(format!("{verb} {vp}"));
     tokio::pin!(call);
     let result = loop {
         tokio::select! {
@@ -1574,13 +1581,10 @@ async fn template_progress(
     call: impl std::future::Future<Output = zbus::Result<String>>,
 ) -> Result<u8, Failure> {
     let mut progress = p.receive_template_build_progress().await?;
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let bar = new_bar(
+        "{prefix} [{bar:40}] {pos}/{len} {wide_msg}",
+        format!("{verb} {name}"),
     );
-    bar.set_prefix(format!("{verb} {name}"));
     tokio::pin!(call);
     let result = loop {
         tokio::select! {
