@@ -12,8 +12,9 @@ fn sum(c: &Cells, vp: &str) -> String {
 #[test]
 fn export_and_import_between_two_cellsd() {
     let src = Cells::new();
+    // The target has not built `minimal`: the import builds it from its
+    // recipe, and its content is the source's (the fingerprint check).
     let dst = Cells::with_args(None, &["--id-base", "3000000"]);
-    dst.ok(&["template", "build", "minimal"]);
     src.ok(&["create", "a", "--template", "minimal", "--disk", "512M"]);
     src.ok(&["phone", "number", "a", "+15550077"]);
     src.ok(&["start", "a"]);
@@ -36,6 +37,7 @@ fn export_and_import_between_two_cellsd() {
 
     let out = dst.ok(&["import", file.to_str().unwrap()]);
     assert_eq!(out.trim(), "a");
+    assert!(dst.ok(&["template", "list"]).contains("minimal"));
     dst.ok(&["start", "a"]);
     assert_eq!(sum(&dst, "a"), before, "byte-identical");
     // Owners and modes as they were, inside the VP (its ids moved to this
@@ -239,4 +241,41 @@ fn incremental_export_updates_the_copy() {
     assert!(e.contains("changed here since it was imported"), "{e}");
     dst.ok(&["start", "a"]);
     assert_eq!(dst.sh_ok("a", "cat /etc/mark").trim(), "v2");
+}
+
+/// A target whose `minimal` differs from the VP's (one file more): the
+/// import says so and changes nothing; with --any-build it goes in, with a
+/// warning.
+#[test]
+fn a_different_template_build_is_refused_unless_accepted() {
+    let src = Cells::new();
+    let recipes = cells_tests::copy_recipes(&src.root.join("other-recipes"));
+    std::fs::write(
+        recipes.join("minimal/files/system/etc/extra"),
+        "not the same\n",
+    )
+    .unwrap();
+    let dst = Cells::with_args(Some(recipes), &["--id-base", "3800000"]);
+    dst.ok(&["template", "build", "minimal"]);
+    src.ok(&["create", "a", "--template", "minimal", "--disk", "128M"]);
+    let file = src.root.join("a.cellsvp");
+    src.ok(&["export", "a", "-o", file.to_str().unwrap()]);
+    let e = dst.fails(&["import", file.to_str().unwrap()]);
+    assert!(
+        e.contains("--any-build") && e.contains("not the build"),
+        "{e}"
+    );
+    assert!(!dst.state.join("vps/a").exists(), "nothing created");
+    let o = dst
+        .ctl_cmd()
+        .args(["import", file.to_str().unwrap(), "--any-build"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: template 'minimal' here differs"));
+    dst.ok(&["start", "a"]);
+    assert_eq!(
+        dst.sh_ok("a", "cat /system/etc/extra").trim(),
+        "not the same"
+    );
 }

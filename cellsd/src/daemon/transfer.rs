@@ -188,10 +188,22 @@ impl Manager {
                 "the archive's definition and its template reference disagree".into(),
             ));
         }
+        // Not built here but its recipe is: built now (a build of the same
+        // recipe and programs has the same content, so the check below
+        // passes where the hosts agree).
+        if crate::template::current_build(&self.cfg.layout, &t.name).is_none()
+            && crate::template::recipe_path(&self.cfg.sources, &t.name).is_file()
+        {
+            tracing::info!(
+                template = t.name.as_str(),
+                "building the imported VP's template"
+            );
+            self.template_build(&t.name).await?;
+        }
         let build = crate::template::current_build(&self.cfg.layout, &t.name).ok_or_else(|| {
             Error::TemplateNotBuilt(format!(
-                "template '{}' is not built here: build it (`cellctl template build {}`) or import it, then import the VP again",
-                t.name, t.name
+                "template '{}' is not built here and has no recipe here: import it (`cellctl template import`) or build it, then import the VP again",
+                t.name
             ))
         })?;
         let (layout, tn) = (self.cfg.layout.clone(), t.name.clone());
