@@ -287,7 +287,7 @@ struct Dialog {
 enum TxKind {
     Register(String),
     Invite(String),
-    Other { call_id: String, what: String },
+    Other { what: String },
 }
 
 struct ClientTx {
@@ -569,11 +569,9 @@ impl Agent {
                     .with("User-Agent", "cellsd");
                 let mut m = m;
                 m.body = text;
-                let call_id = m.call_id().to_string();
                 self.start_tx(
                     m,
                     TxKind::Other {
-                        call_id,
                         what: format!("the message from {from} to {to}"),
                     },
                     &from,
@@ -761,7 +759,6 @@ impl Agent {
                 self.start_tx(
                     m,
                     TxKind::Other {
-                        call_id: call_id.to_string(),
                         what: "the hang-up".into(),
                     },
                     &user,
@@ -1006,7 +1003,7 @@ impl Agent {
                         return;
                     }
                     Err(e) => {
-                        self.fail(&tx, 0, &e);
+                        self.fail(&tx, &e);
                         return;
                     }
                 }
@@ -1015,7 +1012,7 @@ impl Agent {
                 "{code} {reason}: the server wants a password for {}: give it in --sip-secrets",
                 tx.user
             );
-            self.fail(&tx, code, &why);
+            self.fail(&tx, &why);
             return;
         }
         match &tx.kind {
@@ -1088,7 +1085,7 @@ impl Agent {
                     }
                 }
             }
-            TxKind::Other { what, .. } => {
+            TxKind::Other { what } => {
                 if code >= 300 {
                     if let Some(b) = self.board() {
                         b.sip_note(format!("{what}: the server said {code} {reason}"));
@@ -1121,8 +1118,8 @@ impl Agent {
         self.send(&ack);
     }
 
-    /// A transaction ended without success (`code` 0: no answer).
-    fn fail(&mut self, tx: &ClientTx, code: u16, why: &str) {
+    /// A transaction ended without success.
+    fn fail(&mut self, tx: &ClientTx, why: &str) {
         match &tx.kind {
             TxKind::Register(n) => {
                 if let Some(r) = self.regs.get_mut(n) {
@@ -1138,14 +1135,12 @@ impl Agent {
                     b.sip_ended(id, false, why);
                 }
             }
-            TxKind::Other { what, call_id } => {
-                let _ = call_id;
+            TxKind::Other { what } => {
                 if let Some(b) = self.board() {
                     b.sip_note(format!("{what}: {why}"));
                 }
             }
         }
-        let _ = code;
     }
 
     /// Every registration and open transaction fails now (the server is
@@ -1154,7 +1149,7 @@ impl Agent {
         let why = self.error.clone().unwrap_or_default();
         let txs: Vec<ClientTx> = std::mem::take(&mut self.txs).into_values().collect();
         for tx in txs {
-            self.fail(&tx, 0, &why);
+            self.fail(&tx, &why);
         }
         for r in self.regs.values_mut() {
             r.registered = false;
@@ -1188,7 +1183,7 @@ impl Agent {
                     self.cfg.server,
                     GIVE_UP.as_secs()
                 );
-                self.fail(&tx, 0, &why);
+                self.fail(&tx, &why);
             }
         }
         // Our 200 OK until the ACK.
