@@ -816,7 +816,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                         println!(
                             "{}  {}  {}  {}  {}",
                             s["name"].as_str().unwrap_or("-"),
-                            s["created"],
+                            utc(s["created"].as_u64().unwrap_or(0)),
                             s["bytes"],
                             if s["running"] == true { "yes" } else { "no" },
                             s["took_ms"]
@@ -1419,6 +1419,28 @@ async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure
 }
 
 /// Run a template build or import, showing its progress signals as a bar.
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; the civil-from-days
+/// algorithm of Howard Hinnant).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// A progress bar on stderr.
 fn new_bar(template: &str, prefix: String) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
@@ -1768,5 +1790,17 @@ async fn audio(p: &Manager1Proxy<'_>, cmd: Option<AudioCmd>, json: bool) -> Resu
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn unix_seconds_as_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_796_647_615), "2026-12-07T12:46:55Z");
     }
 }
