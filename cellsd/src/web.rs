@@ -19,6 +19,9 @@
 //!   viewer that reads slowly gets fewer (each send waits for the last). WebRTC/H.264 would pay off for video-like content on a slow
 //!   link; phone UIs change in small regions, where lossless tiles are
 //!   smaller and exact.
+//! - **Views**: `{"t":"view","vp":NAME}` shows a VP's own framebuffer
+//!   (a background VP's too) instead of the panel, `"vp":""` the panel
+//!   again. Input always goes to the foreground.
 //! - **Input and control**: JSON text messages: `{"t":"touch","a":
 //!   "down|move|up","x","y"}` (panel pixels), `{"t":"key","k":NAME,"a":
 //!   "press|down|up"}`, `{"t":"text","s":TEXT}`, `{"t":"switch"|"start"|
@@ -487,6 +490,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     // The device's output, while the viewer listens: a thread moves the
     // mixer's periods (a std channel) onto this task's channel.
     let (snd_tx, mut snd_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    // What the viewer watches: the panel (None) or a VP's own framebuffer.
+    let mut view: Option<String> = None;
     let mut listening: Option<Arc<std::sync::atomic::AtomicBool>> = None;
     let mut next = Instant::now();
     let mut sent = Instant::now() - FRAME_EVERY;
@@ -536,6 +541,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                             }
                         }
                     }
+                    Some(Ok(Message::Text(t))) if t.as_str().contains("\"view\"") => {
+                        let v = serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap_or_default();
+                        view = v["vp"].as_str().filter(|n| !n.is_empty()).map(str::to_string);
+                        // The whole frame of what is watched now.
+                        last = None;
+                    }
                     Some(Ok(Message::Text(t))) => {
                         if let Err(e) = command(&mgr, t.as_str()).await {
                             let msg = serde_json::json!({"t": "error", "msg": e}).to_string();
@@ -570,7 +581,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     continue;
                 }
                 let taken = Instant::now();
-                let Some(cur) = mgr.panel_pixels() else { continue };
+                let cur = match &view {
+                    None => mgr.panel_pixels(),
+                    Some(vp) => mgr.vp_pixels(vp),
+                };
+                let Some(cur) = cur else { continue };
                 let tiles = row_spans(&changed_tiles(last.as_deref(), &cur, &g));
                 if tiles.is_empty() {
                     continue;

@@ -92,6 +92,21 @@ fn the_console_shows_switches_and_drives_the_foreground() {
     assert_eq!(r["ok"], true, "the page shows green's colour: {r}");
     assert_eq!(c.ok(&["foreground"]).trim(), "green");
 
+    // Watching red's own framebuffer (red is behind): the page shows red
+    // while the panel stays green; then the panel again.
+    let r = b.ask(serde_json::json!({"op": "button", "vp": "red", "action": "view"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let r = b.ask(serde_json::json!({"op": "pixel", "x": 5, "y": 600, "rgb": [255, 0, 0]}));
+    assert_eq!(r["ok"], true, "the page shows red's own frame: {r}");
+    assert_eq!(
+        cells_tests::pixel(&c.shot(None), 5, 600),
+        mux_fb::geometry::Rgb(0x00ff00)
+    );
+    let r = b.ask(serde_json::json!({"op": "button", "vp": "red", "action": "view"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let r = b.ask(serde_json::json!({"op": "pixel", "x": 5, "y": 600, "rgb": [0, 255, 0]}));
+    assert_eq!(r["ok"], true, "the panel again: {r}");
+
     // Keys typed in the page reach green.
     let r = b.ask(serde_json::json!({"op": "type", "text": "hi"}));
     assert_eq!(r["ok"], true);

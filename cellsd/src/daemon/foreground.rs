@@ -355,6 +355,11 @@ impl Manager {
         self.display.capture(Target::Panel)
     }
 
+    /// A running VP's own framebuffer now (None: no such VP or framebuffer).
+    pub fn vp_pixels(&self, vp: &str) -> Option<Vec<u8>> {
+        self.display.capture(Target::Vp(vp.to_string()))
+    }
+
     /// A swipe from `a` to `b` over `ms` milliseconds (moves every ~8 ms).
     pub async fn input_swipe(&self, a: Point, b: Point, ms: u32) -> Result<(), Error> {
         self.check_point(a)?;
