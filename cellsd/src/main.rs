@@ -380,14 +380,29 @@ fn run(args: Args) -> anyhow::Result<()> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("open {}", lock_path.display()))?;
+    // The lock of a cellsd that was just killed can outlive it by a moment:
+    // a child it was spawning holds a copy of the fd until its exec closes
+    // it. While the recorded cellsd is gone, wait up to 2 s for it.
+    let mut waited = 0;
     // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let pid = std::fs::read_to_string(layout.pid_file()).unwrap_or_default();
-        bail!(
-            "another cellsd (pid {}) already serves {}: stop it first, or give this one another --run-dir",
-            pid.trim(),
-            run_dir.display()
-        );
+        let alive = pid
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|p| *p > 0)
+            // SAFETY: signal 0 only checks that the process exists.
+            .is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
+        if alive || waited >= 40 {
+            bail!(
+                "another cellsd (pid {}) already serves {}: stop it first, or give this one another --run-dir",
+                pid.trim(),
+                run_dir.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
     }
 
     let panel = match &args.panel {

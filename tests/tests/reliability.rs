@@ -352,3 +352,35 @@ fn ksm_marks_vp_processes_mergeable() {
     assert!(merge_any(&c, "merged"));
     assert!(!merge_any(&plain, "plain"));
 }
+
+/// One cellsd per run dir: a second one is refused at once while the first
+/// runs (naming it); a cellsd started right after the first was killed
+/// comes up (it waits for the lock a dying process may still hold).
+#[test]
+fn one_cellsd_per_run_dir_and_a_restart_after_a_kill() {
+    let mut c = cells_tests::Cells::bare(None);
+    let pid = c.daemon_pid().unwrap();
+    let t = std::time::Instant::now();
+    let o = std::process::Command::new(c.bin.join("cellsd"))
+        .arg("--state-dir")
+        .arg(&c.state)
+        .arg("--run-dir")
+        .arg(&c.run)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(&format!("another cellsd (pid {pid}) already serves")),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "refused at once"
+    );
+    for _ in 0..5 {
+        c.end_daemon(libc::SIGKILL);
+        c.start_daemon();
+        assert_eq!(c.ctl(&["list"]).code, 0);
+    }
+}
