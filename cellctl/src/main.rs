@@ -1419,20 +1419,10 @@ async fn template_build(p: &Manager1Proxy<'_>, name: &str) -> Result<u8, Failure
 }
 
 /// Run a template build or import, showing its progress signals as a bar.
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; the civil-from-days
-/// algorithm of Howard Hinnant).
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
 fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
+    let (y, m, d) = cells_log::format::civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,

@@ -42,6 +42,21 @@ impl Format {
     }
 }
 
+/// The civil date (year, month 1-12, day 1-31) of a count of days since
+/// 1970-01-01 (Howard Hinnant's civil_from_days). Shared by what prints
+/// UTC dates without a time library (cellctl, the toolbox, NMEA).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m as u32, d as u32)
+}
+
 /// `MM-DD HH:MM:SS.mmm` in local time (UTC where the system has no zone).
 pub fn time_text(sec: u32, nsec: u32) -> String {
     let t = sec as libc::time_t;
@@ -103,6 +118,13 @@ pub fn format(e: &Entry, fmt: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
     use crate::{Entry, INFO, LOG_ID_MAIN};
 
     #[test]

@@ -243,16 +243,7 @@ pub fn nmea(loc: [f64; 3], t: u64) -> String {
         secs % 3600 / 60,
         secs % 60
     );
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = cells_log::format::civil_from_days(days as i64);
     let (lat, lon) = (nmea_coord(loc[0], true), nmea_coord(loc[1], false));
     nmea_sentence(&format!(
         "GPGGA,{hms},{lat},{lon},1,08,0.9,{:.1},M,0.0,M,,",

@@ -565,18 +565,8 @@ pub fn now_secs() -> u64 {
 
 /// "YYYY-MM-DD HH:MM:SS" (UTC) of a Unix time.
 pub fn date_time(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
+    let (y, m, d) = cells_log::format::civil_from_days((secs / 86400) as i64);
     let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         rem / 3600,
