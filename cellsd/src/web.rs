@@ -452,8 +452,7 @@ fn status_json(mgr: &Manager) -> String {
     .to_string()
 }
 
-async fn command(mgr: &Arc<Manager>, text: &str) -> Result<(), String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+async fn command(mgr: &Arc<Manager>, v: &serde_json::Value) -> Result<(), String> {
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     let p = || Point {
         x: v["x"].as_i64().unwrap_or(-1) as i32,
@@ -475,6 +474,40 @@ async fn command(mgr: &Arc<Manager>, text: &str) -> Result<(), String> {
     r.map_err(|e| e.to_string())
 }
 
+/// Move the mixer's periods (a std channel, read on a thread of its own)
+/// onto the session's channel, 40 ms a message, until the returned flag is
+/// set or the session is gone. A viewer that is behind loses sound, not
+/// delay.
+fn forward_sound(
+    rx: std::sync::mpsc::Receiver<Vec<i16>>,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let _ = std::thread::Builder::new()
+        .name("web-sound".into())
+        .spawn(move || {
+            let mut batch = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(p) => batch.push(p),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(_) => return,
+                }
+                if batch.len() >= 4 {
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                        tx.try_send(sound_message(&batch))
+                    {
+                        return;
+                    }
+                    batch.clear();
+                }
+            }
+        });
+    stop
+}
+
 async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     mgr: Arc<Manager>,
@@ -487,8 +520,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
     let mut last: Option<Vec<u8>> = None;
     let mut last_status = String::new();
-    // The device's output, while the viewer listens: a thread moves the
-    // mixer's periods (a std channel) onto this task's channel.
+    // The device's output, while the viewer listens ([`forward_sound`]).
     let (snd_tx, mut snd_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     // What the viewer watches: the panel (None) or a VP's own framebuffer.
     let mut view: Option<String> = None;
@@ -499,56 +531,32 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tokio::select! {
             m = rx.next() => {
                 match m {
-                    Some(Ok(Message::Text(t))) if t.as_str().contains("\"audio\"") => {
-                        let on = serde_json::from_str::<serde_json::Value>(t.as_str())
-                            .map(|v| v["on"] == true)
-                            .unwrap_or(false);
-                        if let Some(stop) = listening.take() {
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        if on {
-                            match mgr.audio_listen() {
-                                Some(rx) => {
-                                    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                                    listening = Some(Arc::clone(&stop));
-                                    let tx = snd_tx.clone();
-                                    let _ = std::thread::Builder::new().name("web-sound".into()).spawn(move || {
-                                        let mut batch = Vec::new();
-                                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                            match rx.recv_timeout(Duration::from_millis(200)) {
-                                                Ok(p) => batch.push(p),
-                                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                                                Err(_) => return,
-                                            }
-                                            if batch.len() >= 4 {
-                                                // A viewer that is behind loses sound, not delay.
-                                                if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
-                                                    tx.try_send(sound_message(&batch))
-                                                {
-                                                    return;
-                                                }
-                                                batch.clear();
-                                            }
-                                        }
-                                    });
+                    Some(Ok(Message::Text(t))) => {
+                        // One parse, then the type decides.
+                        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                        let error = match v["t"].as_str().unwrap_or("") {
+                            "audio" => {
+                                if let Some(stop) = listening.take() {
+                                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
                                 }
-                                None => {
-                                    let msg = serde_json::json!({"t": "error", "msg": "this device has no audio"}).to_string();
-                                    if tx.send(Message::text(msg)).await.is_err() {
-                                        return;
+                                match (v["on"] == true, mgr.audio_listen()) {
+                                    (false, _) => None,
+                                    (true, Some(rx)) => {
+                                        listening = Some(forward_sound(rx, snd_tx.clone()));
+                                        None
                                     }
+                                    (true, None) => Some("this device has no audio".to_string()),
                                 }
                             }
-                        }
-                    }
-                    Some(Ok(Message::Text(t))) if t.as_str().contains("\"view\"") => {
-                        let v = serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap_or_default();
-                        view = v["vp"].as_str().filter(|n| !n.is_empty()).map(str::to_string);
-                        // The whole frame of what is watched now.
-                        last = None;
-                    }
-                    Some(Ok(Message::Text(t))) => {
-                        if let Err(e) = command(&mgr, t.as_str()).await {
+                            "view" => {
+                                view = v["vp"].as_str().filter(|n| !n.is_empty()).map(str::to_string);
+                                // The whole frame of what is watched now.
+                                last = None;
+                                None
+                            }
+                            _ => command(&mgr, &v).await.err(),
+                        };
+                        if let Some(e) = error {
                             let msg = serde_json::json!({"t": "error", "msg": e}).to_string();
                             if tx.send(Message::text(msg)).await.is_err() {
                                 return;

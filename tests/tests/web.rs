@@ -43,7 +43,8 @@ fn the_console_shows_switches_and_drives_the_foreground() {
     }
     let c = Cells::with_args(None, &["--web", "127.0.0.1:0"]);
     c.ok(&["template", "build", "minimal"]);
-    for (vp, color) in [("red", "ff0000"), ("green", "00ff00")] {
+    // A VP named like a message type ("view") is an ordinary VP.
+    for (vp, color) in [("red", "ff0000"), ("green", "00ff00"), ("view", "0000ff")] {
         c.ok(&["create", vp, "--template", "minimal", "--color", color]);
         c.ok(&["start", vp]);
     }
@@ -106,6 +107,20 @@ fn the_console_shows_switches_and_drives_the_foreground() {
     assert_eq!(r["ok"], true, "{r}");
     let r = b.ask(serde_json::json!({"op": "pixel", "x": 5, "y": 600, "rgb": [0, 255, 0]}));
     assert_eq!(r["ok"], true, "the panel again: {r}");
+
+    // The switcher with a VP named "view": it comes in front; green again.
+    let r = b.ask(serde_json::json!({"op": "button", "vp": "view", "action": "switch"}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(Cells::wait_until(Duration::from_secs(5), || c
+        .ok(&["foreground"])
+        .trim()
+        == "view"));
+    let r = b.ask(serde_json::json!({"op": "button", "vp": "green", "action": "switch"}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(Cells::wait_until(Duration::from_secs(5), || c
+        .ok(&["foreground"])
+        .trim()
+        == "green"));
 
     // Keys typed in the page reach green.
     let r = b.ask(serde_json::json!({"op": "type", "text": "hi"}));

@@ -54,8 +54,20 @@ try {
         await page.mouse.click(box.x + (c.x + 0.5) * box.width / w, box.y + (c.y + 0.5) * box.height / h);
         say({ ok: true });
       } else if (c.op === "button") {
-        await page.click(`button[data-vp="${c.vp}"][data-action="${c.action}"]`);
-        say({ ok: true });
+        // The list is drawn anew on each status change: a button found just
+        // before may be gone by the click; find it again.
+        let err = null;
+        for (let i = 0; i < 10; i++) {
+          try {
+            await page.click(`button[data-vp="${c.vp}"][data-action="${c.action}"]`);
+            err = null;
+            break;
+          } catch (e) {
+            err = e;
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
+        say(err ? { ok: false, error: String(err) } : { ok: true });
       } else if (c.op === "type") {
         await page.focus("#panel");
         await page.keyboard.type(c.text, { delay: 20 });
