@@ -1450,33 +1450,42 @@ async fn transfer_progress(
     verb: &str,
     call: impl std::future::Future<Output = zbus::Result<String>>,
 ) -> Result<String, Failure> {
-    let mut progress = p.receive_vp_transfer_progress().await?;
+    let progress = p.receive_vp_transfer_progress().await?;
     let bar = new_bar(
         "{prefix} [{bar:40}] {bytes}/{total_bytes} {wide_msg}",
         format!("{verb} {vp}"),
     );
-    tokio::pin!(call);
-    let result = loop {
-        tokio::select! {
-            r = &mut call => break r,
-            Some(sig) = progress.next() => {
-                if let Ok(a) = sig.args() {
-                    if a.step == verb {
-                        bar.set_length(a.total);
-                        bar.set_position(a.done);
-                    }
-                }
+    let r = drive(&bar, progress, call, |bar, sig| {
+        if let Ok(a) = sig.args() {
+            if a.step == verb {
+                bar.set_length(a.total);
+                bar.set_position(a.done);
             }
         }
-    };
-    match result {
-        Ok(r) => {
-            bar.finish_and_clear();
-            Ok(r)
-        }
-        Err(e) => {
-            bar.abandon();
-            Err(e.into())
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok(r)
+}
+
+/// Run `call` while `progress`' signals move `bar`; the bar is left as it
+/// was when the call fails.
+async fn drive<T, S: futures_util::Stream + Unpin>(
+    bar: &indicatif::ProgressBar,
+    mut progress: S,
+    call: impl std::future::Future<Output = zbus::Result<T>>,
+    mut update: impl FnMut(&indicatif::ProgressBar, S::Item),
+) -> Result<T, Failure> {
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            r = &mut call => {
+                return r.map_err(|e| {
+                    bar.abandon();
+                    e.into()
+                });
+            }
+            Some(sig) = progress.next() => update(bar, sig),
         }
     }
 }
@@ -1592,37 +1601,24 @@ async fn template_progress(
     verb: &str,
     call: impl std::future::Future<Output = zbus::Result<String>>,
 ) -> Result<u8, Failure> {
-    let mut progress = p.receive_template_build_progress().await?;
+    let progress = p.receive_template_build_progress().await?;
     let bar = new_bar(
         "{prefix} [{bar:40}] {pos}/{len} {wide_msg}",
         format!("{verb} {name}"),
     );
-    tokio::pin!(call);
-    let result = loop {
-        tokio::select! {
-            r = &mut call => break r,
-            Some(sig) = progress.next() => {
-                if let Ok(a) = sig.args() {
-                    if a.template == name {
-                        bar.set_length(a.total);
-                        bar.set_position(a.done);
-                        bar.set_message(a.step.clone());
-                    }
-                }
+    let id = drive(&bar, progress, call, |bar, sig| {
+        if let Ok(a) = sig.args() {
+            if a.template == name {
+                bar.set_length(a.total);
+                bar.set_position(a.done);
+                bar.set_message(a.step.clone());
             }
         }
-    };
-    match result {
-        Ok(id) => {
-            bar.finish_with_message("done");
-            println!("template {name}: build {id} is current");
-            Ok(0)
-        }
-        Err(e) => {
-            bar.abandon();
-            Err(e.into())
-        }
-    }
+    })
+    .await?;
+    bar.finish_with_message("done");
+    println!("template {name}: build {id} is current");
+    Ok(0)
 }
 
 async fn exec(p: &Manager1Proxy<'_>, a: ExecArgs) -> Result<u8, Failure> {
