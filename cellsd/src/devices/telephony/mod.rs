@@ -380,19 +380,11 @@ impl State {
                     if self.calls.iter().any(|x| x.from_vp == o || x.to_vp == o) {
                         return None; // busy: the modem keeps ringing
                     }
-                    self.next_id += 1;
-                    self.calls.push(Call {
-                        id: self.next_id,
-                        via: Via::Cellular,
-                        sip_id: String::new(),
-                        from_vp: String::new(),
-                        from: from.clone(),
-                        to_vp: o.clone(),
-                        to,
-                        state: CallState::Ringing,
-                        started: now,
-                        rung: now,
-                    });
+                    self.new_call(
+                        Via::Cellular,
+                        String::new(),
+                        [(String::new(), from.clone()), (o.clone(), to)],
+                    );
                 }
             }
             self.send(&o, &Event::Ring { from: from.clone() });
@@ -490,6 +482,25 @@ impl State {
             }
         }
         rung
+    }
+
+    /// A new call, ringing from now on.
+    fn new_call(&mut self, via: Via, sip_id: String, ends: [(String, String); 2]) {
+        let [(from_vp, from), (to_vp, to)] = ends;
+        self.next_id += 1;
+        let now = Instant::now();
+        self.calls.push(Call {
+            id: self.next_id,
+            via,
+            sip_id,
+            from_vp,
+            from,
+            to_vp,
+            to,
+            state: CallState::Ringing,
+            started: now,
+            rung: now,
+        });
     }
 
     fn sip_send(&self, c: voip::Cmd) {
@@ -600,20 +611,11 @@ impl State {
                     if self.on_cellular(vp) {
                         let from = self.line(vp).number;
                         self.modem_send(&format!("ATD{n};\r"));
-                        self.next_id += 1;
-                        let now = Instant::now();
-                        self.calls.push(Call {
-                            id: self.next_id,
-                            via: Via::Cellular,
-                            sip_id: String::new(),
-                            from_vp: vp.to_string(),
-                            from,
-                            to_vp: String::new(),
-                            to: n,
-                            state: CallState::Ringing,
-                            started: now,
-                            rung: now,
-                        });
+                        self.new_call(
+                            Via::Cellular,
+                            String::new(),
+                            [(vp.to_string(), from), (String::new(), n)],
+                        );
                         return Ok(None);
                     }
                     if self.sip.is_some() && self.vp_of(&n).is_none() {
@@ -623,20 +625,11 @@ impl State {
                             from: mine.clone(),
                             to: n.clone(),
                         });
-                        self.next_id += 1;
-                        let now = Instant::now();
-                        self.calls.push(Call {
-                            id: self.next_id,
-                            via: Via::Sip,
-                            sip_id: call_id,
-                            from_vp: vp.to_string(),
-                            from: mine,
-                            to_vp: String::new(),
-                            to: n,
-                            state: CallState::Ringing,
-                            started: now,
-                            rung: now,
-                        });
+                        self.new_call(
+                            Via::Sip,
+                            call_id,
+                            [(vp.to_string(), mine), (String::new(), n)],
+                        );
                         return Ok(None);
                     }
                     self.send(vp, &Event::Ended { busy: false });
@@ -655,20 +648,11 @@ impl State {
                     self.send(vp, &Event::Ended { busy: true });
                     return Err(format!("{vp} dialled {n}: busy"));
                 }
-                self.next_id += 1;
-                let now = Instant::now();
-                self.calls.push(Call {
-                    id: self.next_id,
-                    via: Via::Cells,
-                    sip_id: String::new(),
-                    from_vp: vp.to_string(),
-                    from: mine.clone(),
-                    to_vp: to.clone(),
-                    to: n,
-                    state: CallState::Ringing,
-                    started: now,
-                    rung: now,
-                });
+                self.new_call(
+                    Via::Cells,
+                    String::new(),
+                    [(vp.to_string(), mine.clone()), (to.clone(), n)],
+                );
                 self.send(&to, &Event::Ring { from: mine.clone() });
                 Ok(Some((to, mine)))
             }
@@ -1080,21 +1064,14 @@ impl voip::Board for Switchboard {
             if st.calls.iter().any(|c| c.from_vp == vp || c.to_vp == vp) {
                 return Err((486, "Busy Here".into()));
             }
-            st.next_id += 1;
-            let now = Instant::now();
-            let id = st.next_id;
-            st.calls.push(Call {
-                id,
-                via: Via::Sip,
-                sip_id: call_id.to_string(),
-                from_vp: String::new(),
-                from: from.to_string(),
-                to_vp: vp.clone(),
-                to: to.to_string(),
-                state: CallState::Ringing,
-                started: now,
-                rung: now,
-            });
+            st.new_call(
+                Via::Sip,
+                call_id.to_string(),
+                [
+                    (String::new(), from.to_string()),
+                    (vp.clone(), to.to_string()),
+                ],
+            );
             st.send(
                 &vp,
                 &Event::Ring {
