@@ -162,33 +162,9 @@ pub fn bench(n: usize) -> i32 {
         "nohup sh -c 'arecord -q -B 40000 -t raw -f S16_LE -r 48000 -c 2 | aplay -q -B 40000 -t raw -f S16_LE -r 48000 -c 2' > /dev/null 2>&1 &",
     );
     std::thread::sleep(Duration::from_millis(500));
-    let burst: Vec<i16> = (0..4800)
-        .flat_map(|i| {
-            let v =
-                (12000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / RATE).sin()) as i16;
-            [v, v]
-        })
-        .collect();
-    let burst = cellsd::api::audio::to_bytes(&burst);
     let trips = rt.block_on(async {
         let (_conn, p) = proxy(&c).await;
-        let mut trips = Vec::new();
-        for _ in 0..m {
-            let t_rec = Instant::now();
-            let rec = p.audio_record(1500);
-            let feed = async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let t = Instant::now();
-                p.audio_mic(&burst).await.expect("mic");
-                t
-            };
-            let (pcm, t_feed) = tokio::join!(rec, feed);
-            if let Some(k) = first_window(&pcm.expect("record"), 1000.0, 880.0) {
-                let at = t_rec + Duration::from_millis(10 * k as u64);
-                trips.push(at.saturating_duration_since(t_feed).as_secs_f64() * 1000.0);
-            }
-        }
-        trips
+        mic_round_trips(&p, m).await
     });
     let rt_s = summarize(&trips);
     println!("audio round trip in ms, {m} runs ({} measured): microphone -> VP (arecord -B 40000 | aplay -B 40000) -> output", rt_s.n);
@@ -213,4 +189,36 @@ pub fn bench(n: usize) -> i32 {
     });
     println!("{json}");
     0
+}
+
+/// `runs` times: a 100 ms 1 kHz burst into the device's microphone while
+/// the output is recorded; the time from the feed to the first 10 ms
+/// window where the burst is in the output (whatever loops it back: a VP,
+/// a call's far end).
+pub(crate) async fn mic_round_trips(p: &cellsd::api::Manager1Proxy<'_>, runs: usize) -> Vec<f64> {
+    let burst: Vec<i16> = (0..4800)
+        .flat_map(|i| {
+            let v =
+                (12000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / RATE).sin()) as i16;
+            [v, v]
+        })
+        .collect();
+    let burst = cellsd::api::audio::to_bytes(&burst);
+    let mut trips = Vec::new();
+    for _ in 0..runs {
+        let t_rec = Instant::now();
+        let rec = p.audio_record(1500);
+        let feed = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t = Instant::now();
+            p.audio_mic(&burst).await.expect("mic");
+            t
+        };
+        let (pcm, t_feed) = tokio::join!(rec, feed);
+        if let Some(k) = first_window(&pcm.expect("record"), 1000.0, 880.0) {
+            let at = t_rec + Duration::from_millis(10 * k as u64);
+            trips.push(at.saturating_duration_since(t_feed).as_secs_f64() * 1000.0);
+        }
+    }
+    trips
 }

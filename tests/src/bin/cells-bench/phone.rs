@@ -167,31 +167,7 @@ fn sip(n: usize) -> Option<(Vec<f64>, Vec<f64>)> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let burst: Vec<i16> = (0..4800)
-            .flat_map(|i| {
-                let v = (12000.0
-                    * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 48_000.0).sin())
-                    as i16;
-                [v, v]
-            })
-            .collect();
-        let burst = cellsd::api::audio::to_bytes(&burst);
-        let mut trips = Vec::new();
-        for _ in 0..n.min(20) {
-            let t_rec = Instant::now();
-            let rec = p.audio_record(1500);
-            let feed = async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let t = Instant::now();
-                p.audio_mic(&burst).await.expect("mic");
-                t
-            };
-            let (pcm, t_feed) = tokio::join!(rec, feed);
-            if let Some(k) = crate::audio::first_window(&pcm.expect("record"), 1000.0, 880.0) {
-                let at = t_rec + Duration::from_millis(10 * k as u64);
-                trips.push(at.saturating_duration_since(t_feed).as_secs_f64() * 1000.0);
-            }
-        }
+        let trips = crate::audio::mic_round_trips(&p, n.min(20)).await;
         let a: serde_json::Value =
             serde_json::from_str(&p.audio().await.expect("audio")).unwrap_or_default();
         println!(
