@@ -21,8 +21,12 @@ fn write_marks(c: &Cells, vp: &str, v: &str) {
 }
 
 fn round(c: &Cells, vp: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let shadow = std::fs::metadata("/etc/shadow").unwrap();
     c.ok(&["start", vp]);
     write_marks(c, vp, "one");
+    // A link to a host path, from VP root: copied as a link, never followed.
+    c.sh_ok(vp, "ln -s /etc/shadow /data/to-shadow && sync");
     // Taken while it runs: the VP is paused for the copy, then goes on.
     let out = c.ok(&["snapshot", vp, "s1"]);
     assert!(out.contains("paused meanwhile"), "{out}");
@@ -53,6 +57,16 @@ fn round(c: &Cells, vp: &str) {
     // Owners inside the VP are kept.
     let owner = c.sh_ok(vp, "stat -c %u:%g /data/mark");
     assert_eq!(owner.trim(), "1000:1000");
+    // The link came back as a link; the host file it names is untouched.
+    assert_eq!(
+        c.sh_ok(vp, "readlink /data/to-shadow").trim(),
+        "/etc/shadow"
+    );
+    let after = std::fs::metadata("/etc/shadow").unwrap();
+    assert_eq!(
+        (after.uid(), after.gid(), after.mode()),
+        (shadow.uid(), shadow.gid(), shadow.mode())
+    );
     c.ok(&["stop", vp]);
 
     // Reset: back to the template; the snapshots stay.

@@ -21,9 +21,11 @@ fn export_and_import_between_two_cellsd() {
     src.sh_ok(
         "a",
         "dd if=/dev/urandom of=/data/blob bs=1M count=24 2>/dev/null && chown 1000:1001 /data/blob \
-         && echo moved > /etc/mark && chmod 4755 /etc/mark && sync",
+         && echo moved > /etc/mark && chmod 4755 /etc/mark \
+         && ln -s /etc/shadow /data/to-shadow && ln -s / /data/to-root && sync",
     );
     let before = sum(&src, "a");
+    let shadow = std::fs::metadata("/etc/shadow").unwrap();
     let e = src.fails(&["export", "a", "-o", "/dev/null"]);
     assert!(e.contains("stop it first"), "{e}");
     src.ok(&["stop", "a"]);
@@ -69,6 +71,22 @@ fn export_and_import_between_two_cellsd() {
         blob.uid(),
         host_uid + 1000,
         "the file's owner moved with the range"
+    );
+    // The image's links were moved, never followed: the links themselves
+    // belong to the new range; the host files they name are untouched.
+    let link = std::fs::symlink_metadata(format!("/proc/{init}/root/data/to-shadow")).unwrap();
+    assert!(link.file_type().is_symlink());
+    assert_eq!(link.uid(), host_uid, "the link's own owner moved");
+    let after = std::fs::metadata("/etc/shadow").unwrap();
+    assert_eq!(
+        (after.uid(), after.gid(), after.mode()),
+        (shadow.uid(), shadow.gid(), shadow.mode())
+    );
+    let root = std::fs::metadata("/").unwrap();
+    assert_eq!(
+        (root.uid(), root.gid()),
+        (0, 0),
+        "the host's / is root's still"
     );
     let (s, d) = (src.status("a"), dst.status("a"));
     assert_ne!(s["ip"], d["ip"], "the new host's address");
