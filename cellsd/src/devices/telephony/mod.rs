@@ -511,6 +511,9 @@ impl State {
 
     /// Keep the running VPs' numbers registered with the SIP server.
     fn sip_numbers(&self) {
+        if self.sip.is_none() {
+            return; // no SIP line: nothing to compute on a VP's start
+        }
         let list = self
             .vps
             .keys()
