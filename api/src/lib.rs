@@ -424,6 +424,9 @@ pub trait Manager1 {
     fn snapshot(&self, name: &str, snapshot: &str) -> zbus::Result<String>;
     fn snapshots(&self, name: &str) -> zbus::Result<String>;
     fn snapshot_delete(&self, name: &str, snapshot: &str) -> zbus::Result<()>;
+    /// Returns the checkpoint's manifest (JSON).
+    fn checkpoint(&self, name: &str, leave_running: bool) -> zbus::Result<String>;
+    fn restore(&self, name: &str) -> zbus::Result<String>;
     fn rollback(&self, name: &str, snapshot: &str) -> zbus::Result<()>;
     fn reset(&self, name: &str) -> zbus::Result<()>;
     fn set_network(&self, name: &str, policy: &str) -> zbus::Result<()>;

@@ -206,6 +206,22 @@ enum Command {
         #[arg(value_name = "NAME")]
         name: Option<String>,
     },
+    /// Save a running VP's processes with CRIU (live): the VP ends, its
+    /// processes wait in cellsd's state until `cellctl restore VP`; with
+    /// --leave-running it runs on (a copy of that moment).
+    Checkpoint {
+        #[arg(value_name = "VP")]
+        vp: String,
+        #[arg(long)]
+        leave_running: bool,
+    },
+    /// Bring a checkpointed VP back: its processes continue where they were,
+    /// its devices attached again (screen contents, input, power and its
+    /// wakelocks, network, a new console session).
+    Restore {
+        #[arg(value_name = "VP")]
+        vp: String,
+    },
     /// Write a stopped VP (settings, disk, adb keys, forwards, number, its
     /// template's fingerprint) as an archive: to FILE, or to stdout with -.
     Export {
@@ -802,6 +818,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     println!("{l}");
                 }
             }
+            Ok(0)
+        }
+        Command::Checkpoint { vp, leave_running } => {
+            let t0 = std::time::Instant::now();
+            let m: serde_json::Value =
+                serde_json::from_str(&p.checkpoint(&vp, leave_running).await?).unwrap_or_default();
+            println!(
+                "checkpointed {vp} in {} ms ({} external mounts, {} terminals{}){}",
+                t0.elapsed().as_millis(),
+                m["mounts"].as_array().map(|a| a.len()).unwrap_or(0),
+                m["ttys"].as_array().map(|a| a.len()).unwrap_or(0),
+                if m["framebuffer"] == true { ", the screen" } else { "" },
+                if leave_running { "; it runs on" } else { "; restore it with `cellctl restore`" }
+            );
+            Ok(0)
+        }
+        Command::Restore { vp } => {
+            let t0 = std::time::Instant::now();
+            p.restore(&vp).await?;
+            println!("restored {vp} in {} ms", t0.elapsed().as_millis());
             Ok(0)
         }
         Command::Snapshot { cmd, vp, name } => match (cmd, vp, name) {

@@ -13,6 +13,7 @@ pub use cells_api as api;
 pub mod android_image;
 pub mod cgroup;
 pub mod config;
+pub mod criu;
 pub mod daemon;
 pub mod devices;
 pub mod disk;

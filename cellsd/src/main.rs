@@ -159,6 +159,10 @@ struct Args {
     /// it costs ksmd CPU time). Cells did this at VP start.
     #[arg(long)]
     ksm: bool,
+    /// The CRIU program `cellctl checkpoint` and `cellctl restore` run
+    /// (CRIU 3.17 or later; a path or a name looked up in PATH).
+    #[arg(long, default_value = "criu")]
+    criu: PathBuf,
     /// CPU weight of a background VP, where the foreground VP has 100 (the
     /// cgroup v2 scale; v1's cpu.shares scaled to it): 5, as Android gives
     /// its background apps 52 of 1024 shares, keeps the foreground and cellsd
@@ -472,6 +476,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         ksm: args.ksm,
         background_cpu_weight: args.background_cpu_weight,
         on_call_switch: args.on_call == OnCallArg::Switch,
+        criu: args.criu.clone(),
         default_disk,
         default_memory,
         vps_memory,

@@ -360,6 +360,21 @@ impl ManagerIface {
         Ok(self.mgr.snapshot_delete(name, snapshot).await?)
     }
 
+    /// Save a running VP's processes with CRIU (the VP ends unless
+    /// `leave_running`); returns the checkpoint's manifest (JSON).
+    async fn checkpoint(&self, name: &str, leave_running: bool) -> Result<String, CellsError> {
+        self.check()?;
+        let m = self.mgr.checkpoint(name, leave_running).await?;
+        Ok(serde_json::to_string(&m).unwrap_or_default())
+    }
+
+    /// Bring a checkpointed VP back, its processes where they were.
+    async fn restore(&self, name: &str) -> Result<String, CellsError> {
+        self.check()?;
+        let m = self.mgr.restore(name).await?;
+        Ok(serde_json::to_string(&m).unwrap_or_default())
+    }
+
     /// Put a stopped VP's writable layer and /data back to a snapshot.
     async fn rollback(&self, name: &str, snapshot: &str) -> Result<(), CellsError> {
         self.check()?;

@@ -13,6 +13,7 @@
 //! (addresses, adb, forwards), `reserve`, `options` (Create's options).
 
 mod background;
+mod checkpoint;
 mod error;
 mod exec;
 mod foreground;
@@ -103,6 +104,8 @@ pub struct DaemonConfig {
     pub background_cpu_weight: u16,
     /// A call ringing in a VP makes it the foreground (`cellsd --on-call switch`).
     pub on_call_switch: bool,
+    /// The criu program for `cellctl checkpoint`/`restore` (`cellsd --criu`).
+    pub criu: PathBuf,
 }
 
 /// What happened, for the D-Bus signals.
@@ -935,7 +938,7 @@ impl Manager {
 
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<(), Error> {
         let t0 = std::time::Instant::now();
-        let r = self.start_inner(name).await;
+        let r = self.start_inner(name, None).await;
         tracing::debug!(
             vp = name,
             us = t0.elapsed().as_micros() as u64,
@@ -945,7 +948,11 @@ impl Manager {
         r
     }
 
-    async fn start_inner(self: &Arc<Self>, name: &str) -> Result<(), Error> {
+    async fn start_inner(
+        self: &Arc<Self>,
+        name: &str,
+        restore: Option<crate::monitor::RestoreRequest>,
+    ) -> Result<(), Error> {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
         {
@@ -966,7 +973,7 @@ impl Manager {
                 return Err(e);
             }
         };
-        let started = self.spawn_vp(&config).await;
+        let started = self.spawn_vp(&config, restore).await;
         let mgr = Arc::clone(self);
         tokio::spawn(async move { mgr.refill_spare().await });
         match started {
@@ -997,7 +1004,11 @@ impl Manager {
         }
     }
 
-    async fn spawn_vp(self: &Arc<Self>, config: &VpConfig) -> Result<Running, Error> {
+    async fn spawn_vp(
+        self: &Arc<Self>,
+        config: &VpConfig,
+        restore: Option<crate::monitor::RestoreRequest>,
+    ) -> Result<Running, Error> {
         let name = config.name.as_str();
         if let Some(id) = config.host_root_id() {
             self.check_id_range(name, id)?;
@@ -1067,6 +1078,7 @@ impl Manager {
             properties: self.properties(config),
             adb_keys: Some(layout.vp_adb_dir(name)),
             ksm: self.cfg.ksm,
+            restore,
         };
         let monitor = self.take_monitor().await;
         let line = serde_json::to_string(&req).map_err(|e| Error::Failed(e.to_string()));

@@ -144,7 +144,7 @@ impl Manager {
     }
 
     /// Freeze the VP (if it is not frozen already) and sync its disk.
-    async fn pause_for_copy(
+    pub(super) async fn pause_for_copy(
         &self,
         vp: &str,
         config: &VpConfig,
@@ -207,7 +207,7 @@ impl Manager {
         Ok(freezer)
     }
 
-    fn resume_after_copy(&self, vp: &str, freezer: Option<crate::cgroup::Freezer>) {
+    pub(super) fn resume_after_copy(&self, vp: &str, freezer: Option<crate::cgroup::Freezer>) {
         if let Some(f) = freezer {
             if let Err(e) = f.set(false) {
                 tracing::warn!(vp, "resuming after the snapshot: {e}");

@@ -27,6 +27,7 @@ mod child;
 mod devices;
 mod error;
 mod protocol;
+mod restore;
 mod start;
 mod supervise;
 
@@ -259,7 +260,10 @@ pub fn main(spare_arg: Option<&str>) -> i32 {
     }
     log(&format!("starting VP {}", req.config.name));
     phase("request parsed");
-    let started = ground.and_then(|g| start::start(&req, spare.as_ref(), g));
+    let started = ground.and_then(|g| match &req.restore {
+        Some(r) => restore::restore(&req, r, spare.as_ref(), g),
+        None => start::start(&req, spare.as_ref(), g),
+    });
     match started {
         Ok(vp) => {
             let code = supervise(&req, vp);

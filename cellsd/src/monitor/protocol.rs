@@ -45,6 +45,28 @@ pub struct MonitorRequest {
     /// inherited by everything the init starts).
     #[serde(default)]
     pub ksm: bool,
+    /// Restore the VP's processes from a CRIU checkpoint instead of
+    /// starting its init.
+    #[serde(default)]
+    pub restore: Option<RestoreRequest>,
+}
+
+/// A restore (`cellctl restore`): the monitor builds the VP's devices and
+/// tree as for a start, then runs `criu restore` into them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// The criu program.
+    pub criu: PathBuf,
+    /// CRIU's images.
+    pub images: PathBuf,
+    /// (key, mount point) of the external mounts, from the manifest.
+    pub mounts: Vec<(String, String)>,
+    /// (tty key, path in the VP) of the external terminals.
+    pub ttys: Vec<(String, String)>,
+    /// The framebuffer's saved contents, written into the new one first.
+    pub framebuffer: Option<PathBuf>,
+    /// criu's log.
+    pub log: PathBuf,
 }
 
 /// Where the VP sees its authorized adb keys (adbd reads `adb_keys` there).

@@ -629,11 +629,10 @@ impl Filesystem for EvdevFs {
             return reply.error(Errno::EISDIR);
         };
         let fh = lock(&self.state).open(dev);
-        // Every read reaches us; the file is a stream, not seekable.
-        reply.opened(
-            FileHandle(fh),
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM,
-        );
+        // Every read reaches us (direct I/O); reads ignore the offset. The
+        // file stays seekable (a no-op, as lseek on a FUSE file without
+        // an lseek handler is): CRIU restores every open file's position.
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
     }
 
     fn read(

@@ -1,0 +1,288 @@
+//! `cellctl checkpoint` and `cellctl restore`: a running VP's processes saved
+//! with CRIU (`crate::criu`) into `<state>/vps/NAME/checkpoint`, and brought
+//! back by a monitor that rebuilds the VP's devices and tree around them.
+//!
+//! The checkpoint lives in cellsd's own state (root's, 0700): criu writes
+//! there as root, so no client names a folder for it, and a restore reads
+//! images nobody else could have written.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Instant;
+
+use super::*;
+use crate::criu::{self, Manifest};
+
+impl Manager {
+    fn checkpoint_dir(&self, vp: &str) -> PathBuf {
+        self.cfg.layout.vp_dir(vp).join("checkpoint")
+    }
+
+    /// Save a running VP's processes. Without `leave_running` the VP ends
+    /// (its processes are in the checkpoint); with it, it runs on.
+    pub async fn checkpoint(
+        self: &Arc<Self>,
+        vp: &str,
+        leave_running: bool,
+    ) -> Result<Manifest, Error> {
+        let op = self.op_lock(vp)?;
+        let guard = op.lock().await;
+        let (config, state, frozen, ended) = {
+            let inner = self.lock();
+            let v = inner.vps.get(vp).ok_or_else(|| self.missing(vp))?;
+            let Some(run) = v.run.as_ref().filter(|_| v.phase == Phase::Running) else {
+                return Err(Error::not_running(vp));
+            };
+            (
+                v.config.clone(),
+                run.state.clone(),
+                v.frozen,
+                run.ended.clone(),
+            )
+        };
+        let pid = state.init_pid;
+        let dir = self.checkpoint_dir(vp);
+        let _ = std::fs::remove_dir_all(&dir);
+        let images = dir.join(criu::IMAGES);
+        std::fs::create_dir_all(&images).map_err(failed("create the checkpoint folder"))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(failed("chmod the checkpoint folder"))?;
+
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .map_err(failed("read the VP's mounts"))?;
+        let mounts = criu::parse_mountinfo(&info);
+        let external = criu::external_mounts(&mounts);
+        let mut ttys = Vec::new();
+        let mut tty_rdevs = Vec::new();
+        for p in criu::external_tty_paths(&mounts) {
+            // A mount point the VP cannot replace (its mounts are locked).
+            let m = std::fs::symlink_metadata(format!("/proc/{pid}/root{p}"))
+                .map_err(failed(&format!("stat the VP's {p}")))?;
+            ttys.push((criu::tty_key(m.rdev(), m.dev()), p));
+            tty_rdevs.push(m.rdev());
+        }
+        // The framebuffer's contents (the monitor's file, not a VP path).
+        let fb = state.devices.fb;
+        let framebuffer = fb >= 0
+            && std::fs::copy(
+                format!("/proc/{}/fd/{fb}", state.monitor_pid),
+                dir.join(criu::FRAMEBUFFER),
+            )
+            .is_ok();
+
+        let freezer = self.freezer_of(&config).ok_or_else(|| {
+            Error::Failed(
+                "no cgroup freezer to hold the VP still for its checkpoint: mount the freezer"
+                    .into(),
+            )
+        })?;
+        let freezer_dir = match &freezer {
+            crate::cgroup::Freezer::V1(d) | crate::cgroup::Freezer::V2(d) => d.clone(),
+        };
+        let pause = self
+            .pause_for_copy(vp, &config, state.monitor_pid, frozen)
+            .await?;
+        // The console's session is hung up: its terminal's other end stays
+        // here (init starts a new one on the restored VP's console).
+        hang_up(&self.cgroup_of(&config).pids(), &tty_rdevs).await;
+
+        let log = dir.join("dump.log");
+        let mut args = vec![
+            "dump".to_string(),
+            "-t".into(),
+            pid.to_string(),
+            "-D".into(),
+            images.display().to_string(),
+            "-o".into(),
+            log.display().to_string(),
+            "-v2".into(),
+        ];
+        args.extend(criu::dump_args(
+            &external,
+            &ttys,
+            Some(&freezer_dir),
+            leave_running,
+        ));
+        let t0 = Instant::now();
+        let out = tokio::process::Command::new(&self.cfg.criu)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        let took = t0.elapsed();
+        let dumped = match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(Error::Failed(format!(
+                "criu dump failed ({}): {}; see {}:\n{}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim(),
+                log.display(),
+                criu_errors(&log)
+            ))),
+            Err(e) => Err(Error::Failed(format!(
+                "run {}: {e}: install CRIU (Debian: apt install criu) or give cellsd --criu PATH",
+                self.cfg.criu.display()
+            ))),
+        };
+        if dumped.is_err() || leave_running {
+            self.resume_after_copy(vp, pause);
+        } else {
+            // The cgroup goes with the VP; nothing to thaw.
+            drop(pause);
+        }
+        dumped?;
+        tracing::info!(vp, ms = took.as_millis() as u64, "checkpoint dumped");
+        let wakelocks = self.power.locks(vp).unwrap_or_default();
+        let manifest = Manifest {
+            version: criu::MANIFEST_VERSION,
+            vp: vp.to_string(),
+            template: config.cells.template.clone(),
+            template_build: state.template_build.clone(),
+            host_root_id: config.host_root_id(),
+            mounts: external,
+            ttys,
+            framebuffer,
+            wakelocks,
+        };
+        let text =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Failed(e.to_string()))?;
+        std::fs::write(dir.join(criu::MANIFEST), text)
+            .map_err(failed("write the checkpoint manifest"))?;
+        if !leave_running {
+            // criu ended the VP's processes: wait for its cleanup.
+            let mut ended = ended;
+            if tokio::time::timeout(Duration::from_secs(30), ended.wait_for(|e| *e))
+                .await
+                .is_err()
+            {
+                tracing::warn!(vp, "the checkpointed VP did not end within 30 s");
+            }
+            self.power.set_freezing(vp, false);
+        }
+        drop(guard);
+        Ok(manifest)
+    }
+
+    /// Bring a checkpointed VP back: its processes continue in a new
+    /// monitor's devices and tree.
+    pub async fn restore(self: &Arc<Self>, vp: &str) -> Result<Manifest, Error> {
+        let dir = self.checkpoint_dir(vp);
+        let text = std::fs::read_to_string(dir.join(criu::MANIFEST)).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "VP '{vp}' has no checkpoint: make one with `cellctl checkpoint {vp}`"
+            ))
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+            Error::Failed(format!("the checkpoint manifest of '{vp}' is damaged: {e}"))
+        })?;
+        let config = {
+            let inner = self.lock();
+            inner
+                .vps
+                .get(vp)
+                .ok_or_else(|| self.missing(vp))?
+                .config
+                .clone()
+        };
+        if manifest.host_root_id != config.host_root_id() {
+            return Err(Error::InvalidArgument(format!(
+                "the checkpoint of '{vp}' was made with VP root at host id {:?}, the VP now has {:?}: restore needs the same id range",
+                manifest.host_root_id,
+                config.host_root_id()
+            )));
+        }
+        let current = crate::template::current_build(&self.cfg.layout, &config.cells.template);
+        if current.as_deref() != Some(manifest.template_build.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "the checkpoint of '{vp}' runs template '{}' build {}, the current build is {}: its programs' files must be the same; rebuild is not possible, start the VP afresh with `cellctl start {vp}`",
+                manifest.template,
+                manifest.template_build,
+                current.as_deref().unwrap_or("none")
+            )));
+        }
+        let req = crate::monitor::RestoreRequest {
+            criu: self.cfg.criu.clone(),
+            images: dir.join(criu::IMAGES),
+            mounts: manifest.mounts.clone(),
+            ttys: manifest.ttys.clone(),
+            framebuffer: manifest.framebuffer.then(|| dir.join(criu::FRAMEBUFFER)),
+            log: dir.join("restore.log"),
+        };
+        self.start_inner(vp, Some(req)).await?;
+        // The wakelocks it held, taken again in its new power file system
+        // (the monitor's mount, not a path of the VP's).
+        let monitor = {
+            let inner = self.lock();
+            inner
+                .vps
+                .get(vp)
+                .and_then(|v| v.run.as_ref())
+                .map(|r| r.state.monitor_pid)
+        };
+        if let Some(m) = monitor {
+            let run = self.cfg.layout.vp_run_dir(vp);
+            let file = PathBuf::from(format!("/proc/{m}/root"))
+                .join(run.strip_prefix("/").unwrap_or(&run))
+                .join("dev/power/wake_lock");
+            for lock in &manifest.wakelocks {
+                if let Err(e) = std::fs::write(&file, lock) {
+                    tracing::warn!(vp, lock, "taking the wakelock again: {e}");
+                }
+            }
+        }
+        // Restored once: a second restore would run the same processes twice
+        // against files that moved on.
+        let _ = std::fs::rename(
+            dir.join(criu::MANIFEST),
+            dir.join("checkpoint.restored.json"),
+        );
+        Ok(manifest)
+    }
+}
+
+/// SIGKILL to the VP's processes whose controlling terminal is one of the
+/// external ttys (the console's session); waits until they are zombies.
+async fn hang_up(pids: &[i32], ttys: &[u64]) {
+    let on_tty = |pid: i32| -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // Fields after the command's closing parenthesis: state ppid pgrp session tty_nr.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let tty = rest
+            .split_whitespace()
+            .nth(4)
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0);
+        tty != 0 && ttys.contains(&tty)
+    };
+    let victims: Vec<i32> = pids.iter().copied().filter(|p| on_tty(*p)).collect();
+    for p in &victims {
+        // SAFETY: a signal to a process of the VP's cgroup, frozen (its pid
+        // cannot be reused before its parent, also frozen, reaps it).
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    let zombie = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    let t0 = Instant::now();
+    while !victims.iter().all(|p| zombie(*p)) && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn criu_errors(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("Error"))
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
