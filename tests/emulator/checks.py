@@ -9,7 +9,8 @@ from guest import PANEL_H, PANEL_W, pixel
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 COLORS = {"red": RED, "green": GREEN, "blue": BLUE}
 
-CELLSD = ("cellsd --state-dir /var/lib/cells --run-dir /run/cells "
+CELLSD = ("PATH=/mnt/host/criu/bin:$PATH cellsd --criu /mnt/host/criu/run "
+          "--state-dir /var/lib/cells --run-dir /run/cells "
           "--templates-dir /mnt/host/rootfs-templates --panel fbdev:/dev/fb0")
 
 
@@ -79,6 +80,7 @@ def run_all(vm, res, bench=False):
     res.check("the cgroup v2 freezer freezes a background VP; a switch thaws it", lambda: check_freezer_v2(vm))
     res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
     res.check("VP networks on the device's kernel: eth0 on the bridge, port isolation without nft", lambda: check_network(vm))
+    res.check("live checkpoint/restore (CRIU): processes continue (counter, file offset, pids), screen, wakelock, network and console re-attached", lambda: check_live_restore(vm))
     res.check("the foreground VP truncating, growing or mapping past its framebuffer does not reach cellsd", lambda: check_fb_attack(vm, kernel=False))
     res.check("lights: the foreground's writes reach a real LED and backlight; a background VP's are replayed when it comes to the front", lambda: check_lights(vm))
     res.check("sensors: Debian's evtest reads the foreground VP's accelerometer", lambda: check_evtest_accel(vm))
@@ -277,6 +279,61 @@ def check_power(vm):
     assert power(vm)["screen"] == "on"
     assert in_vp(vm, bg, "echo music > /sys/power/wake_unlock")[0] == 0
     wait(lambda: not power(vm)["suspend_blocked"], 10, "suspend allowed again")
+
+
+def check_live_restore(vm):
+    vp = "mover"
+    vm.ok(f"cellctl create {vp} --template minimal --disk none --color 123456", timeout=60)
+    vm.ok(f"cellctl start {vp}", timeout=180)
+    try:
+        _live_restore(vm, vp)
+    finally:
+        vm.run(f"cellctl stop {vp} --timeout 5; cellctl destroy {vp}", timeout=120)
+
+
+def _live_restore(vm, vp):
+    count = lambda: int(in_vp(vm, vp, "cat /data/count")[1].strip() or 0)  # noqa: E731
+    in_vp(vm, vp, "seq 1 1000 > /data/lines")
+    vm.ok(f"cellctl exec {vp} -- sh -c \"setsid sh -c \\\"i=0; while true; do i=\\\\\\$((i+1)); "
+          f"echo \\\\\\$i > /data/count; sleep 0.1; done\\\" </dev/null >/dev/null 2>&1 &\"")
+    # A reader holding an offset: three lines read, the fourth after the restore.
+    vm.ok(f"cellctl exec {vp} -- sh -c \"setsid sh -c \\\"exec 3</data/lines; read a <&3; read a <&3; "
+          f"read a <&3; while [ ! -e /data/go ]; do sleep 0.1; done; read a <&3; echo \\\\\\$a > /data/next; "
+          f"sleep 100000\\\" </dev/null >/dev/null 2>&1 &\"")
+    assert in_vp(vm, vp, "echo keepme > /sys/power/wake_lock")[0] == 0
+    wait(lambda: count() > 3, 20, "the counter to run")
+    pids = in_vp(vm, vp, "ps -o pid,args | grep -E \"sleep 0.1|sleep 100000\" | grep -v grep | wc -l")[1]
+    before_ps = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
+                       if "while true" in l or "exec 3<" in l)
+    assert len(before_ps) == 2, (pids, before_ps)
+    ip = vm.ok(f"cellctl list | awk '$1==\"{vp}\"{{print $5}}'").strip()
+    # The screen: what the persona drew (its colour), hashed.
+    fb = "md5sum /run/cells/vps/mover/dev/fb0 2>/dev/null || true"
+    mon = lambda: vm.ok(f"cat /run/cells/vps/{vp}/run.json | tr -d ' \\n' | sed 's/.*monitor_pid.:\\([0-9]*\\).*/\\1/'").strip()  # noqa: E731
+    shot1 = vm.ok(f"nsenter -t {mon()} -m sh -c '{fb}'").split()[0]
+    out = vm.ok(f"cellctl checkpoint {vp}", timeout=300)
+    assert "checkpointed" in out, out
+    assert f"{vp} " in vm.ok("cellctl list") and "stopped" in vm.ok(f"cellctl list | grep '^{vp} '"), vm.ok("cellctl list")
+    out = vm.ok(f"cellctl restore {vp}", timeout=300)
+    assert "restored" in out, out
+    after_ps = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
+                      if "while true" in l or "exec 3<" in l)
+    assert after_ps == before_ps, (before_ps, after_ps)
+    c1 = count()
+    wait(lambda: count() > c1 + 3, 20, "the restored counter to go on")
+    assert c1 >= 3, c1
+    in_vp(vm, vp, "touch /data/go")
+    wait(lambda: in_vp(vm, vp, "cat /data/next")[1].strip() == "4", 20, "the reader to read its 4th line")
+    assert "keepme" in in_vp(vm, vp, "cat /sys/power/wake_lock")[1]
+    shot2 = vm.ok(f"nsenter -t {mon()} -m sh -c '{fb}'").split()[0]
+    assert shot1 == shot2, (shot1, shot2)
+    # Network: the VP's address is this device's again; console: a new session.
+    assert ip in in_vp(vm, vp, "ip addr show eth0")[1], ip
+    wait(lambda: "sh -l" in in_vp(vm, vp, "ps -o args")[1], 20, "the console shell to be started again")
+    # Isolation as before: the VP sees only its own processes.
+    procs = in_vp(vm, vp, "ls /proc | grep -c '^[0-9]'")[1].strip()
+    assert int(procs) < 20, procs
+    assert vm.run(f"cellctl restore {vp}")[0] != 0
 
 
 def check_network(vm):

@@ -23,6 +23,9 @@ MODULES = [
     "virtio_pci", "virtio_blk", "virtio_input", "evdev", "uinput", "bochs",
     "overlay", "crc32c_generic", "ext4", "9p", "9pnet_virtio", "fuse",
     "veth", "bridge", "snd_intel8x0",
+    # CRIU (live checkpoint/restore): socket and conntrack diagnostics.
+    "unix_diag", "inet_diag", "tcp_diag", "udp_diag", "netlink_diag", "af_packet_diag",
+    "nf_conntrack_netlink",
 ]
 
 

@@ -59,7 +59,62 @@ def build(cache: Path, abi: str):
     shutil.copy2(build_module(cache, abi, HERE / "fixtures/lights", "cells_test_lights"),
                  share / "cells_test_lights.ko")
     build_logind_sysroot(cache, share / "sysroot")
+    build_criu(cache, share / "criu")
     return share
+
+
+# CRIU for the live checkpoint/restore checks: Debian 13's criu 4.1 (with its
+# own C library and loader: the guest's is Debian 12's), and GNU tar, which
+# criu runs to save tmpfs contents (the guest's busybox tar lacks options).
+CRIU_PACKAGES = [
+    "criu", "libc6", "libprotobuf-c1", "libnl-3-200", "libnet1", "libgnutls30t64",
+    "libnftables1", "libnftnl11", "libmnl0", "libcap2", "libbsd0", "libuuid1", "libdrm2",
+    "libp11-kit0", "libidn2-0", "libunistring5", "libtasn1-6", "libnettle8t64",
+    "libhogweed6t64", "libgmp10", "libxtables12", "libjansson4", "libedit2", "libmd0",
+    "libtinfo6", "libgcc-s1", "libffi8", "tar", "libacl1", "libselinux1", "libpcre2-8-0",
+]
+
+
+def build_criu(cache: Path, dest: Path):
+    """share/criu: `run` (criu through trixie's loader) and bin/tar."""
+    debs = cache / "criu-debs"
+    if not (debs / ".complete").exists():
+        log("fetching Debian 13's criu (private apt config; the host's sources are untouched)")
+        apt = cache / "criu-apt"
+        (apt / "lists/partial").mkdir(parents=True, exist_ok=True)
+        (apt / "cache/archives/partial").mkdir(parents=True, exist_ok=True)
+        (apt / "sources.list").write_text("deb http://deb.debian.org/debian trixie main\n")
+        opts = ["-o", f"Dir::Etc::sourcelist={apt}/sources.list", "-o", "Dir::Etc::sourceparts=-",
+                "-o", f"Dir::State::Lists={apt}/lists", "-o", f"Dir::Cache={apt}/cache",
+                "-o", "APT::Get::List-Cleanup=0", "-q"]
+        subprocess.run(["apt-get", *opts, "update"], check=True, stdout=subprocess.DEVNULL)
+        if debs.exists():
+            shutil.rmtree(debs)
+        debs.mkdir(parents=True)
+        debs.chmod(0o777)
+        subprocess.run(["apt-get", *opts, "download", *CRIU_PACKAGES], cwd=debs, check=True,
+                       stdout=subprocess.DEVNULL)
+        (debs / ".complete").touch()
+    root = cache / "criu-root"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir()
+    for d in sorted(debs.glob("*.deb")):
+        subprocess.run(["dpkg-deb", "-x", str(d), str(root)], check=True)
+    (dest / "lib").mkdir(parents=True)
+    (dest / "bin").mkdir()
+    for d in ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"]:
+        for so in (root / d).glob("*.so*") if (root / d).exists() else []:
+            if so.is_file():
+                shutil.copy2(so, dest / "lib" / so.name)
+    shutil.copy2(root / "usr/lib64/ld-linux-x86-64.so.2", dest / "lib/ld-linux-x86-64.so.2")
+    shutil.copy2(root / "usr/sbin/criu", dest / "criu")
+    loader = "/mnt/host/criu/lib/ld-linux-x86-64.so.2 --library-path /mnt/host/criu/lib"
+    (dest / "run").write_text(f"#!/bin/sh\nexec {loader} /mnt/host/criu/criu \"$@\"\n")
+    shutil.copy2(root / "usr/bin/tar", dest / "bin/tar.real")
+    (dest / "bin/tar").write_text(f"#!/bin/sh\nexec {loader} /mnt/host/criu/bin/tar.real \"$@\"\n")
+    for f in [dest / "run", dest / "bin/tar"]:
+        f.chmod(0o755)
 
 
 # What the guest runs for the logind check (from the cache root), with the

@@ -159,6 +159,20 @@ pub(super) fn restore(
     copy_skeleton(&rootfs.join("dev"), &skeleton)
         .map_err(|e| fail0(step("copy the /dev skeleton")(e)))?;
 
+    // CRIU's root: the overlay alone (a bind without what is mounted on
+    // it: the tree above is only where the external mounts come from, and
+    // its proc and sysfs are the monitor's, never the VP's).
+    let clean_root = req.run_dir.join("root");
+    std::fs::create_dir_all(&clean_root).map_err(|e| fail0(step("mkdir root")(e)))?;
+    mount(
+        Some(rootfs.as_path()),
+        &clean_root,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| fail0(step("bind the VP's root for criu")(e)))?;
+
     // The external terminals: the new console, GPS and modem ptys.
     let mut ttys = Vec::new();
     for (i, (key, path)) in r.ttys.iter().enumerate() {
@@ -203,7 +217,7 @@ pub(super) fn restore(
         r.log.display().to_string(),
         "-v2".into(),
     ];
-    args.extend(criu::restore_args(&rootfs, &sources, &tty_fds, &script));
+    args.extend(criu::restore_args(&clean_root, &sources, &tty_fds, &script));
 
     // VP root binds the external mounts inside its namespace: it must be
     // able to pass through the run folders meanwhile (search only, and
@@ -346,7 +360,9 @@ pub(super) fn restore(
     for f in [&pid_fifo, &go_fifo, &script] {
         let _ = std::fs::remove_file(f);
     }
-    let _ = nix::mount::umount2(&skeleton, nix::mount::MntFlags::MNT_DETACH);
+    for m in [&skeleton, &clean_root] {
+        let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+    }
     let fail = |e: MonitorError| -> MonitorError {
         // SAFETY: kill + reap what criu restored (our child now, or gone).
         unsafe {
