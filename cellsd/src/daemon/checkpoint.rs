@@ -39,6 +39,12 @@ impl Manager {
                 run.ended.clone(),
             )
         };
+        if !criu_found(&self.cfg.criu) {
+            return Err(Error::Failed(format!(
+                "no criu at '{}': install CRIU (Debian: apt install criu) or give cellsd --criu PATH; the VP was not touched",
+                self.cfg.criu.display()
+            )));
+        }
         let pid = state.init_pid;
         let dir = self.checkpoint_dir(vp);
         let _ = std::fs::remove_dir_all(&dir);
@@ -273,6 +279,19 @@ async fn hang_up(pids: &[i32], ttys: &[u64]) {
     while !victims.iter().all(|p| zombie(*p)) && t0.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether `criu` names an executable file (a path, or a name in PATH).
+fn criu_found(criu: &Path) -> bool {
+    let exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if criu.components().count() > 1 {
+        return exec(criu);
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| exec(&d.join(criu))))
+        .unwrap_or(false)
 }
 
 fn criu_errors(log: &Path) -> String {
