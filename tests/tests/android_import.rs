@@ -212,6 +212,7 @@ fn sparse_ext4_system_and_erofs_vendor_import_and_boot_the_images_init() {
     // A VP of the imported template boots the image's /init.
     c.ok(&["create", "phone", "--template", "droid"]);
     c.ok(&["start", "phone"]);
+    boot_completed(&c, "phone");
     let o = c.sh_ok(
         "phone",
         "getprop sys.boot_completed; cat /proc/1/cmdline | tr '\\0' ' '; echo; \
@@ -251,6 +252,23 @@ fn sparse_ext4_system_and_erofs_vendor_import_and_boot_the_images_init() {
     assert!(out.contains("build 2 is current"), "{out}");
 }
 
+/// `cellctl start` returns once the init runs; its boot scripts (which
+/// set sys.boot_completed) finish a little later.
+fn boot_completed(c: &Cells, vp: &str) {
+    let t = std::time::Instant::now();
+    loop {
+        let v = c.sh(vp, "getprop sys.boot_completed").stdout;
+        if v.trim() == "1" {
+            return;
+        }
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "{vp} did not complete its boot: {v:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn legacy_system_image_becomes_system_and_gets_an_init_link() {
     let c = Cells::new();
@@ -281,7 +299,7 @@ fn legacy_system_image_becomes_system_and_gets_an_init_link() {
     // /bin, so the VP's commands run from /system/bin (PATH).
     c.ok(&["create", "old1", "--template", "old"]);
     c.ok(&["start", "old1"]);
-    assert_eq!(c.sh_ok("old1", "getprop sys.boot_completed").trim(), "1");
+    boot_completed(&c, "old1");
     c.ok(&["stop", "old1"]);
 }
 
