@@ -81,6 +81,8 @@ def run_all(vm, res, bench=False):
     res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
     res.check("VP networks on the device's kernel: eth0 on the bridge, port isolation without nft", lambda: check_network(vm))
     res.check("live checkpoint/restore (CRIU): processes continue (counter, file offset, pids), screen, wakelock, network and console re-attached", lambda: check_live_restore(vm))
+    if bench:
+        res.check("benchmarks: live checkpoint/restore", lambda: bench_live_restore(vm))
     res.check("the foreground VP truncating, growing or mapping past its framebuffer does not reach cellsd", lambda: check_fb_attack(vm, kernel=False))
     res.check("lights: the foreground's writes reach a real LED and backlight; a background VP's are replayed when it comes to the front", lambda: check_lights(vm))
     res.check("sensors: Debian's evtest reads the foreground VP's accelerometer", lambda: check_evtest_accel(vm))
@@ -279,6 +281,38 @@ def check_power(vm):
     assert power(vm)["screen"] == "on"
     assert in_vp(vm, bg, "echo music > /sys/power/wake_unlock")[0] == 0
     wait(lambda: not power(vm)["suspend_blocked"], 10, "suspend allowed again")
+
+
+def bench_live_restore(vm):
+    """Checkpoint + restore (the downtime of a live move) of an idle VP and
+    of one holding 200 MiB of anonymous memory, image sizes; peer: a cold
+    stop + start of the same VP (which loses its processes' state)."""
+    vp = "benchlive"
+    vm.ok(f"cellctl create {vp} --template minimal --disk none", timeout=60)
+    vm.ok(f"cellctl start {vp}", timeout=180)
+
+    def ms(cmd):
+        # Timed from here (the serial console's round trip is in both).
+        t0 = time.time()
+        vm.ok(cmd, timeout=600)
+        return (time.time() - t0) * 1000
+    try:
+        for label, mib in [("idle", 0), ("200 MiB anonymous", 200)]:
+            if mib:
+                vm.ok(f"cellctl exec {vp} -- sh -c \"setsid awk 'BEGIN {{ s = \\\"x\\\"; while (length(s) < {mib} * 1048576) s = s s; "
+                      f"s = substr(s, 1, {mib} * 1048576); system(\\\"sleep 100000\\\") }}' </dev/null >/dev/null 2>&1 &\"")
+                wait(lambda: int(vm.ok(f"cat /sys/fs/cgroup/cells/{vp}/memory.current")) > mib << 20, 120,
+                     f"{mib} MiB held in {vp}")
+            mem = int(vm.ok(f"cat /sys/fs/cgroup/cells/{vp}/memory.current")) >> 20
+            dump = ms(f"cellctl checkpoint {vp}")
+            size = int(vm.ok(f"du -sk /var/lib/cells/vps/{vp}/checkpoint/images | cut -f1")) >> 10
+            rest = ms(f"cellctl restore {vp}")
+            cold = ms(f"cellctl stop {vp} --timeout 5") + ms(f"cellctl start {vp}")
+            print(f"BENCH live checkpoint/restore, guest (TCG), {label} VP ({mem} MiB in its cgroup): "
+                  f"checkpoint {dump:.0f} ms, restore {rest:.0f} ms, downtime {dump + rest:.0f} ms, images {size} MiB; "
+                  f"cold stop+start {cold:.0f} ms, ratio {(dump + rest) / max(cold, 1):.2f}x", flush=True)
+    finally:
+        vm.run(f"cellctl stop {vp} --timeout 5; cellctl destroy {vp}", timeout=120)
 
 
 def check_live_restore(vm):

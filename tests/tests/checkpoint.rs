@@ -16,6 +16,7 @@ fn count(c: &Cells, vp: &str) -> u64 {
 #[test]
 fn a_failed_checkpoint_names_the_fix_and_the_vp_runs_on() {
     let c = Cells::with_args(None, &["--criu", "/nonexistent/criu"]);
+    c.ok(&["template", "build", "minimal"]);
     c.ok(&["create", "a", "--template", "minimal", "--disk", "none"]);
     let e = c.fails(&["checkpoint", "a"]);
     assert!(e.contains("not running"), "{e}");

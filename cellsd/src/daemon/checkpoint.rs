@@ -45,6 +45,17 @@ impl Manager {
                 self.cfg.criu.display()
             )));
         }
+        if state.devices.fb < 0 && state.devices.fb_node.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "VP '{vp}' draws on a mux_fb kernel framebuffer (/dev/fb{}): CRIU cannot save a device's mapping; checkpoints need cellsd's own framebuffer (without the mux_fb module)",
+                state.devices.fb_node.unwrap_or(0)
+            )));
+        }
+        if let Some((p, path)) = binder_user(&self.cgroup_of(&config).pids()) {
+            return Err(Error::InvalidArgument(format!(
+                "process {p} of VP '{vp}' has {path} open: CRIU cannot save binder state (nor Android's ashmem); checkpoint a VP whose processes do not use binder"
+            )));
+        }
         let pid = state.init_pid;
         let dir = self.checkpoint_dir(vp);
         let _ = std::fs::remove_dir_all(&dir);
@@ -279,6 +290,25 @@ async fn hang_up(pids: &[i32], ttys: &[u64]) {
     while !victims.iter().all(|p| zombie(*p)) && t0.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// A process with a binder device open, and that device's path.
+fn binder_user(pids: &[i32]) -> Option<(i32, String)> {
+    for p in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            if t.starts_with("/dev/") && t.contains("binder") {
+                return Some((*p, t.into_owned()));
+            }
+        }
+    }
+    None
 }
 
 /// Whether `criu` names an executable file (a path, or a name in PATH).
