@@ -38,6 +38,71 @@ pub struct Manifest {
     /// The VP's wakelocks when it was dumped.
     #[serde(default)]
     pub wakelocks: Vec<String>,
+    /// Files of the monitor's FUSE devices the VP's processes had open
+    /// (streams CRIU cannot reopen and seek): handed over new at restore.
+    #[serde(default)]
+    pub files: Vec<ExternalFile>,
+}
+
+/// An open file of a device served by the monitor (an evdev node, a power
+/// or alarm file): CRIU's key, its path in the VP and its open flags.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExternalFile {
+    pub key: String,
+    pub path: String,
+    pub flags: i32,
+}
+
+/// An open file of a VP process: from /proc/PID/fdinfo/N (mnt_id, flags),
+/// stat (inode) and the fd's link (path).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenFile {
+    pub mnt_id: u32,
+    /// On a FUSE file system (statfs).
+    pub fuse: bool,
+    pub ino: u64,
+    pub flags: i32,
+    pub path: String,
+}
+
+/// The open files that must be external: those of the monitor's FUSE
+/// devices, once each, with the flags they are reopened with (access mode
+/// and O_NONBLOCK). A restored VP's were handed over by its monitor, opened
+/// in the monitor's tree at `rootfs`: their mount is not the VP's, their
+/// path starts with `rootfs` (then cut off).
+pub fn external_files(open: &[OpenFile], mounts: &[Mount], rootfs: &str) -> Vec<ExternalFile> {
+    let mut out: Vec<ExternalFile> = Vec::new();
+    for f in open {
+        let vp_mount = mounts.iter().find(|m| m.id == f.mnt_id);
+        let path = match vp_mount {
+            Some(m) if m.fstype.starts_with("fuse") => f.path.clone(),
+            None if f.fuse => match f.path.strip_prefix(rootfs) {
+                Some(rest) if rest.starts_with('/') => rest.to_string(),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        let key = format!("file[{:x}:{:x}]", f.mnt_id, f.ino);
+        if out.iter().any(|e| e.key == key) {
+            continue;
+        }
+        out.push(ExternalFile {
+            key,
+            path,
+            flags: f.flags & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        });
+    }
+    out
+}
+
+/// `flags:` of /proc/PID/fdinfo/N (octal).
+pub fn fdinfo_field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
 }
 
 pub const MANIFEST: &str = "checkpoint.json";
@@ -48,6 +113,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// One line of /proc/PID/mountinfo, as much as the plan needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount {
+    pub id: u32,
     /// The mount's root within its file system.
     pub root: String,
     pub mount_point: String,
@@ -81,6 +147,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let f: Vec<&str> = l.split(' ').collect();
             let dash = f.iter().position(|x| *x == "-")?;
             Some(Mount {
+                id: f.first()?.parse().ok()?,
                 root: unescape(f.get(3)?),
                 mount_point: unescape(f.get(4)?),
                 fstype: (*f.get(dash + 1)?).to_string(),
@@ -162,6 +229,14 @@ pub fn dump_args(
     a
 }
 
+/// `--external file[…]` for each external file (added to the dump's args).
+pub fn file_args(files: &[ExternalFile]) -> Vec<String> {
+    files
+        .iter()
+        .flat_map(|f| ["--external".to_string(), f.key.clone()])
+        .collect()
+}
+
 /// What `criu restore` is told: `sources` maps each external mount's key to
 /// the path (in the restoring monitor's mount namespace) CRIU binds there;
 /// `tty_fds` each external tty's key to the fd number it inherits.
@@ -215,6 +290,144 @@ pub fn restore_sources(
         .collect()
 }
 
+/// CRIU image magics (criu/include/magic.h).
+const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
+const FILES_MAGIC: u32 = 0x5630_3138;
+
+fn read_varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A protobuf field: (field number, wire type, the whole encoded field,
+/// the value's bytes for a length-delimited field).
+type Field<'a> = (u64, u64, &'a [u8], &'a [u8]);
+
+/// The fields of a protobuf message.
+fn fields(b: &[u8]) -> Option<Vec<Field<'_>>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let start = at;
+        let key = read_varint(b, &mut at)?;
+        let (num, wire) = (key >> 3, key & 7);
+        let value = match wire {
+            0 => {
+                read_varint(b, &mut at)?;
+                &b[at..at]
+            }
+            1 => {
+                at = at.checked_add(8).filter(|e| *e <= b.len())?;
+                &b[at..at]
+            }
+            2 => {
+                let n = usize::try_from(read_varint(b, &mut at)?).ok()?;
+                let end = at.checked_add(n).filter(|e| *e <= b.len())?;
+                let v = &b[at..end];
+                at = end;
+                v
+            }
+            5 => {
+                at = at.checked_add(4).filter(|e| *e <= b.len())?;
+                &b[at..at]
+            }
+            _ => return None,
+        };
+        out.push((num, wire, &b[start..at], value));
+    }
+    Some(out)
+}
+
+/// A reg_file_entry with `pos` (field 3) set to "none" (u64::MAX) when it
+/// is an external file (`ext`, field 9, true); None if it is not one.
+fn unpositioned_reg(reg: &[u8]) -> Option<Vec<u8>> {
+    let f = fields(reg)?;
+    let ext = f.iter().any(|(n, w, raw, _)| {
+        *n == 9 && *w == 0 && {
+            let mut at = 0;
+            // The key is one byte for field 9.
+            at += 1;
+            read_varint(raw, &mut at) == Some(1)
+        }
+    });
+    if !ext {
+        return None;
+    }
+    let mut out = Vec::with_capacity(reg.len() + 10);
+    for (n, w, raw, _) in f {
+        if n == 3 && w == 0 {
+            write_varint(&mut out, 3 << 3);
+            write_varint(&mut out, u64::MAX);
+        } else {
+            out.extend_from_slice(raw);
+        }
+    }
+    Some(out)
+}
+
+/// CRIU restores an open file's position with lseek, which a stream (the
+/// monitor's evdev, power and alarm files) refuses; `pos` = u64::MAX means
+/// "leave it" (as CRIU does itself for /dev/kmsg). Rewrites `files.img` so
+/// for every external file. Returns how many entries changed.
+pub fn unposition_external_files(img: &[u8]) -> Result<(Vec<u8>, usize), String> {
+    let bad = |what: &str| format!("files.img: {what}");
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(img.get(at..at + 4)?.try_into().ok()?))
+    };
+    if word(0) != Some(IMG_COMMON_MAGIC) || word(4) != Some(FILES_MAGIC) {
+        return Err(bad("not CRIU's files image"));
+    }
+    let mut out = img[..8].to_vec();
+    let mut at = 8;
+    let mut changed = 0;
+    while at < img.len() {
+        let len = word(at).ok_or_else(|| bad("truncated entry size"))? as usize;
+        let entry = img
+            .get(at + 4..at + 4 + len)
+            .ok_or_else(|| bad("truncated entry"))?;
+        at += 4 + len;
+        let f = fields(entry).ok_or_else(|| bad("an entry is not protobuf"))?;
+        let mut new = Vec::with_capacity(entry.len() + 10);
+        for (n, w, raw, value) in f {
+            match (n == 3 && w == 2)
+                .then(|| unpositioned_reg(value))
+                .flatten()
+            {
+                Some(reg) => {
+                    write_varint(&mut new, (3 << 3) | 2);
+                    write_varint(&mut new, reg.len() as u64);
+                    new.extend_from_slice(&reg);
+                    changed += 1;
+                }
+                None => new.extend_from_slice(raw),
+            }
+        }
+        out.extend_from_slice(&(new.len() as u32).to_le_bytes());
+        out.extend_from_slice(&new);
+    }
+    Ok((out, changed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +476,115 @@ mod tests {
             external_tty_paths(&m),
             ["/dev/console".to_string(), "/dev/ttyGPS0".to_string()]
         );
+    }
+
+    #[test]
+    fn files_on_the_monitor_s_fuse_devices_are_external() {
+        let m = parse_mountinfo(INFO);
+        let fuse = m.iter().find(|x| x.mount_point == "/sys/power").unwrap().id;
+        let data = m.iter().find(|x| x.mount_point == "/data").unwrap().id;
+        assert_eq!(fuse, 203);
+        let of = |mnt_id, fuse, ino, flags, path: &str| OpenFile {
+            mnt_id,
+            fuse,
+            ino,
+            flags,
+            path: path.into(),
+        };
+        let open = vec![
+            of(
+                fuse,
+                true,
+                5,
+                0o4000 | 0o100000,
+                "/sys/power/wait_for_fb_wake",
+            ),
+            // The same file in another process: once.
+            of(fuse, true, 5, 0o4000, "/sys/power/wait_for_fb_wake"),
+            // A regular file of /data is CRIU's.
+            of(data, false, 9, 2, "/data/log"),
+            // Not a path (a deleted or anonymous file): left to CRIU.
+            of(fuse, true, 6, 0, "anon_inode:x"),
+            // Handed over at an earlier restore: the monitor's mount.
+            of(58, true, 7, 0o4000, "/run/v/rootfs/dev/input/event0"),
+            // Another mount the VP does not have, not FUSE: CRIU's.
+            of(59, false, 8, 0, "/run/v/rootfs/x"),
+        ];
+        let ext = external_files(&open, &m, "/run/v/rootfs");
+        assert_eq!(
+            ext,
+            vec![
+                ExternalFile {
+                    key: "file[cb:5]".into(),
+                    path: "/sys/power/wait_for_fb_wake".into(),
+                    flags: libc::O_NONBLOCK,
+                },
+                ExternalFile {
+                    key: "file[3a:7]".into(),
+                    path: "/dev/input/event0".into(),
+                    flags: libc::O_NONBLOCK,
+                },
+            ]
+        );
+        assert_eq!(
+            file_args(&ext),
+            ["--external", "file[cb:5]", "--external", "file[3a:7]"]
+        );
+        let info = "pos:\t0\nflags:\t0104002\nmnt_id:\t203\nino:\t5\n";
+        assert_eq!(fdinfo_field(info, "flags").as_deref(), Some("0104002"));
+        assert_eq!(fdinfo_field(info, "mnt_id").as_deref(), Some("203"));
+    }
+
+    fn entry(fields: &[u8]) -> Vec<u8> {
+        let mut e = (fields.len() as u32).to_le_bytes().to_vec();
+        e.extend_from_slice(fields);
+        e
+    }
+
+    /// file_entry { type = 1 (REG), id = 7, reg = { id = 7, flags = 0x800, pos = 0, name = "file[cb:5]", ext = true } }
+    fn reg_entry(ext: bool, pos: u8) -> Vec<u8> {
+        let mut reg = vec![0x08, 7, 0x10, 0x80, 0x10, 0x18, pos, 0x32, 10];
+        reg.extend_from_slice(b"file[cb:5]");
+        if ext {
+            reg.extend_from_slice(&[0x48, 1]);
+        }
+        let mut f = vec![0x08, 1, 0x10, 7, 0x1a, reg.len() as u8];
+        f.extend_from_slice(&reg);
+        entry(&f)
+    }
+
+    #[test]
+    fn external_files_are_not_positioned_at_restore() {
+        let mut img = Vec::new();
+        img.extend_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
+        img.extend_from_slice(&FILES_MAGIC.to_le_bytes());
+        img.extend(reg_entry(true, 0));
+        img.extend(reg_entry(false, 5));
+        let (out, changed) = unposition_external_files(&img).unwrap();
+        assert_eq!(changed, 1);
+        // Read it back: the external one's pos is u64::MAX, the other's 5.
+        let mut at = 8;
+        let mut pos = Vec::new();
+        while at < out.len() {
+            let len = u32::from_le_bytes(out[at..at + 4].try_into().unwrap()) as usize;
+            let e = &out[at + 4..at + 4 + len];
+            at += 4 + len;
+            let f = fields(e).unwrap();
+            let reg = f.iter().find(|x| x.0 == 3).unwrap().3;
+            let rf = fields(reg).unwrap();
+            let raw = rf.iter().find(|x| x.0 == 3).unwrap().2;
+            let mut i = 1;
+            pos.push(read_varint(raw, &mut i).unwrap());
+            // Everything else is as it was.
+            assert!(rf.iter().any(|x| x.0 == 6 && x.3 == b"file[cb:5]"));
+        }
+        assert_eq!(pos, vec![u64::MAX, 5]);
+        // Idempotent, and strangers are refused.
+        assert_eq!(unposition_external_files(&out).unwrap().0, out);
+        assert!(unposition_external_files(b"not an image").is_err());
+        let mut cut = img.clone();
+        cut.truncate(img.len() - 3);
+        assert!(unposition_external_files(&cut).is_err());
     }
 
     #[test]

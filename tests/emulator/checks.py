@@ -345,6 +345,7 @@ def _live_restore(vm, vp):
     fb = "md5sum /run/cells/vps/mover/dev/fb0 2>/dev/null || true"
     mon = lambda: vm.ok(f"cat /run/cells/vps/{vp}/run.json | tr -d ' \\n' | sed 's/.*monitor_pid.:\\([0-9]*\\).*/\\1/'").strip()  # noqa: E731
     shot1 = vm.ok(f"nsenter -t {mon()} -m sh -c '{fb}'").split()[0]
+    mounts_before = sorted(in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines())
     out = vm.ok(f"cellctl checkpoint {vp}", timeout=300)
     assert "checkpointed" in out, out
     assert f"{vp} " in vm.ok("cellctl list") and "stopped" in vm.ok(f"cellctl list | grep '^{vp} '"), vm.ok("cellctl list")
@@ -364,6 +365,10 @@ def _live_restore(vm, vp):
     # Network: the VP's address is this device's again; console: a new session.
     assert ip in in_vp(vm, vp, "ip addr show eth0")[1], ip
     wait(lambda: "sh -l" in in_vp(vm, vp, "ps -o args")[1], 20, "the console shell to be started again")
+    # The same mounts as before (nothing of the restoring monitor's tree
+    # below or beside them: its proc and sysfs are the host's).
+    mounts_after = sorted(in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines())
+    assert len(mounts_before) > 20 and mounts_after == mounts_before, (mounts_before, mounts_after)
     # Isolation as before: the VP sees only its own processes.
     procs = in_vp(vm, vp, "ls /proc | grep -c '^[0-9]'")[1].strip()
     assert int(procs) < 20, procs

@@ -100,7 +100,11 @@ impl Manager {
             .await?;
         // The console's session is hung up: its terminal's other end stays
         // here (init starts a new one on the restored VP's console).
-        hang_up(&self.cgroup_of(&config).pids(), &tty_rdevs).await;
+        let pids = self.cgroup_of(&config).pids();
+        hang_up(&pids, &tty_rdevs).await;
+        // Open files of the monitor's devices: new ones at restore.
+        let rootfs = self.cfg.layout.vp_run_dir(vp).join("rootfs");
+        let files = criu::external_files(&open_files(&pids), &mounts, &rootfs.to_string_lossy());
 
         let log = dir.join("dump.log");
         let mut args = vec![
@@ -119,6 +123,7 @@ impl Manager {
             Some(&freezer_dir),
             leave_running,
         ));
+        args.extend(criu::file_args(&files));
         let t0 = Instant::now();
         let out = tokio::process::Command::new(&self.cfg.criu)
             .args(&args)
@@ -147,6 +152,14 @@ impl Manager {
             drop(pause);
         }
         dumped?;
+        if !files.is_empty() {
+            // The device files are streams: CRIU must not seek them.
+            let img = images.join("files.img");
+            let fixed = std::fs::read(&img)
+                .map_err(failed("read criu's files.img"))
+                .and_then(|b| criu::unposition_external_files(&b).map_err(Error::Failed))?;
+            std::fs::write(&img, fixed.0).map_err(failed("write criu's files.img"))?;
+        }
         tracing::info!(vp, ms = took.as_millis() as u64, "checkpoint dumped");
         let wakelocks = self.power.locks(vp).unwrap_or_default();
         let manifest = Manifest {
@@ -159,6 +172,7 @@ impl Manager {
             ttys,
             framebuffer,
             wakelocks,
+            files,
         };
         let text =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Failed(e.to_string()))?;
@@ -221,6 +235,7 @@ impl Manager {
             images: dir.join(criu::IMAGES),
             mounts: manifest.mounts.clone(),
             ttys: manifest.ttys.clone(),
+            files: manifest.files.clone(),
             framebuffer: manifest.framebuffer.then(|| dir.join(criu::FRAMEBUFFER)),
             log: dir.join("restore.log"),
         };
@@ -290,6 +305,47 @@ async fn hang_up(pids: &[i32], ttys: &[u64]) {
     while !victims.iter().all(|p| zombie(*p)) && t0.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Every open file of these processes (frozen: the set holds still).
+fn open_files(pids: &[i32]) -> Vec<criu::OpenFile> {
+    let mut out = Vec::new();
+    for p in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let n = fd.file_name();
+            let Ok(info) =
+                std::fs::read_to_string(format!("/proc/{p}/fdinfo/{}", n.to_string_lossy()))
+            else {
+                continue;
+            };
+            let mnt_id = criu::fdinfo_field(&info, "mnt_id").and_then(|v| v.parse().ok());
+            let flags =
+                criu::fdinfo_field(&info, "flags").and_then(|v| i32::from_str_radix(&v, 8).ok());
+            let (Some(mnt_id), Some(flags)) = (mnt_id, flags) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(fd.path()) else {
+                continue;
+            };
+            let Ok(path) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let fuse = nix::sys::statfs::statfs(&fd.path())
+                .map(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC)
+                .unwrap_or(false);
+            out.push(criu::OpenFile {
+                mnt_id,
+                fuse,
+                ino: meta.ino(),
+                flags,
+                path: path.to_string_lossy().into_owned(),
+            });
+        }
+    }
+    out
 }
 
 /// A process with a binder device open, and that device's path.

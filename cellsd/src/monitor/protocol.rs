@@ -63,6 +63,9 @@ pub struct RestoreRequest {
     pub mounts: Vec<(String, String)>,
     /// (tty key, path in the VP) of the external terminals.
     pub ttys: Vec<(String, String)>,
+    /// Open files of the VP's FUSE devices, opened again and inherited.
+    #[serde(default)]
+    pub files: Vec<crate::criu::ExternalFile>,
     /// The framebuffer's saved contents, written into the new one first.
     pub framebuffer: Option<PathBuf>,
     /// criu's log.

@@ -17,8 +17,8 @@ use crate::criu;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 
-/// The first fd number the external terminals get in criu.
-const TTY_FD_BASE: i32 = 10;
+/// The first fd number the external terminals and files get in criu.
+const INHERIT_FD_BASE: i32 = 10;
 
 pub(super) fn restore(
     req: &MonitorRequest,
@@ -183,7 +183,30 @@ pub(super) fn restore(
             .custom_flags(libc::O_NOCTTY | libc::O_NOFOLLOW)
             .open(&p)
             .map_err(|e| fail0(step(&format!("open {}", p.display()))(e)))?;
-        ttys.push((key.clone(), TTY_FD_BASE + i as i32, OwnedFd::from(f)));
+        ttys.push((key.clone(), INHERIT_FD_BASE + i as i32, OwnedFd::from(f)));
+    }
+
+    // The device files the VP's processes had open, opened anew: a file of
+    // one of this monitor's FUSE devices, nothing else.
+    for f in &r.files {
+        let p = rootfs.join(f.path.trim_start_matches('/'));
+        let opened = std::fs::OpenOptions::new()
+            .read(f.flags & libc::O_ACCMODE != libc::O_WRONLY)
+            .write(f.flags & libc::O_ACCMODE != libc::O_RDONLY)
+            .custom_flags(libc::O_NOCTTY | libc::O_NOFOLLOW | (f.flags & libc::O_NONBLOCK))
+            .open(&p)
+            .map_err(|e| fail0(step(&format!("open {}", p.display()))(e)))?;
+        let fuse = nix::sys::statfs::fstatfs(&opened)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC)
+            .unwrap_or(false);
+        if !fuse {
+            return Err(fail0(MonitorError::Failed(format!(
+                "{} is not a file of the VP's devices here: the checkpoint does not fit this VP",
+                f.path
+            ))));
+        }
+        let n = INHERIT_FD_BASE + ttys.len() as i32;
+        ttys.push((f.key.clone(), n, OwnedFd::from(opened)));
     }
 
     // criu's setup-namespaces action reports the init's pid and waits.

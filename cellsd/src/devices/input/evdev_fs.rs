@@ -629,10 +629,14 @@ impl Filesystem for EvdevFs {
             return reply.error(Errno::EISDIR);
         };
         let fh = lock(&self.state).open(dev);
-        // Every read reaches us (direct I/O); reads ignore the offset. The
-        // file stays seekable (a no-op, as lseek on a FUSE file without
-        // an lseek handler is): CRIU restores every open file's position.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        // Every read reaches us; the file is a stream, not seekable (like
+        // a real evdev node: no pread, no sendfile — which would go through
+        // the page cache of a size-0 file and see EOF). A checkpoint hands
+        // these files to CRIU as external files.
+        reply.opened(
+            FileHandle(fh),
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM,
+        );
     }
 
     fn read(
