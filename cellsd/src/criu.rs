@@ -253,7 +253,6 @@ pub fn restore_args(
         "net".into(),
         "--tcp-close".into(),
         "--manage-cgroups=ignore".into(),
-        "--mntns-compat-mode".into(),
         "--restore-detached".into(),
         "--action-script".into(),
         action_script.display().to_string(),

@@ -305,11 +305,11 @@ def bench_live_restore(vm):
                      f"{mib} MiB held in {vp}")
             mem = int(vm.ok(f"cat /sys/fs/cgroup/cells/{vp}/memory.current")) >> 20
             dump = ms(f"cellctl checkpoint {vp}")
-            size = int(vm.ok(f"du -sk /var/lib/cells/vps/{vp}/checkpoint/images | cut -f1")) >> 10
+            size = int(vm.ok(f"du -sk /var/lib/cells/vps/{vp}/checkpoint/images | cut -f1")) / 1024
             rest = ms(f"cellctl restore {vp}")
             cold = ms(f"cellctl stop {vp} --timeout 5") + ms(f"cellctl start {vp}")
             print(f"BENCH live checkpoint/restore, guest (TCG), {label} VP ({mem} MiB in its cgroup): "
-                  f"checkpoint {dump:.0f} ms, restore {rest:.0f} ms, downtime {dump + rest:.0f} ms, images {size} MiB; "
+                  f"checkpoint {dump:.0f} ms, restore {rest:.0f} ms, downtime {dump + rest:.0f} ms, images {size:.1f} MiB; "
                   f"cold stop+start {cold:.0f} ms, ratio {(dump + rest) / max(cold, 1):.2f}x", flush=True)
     finally:
         vm.run(f"cellctl stop {vp} --timeout 5; cellctl destroy {vp}", timeout=120)
@@ -340,12 +340,12 @@ def _live_restore(vm, vp):
     before_ps = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
                        if "while true" in l or "exec 3<" in l)
     assert len(before_ps) == 2, (pids, before_ps)
-    ip = vm.ok(f"cellctl list | awk '$1==\"{vp}\"{{print $5}}'").strip()
+    ip = vm.ok(f"cellctl list | awk '$1==\"{vp}\"{{print $6}}'").strip()
     # The screen: what the persona drew (its colour), hashed.
     fb = "md5sum /run/cells/vps/mover/dev/fb0 2>/dev/null || true"
     mon = lambda: vm.ok(f"cat /run/cells/vps/{vp}/run.json | tr -d ' \\n' | sed 's/.*monitor_pid.:\\([0-9]*\\).*/\\1/'").strip()  # noqa: E731
     shot1 = vm.ok(f"nsenter -t {mon()} -m sh -c '{fb}'").split()[0]
-    mounts_before = sorted(in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines())
+    mounts_before = sorted(filter(None, in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines()))
     out = vm.ok(f"cellctl checkpoint {vp}", timeout=300)
     assert "checkpointed" in out, out
     assert f"{vp} " in vm.ok("cellctl list") and "stopped" in vm.ok(f"cellctl list | grep '^{vp} '"), vm.ok("cellctl list")
@@ -367,7 +367,7 @@ def _live_restore(vm, vp):
     wait(lambda: "sh -l" in in_vp(vm, vp, "ps -o args")[1], 20, "the console shell to be started again")
     # The same mounts as before (nothing of the restoring monitor's tree
     # below or beside them: its proc and sysfs are the host's).
-    mounts_after = sorted(in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines())
+    mounts_after = sorted(filter(None, in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines()))
     assert len(mounts_before) > 20 and mounts_after == mounts_before, (mounts_before, mounts_after)
     # Isolation as before: the VP sees only its own processes.
     procs = in_vp(vm, vp, "ls /proc | grep -c '^[0-9]'")[1].strip()

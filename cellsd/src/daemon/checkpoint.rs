@@ -106,6 +106,8 @@ impl Manager {
         let rootfs = self.cfg.layout.vp_run_dir(vp).join("rootfs");
         let files = criu::external_files(&open_files(&pids), &mounts, &rootfs.to_string_lossy());
 
+        // Its wakelocks, read while it is paused (they go with its end).
+        let wakelocks = self.power.locks(vp).unwrap_or_default();
         let log = dir.join("dump.log");
         let mut args = vec![
             "dump".to_string(),
@@ -161,7 +163,6 @@ impl Manager {
             std::fs::write(&img, fixed.0).map_err(failed("write criu's files.img"))?;
         }
         tracing::info!(vp, ms = took.as_millis() as u64, "checkpoint dumped");
-        let wakelocks = self.power.locks(vp).unwrap_or_default();
         let manifest = Manifest {
             version: criu::MANIFEST_VERSION,
             vp: vp.to_string(),
