@@ -6,8 +6,8 @@
 //! the monitor's device files, FUSE file systems served by the monitor, the
 //! VP's disk, its devpts. They are *external*: `criu dump` records only a key
 //! for each, and the monitor that restores builds the same tree (as for a
-//! start) and names, for each key, the mount CRIU binds there. proc, sysfs
-//! and fresh tmpfs masks are CRIU's own (dumped and remade). `/dev` itself is
+//! start) and names, for each key, the mount CRIU binds there. proc and
+//! sysfs are CRIU's own (remade in the VP's new namespaces). `/dev` itself is
 //! external too (its owner is the VP's host id), from a copy of its skeleton
 //! without the mounts below it (a bind of a mount with locked submounts is
 //! refused inside the VP's user namespace).
@@ -156,14 +156,13 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .collect()
 }
 
-/// Whether CRIU makes this mount itself (proc, sysfs and their binds, a
-/// fresh tmpfs) rather than binding one the restoring monitor made.
+/// Whether CRIU makes this mount itself (proc, sysfs and their binds: they
+/// belong to the VP's new pid and network namespaces) rather than binding
+/// one the restoring monitor made (everything else, the tmpfs masks too:
+/// made by CRIU inside the VP's user namespace they would belong to VP
+/// root).
 fn criu_makes(m: &Mount) -> bool {
-    match m.fstype.as_str() {
-        "proc" | "sysfs" => true,
-        "tmpfs" => m.root == "/" && m.mount_point != "/dev",
-        _ => false,
-    }
+    matches!(m.fstype.as_str(), "proc" | "sysfs")
 }
 
 /// The external mounts of a VP's tree: (key, mount point), keys `m0`, `m1`, …
@@ -458,6 +457,7 @@ mod tests {
         assert_eq!(
             points,
             [
+                "/proc/acpi",
                 "/proc/keys",
                 "/sys/power",
                 "/dev",
@@ -470,7 +470,7 @@ mod tests {
             ]
         );
         assert_eq!(ext[0].0, "m0");
-        assert_eq!(ext[8].0, "m8");
+        assert_eq!(ext[9].0, "m9");
         assert_eq!(
             external_tty_paths(&m),
             ["/dev/console".to_string(), "/dev/ttyGPS0".to_string()]
