@@ -110,6 +110,19 @@ pub const IMAGES: &str = "images";
 pub const FRAMEBUFFER: &str = "framebuffer.raw";
 pub const MANIFEST_VERSION: u32 = 1;
 
+/// The error lines of a criu log (the first eight), for a message.
+pub fn log_errors(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("Error"))
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
 /// One line of /proc/PID/mountinfo, as much as the plan needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount {

@@ -140,7 +140,7 @@ impl Manager {
                 o.status,
                 String::from_utf8_lossy(&o.stderr).trim(),
                 log.display(),
-                criu_errors(&log)
+                criu::log_errors(&log)
             ))),
             Err(e) => Err(Error::Failed(format!(
                 "run {}: {e}: install CRIU (Debian: apt install criu) or give cellsd --criu PATH",
@@ -379,16 +379,4 @@ fn criu_found(criu: &Path) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| exec(&d.join(criu))))
         .unwrap_or(false)
-}
-
-fn criu_errors(log: &Path) -> String {
-    std::fs::read_to_string(log)
-        .map(|t| {
-            t.lines()
-                .filter(|l| l.contains("Error"))
-                .take(8)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
 }

@@ -11,7 +11,7 @@
 //! becomes the monitor's child (the monitor is a subreaper, criu runs with
 //! `--restore-detached`).
 
-use super::start::{prepare_vp, Groundwork, StartedVp};
+use super::start::{detach_stdio, prepare_vp, publish, run_state, Groundwork, StartedVp};
 use super::*;
 use crate::criu;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -321,15 +321,7 @@ pub(super) fn restore(
     drop(ttys);
 
     let criu_failed = |what: &str| -> MonitorError {
-        let tail = std::fs::read_to_string(&r.log)
-            .map(|t| {
-                t.lines()
-                    .filter(|l| l.contains("Error"))
-                    .take(8)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_default();
+        let tail = criu::log_errors(&r.log);
         MonitorError::Failed(format!(
             "criu restore {what}; see {}:\n{tail}",
             r.log.display()
@@ -406,41 +398,9 @@ pub(super) fn restore(
         d.released();
     }
     emit(&MonitorEvent::Init { pid });
-    let state = RunState {
-        init_pid: pid,
-        init_start_time: sys::process_start_time(pid).unwrap_or(0),
-        monitor_pid: me,
-        monitor_start_time: sys::process_start_time(me).unwrap_or(0),
-        started_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        template_build: req.template_build.clone(),
-        devices: device_fds,
-    };
-    write_run_state(&req.run_state, &state)
-        .map_err(|e| fail(step(&format!("write {}", req.run_state.display()))(e)))?;
-    let _ = std::fs::remove_file(&req.console_socket);
-    let console = UnixListener::bind(&req.console_socket).ok();
-    if let Some(l) = &console {
-        let _ = l.set_nonblocking(true);
-        let _ =
-            std::fs::set_permissions(&req.console_socket, std::fs::Permissions::from_mode(0o600));
-    }
-    emit(&MonitorEvent::Started);
-    let mut ack = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut ack);
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        // SAFETY: dup2 onto stdin/stdout.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-        }
-    }
+    let state = run_state(req, pid, device_fds);
+    let console = publish(req, &state).map_err(&fail)?;
+    detach_stdio();
     Ok(StartedVp {
         console,
         init: pid,

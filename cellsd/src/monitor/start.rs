@@ -284,49 +284,13 @@ pub(super) fn start(
     }
     phase("init exec'd");
     let me = std::process::id() as i32;
-    let state = RunState {
-        init_pid: pid,
-        init_start_time: sys::process_start_time(pid).unwrap_or(0),
-        monitor_pid: me,
-        monitor_start_time: sys::process_start_time(me).unwrap_or(0),
-        started_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        template_build: req.template_build.clone(),
-        devices: device_fds,
-    };
-    write_run_state(&req.run_state, &state)
-        .map_err(|e| fail(step(&format!("write {}", req.run_state.display()))(e)))?;
-    let _ = std::fs::remove_file(&req.console_socket);
-    let console = UnixListener::bind(&req.console_socket).ok();
-    if let Some(l) = &console {
-        let _ = l.set_nonblocking(true);
-        let _ = std::fs::set_permissions(
-            &req.console_socket,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        );
-    }
-    emit(&MonitorEvent::Started);
-    // cellsd answers Init with "ack" once it holds a pidfd of the init.
-    let mut ack = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut ack);
+    let state = run_state(req, pid, device_fds);
+    let console = publish(req, &state).map_err(&fail)?;
     // The monitor itself does not belong to the VP (its pids, memory, freezer).
     if let Err(e) = req.cgroup.move_to_parent_v1(me) {
         log(&format!("leaving the VP's cgroup: {e}"));
     }
-    // cellsd's pipes are not needed any more; the VP must not depend on them.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        // SAFETY: dup2 onto stdin/stdout.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-        }
-    }
+    detach_stdio();
     Ok(StartedVp {
         console,
         init: pid,
@@ -338,6 +302,62 @@ pub(super) fn start(
         signals,
         state,
     })
+}
+
+/// What run.json records of a VP whose init is `pid`.
+pub(super) fn run_state(req: &MonitorRequest, pid: i32, devices: DeviceFds) -> RunState {
+    let me = std::process::id() as i32;
+    RunState {
+        init_pid: pid,
+        init_start_time: sys::process_start_time(pid).unwrap_or(0),
+        monitor_pid: me,
+        monitor_start_time: sys::process_start_time(me).unwrap_or(0),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        template_build: req.template_build.clone(),
+        devices,
+    }
+}
+
+/// The VP runs: write run.json, bind the console socket (before `Started`,
+/// so a console request right after finds it), report `Started` and wait
+/// for cellsd's "ack" (it holds a pidfd of the init then).
+pub(super) fn publish(
+    req: &MonitorRequest,
+    state: &RunState,
+) -> Result<Option<UnixListener>, MonitorError> {
+    write_run_state(&req.run_state, state)
+        .map_err(step(&format!("write {}", req.run_state.display())))?;
+    let _ = std::fs::remove_file(&req.console_socket);
+    let console = UnixListener::bind(&req.console_socket).ok();
+    if let Some(l) = &console {
+        let _ = l.set_nonblocking(true);
+        let _ = std::fs::set_permissions(
+            &req.console_socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        );
+    }
+    emit(&MonitorEvent::Started);
+    let mut ack = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut ack);
+    Ok(console)
+}
+
+/// cellsd's pipes are not needed any more; the VP must not depend on them.
+pub(super) fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: dup2 onto stdin/stdout.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
 }
 
 /// Mount `mounts` (proc, sysfs) from inside the VP's pid and network
