@@ -11,7 +11,10 @@
 //! becomes the monitor's child (the monitor is a subreaper, criu runs with
 //! `--restore-detached`).
 
-use super::start::{detach_stdio, prepare_vp, publish, run_state, Groundwork, StartedVp};
+use super::start::{
+    abandon_cgroup, claim_cgroup, detach_stdio, prepare_vp, publish, run_state, Groundwork,
+    StartedVp,
+};
 use super::*;
 use crate::criu;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -38,20 +41,8 @@ pub(super) fn restore(
         crate::disk::mount(disk)?;
     }
     let Groundwork { signals, .. } = ground;
-    let resources = cfg
-        .runtime
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref());
-    let leave_cgroup = |e: MonitorError| -> MonitorError {
-        let _ = req.cgroup.move_to_parent_v1(std::process::id() as i32);
-        let _ = req.cgroup.destroy(Duration::from_secs(5));
-        e
-    };
-    let v2_cgroup = req
-        .cgroup
-        .claim(spare, resources)
-        .map_err(|e| leave_cgroup(e.into()))?;
+    let leave_cgroup = |e: MonitorError| abandon_cgroup(req, e);
+    let v2_cgroup = claim_cgroup(req, spare)?;
     let Made {
         fds: mut device_fds,
         nodes: device_nodes,

@@ -118,20 +118,8 @@ pub(super) fn start(
     // The VP's cgroup: the spare this monitor already sits in is renamed
     // (v1), the v2 part is entered by the clone itself. Either way no
     // process migration (an RCU grace period) is on the start's path.
-    let resources = cfg
-        .runtime
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref());
-    let leave_cgroup = |e: MonitorError| -> MonitorError {
-        let _ = req.cgroup.move_to_parent_v1(std::process::id() as i32);
-        let _ = req.cgroup.destroy(Duration::from_secs(5));
-        e
-    };
-    let v2_cgroup = req
-        .cgroup
-        .claim(spare, resources)
-        .map_err(|e| leave_cgroup(e.into()))?;
+    let leave_cgroup = |e: MonitorError| abandon_cgroup(req, e);
+    let v2_cgroup = claim_cgroup(req, spare)?;
     phase("cgroup");
 
     let Made {
@@ -302,6 +290,32 @@ pub(super) fn start(
         signals,
         state,
     })
+}
+
+/// The VP's cgroup out of the spare this monitor sits in (see
+/// [`VpCgroup::claim`]), with the spec's limits; on failure it is left and
+/// removed. Returns the v2 directory, opened, for CLONE_INTO_CGROUP.
+pub(super) fn claim_cgroup(
+    req: &MonitorRequest,
+    spare: Option<&VpCgroup>,
+) -> Result<Option<OwnedFd>, MonitorError> {
+    let resources = req
+        .config
+        .runtime
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
+    req.cgroup
+        .claim(spare, resources)
+        .map_err(|e| abandon_cgroup(req, e.into()))
+}
+
+/// A start (or restore) failed: the monitor leaves the VP's cgroup and
+/// removes it; returns `e`.
+pub(super) fn abandon_cgroup(req: &MonitorRequest, e: MonitorError) -> MonitorError {
+    let _ = req.cgroup.move_to_parent_v1(std::process::id() as i32);
+    let _ = req.cgroup.destroy(Duration::from_secs(5));
+    e
 }
 
 /// What run.json records of a VP whose init is `pid`.
