@@ -414,6 +414,8 @@ pub trait Manager1 {
         incremental: bool,
     ) -> zbus::Result<String>;
     fn web(&self) -> zbus::Result<String>;
+    /// A checkpointed (stopped) VP with its checkpoint, for a live move.
+    fn export_checkpoint(&self, name: &str, out: zbus::zvariant::OwnedFd) -> zbus::Result<String>;
     fn import(
         &self,
         input: zbus::zvariant::OwnedFd,

@@ -208,19 +208,30 @@ enum Command {
     },
     /// Save a running VP's processes with CRIU (live): the VP ends, its
     /// processes wait in cellsd's state until `cellctl restore VP`; with
-    /// --leave-running it runs on (a copy of that moment).
+    /// --leave-running it runs on (a copy of that moment). With -o, the
+    /// stopped VP and its checkpoint are also written as an archive (FILE,
+    /// or - for stdout) that `cellctl restore FILE` brings back on another
+    /// cells host.
     Checkpoint {
         #[arg(value_name = "VP")]
         vp: String,
         #[arg(long)]
         leave_running: bool,
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<String>,
     },
     /// Bring a checkpointed VP back: its processes continue where they were,
     /// its devices attached again (screen contents, input, power and its
-    /// wakelocks, network, a new console session).
+    /// wakelocks, network, a new console session). Given an archive made by
+    /// `cellctl checkpoint VP -o FILE` (a path, or - for stdin; root only),
+    /// the VP is imported here first (this host's ids, address and adb
+    /// port) and removed again if its restore fails.
     Restore {
-        #[arg(value_name = "VP")]
+        #[arg(value_name = "VP|FILE")]
         vp: String,
+        /// The imported VP's name here (default: its name in the archive).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Write a stopped VP (settings, disk, adb keys, forwards, number, its
     /// template's fingerprint) as an archive: to FILE, or to stdout with -.
@@ -274,6 +285,10 @@ enum Command {
         /// there must not have run since).
         #[arg(long)]
         incremental: bool,
+        /// Move it running (CRIU): checkpoint it here, restore it there —
+        /// its processes go on where they were (root on both hosts).
+        #[arg(long, conflicts_with_all = ["incremental", "any_build"])]
+        live: bool,
     },
     /// Print the web console's URL (with its access token): cellsd --web.
     Web,
@@ -820,7 +835,20 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Checkpoint { vp, leave_running } => {
+        Command::Checkpoint {
+            vp,
+            leave_running,
+            output,
+        } => {
+            if output.is_some() && leave_running {
+                return Err(Failure(
+                    "--leave-running with -o: the VP's disk would go on changing under the saved processes; checkpoint without --leave-running to write an archive".into(),
+                ));
+            }
+            let out = match &output {
+                Some(o) => Some(open_output(o)?),
+                None => None,
+            };
             let t0 = std::time::Instant::now();
             let m: serde_json::Value =
                 serde_json::from_str(&p.checkpoint(&vp, leave_running).await?).unwrap_or_default();
@@ -832,13 +860,52 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 if m["framebuffer"] == true { ", the screen" } else { "" },
                 if leave_running { "; it runs on" } else { "; restore it with `cellctl restore`" }
             );
+            if let Some(fd) = out {
+                let call = p.export_checkpoint(&vp, zbus::zvariant::OwnedFd::from(fd));
+                let r = transfer_progress(&p, &vp, "exporting", call).await?;
+                let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
+                eprintln!(
+                    "wrote {vp} with its checkpoint: {} bytes; `cellctl restore FILE` brings it back on another host",
+                    v["bytes"]
+                );
+            }
             Ok(0)
         }
-        Command::Restore { vp } => {
+        Command::Restore { vp, name } => {
             let t0 = std::time::Instant::now();
-            p.restore(&vp).await?;
-            println!("restored {vp} in {} ms", t0.elapsed().as_millis());
-            Ok(0)
+            let archive = vp == "-"
+                || vp.contains('/')
+                || (std::path::Path::new(&vp).is_file() && p.status(&vp).await.is_err());
+            if !archive {
+                if name.is_some() {
+                    return Err(Failure(format!(
+                        "--name is for restoring an archive; '{vp}' is a VP here (give a file as ./{vp} if you meant the file)"
+                    )));
+                }
+                p.restore(&vp).await?;
+                println!("restored {vp} in {} ms", t0.elapsed().as_millis());
+                return Ok(0);
+            }
+            let vp_name = import_archive(&p, &vp, name.as_deref(), false).await?;
+            let imported = t0.elapsed();
+            match p.restore(&vp_name).await {
+                Ok(_) => {
+                    println!(
+                        "restored {vp_name} in {} ms (import {} ms)",
+                        t0.elapsed().as_millis(),
+                        imported.as_millis()
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    let e = Failure::from(e);
+                    let left = match p.destroy(&vp_name).await {
+                        Ok(()) => "the imported VP was removed again".to_string(),
+                        Err(d) => format!("removing the imported VP failed too: {}", Failure::from(d).0),
+                    };
+                    Err(Failure(format!("restoring {vp_name}: {}; {left}", e.0)))
+                }
+            }
         }
         Command::Snapshot { cmd, vp, name } => match (cmd, vp, name) {
             (Some(SnapshotCmd::List { vp, json }), _, _) => {
@@ -889,23 +956,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             output,
             incremental,
         } => {
-            use std::os::fd::{AsFd, OwnedFd};
-            let fd: OwnedFd = if output == "-" {
-                std::io::stdout()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| Failure(format!("stdout: {e}")))?
-            } else {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&output)
-                    .map_err(|e| Failure(format!("cannot write {output}: {e}")))?
-                    .into()
-            };
+            let fd = open_output(&output)?;
             let call = p.export(&vp, zbus::zvariant::OwnedFd::from(fd), incremental);
             let r = transfer_progress(&p, &vp, "exporting", call).await?;
             let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
@@ -920,29 +971,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             name,
             any_build,
         } => {
-            use std::os::fd::{AsFd, OwnedFd};
-            let fd: OwnedFd = if file == "-" {
-                std::io::stdin()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| Failure(format!("stdin: {e}")))?
-            } else {
-                std::fs::File::open(&file)
-                    .map_err(|e| Failure(format!("cannot read {file}: {e}")))?
-                    .into()
-            };
-            let label = name.clone().unwrap_or_else(|| file.clone());
-            let call = p.import(
-                zbus::zvariant::OwnedFd::from(fd),
-                name.as_deref().unwrap_or(""),
-                any_build,
-            );
-            let r = transfer_progress(&p, &label, "importing", call).await?;
-            let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
-            for w in v["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}", w.as_str().unwrap_or(""));
-            }
-            println!("{}", v["vp"].as_str().unwrap_or(""));
+            let vp = import_archive(&p, &file, name.as_deref(), any_build).await?;
+            println!("{vp}");
             Ok(0)
         }
         Command::Move {
@@ -954,6 +984,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             remote_cellctl,
             any_build,
             incremental,
+            live,
         } => {
             let o = MoveOpts {
                 name,
@@ -962,6 +993,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 remote_cellctl,
                 any_build,
                 incremental,
+                live,
             };
             move_vp(&p, &vp, &to, o).await
         }
@@ -1526,6 +1558,58 @@ async fn drive<T, S: futures_util::Stream + Unpin>(
     }
 }
 
+/// `cellctl import FILE|-`: the imported VP's name.
+async fn import_archive(
+    p: &Manager1Proxy<'_>,
+    file: &str,
+    name: Option<&str>,
+    any_build: bool,
+) -> Result<String, Failure> {
+    use std::os::fd::{AsFd, OwnedFd};
+    let fd: OwnedFd = if file == "-" {
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Failure(format!("stdin: {e}")))?
+    } else {
+        std::fs::File::open(file)
+            .map_err(|e| Failure(format!("cannot read {file}: {e}")))?
+            .into()
+    };
+    let label = name.unwrap_or(file).to_string();
+    let call = p.import(
+        zbus::zvariant::OwnedFd::from(fd),
+        name.unwrap_or(""),
+        any_build,
+    );
+    let r = transfer_progress(p, &label, "importing", call).await?;
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", w.as_str().unwrap_or(""));
+    }
+    Ok(v["vp"].as_str().unwrap_or("").to_string())
+}
+
+/// An output file (0600, truncated), or stdout for -.
+fn open_output(output: &str) -> Result<std::os::fd::OwnedFd, Failure> {
+    use std::os::fd::AsFd;
+    if output == "-" {
+        return std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Failure(format!("stdout: {e}")));
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    Ok(std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| Failure(format!("cannot write {output}: {e}")))?
+        .into())
+}
+
 struct MoveOpts {
     name: Option<String>,
     keep: bool,
@@ -1533,9 +1617,11 @@ struct MoveOpts {
     remote_cellctl: String,
     any_build: bool,
     incremental: bool,
+    live: bool,
 }
 
-/// `cellctl move`: export into `ssh HOST cellctl import -`.
+/// `cellctl move`: export into `ssh HOST cellctl import -` (with --live:
+/// checkpoint, then the archive with the checkpoint into `cellctl restore -`).
 async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Result<u8, Failure> {
     let MoveOpts {
         name,
@@ -1544,6 +1630,7 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
         remote_cellctl,
         any_build,
         incremental,
+        live,
     } = o;
     let remote_cellctl = remote_cellctl.as_str();
     let rest = to.strip_prefix("ssh://").ok_or_else(|| {
@@ -1578,7 +1665,7 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
         remote.push(format!("CELLS_SOCKET={}", q(sock)));
     }
     remote.push(q(remote_cellctl));
-    remote.push("import".into());
+    remote.push(if live { "restore" } else { "import" }.into());
     remote.push("-".into());
     remote.push("--name".into());
     remote.push(q(name.as_deref().unwrap_or(vp)));
@@ -1591,7 +1678,16 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
         .await
         .map(|s| s.state == "running")
         .unwrap_or(false);
-    if was_running {
+    if live {
+        if !was_running {
+            return Err(Failure(format!(
+                "{vp} is not running: a live move moves a running VP; move it without --live"
+            )));
+        }
+        let t0 = std::time::Instant::now();
+        p.checkpoint(vp, false).await?;
+        eprintln!("checkpointed {vp} in {} ms", t0.elapsed().as_millis());
+    } else if was_running {
         eprintln!("stopping {vp} to move it");
         p.stop(vp, 10).await?;
     }
@@ -1603,8 +1699,13 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
     // The pipe's read end is ssh's alone now: if ssh ends early, the
     // export gets EPIPE instead of waiting for a reader.
     drop(cmd);
-    let call = p.export(vp, zbus::zvariant::OwnedFd::from(w), incremental);
-    let exported = transfer_progress(p, vp, "exporting", call).await;
+    let exported = if live {
+        let call = p.export_checkpoint(vp, zbus::zvariant::OwnedFd::from(w));
+        transfer_progress(p, vp, "exporting", call).await
+    } else {
+        let call = p.export(vp, zbus::zvariant::OwnedFd::from(w), incremental);
+        transfer_progress(p, vp, "exporting", call).await
+    };
     let status = child
         .wait()
         .await
@@ -1617,6 +1718,16 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
         )),
     };
     if let Some(why) = failed {
+        if live {
+            // Its processes go on here instead.
+            return match p.restore(vp).await {
+                Ok(_) => Err(Failure(format!("{why}: {vp} runs here again, restored"))),
+                Err(e) => Err(Failure(format!(
+                    "{why}; restoring {vp} here failed too: {} (its checkpoint is kept: `cellctl restore {vp}`)",
+                    Failure::from(e).0
+                ))),
+            };
+        }
         if was_running {
             let _ = p.start(vp).await;
         }

@@ -439,9 +439,117 @@ pub fn unposition_external_files(img: &[u8]) -> Result<(Vec<u8>, usize), String>
     Ok((out, changed))
 }
 
+/// CRIU's user namespace image (`userns-*.img`).
+const USERNS_MAGIC: u32 = 0x5547_4906;
+
+/// A VP's id maps in CRIU's `userns-*.img` moved from one host id range to
+/// another (a VP restored with other host ids than it was dumped with:
+/// moved to another cellsd, or imported under another range). Each
+/// extent's host side (`lower_first`) in `[old, old+size)` moves by
+/// `new - old`; one already in `[new, new+size)` is left (a second run
+/// changes nothing); any other is refused. Returns the image and how many
+/// extents moved.
+pub fn shift_userns(img: &[u8], old: u32, new: u32, size: u32) -> Result<(Vec<u8>, usize), String> {
+    let bad = |what: &str| format!("userns image: {what}");
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(img.get(at..at + 4)?.try_into().ok()?))
+    };
+    if word(0) != Some(IMG_COMMON_MAGIC) || word(4) != Some(USERNS_MAGIC) {
+        return Err(bad("not CRIU's user namespace image"));
+    }
+    let within = |x: u64, base: u32| x >= u64::from(base) && x < u64::from(base) + u64::from(size);
+    let mut out = img[..8].to_vec();
+    let mut at = 8;
+    let mut moved = 0;
+    while at < img.len() {
+        let len = word(at).ok_or_else(|| bad("truncated entry size"))? as usize;
+        let entry = img
+            .get(at + 4..at + 4 + len)
+            .ok_or_else(|| bad("truncated entry"))?;
+        at += 4 + len;
+        let f = fields(entry).ok_or_else(|| bad("an entry is not protobuf"))?;
+        let mut new_entry = Vec::with_capacity(entry.len() + 8);
+        for (n, w, raw, value) in f {
+            if !((n == 1 || n == 2) && w == 2) {
+                new_entry.extend_from_slice(raw);
+                continue;
+            }
+            // A uid_gid_extent: first = 1, lower_first = 2, count = 3.
+            let ext = fields(value).ok_or_else(|| bad("an extent is not protobuf"))?;
+            let mut e = Vec::with_capacity(value.len() + 4);
+            for (en, ew, eraw, _) in ext {
+                if en == 2 && ew == 0 {
+                    let mut i = 0;
+                    read_varint(eraw, &mut i);
+                    let lower = read_varint(eraw, &mut i).ok_or_else(|| bad("lower_first"))?;
+                    let to = if within(lower, old) {
+                        moved += 1;
+                        lower - u64::from(old) + u64::from(new)
+                    } else if within(lower, new) {
+                        lower
+                    } else {
+                        return Err(bad(&format!(
+                            "an id map to host id {lower}, outside the VP's range {old}+{size}"
+                        )));
+                    };
+                    write_varint(&mut e, 2 << 3);
+                    write_varint(&mut e, to);
+                } else {
+                    e.extend_from_slice(eraw);
+                }
+            }
+            write_varint(&mut new_entry, (n << 3) | 2);
+            write_varint(&mut new_entry, e.len() as u64);
+            new_entry.extend_from_slice(&e);
+        }
+        out.extend_from_slice(&(new_entry.len() as u32).to_le_bytes());
+        out.extend_from_slice(&new_entry);
+    }
+    Ok((out, moved))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn extent(first: u64, lower: u64, count: u64) -> Vec<u8> {
+        let mut e = Vec::new();
+        for (n, v) in [(1u64, first), (2, lower), (3, count)] {
+            write_varint(&mut e, n << 3);
+            write_varint(&mut e, v);
+        }
+        e
+    }
+
+    fn userns_img(lower: u64) -> Vec<u8> {
+        let mut entry = Vec::new();
+        for field in [1u64, 2] {
+            let e = extent(0, lower, 65536);
+            write_varint(&mut entry, (field << 3) | 2);
+            write_varint(&mut entry, e.len() as u64);
+            entry.extend_from_slice(&e);
+        }
+        let mut img = IMG_COMMON_MAGIC.to_le_bytes().to_vec();
+        img.extend_from_slice(&USERNS_MAGIC.to_le_bytes());
+        img.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        img.extend_from_slice(&entry);
+        img
+    }
+
+    #[test]
+    fn id_maps_move_to_the_new_range_once() {
+        let img = userns_img(1_065_536);
+        let (out, n) = shift_userns(&img, 1_065_536, 3_000_000, 65536).unwrap();
+        assert_eq!(n, 2, "the uid and the gid map");
+        assert_eq!(out, userns_img(3_000_000));
+        // Again: nothing left to move, the same image.
+        let (again, n) = shift_userns(&out, 1_065_536, 3_000_000, 65536).unwrap();
+        assert_eq!((again, n), (out, 0));
+        // A map to someone else's ids (host root) is refused.
+        let e = shift_userns(&userns_img(0), 1_065_536, 3_000_000, 65536).unwrap_err();
+        assert!(e.contains("outside the VP's range"), "{e}");
+        assert!(shift_userns(b"junk", 1, 2, 3).is_err());
+    }
 
     const INFO: &str = "\
 193 120 0:48 / / rw,relatime - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w

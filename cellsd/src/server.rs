@@ -320,7 +320,22 @@ impl ManagerIface {
         self.check()?;
         Ok(self
             .mgr
-            .export(name, std::os::fd::OwnedFd::from(out), incremental)
+            .export(name, std::os::fd::OwnedFd::from(out), incremental, false)
+            .await?)
+    }
+
+    /// Write a checkpointed (stopped) VP as an archive with its checkpoint
+    /// to `out`, for a live move (`cellctl checkpoint VP -o FILE`);
+    /// returns JSON {vp, bytes, data_bytes, disk_bytes}.
+    async fn export_checkpoint(
+        &self,
+        name: &str,
+        out: zvariant::OwnedFd,
+    ) -> Result<String, CellsError> {
+        self.check()?;
+        Ok(self
+            .mgr
+            .export(name, std::os::fd::OwnedFd::from(out), false, true)
             .await?)
     }
 
@@ -336,7 +351,12 @@ impl ManagerIface {
         let name = (!name.is_empty()).then(|| name.to_string());
         Ok(self
             .mgr
-            .import(std::os::fd::OwnedFd::from(input), name, any_build)
+            .import(
+                std::os::fd::OwnedFd::from(input),
+                name,
+                any_build,
+                self.peer.uid == 0,
+            )
             .await?)
     }
 

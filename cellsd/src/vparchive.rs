@@ -10,8 +10,10 @@
 //! ```
 //!
 //! Only the files the manifest may name are written on import
-//! ([`ALLOWED`]), each within its declared size, segments in order and
-//! inside it: an archive cannot write anywhere else.
+//! ([`allowed`]: the disk image, and for a live move the VP's checkpoint —
+//! CRIU's images and the framebuffer's contents — under `checkpoint/`),
+//! each within its declared size, segments in order and inside it: an
+//! archive cannot write anywhere else.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -22,8 +24,27 @@ use xxhash_rust::xxh3::Xxh3;
 
 pub const MAGIC: &[u8] = b"CELLSVP1\n";
 const MAX_MANIFEST: u32 = 1 << 20;
-/// The files an archive may carry.
-pub const ALLOWED: &[&str] = &[crate::disk::IMAGE_FILE];
+/// The folder of a checkpoint's files in an archive (and in a VP's state).
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// Whether an archive may carry a file of this name: the disk image, the
+/// framebuffer's contents of a checkpoint, or one of its CRIU images (a
+/// plain file name in `checkpoint/images/`).
+pub fn allowed(name: &str) -> bool {
+    if name == crate::disk::IMAGE_FILE
+        || name == format!("{CHECKPOINT_DIR}/{}", crate::criu::FRAMEBUFFER)
+    {
+        return true;
+    }
+    name.strip_prefix(&format!("{CHECKPOINT_DIR}/{}/", crate::criu::IMAGES))
+        .is_some_and(|f| {
+            !f.is_empty()
+                && f.len() <= 128
+                && !f.starts_with('.')
+                && f.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        })
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -45,6 +66,10 @@ pub struct Manifest {
     /// for a VP imported from that export and not changed since.
     #[serde(default)]
     pub base: Option<String>,
+    /// A live move: the VP's checkpoint manifest ([`crate::criu::Manifest`]);
+    /// its files are the `checkpoint/…` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -285,9 +310,19 @@ pub fn read_manifest(r: &mut impl Read, hash: &mut Xxh3) -> Result<Manifest, Arc
             m.version
         )));
     }
+    let mut names = std::collections::HashSet::new();
     for f in &m.files {
-        if !ALLOWED.contains(&f.name.as_str()) {
+        if !allowed(&f.name) {
             return Err(ArchiveError::Forbidden(f.name.clone()));
+        }
+        if !names.insert(f.name.as_str()) {
+            return Err(ArchiveError::Damaged(format!("{} twice", f.name)));
+        }
+        if f.name.starts_with(CHECKPOINT_DIR) && (m.checkpoint.is_none() || m.base.is_some()) {
+            return Err(ArchiveError::Damaged(format!(
+                "{}: checkpoint files in an archive without a checkpoint, or in an incremental one",
+                f.name
+            )));
         }
         let mut end = 0u64;
         for &(off, len) in &f.segments {
@@ -330,6 +365,18 @@ pub fn read_files(
     let mut buf = vec![0u8; 1 << 20];
     for e in &m.files {
         let path = dir.join(&e.name);
+        if let Some(parent) = Path::new(&e.name)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            // Only `checkpoint/images` ([`allowed`]), made by us, 0700.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir.join(parent))
+                .map_err(io(format!("create {}", parent.display())))?;
+        }
         let f = if m.base.is_some() {
             // An incremental archive updates the file there (same size).
             let f = std::fs::OpenOptions::new()
@@ -441,6 +488,7 @@ mod tests {
             }],
             export_id: "e1".into(),
             base: None,
+            checkpoint: None,
         };
         (m, f)
     }
@@ -526,6 +574,8 @@ mod tests {
         ));
         for (name, segs) in [
             ("../../etc/passwd", vec![(0u64, 1u64)]),
+            // Checkpoint files in an archive without a checkpoint.
+            ("checkpoint/images/core-1.img", vec![(0, 1)]),
             (crate::disk::IMAGE_FILE, vec![(0, 10), (5, 10)]),
             (crate::disk::IMAGE_FILE, vec![((64 << 20) - 1, 2)]),
         ] {
@@ -543,6 +593,74 @@ mod tests {
                 "{e}"
             );
         }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn only_a_checkpoint_s_own_files_may_come() {
+        for ok in [
+            crate::disk::IMAGE_FILE,
+            "checkpoint/framebuffer.raw",
+            "checkpoint/images/core-1.img",
+            "checkpoint/images/pages-12.img",
+        ] {
+            assert!(allowed(ok), "{ok}");
+        }
+        for bad in [
+            "checkpoint/images/../../x",
+            "checkpoint/images/",
+            "checkpoint/images/.hidden",
+            "checkpoint/images/a/b",
+            "checkpoint/checkpoint.json",
+            "checkpoint/images/x\n",
+            "/etc/passwd",
+            "checkpoint/framebuffer.raw/x",
+        ] {
+            assert!(!allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_travels_in_its_folder() {
+        let d = tmp("ckpt");
+        let (mut m, f) = sample(&d);
+        let core = d.join("core.img");
+        std::fs::write(&core, b"criu core").unwrap();
+        m.checkpoint = Some(serde_json::json!({"vp": "a"}));
+        m.files.push(FileEntry {
+            name: "checkpoint/images/core-1.img".into(),
+            size: 9,
+            segments: vec![(0, 9)],
+            zero: Vec::new(),
+        });
+        let mut out = Vec::new();
+        write(
+            &mut out,
+            &m,
+            &[f, std::fs::File::open(&core).unwrap()],
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let mut r = &out[..];
+        let mut h = Xxh3::new();
+        let back = read_manifest(&mut r, &mut h).unwrap();
+        assert_eq!(back, m);
+        let dst = d.join("dst");
+        std::fs::create_dir(&dst).unwrap();
+        read_files(&mut r, &mut h, &back, &dst, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            std::fs::read(dst.join("checkpoint/images/core-1.img")).unwrap(),
+            b"criu core"
+        );
+        // An incremental archive carries no checkpoint.
+        let mut inc = m.clone();
+        inc.base = Some("e0".into());
+        let j = serde_json::to_vec(&inc).unwrap();
+        let mut a = MAGIC.to_vec();
+        a.extend_from_slice(&(j.len() as u32).to_le_bytes());
+        a.extend_from_slice(&j);
+        let e = read_manifest(&mut &a[..], &mut Xxh3::new()).unwrap_err();
+        assert!(matches!(e, ArchiveError::Damaged(_)), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -12,9 +12,169 @@ use std::time::Instant;
 use super::*;
 use crate::criu::{self, Manifest};
 
+/// A checkpoint's manifest once a fresh start made it stale.
+const STALE: &str = "checkpoint.stale.json";
+
 impl Manager {
     fn checkpoint_dir(&self, vp: &str) -> PathBuf {
-        self.cfg.layout.vp_dir(vp).join("checkpoint")
+        self.cfg
+            .layout
+            .vp_dir(vp)
+            .join(crate::vparchive::CHECKPOINT_DIR)
+    }
+
+    /// A fresh start changes the VP's files under its checkpoint: the
+    /// checkpoint can no longer be restored (nor exported).
+    pub(super) fn retire_checkpoint(&self, vp: &str) {
+        let dir = self.checkpoint_dir(vp);
+        if dir.join(criu::MANIFEST).exists() {
+            tracing::info!(vp, "started afresh: its checkpoint is stale now");
+            let _ = std::fs::rename(dir.join(criu::MANIFEST), dir.join(STALE));
+        }
+    }
+
+    /// The VP's checkpoint manifest, or why there is none to use.
+    fn read_checkpoint(&self, vp: &str) -> Result<Manifest, Error> {
+        let dir = self.checkpoint_dir(vp);
+        let text = std::fs::read_to_string(dir.join(criu::MANIFEST)).map_err(|_| {
+            if dir.join(STALE).exists() {
+                Error::InvalidArgument(format!(
+                    "the checkpoint of VP '{vp}' is older than its last fresh start (its files moved on since): make a new one with `cellctl checkpoint {vp}`"
+                ))
+            } else {
+                Error::InvalidArgument(format!(
+                    "VP '{vp}' has no checkpoint: make one with `cellctl checkpoint {vp}`"
+                ))
+            }
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Failed(format!("the checkpoint manifest of '{vp}' is damaged: {e}"))
+        })
+    }
+
+    /// The checkpoint of a stopped VP for an archive: its manifest and its
+    /// files (archive name, path here).
+    pub(super) fn checkpoint_for_export(
+        &self,
+        vp: &str,
+    ) -> Result<(serde_json::Value, Vec<(String, PathBuf)>), Error> {
+        let manifest = self.read_checkpoint(vp)?;
+        let dir = self.checkpoint_dir(vp);
+        let mut files = Vec::new();
+        let images = dir.join(criu::IMAGES);
+        for e in std::fs::read_dir(&images).map_err(failed("list the checkpoint's images"))? {
+            let e = e.map_err(failed("list the checkpoint's images"))?;
+            let name = format!(
+                "{}/{}/{}",
+                crate::vparchive::CHECKPOINT_DIR,
+                criu::IMAGES,
+                e.file_name().to_string_lossy()
+            );
+            let ft = e.file_type().map_err(failed("stat a checkpoint image"))?;
+            if !ft.is_file() || !crate::vparchive::allowed(&name) {
+                return Err(Error::Failed(format!(
+                    "the checkpoint of '{vp}' holds {} which an archive cannot carry",
+                    e.path().display()
+                )));
+            }
+            files.push((name, e.path()));
+        }
+        files.sort();
+        if manifest.framebuffer {
+            files.push((
+                format!("{}/{}", crate::vparchive::CHECKPOINT_DIR, criu::FRAMEBUFFER),
+                dir.join(criu::FRAMEBUFFER),
+            ));
+        }
+        let json = serde_json::to_value(&manifest).map_err(|e| Error::Failed(e.to_string()))?;
+        Ok((json, files))
+    }
+
+    /// An imported VP's checkpoint (the archive's `checkpoint/` folder,
+    /// written into `staged`) put in place as this VP's: its name and this
+    /// host's build of the same template content. Its id maps are moved to
+    /// this VP's range at restore.
+    pub(super) fn place_imported_checkpoint(
+        &self,
+        vp: &str,
+        json: &serde_json::Value,
+        staged: &Path,
+    ) -> Result<(), Error> {
+        let mut m: Manifest = serde_json::from_value(json.clone()).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the archive's checkpoint manifest is not one this cellsd reads: {e}"
+            ))
+        })?;
+        if m.version != criu::MANIFEST_VERSION {
+            return Err(Error::InvalidArgument(format!(
+                "the archive's checkpoint is version {} (this cellsd reads {}): restore it with the same cells version",
+                m.version,
+                criu::MANIFEST_VERSION
+            )));
+        }
+        if !staged.join(criu::IMAGES).is_dir() {
+            return Err(Error::InvalidArgument(
+                "the archive names a checkpoint but carries none of its images".into(),
+            ));
+        }
+        m.vp = vp.to_string();
+        m.template_build = crate::template::current_build(&self.cfg.layout, &m.template)
+            .ok_or_else(|| {
+                Error::TemplateNotBuilt(format!("template '{}' is not built here", m.template))
+            })?;
+        let dir = self.checkpoint_dir(vp);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(staged, &dir).map_err(failed("put the imported checkpoint in place"))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(failed("chmod the checkpoint folder"))?;
+        let text = serde_json::to_vec_pretty(&m).map_err(|e| Error::Failed(e.to_string()))?;
+        crate::layout::write_atomic(&dir.join(criu::MANIFEST), &text)
+            .map_err(failed("write the checkpoint manifest"))
+    }
+
+    /// The checkpoint's user namespace images moved to the VP's host id
+    /// range when it was made under another one (see
+    /// [`criu::shift_userns`]); the manifest says so after.
+    fn shift_checkpoint_ids(
+        &self,
+        vp: &str,
+        manifest: &mut Manifest,
+        config: &VpConfig,
+    ) -> Result<(), Error> {
+        let (Some(old), Some(new)) = (manifest.host_root_id, config.host_root_id()) else {
+            return Err(Error::InvalidArgument(format!(
+                "the checkpoint of '{vp}' was made with VP root at host id {:?}, the VP now has {:?}: a privileged VP and an unprivileged one cannot trade checkpoints",
+                manifest.host_root_id,
+                config.host_root_id()
+            )));
+        };
+        let size = config
+            .runtime
+            .linux()
+            .as_ref()
+            .and_then(|l| l.uid_mappings().as_ref())
+            .and_then(|m| m.iter().find(|m| m.container_id() == 0))
+            .map(|m| m.size())
+            .unwrap_or(0);
+        let dir = self.checkpoint_dir(vp);
+        let images = dir.join(criu::IMAGES);
+        for e in std::fs::read_dir(&images).map_err(failed("list the checkpoint's images"))? {
+            let e = e.map_err(failed("list the checkpoint's images"))?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            if !(n.starts_with("userns-") && n.ends_with(".img")) {
+                continue;
+            }
+            let img = std::fs::read(e.path()).map_err(failed("read a userns image"))?;
+            let (out, moved) = criu::shift_userns(&img, old, new, size)
+                .map_err(|e| Error::InvalidArgument(format!("the checkpoint of '{vp}': {e}")))?;
+            crate::layout::write_atomic(&e.path(), &out).map_err(failed("write a userns image"))?;
+            tracing::info!(vp, image = n.as_str(), moved, old, new, "id maps moved");
+        }
+        manifest.host_root_id = Some(new);
+        let text =
+            serde_json::to_vec_pretty(&*manifest).map_err(|e| Error::Failed(e.to_string()))?;
+        crate::layout::write_atomic(&dir.join(criu::MANIFEST), &text)
+            .map_err(failed("write the checkpoint manifest"))
     }
 
     /// Save a running VP's processes. Without `leave_running` the VP ends
@@ -198,14 +358,7 @@ impl Manager {
     /// monitor's devices and tree.
     pub async fn restore(self: &Arc<Self>, vp: &str) -> Result<Manifest, Error> {
         let dir = self.checkpoint_dir(vp);
-        let text = std::fs::read_to_string(dir.join(criu::MANIFEST)).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "VP '{vp}' has no checkpoint: make one with `cellctl checkpoint {vp}`"
-            ))
-        })?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-            Error::Failed(format!("the checkpoint manifest of '{vp}' is damaged: {e}"))
-        })?;
+        let mut manifest = self.read_checkpoint(vp)?;
         let config = {
             let inner = self.lock();
             inner
@@ -216,11 +369,8 @@ impl Manager {
                 .clone()
         };
         if manifest.host_root_id != config.host_root_id() {
-            return Err(Error::InvalidArgument(format!(
-                "the checkpoint of '{vp}' was made with VP root at host id {:?}, the VP now has {:?}: restore needs the same id range",
-                manifest.host_root_id,
-                config.host_root_id()
-            )));
+            // Made under another id range (a live move): its id maps follow.
+            self.shift_checkpoint_ids(vp, &mut manifest, &config)?;
         }
         let current = crate::template::current_build(&self.cfg.layout, &config.cells.template);
         if current.as_deref() != Some(manifest.template_build.as_str()) {

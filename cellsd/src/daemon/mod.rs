@@ -963,6 +963,9 @@ impl Manager {
             }
             vp.phase = Phase::Starting;
         }
+        if restore.is_none() {
+            self.retire_checkpoint(name);
+        }
         self.emit_state(name, VpState::Starting);
         let config = match self.ensure_network(name) {
             Ok(c) => c,

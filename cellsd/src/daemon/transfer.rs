@@ -64,7 +64,13 @@ impl Manager {
         vp: &str,
         out: OwnedFd,
         incremental: bool,
+        with_checkpoint: bool,
     ) -> Result<String, Error> {
+        if incremental && with_checkpoint {
+            return Err(Error::InvalidArgument(
+                "a checkpoint goes in a whole export only: export without --incremental".into(),
+            ));
+        }
         let op = self.op_lock(vp)?;
         let _op = op.lock().await;
         let config = {
@@ -98,6 +104,11 @@ impl Manager {
                 .filter(|n| !n.is_empty())
         });
         let adb_keys = std::fs::read_to_string(layout.vp_adb_keys(vp)).unwrap_or_default();
+        let checkpoint = if with_checkpoint {
+            Some(self.checkpoint_for_export(vp)?)
+        } else {
+            None
+        };
         let mgr = Arc::clone(self);
         let name = vp.to_string();
         tokio::task::spawn_blocking(move || -> Result<String, Error> {
@@ -121,6 +132,30 @@ impl Manager {
                 (segs, Vec::new(), None)
             };
             let export_id = crate::devices::telephony::voip::random_hex(8);
+            let mut entries = vec![FileEntry {
+                name: crate::disk::IMAGE_FILE.to_string(),
+                size,
+                segments,
+                zero,
+            }];
+            let mut open = vec![img];
+            let mut checkpoint_json = None;
+            if let Some((json, files)) = checkpoint {
+                for (name, path) in files {
+                    let f = std::fs::File::open(&path).map_err(failed("open a checkpoint file"))?;
+                    let size = f.metadata().map_err(failed("stat a checkpoint file"))?.len();
+                    let segments =
+                        vparchive::segments(&f).map_err(|e| Error::Failed(e.to_string()))?;
+                    entries.push(FileEntry {
+                        name,
+                        size,
+                        segments,
+                        zero: Vec::new(),
+                    });
+                    open.push(f);
+                }
+                checkpoint_json = Some(json);
+            }
             let manifest = Manifest {
                 version: 1,
                 definition: serde_json::to_value(&config).map_err(|e| Error::Failed(e.to_string()))?,
@@ -131,22 +166,25 @@ impl Manager {
                 },
                 adb_keys,
                 number,
-                files: vec![FileEntry {
-                    name: crate::disk::IMAGE_FILE.to_string(),
-                    size,
-                    segments,
-                    zero,
-                }],
+                files: entries,
                 export_id: export_id.clone(),
                 base,
+                checkpoint: checkpoint_json,
             };
-            let data = manifest.files[0].data_bytes();
+            let data: u64 = manifest.files.iter().map(FileEntry::data_bytes).sum();
             let mut progress = mgr.transfer_progress(&name, "exporting");
-            let bytes = vparchive::write(std::fs::File::from(out), &manifest, &[img], &mut progress)
+            let bytes = vparchive::write(std::fs::File::from(out), &manifest, &open, &mut progress)
                 .map_err(|e| Error::Failed(format!("exporting VP '{name}': {e}")))?;
             // The next incremental export starts from what was just sent.
             write_blocks(&state, &Blocks { id: export_id, blocks: hashes })?;
-            tracing::info!(vp = name.as_str(), bytes, data, incremental, "exported");
+            tracing::info!(
+                vp = name.as_str(),
+                bytes,
+                data,
+                incremental,
+                with_checkpoint = manifest.checkpoint.is_some(),
+                "exported"
+            );
             Ok(serde_json::json!({"vp": name, "bytes": bytes, "data_bytes": data, "disk_bytes": size})
                 .to_string())
         })
@@ -160,6 +198,7 @@ impl Manager {
         input: OwnedFd,
         name: Option<String>,
         any_build: bool,
+        caller_is_root: bool,
     ) -> Result<String, Error> {
         let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::from(input));
         // The manifest first (small): what to create.
@@ -177,6 +216,13 @@ impl Manager {
         })?;
         let name = name.unwrap_or_else(|| old.name.clone());
         name::validate("VP", &name)?;
+        if manifest.checkpoint.is_some() && !caller_is_root {
+            // CRIU restores whatever its images say, as root: they are
+            // taken only from whom could run criu himself.
+            return Err(Error::Api(crate::api::CellsError::AccessDenied(
+                "the archive carries a checkpoint (a live move): CRIU restores what its images say as host root, so only root may import one; import it as root, or export the VP without its checkpoint (`cellctl export`)".into(),
+            )));
+        }
         if manifest.base.is_some() {
             return self
                 .import_update(&name, &old, manifest, reader, hash)
@@ -214,6 +260,12 @@ impl Manager {
                 .map_err(failed("fingerprint the template"))?;
         let mut warnings = Vec::new();
         if here != t.fingerprint {
+            if manifest.checkpoint.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "template '{}' here is not the build the checkpointed VP's programs run from (content {} here, {} in the archive): a live move needs the same template content; import the template (`cellctl template import`) or move the VP cold (`cellctl export`)",
+                    t.name, here, t.fingerprint
+                )));
+            }
             if !any_build {
                 return Err(Error::InvalidArgument(format!(
                     "template '{}' here is not the build the VP ran on (content {} here, {} in the archive): \
@@ -294,6 +346,9 @@ impl Manager {
         self.check_and_shift(name, &img, old_root, new_root).await?;
         std::fs::rename(&img, vp_dir.join(crate::disk::IMAGE_FILE))
             .map_err(failed("put the imported disk in place"))?;
+        if let Some(json) = &manifest.checkpoint {
+            self.place_imported_checkpoint(name, json, &staging.join(vparchive::CHECKPOINT_DIR))?;
+        }
         let _ = std::fs::remove_dir_all(&staging);
         if !manifest.adb_keys.is_empty() {
             crate::layout::write_atomic(&layout.vp_adb_keys(name), manifest.adb_keys.as_bytes())
