@@ -244,6 +244,10 @@ enum Command {
         /// imported from it on the other host and has not run there since).
         #[arg(long)]
         incremental: bool,
+        /// With its checkpoint (`cellctl checkpoint VP`), for `cellctl
+        /// restore FILE` on another host: a live move.
+        #[arg(long, conflicts_with = "incremental")]
+        checkpoint: bool,
     },
     /// Make a VP of an archive (FILE, or - for stdin) made by `cellctl
     /// export`: it gets this host's ids, address and adb port.
@@ -850,8 +854,17 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 None => None,
             };
             let t0 = std::time::Instant::now();
-            let m: serde_json::Value =
-                serde_json::from_str(&p.checkpoint(&vp, leave_running).await?).unwrap_or_default();
+            let m = match p.checkpoint(&vp, leave_running).await {
+                Ok(m) => m,
+                Err(e) => {
+                    // The file made for the archive is not left empty.
+                    if let Some(o) = output.as_deref().filter(|o| *o != "-") {
+                        let _ = std::fs::remove_file(o);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let m: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
             println!(
                 "checkpointed {vp} in {} ms ({} external mounts, {} terminals{}){}",
                 t0.elapsed().as_millis(),
@@ -955,10 +968,14 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             vp,
             output,
             incremental,
+            checkpoint,
         } => {
-            let fd = open_output(&output)?;
-            let call = p.export(&vp, zbus::zvariant::OwnedFd::from(fd), incremental);
-            let r = transfer_progress(&p, &vp, "exporting", call).await?;
+            let fd = zbus::zvariant::OwnedFd::from(open_output(&output)?);
+            let r = if checkpoint {
+                transfer_progress(&p, &vp, "exporting", p.export_checkpoint(&vp, fd)).await?
+            } else {
+                transfer_progress(&p, &vp, "exporting", p.export(&vp, fd, incremental)).await?
+            };
             let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
             eprintln!(
                 "exported {vp}: {} bytes ({} of data in a {}-byte disk)",

@@ -27,7 +27,7 @@ pub struct Manifest {
     pub template: String,
     pub template_build: String,
     /// VP root's host id when it was dumped (the images' user namespace
-    /// maps name it): a restore needs the same id range.
+    /// maps name it): a restore under another range moves those maps.
     pub host_root_id: Option<u32>,
     /// (key, mount point in the VP) of each external mount.
     pub mounts: Vec<(String, String)>,

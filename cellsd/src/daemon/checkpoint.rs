@@ -359,6 +359,12 @@ impl Manager {
     pub async fn restore(self: &Arc<Self>, vp: &str) -> Result<Manifest, Error> {
         let dir = self.checkpoint_dir(vp);
         let mut manifest = self.read_checkpoint(vp)?;
+        if !criu_found(&self.cfg.criu) {
+            return Err(Error::Failed(format!(
+                "no criu at '{}': install CRIU (Debian: apt install criu) or give cellsd --criu PATH; the checkpoint was not touched",
+                self.cfg.criu.display()
+            )));
+        }
         let config = {
             let inner = self.lock();
             inner
