@@ -81,8 +81,10 @@ def run_all(vm, res, bench=False):
     res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
     res.check("VP networks on the device's kernel: eth0 on the bridge, port isolation without nft", lambda: check_network(vm))
     res.check("live checkpoint/restore (CRIU): processes continue (counter, file offset, pids), screen, wakelock, network and console re-attached", lambda: check_live_restore(vm))
+    res.check("live move (CRIU) to a second cellsd and back (checkpoint -o, restore FILE, move --live): processes, data, wakelock go on; that cellsd's ids and address; root only", lambda: check_live_move(vm))
     if bench:
         res.check("benchmarks: live checkpoint/restore", lambda: bench_live_restore(vm))
+        res.check("benchmarks: live move to a second cellsd", lambda: bench_live_move(vm))
     res.check("the foreground VP truncating, growing or mapping past its framebuffer does not reach cellsd", lambda: check_fb_attack(vm, kernel=False))
     res.check("lights: the foreground's writes reach a real LED and backlight; a background VP's are replayed when it comes to the front", lambda: check_lights(vm))
     res.check("sensors: Debian's evtest reads the foreground VP's accelerometer", lambda: check_evtest_accel(vm))
@@ -373,6 +375,172 @@ def _live_restore(vm, vp):
     procs = in_vp(vm, vp, "ls /proc | grep -c '^[0-9]'")[1].strip()
     assert int(procs) < 20, procs
     assert vm.run(f"cellctl restore {vp}")[0] != 0
+
+
+# A second cellsd on the same device (its own state, run dir, id range,
+# bridge, subnet, ports and cgroup; a memory panel, no host input or sound):
+# the other end of a live move.
+B_CELLSD = (CELLSD.replace("--state-dir /var/lib/cells --run-dir /run/cells",
+                           "--state-dir /var/lib/cells-b --run-dir /run/cells-b")
+            .replace("--panel fbdev:/dev/fb0", "--panel headless:720x1280")
+            + " --id-base 3000000 --bridge cellsb --subnet 10.48.0.0/16 --adb-port-base 7700"
+              " --cgroup-parent cellsb --input-dir /tmp/no-input --audio-output none --power-backend none")
+B = "CELLS_SOCKET=/run/cells-b/cellsd.sock cellctl"
+# What ssh would run on the other host, run here (the second cellsd is on
+# this device): `cellctl move` builds the same command line either way.
+LOCAL_SSH = '#!/bin/sh\\nwhile [ "$1" != -- ]; do shift; done; shift; exec sh -c "$1"\\n'
+
+
+def start_b(vm):
+    # Its state on the device's ext4 disk too (the guest's root is a tmpfs,
+    # which has idmapped mounts only from Linux 6.3 on).
+    vm.ok("mkdir -p /var/lib/cells-b /var/lib/cells/.other-cellsd; mountpoint -q /var/lib/cells-b "
+          "|| mount --bind /var/lib/cells/.other-cellsd /var/lib/cells-b")
+    vm.ok(f"mkdir -p /run/cells-b /tmp/no-input; {B_CELLSD} >/tmp/cellsd-b.log 2>&1 & echo $! > /tmp/cellsd-b.pid")
+    rc, out = vm.run(f"for i in $(seq 300); do {B} list >/dev/null 2>&1 && break; sleep 0.1; done; {B} list")
+    if rc != 0:
+        raise AssertionError(f"the second cellsd did not come up:\n{out}\n{vm.run('cat /tmp/cellsd-b.log')[1]}")
+
+
+def stop_b(vm, vps):
+    for vp in vps:
+        vm.run(f"for c in cellctl '{B}'; do eval \"$c stop {vp} --timeout 5; $c destroy {vp}\"; done", timeout=120)
+    vm.run("kill $(cat /tmp/cellsd-b.pid); while [ -e /run/cells-b/cellsd.sock ]; do sleep 0.1; done")
+
+
+def remove_b(vm):
+    vm.run("umount /var/lib/cells-b; rm -rf /var/lib/cells/.other-cellsd /run/cells-b", timeout=120)
+
+
+def check_live_move(vm):
+    vp = "traveller"
+    # An operator in the cells group (control: may use cellsd B) — not root.
+    vm.ok("echo cells:x:990: >> /etc/group; echo op:x:1234:990::/tmp:/bin/sh >> /etc/passwd")
+    try:
+        start_b(vm)
+        _live_move(vm, vp)
+    finally:
+        stop_b(vm, [vp])
+        remove_b(vm)
+        vm.run("sed -i '/^cells:/d' /etc/group; sed -i '/^op:/d' /etc/passwd")
+
+
+def bench_live_move(vm):
+    """A live move to a second cellsd on the device (checkpoint -o FILE here,
+    restore FILE there): downtime and archive size for an idle VP and one
+    holding 200 MiB of anonymous memory; peer: a cold move of the same VP
+    (stop, export, import, start), which loses its processes' state."""
+    vp = "benchmove"
+
+    def ms(cmd):
+        t0 = time.time()
+        vm.ok(cmd, timeout=900)
+        return (time.time() - t0) * 1000
+    start_b(vm)
+    try:
+        for label, mib in [("idle", 0), ("200 MiB anonymous", 200)]:
+            vm.ok(f"cellctl create {vp} --template minimal --disk 256M", timeout=120)
+            vm.ok(f"cellctl start {vp}", timeout=180)
+            if mib:
+                vm.ok(f"cellctl exec {vp} -- sh -c \"setsid awk 'BEGIN {{ s = \\\"x\\\"; while (length(s) < {mib} * 1048576) s = s s; "
+                      f"s = substr(s, 1, {mib} * 1048576); system(\\\"sleep 100000\\\") }}' </dev/null >/dev/null 2>&1 &\"")
+                wait(lambda: int(vm.ok(f"cat /sys/fs/cgroup/cells/{vp}/memory.current")) > mib << 20, 120,
+                     f"{mib} MiB held in {vp}")
+            dump = ms(f"cellctl checkpoint {vp} -o /tmp/{vp}.cellsvp")
+            size = int(vm.ok(f"stat -c %s /tmp/{vp}.cellsvp")) / (1 << 20)
+            vm.ok(f"cellctl destroy {vp}", timeout=120)
+            rest = ms(f"{B} restore /tmp/{vp}.cellsvp")
+            vm.ok(f"rm -f /tmp/{vp}.cellsvp")
+            cold = (ms(f"{B} stop {vp} --timeout 5") + ms(f"{B} export {vp} -o /tmp/{vp}.cold")
+                    + ms(f"cellctl import /tmp/{vp}.cold") + ms(f"cellctl start {vp}"))
+            csize = int(vm.ok(f"stat -c %s /tmp/{vp}.cold")) / (1 << 20)
+            vm.ok(f"rm -f /tmp/{vp}.cold")
+            print(f"BENCH live move to a second cellsd, guest (TCG), {label} VP (256 MiB disk): "
+                  f"checkpoint+archive {dump:.0f} ms, import+restore {rest:.0f} ms, downtime {dump + rest:.0f} ms, "
+                  f"archive {size:.1f} MiB; cold move (stop, export, import, start) {cold:.0f} ms, "
+                  f"archive {csize:.1f} MiB; ratio {(dump + rest) / max(cold, 1):.2f}x", flush=True)
+            stop_b(vm, [vp])
+            start_b(vm)
+    finally:
+        stop_b(vm, [vp])
+        remove_b(vm)
+
+
+def _live_move(vm, vp):
+    def run_in(ctl, script):
+        return vm.run(f"{ctl} exec {vp} -- sh -c '{script}'")
+
+    def count(ctl):
+        return int(run_in(ctl, "cat /data/count")[1].strip() or 0)
+
+    def counter_pids(ctl):
+        return sorted(l.split()[0] for l in run_in(ctl, "ps -o pid,args")[1].splitlines()[1:]
+                      if "while true" in l)
+
+    def init_uid_map(ctl):
+        pid = json.loads(vm.ok(f"{ctl} status {vp} --json"))["pid"]
+        return vm.ok(f"cat /proc/{pid}/uid_map").split()
+
+    vm.ok(f"cellctl create {vp} --template minimal --disk 256M --color 345678", timeout=120)
+    vm.ok(f"cellctl start {vp}", timeout=180)
+    vm.ok(f"cellctl exec {vp} -- sh -c \"dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null; "
+          f"setsid sh -c \\\"i=0; while true; do i=\\\\\\$((i+1)); echo \\\\\\$i > /data/count; sleep 0.1; done\\\" "
+          f"</dev/null >/dev/null 2>&1 &\"")
+    assert run_in("cellctl", "echo keepme > /sys/power/wake_lock")[0] == 0
+    wait(lambda: count("cellctl") > 3, 20, "the counter to run")
+    blob = run_in("cellctl", "md5sum /data/blob")[1].split()[0]
+    pids = counter_pids("cellctl")
+    map_a = init_uid_map("cellctl")
+    assert len(pids) == 1 and map_a[0] == "0", (pids, map_a)
+    mounts_a = len(run_in("cellctl", "cat /proc/self/mountinfo")[1].splitlines())
+
+    # Here: checkpointed into an archive (the VP stops here).
+    out = vm.ok(f"cellctl checkpoint {vp} -o /tmp/{vp}.cellsvp", timeout=300)
+    assert "checkpointed" in out, out
+    assert json.loads(vm.ok(f"cellctl status {vp} --json"))["state"] == "stopped"
+    # Images are root's to give: the cells group's operator may not bring
+    # them in (control: the same operator may use that cellsd).
+    vm.ok(f"cp /tmp/{vp}.cellsvp /tmp/op.cellsvp; chmod 644 /tmp/op.cellsvp")
+    def op(args):
+        return vm.run(f"su op -s /bin/sh -c 'id -u; CELLS_SOCKET=/run/cells-b/cellsd.sock cellctl {args}' 2>&1")
+    rc, out = op("list")
+    assert rc == 0 and out.split()[0] == "1234", f"control: the operator may use cellsd B: {out}"
+    rc, out = op("restore /tmp/op.cellsvp")
+    assert rc != 0 and "only root may import" in out, out
+    assert vp not in vm.ok(f"{B} list"), "a refused import left a VP behind"
+
+    # There: imported and restored by root.
+    out = vm.ok(f"{B} restore /tmp/{vp}.cellsvp", timeout=600)
+    assert "restored" in out, out
+    assert json.loads(vm.ok(f"{B} status {vp} --json"))["state"] == "running"
+    assert counter_pids(B) == pids, (pids, counter_pids(B))
+    c1 = count(B)
+    assert c1 > 3, c1
+    wait(lambda: count(B) > c1 + 3, 30, "the moved counter to go on")
+    assert run_in(B, "md5sum /data/blob")[1].split()[0] == blob
+    assert "keepme" in run_in(B, "cat /sys/power/wake_lock")[1]
+    # This cellsd's ids, address and mounts; isolated as a fresh VP.
+    map_b = init_uid_map(B)
+    assert map_b[1] != map_a[1] and int(map_b[1]) >= 3000000, (map_a, map_b)
+    assert "10.48." in run_in(B, "ip -4 addr show eth0")[1]
+    assert len(run_in(B, "cat /proc/self/mountinfo")[1].splitlines()) == mounts_a
+    procs = run_in(B, "ls /proc | grep -c \"^[0-9]\"")[1].strip()
+    assert int(procs) < 20, procs
+    st = run_in(B, "stat -c %u:%g /data/blob")[1].strip()
+    assert st == "0:0", st
+
+    # And back with `cellctl move --live` (the copy here goes first).
+    vm.ok(f"cellctl destroy {vp}", timeout=120)
+    vm.ok(f"printf '{LOCAL_SSH}' > /tmp/localssh; chmod 755 /tmp/localssh")
+    out = vm.ok(f"CELLS_SSH_COMMAND=/tmp/localssh {B} move {vp} --to ssh://root@localhost --live "
+                f"--remote-socket /run/cells/cellsd.sock 2>&1", timeout=900)
+    assert "gone from here" in out, out
+    assert vp not in vm.ok(f"{B} list")
+    assert counter_pids("cellctl") == pids
+    c2 = count("cellctl")
+    wait(lambda: count("cellctl") > c2 + 3, 30, "the counter to go on after moving back")
+    assert init_uid_map("cellctl")[1] == map_a[1] or int(init_uid_map("cellctl")[1]) < 3000000
+    assert "keepme" in run_in("cellctl", "cat /sys/power/wake_lock")[1]
 
 
 def check_network(vm):

@@ -26,6 +26,8 @@ MODULES = [
     # CRIU (live checkpoint/restore): socket and conntrack diagnostics.
     "unix_diag", "inet_diag", "tcp_diag", "udp_diag", "netlink_diag", "af_packet_diag",
     "nf_conntrack_netlink",
+    # VP disks (ext4 images on loop devices): the live move between two cellsd.
+    "loop",
 ]
 
 
@@ -119,8 +121,15 @@ def build_initramfs(cache: Path, abi: str, init_script: Path, out: Path):
     c.file("usr/bin/fbcat", (root / "usr/bin/fbcat").read_bytes(), 0o755)
     # And Debian's evtest, for the accelerometer check.
     c.file("usr/bin/evtest", (root / "usr/bin/evtest").read_bytes(), 0o755)
-    for lib in ["/lib/x86_64-linux-gnu/libc.so.6"]:
-        c.file(lib.lstrip("/"), Path(lib).read_bytes(), 0o755)
+    # Debian's mkfs.ext4 and e2fsck (this host's, as the C library is), for
+    # VPs with a disk image of their own (export/import, the live move).
+    mkdirs("usr/sbin")
+    c.file("usr/sbin/mkfs.ext4", Path("/usr/sbin/mke2fs").read_bytes(), 0o755)
+    c.file("usr/bin/e2fsck", Path("/usr/sbin/e2fsck").read_bytes(), 0o755)  # in PATH
+    c.file("etc/mke2fs.conf", Path("/etc/mke2fs.conf").read_bytes())
+    e2libs = ["libblkid.so.1", "libcom_err.so.2", "libe2p.so.2", "libext2fs.so.2", "libuuid.so.1"]
+    for lib in ["/lib/x86_64-linux-gnu/libc.so.6"] + [f"/lib/x86_64-linux-gnu/{n}" for n in e2libs]:
+        c.file(lib.lstrip("/"), Path(lib).resolve().read_bytes(), 0o755)
     c.file("lib64/ld-linux-x86-64.so.2", Path("/lib64/ld-linux-x86-64.so.2").resolve().read_bytes(), 0o755)
     def closure(name):
         """Transitive dependencies as depmod lists them: every module before

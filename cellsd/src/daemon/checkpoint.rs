@@ -122,6 +122,17 @@ impl Manager {
             .ok_or_else(|| {
                 Error::TemplateNotBuilt(format!("template '{}' is not built here", m.template))
             })?;
+        // As criu dump leaves them: criu reads some images after it entered
+        // the VP's user namespace (as VP root, through the folder fd it
+        // opened as root); the 0700 folder above keeps everyone else out.
+        let images = staged.join(criu::IMAGES);
+        std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o755))
+            .map_err(failed("chmod the checkpoint's images"))?;
+        for e in std::fs::read_dir(&images).map_err(failed("list the checkpoint's images"))? {
+            let e = e.map_err(failed("list the checkpoint's images"))?;
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644))
+                .map_err(failed("chmod a checkpoint image"))?;
+        }
         let dir = self.checkpoint_dir(vp);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(staged, &dir).map_err(failed("put the imported checkpoint in place"))?;
