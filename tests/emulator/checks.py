@@ -81,6 +81,7 @@ def run_all(vm, res, bench=False):
     res.check("logind backend: a sleep inhibitor (elogind) exactly while a VP holds a lock", lambda: check_logind(vm))
     res.check("VP networks on the device's kernel: eth0 on the bridge, port isolation without nft", lambda: check_network(vm))
     res.check("live checkpoint/restore (CRIU): processes continue (counter, file offset, pids), screen, wakelock, network and console re-attached", lambda: check_live_restore(vm))
+    res.check("live move to another device: a VP checkpointed into the host's share for the second guest", lambda: prepare_guest_move(vm))
     res.check("live move (CRIU) to a second cellsd and back (checkpoint -o, restore FILE, move --live): processes, data, wakelock go on; that cellsd's ids and address; root only", lambda: check_live_move(vm))
     if bench:
         res.check("benchmarks: live checkpoint/restore", lambda: bench_live_restore(vm))
@@ -541,6 +542,50 @@ def _live_move(vm, vp):
     wait(lambda: count("cellctl") > c2 + 3, 30, "the counter to go on after moving back")
     assert init_uid_map("cellctl")[1] == map_a[1] or int(init_uid_map("cellctl")[1]) < 3000000
     assert "keepme" in run_in("cellctl", "cat /sys/power/wake_lock")[1]
+
+
+# The move between two devices: this guest checkpoints a VP into the host's
+# share; a second guest (another boot, its own kernel, state disk and
+# cellsd) restores it (harness.py boots it after this one is stopped).
+GUEST_MOVE = "/mnt/host/voyager.cellsvp"
+
+
+def prepare_guest_move(vm):
+    vp = "voyager"
+    vm.run(f"rm -f {GUEST_MOVE} {GUEST_MOVE}.json")
+    vm.ok(f"cellctl create {vp} --template minimal --disk 256M --color 654321", timeout=120)
+    vm.ok(f"cellctl start {vp}", timeout=180)
+    try:
+        vm.ok(f"cellctl exec {vp} -- sh -c \"echo far > /data/mark; "
+              f"setsid sh -c \\\"i=0; while true; do i=\\\\\\$((i+1)); echo \\\\\\$i > /data/count; sleep 0.1; done\\\" "
+              f"</dev/null >/dev/null 2>&1 &\"")
+        assert in_vp(vm, vp, "echo roaming > /sys/power/wake_lock")[0] == 0
+        wait(lambda: int(in_vp(vm, vp, "cat /data/count")[1].strip() or 0) > 3, 20, "the counter to run")
+        pids = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
+                      if "while true" in l)
+        assert len(pids) == 1, pids
+        vm.ok(f"cellctl checkpoint {vp} -o {GUEST_MOVE}", timeout=300)
+        vm.ok(f"echo '{json.dumps({'pids': pids})}' > {GUEST_MOVE}.json")
+    finally:
+        vm.run(f"cellctl stop {vp} --timeout 5; cellctl destroy {vp}", timeout=120)
+
+
+def check_restore_from_other_guest(vm):
+    vp = "voyager"
+    was = json.loads(vm.ok(f"cat {GUEST_MOVE}.json"))
+    # Its template is built here from the same recipe (same content).
+    out = vm.ok(f"cellctl restore {GUEST_MOVE}", timeout=900)
+    assert "restored" in out, out
+    pids = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
+                  if "while true" in l)
+    assert pids == was["pids"], (was, pids)
+    c = int(in_vp(vm, vp, "cat /data/count")[1].strip())
+    assert c > 3, c
+    wait(lambda: int(in_vp(vm, vp, "cat /data/count")[1].strip()) > c + 3, 30, "the counter to go on on this device")
+    assert in_vp(vm, vp, "cat /data/mark")[1].strip() == "far"
+    assert "roaming" in in_vp(vm, vp, "cat /sys/power/wake_lock")[1]
+    ip = json.loads(vm.ok(f"cellctl status {vp} --json"))["ip"]
+    assert ip and ip in in_vp(vm, vp, "ip -4 addr show eth0")[1], ip
 
 
 def check_network(vm):

@@ -250,6 +250,26 @@ def main():
         sim.kill()
         sim.wait()
         log(f"console log: {work / 'console.log'}; total {time.time() - t0:.0f}s")
+    # A second device: another boot of the guest (its own state disk and
+    # cellsd) restores the VP the first one checkpointed into the share.
+    if (share / "voyager.cellsvp").exists():
+        work2 = cache / "work2"
+        work2.mkdir(exist_ok=True)
+        vm2 = Guest(cache, kernel, cache / "initrd.gz", share, work2, log)
+        try:
+            vm2.start()
+            log(f"second guest booted in {vm2.boot_secs:.1f}s")
+            import checks
+            checks.start_cellsd(vm2)
+            res.check("live move between two devices: the second guest restores the first one's VP (processes, data, wakelock go on; its address)",
+                      lambda: checks.check_restore_from_other_guest(vm2))
+        except Exception as e:  # noqa: BLE001
+            res.failed += 1
+            log(f"FAIL second guest: {e}")
+            traceback.print_exc()
+        finally:
+            vm2.stop()
+            log(f"second guest's console log: {work2 / 'console.log'}; total {time.time() - t0:.0f}s")
     print(f"{res.passed} passed, {res.failed} failed", flush=True)
     sys.exit(0 if res.failed == 0 else 1)
 
