@@ -106,6 +106,27 @@ pub fn move_mount(mount: &OwnedFd, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Make the mount at `to` (a mount's root; private) a peer of the shared
+/// mount at `from` (a mount of the same file system whose root holds
+/// `to`'s): `move_mount(MOVE_MOUNT_SET_GROUP)`, Linux 5.15+. Both may be in
+/// different mount namespaces.
+pub fn move_mount_set_group(from: &impl AsRawFd, to: &impl AsRawFd) -> io::Result<()> {
+    const MOVE_MOUNT_SET_GROUP: libc::c_uint = 0x100;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: two open fds and empty strings valid for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            to.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_SET_GROUP | MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
     let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;

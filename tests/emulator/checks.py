@@ -328,6 +328,22 @@ def check_live_restore(vm):
         vm.run(f"cellctl stop {vp} --timeout 5; cellctl destroy {vp}", timeout=120)
 
 
+def mounts_locked(vm, vp):
+    """What VP root can do to the masks over /proc and /sys (a fresh VP:
+    nothing: they are locked), with the control that it can mount and
+    unmount a file system of its own."""
+    script = ("mkdir -p /tmp/own && mount -t tmpfs own /tmp/own && umount /tmp/own && echo own-ok; "
+              "umount /proc/acpi 2>/dev/null && echo acpi-unmounted; "
+              "umount /sys/firmware 2>/dev/null && echo firmware-unmounted; "
+              "mount -o remount,bind,rw /proc/sys 2>/dev/null && echo sys-writable; "
+              "umount /proc/sys 2>/dev/null && echo sys-unmounted; "
+              "mount -t proc proc /tmp/own 2>/dev/null && echo new-proc; "
+              "grep -c . /proc/self/mountinfo")
+    out = in_vp(vm, vp, script)[1].split()
+    assert "own-ok" in out, f"control: VP root mounts and unmounts its own tmpfs: {out}"
+    return out
+
+
 def _live_restore(vm, vp):
     count = lambda: int(in_vp(vm, vp, "cat /data/count")[1].strip() or 0)  # noqa: E731
     in_vp(vm, vp, "seq 1 1000 > /data/lines")
@@ -349,6 +365,8 @@ def _live_restore(vm, vp):
     mon = lambda: vm.ok(f"cat /run/cells/vps/{vp}/run.json | tr -d ' \\n' | sed 's/.*monitor_pid.:\\([0-9]*\\).*/\\1/'").strip()  # noqa: E731
     shot1 = vm.ok(f"nsenter -t {mon()} -m sh -c '{fb}'").split()[0]
     mounts_before = sorted(filter(None, in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines()))
+    locked_before = mounts_locked(vm, vp)
+    assert locked_before[:-1] == ["own-ok"], f"a fresh VP's masks are locked: {locked_before}"
     out = vm.ok(f"cellctl checkpoint {vp}", timeout=300)
     assert "checkpointed" in out, out
     assert f"{vp} " in vm.ok("cellctl list") and "stopped" in vm.ok(f"cellctl list | grep '^{vp} '"), vm.ok("cellctl list")
@@ -372,6 +390,8 @@ def _live_restore(vm, vp):
     # below or beside them: its proc and sysfs are the host's).
     mounts_after = sorted(filter(None, in_vp(vm, vp, "cat /proc/self/mountinfo | cut -d\\  -f4,5,9-")[1].splitlines()))
     assert len(mounts_before) > 20 and mounts_after == mounts_before, (mounts_before, mounts_after)
+    # Its masks and read-only paths locked as a fresh VP's are.
+    assert mounts_locked(vm, vp) == locked_before, (locked_before, mounts_locked(vm, vp))
     # Isolation as before: the VP sees only its own processes.
     procs = in_vp(vm, vp, "ls /proc | grep -c '^[0-9]'")[1].strip()
     assert int(procs) < 20, procs

@@ -27,6 +27,7 @@ mod child;
 mod devices;
 mod error;
 mod protocol;
+mod relock;
 mod restore;
 mod start;
 mod supervise;

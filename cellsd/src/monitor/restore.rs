@@ -212,10 +212,12 @@ pub(super) fn restore(
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = setup-namespaces ] || exit 0\n\
-             echo \"$CRTOOLS_INIT_PID\" > '{}' && read -r ok < '{}' && [ \"$ok\" = go ]\n",
-            pid_fifo.display(),
-            go_fifo.display()
+            "#!/bin/sh\ncase \"$CRTOOLS_SCRIPT_ACTION\" in\n\
+             setup-namespaces) echo \"$CRTOOLS_INIT_PID\" > '{p}' && read -r ok < '{g}' && [ \"$ok\" = go ] ;;\n\
+             post-restore) echo post-restore > '{p}' && read -r ok < '{g}' && [ \"$ok\" = go ] ;;\n\
+             esac\n",
+            p = pid_fifo.display(),
+            g = go_fifo.display()
         ),
     )
     .and_then(|_| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)))
@@ -357,10 +359,50 @@ pub(super) fn restore(
     // The network: the veth into the new namespace, and its loopback up
     // (the VP's sockets on 127.0.0.1 are restored next).
     let net = attach_network(&live, pid, &mut device_fds);
-    let go = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&go_fifo)
-        .and_then(|mut f| f.write_all(if net.is_ok() { b"go\n" } else { b"no\n" }));
+    let answer = |ok: bool| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&go_fifo)
+            .and_then(|mut f| f.write_all(if ok { b"go\n" } else { b"no\n" }))
+    };
+    let go = answer(net.is_ok());
+    // criu's post-restore action (every process restored, none running
+    // yet): the VP's /proc and /sys locked as a fresh VP's are.
+    let mut locked: Result<(), MonitorError> =
+        Err("criu ended before its post-restore action".into());
+    if net.is_ok() && go.is_ok() {
+        let mut more = String::new();
+        loop {
+            let mut buf = [0u8; 32];
+            if let Ok(n) = pid_file.read(&mut buf) {
+                more.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if more.ends_with('\n') {
+                    break;
+                }
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if more.trim() == "post-restore" {
+            let plan = rootfs::plan(&cfg.runtime, &req.run_dir.join("relock"), &mounts, owner);
+            locked = plan.map_err(MonitorError::from).and_then(|plan| {
+                super::relock::relock(
+                    pid,
+                    &rootfs,
+                    &clean_root,
+                    &req.run_dir.join("relock"),
+                    plan,
+                    owner,
+                )
+            });
+            if let Err(e) = &locked {
+                tracing::warn!("{e}");
+            }
+            let _ = answer(locked.is_ok());
+        }
+    }
     let status = child.wait();
     close_down();
     for f in [&pid_fifo, &go_fifo, &script] {
@@ -382,9 +424,16 @@ pub(super) fn restore(
     go.map_err(|e| fail(step("answer criu's action")(e)))?;
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => return Err(fail(criu_failed(&format!("failed ({s})")))),
+        Ok(s) => {
+            return Err(fail(match locked {
+                Err(e) => e,
+                Ok(()) => criu_failed(&format!("failed ({s})")),
+            }))
+        }
         Err(e) => return Err(fail(step("wait for criu")(e))),
     }
+    // criu exits 0 only after its post-restore action said go.
+    locked.map_err(&fail)?;
     for d in live.borrow_mut().iter_mut() {
         d.released();
     }
