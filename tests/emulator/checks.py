@@ -328,7 +328,7 @@ def check_live_restore(vm):
         vm.run(f"cellctl stop {vp} --timeout 5; cellctl destroy {vp}", timeout=120)
 
 
-def mounts_locked(vm, vp):
+def mounts_locked(vm, vp, ctl="cellctl"):
     """What VP root can do to the masks over /proc and /sys (a fresh VP:
     nothing: they are locked), with the control that it can mount and
     unmount a file system of its own."""
@@ -339,7 +339,7 @@ def mounts_locked(vm, vp):
               "umount /proc/sys 2>/dev/null && echo sys-unmounted; "
               "mount -t proc proc /tmp/own 2>/dev/null && echo new-proc; "
               "grep -c . /proc/self/mountinfo")
-    out = in_vp(vm, vp, script)[1].split()
+    out = vm.run(f"{ctl} exec {vp} -- sh -c '{script}'")[1].split()
     assert "own-ok" in out, f"control: VP root mounts and unmounts its own tmpfs: {out}"
     return out
 
@@ -545,6 +545,8 @@ def _live_move(vm, vp):
     assert map_b[1] != map_a[1] and int(map_b[1]) >= 3000000, (map_a, map_b)
     assert "10.48." in run_in(B, "ip -4 addr show eth0")[1]
     assert len(run_in(B, "cat /proc/self/mountinfo")[1].splitlines()) == mounts_a
+    locked = mounts_locked(vm, vp, B)
+    assert locked[:-1] == ["own-ok"], f"the moved VP's masks are locked as a fresh VP's: {locked}"
     procs = run_in(B, "ls /proc | grep -c \"^[0-9]\"")[1].strip()
     assert int(procs) < 20, procs
     st = run_in(B, "stat -c %u:%g /data/blob")[1].strip()
