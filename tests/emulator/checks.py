@@ -328,6 +328,19 @@ def check_live_restore(vm):
         vm.run(f"cellctl stop {vp} --timeout 5; cellctl destroy {vp}", timeout=120)
 
 
+def loop_pids(vm, vp, markers=("while true",), ctl="cellctl"):
+    """The pids of the VP's processes whose command line has a marker,
+    without their own forks that have not exec'd yet (a shell loop's child
+    on its way to `sleep` shows the loop's command line for a moment)."""
+    rows = []
+    for line in vm.run(f"{ctl} exec {vp} -- ps -o pid,ppid,args")[1].splitlines()[1:]:
+        parts = line.split(None, 2)
+        if len(parts) == 3 and any(m in parts[2] for m in markers):
+            rows.append((parts[0], parts[1]))
+    mine = {p for p, _ in rows}
+    return sorted(p for p, pp in rows if pp not in mine)
+
+
 def mounts_locked(vm, vp, ctl="cellctl"):
     """What VP root can do to the masks over /proc and /sys (a fresh VP:
     nothing: they are locked), with the control that it can mount and
@@ -356,8 +369,7 @@ def _live_restore(vm, vp):
     assert in_vp(vm, vp, "echo keepme > /sys/power/wake_lock")[0] == 0
     wait(lambda: count() > 3, 20, "the counter to run")
     pids = in_vp(vm, vp, "ps -o pid,args | grep -E \"sleep 0.1|sleep 100000\" | grep -v grep | wc -l")[1]
-    before_ps = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
-                       if "while true" in l or "exec 3<" in l)
+    before_ps = loop_pids(vm, vp, ("while true", "exec 3<"))
     assert len(before_ps) == 2, (pids, before_ps)
     ip = vm.ok(f"cellctl list | awk '$1==\"{vp}\"{{print $6}}'").strip()
     # The screen: what the persona drew (its colour), hashed.
@@ -372,8 +384,7 @@ def _live_restore(vm, vp):
     assert f"{vp} " in vm.ok("cellctl list") and "stopped" in vm.ok(f"cellctl list | grep '^{vp} '"), vm.ok("cellctl list")
     out = vm.ok(f"cellctl restore {vp}", timeout=300)
     assert "restored" in out, out
-    after_ps = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
-                      if "while true" in l or "exec 3<" in l)
+    after_ps = loop_pids(vm, vp, ("while true", "exec 3<"))
     assert after_ps == before_ps, (before_ps, after_ps)
     c1 = count()
     wait(lambda: count() > c1 + 3, 20, "the restored counter to go on")
@@ -495,8 +506,7 @@ def _live_move(vm, vp):
         return int(run_in(ctl, "cat /data/count")[1].strip() or 0)
 
     def counter_pids(ctl):
-        return sorted(l.split()[0] for l in run_in(ctl, "ps -o pid,args")[1].splitlines()[1:]
-                      if "while true" in l)
+        return loop_pids(vm, vp, ctl=ctl)
 
     def init_uid_map(ctl):
         pid = json.loads(vm.ok(f"{ctl} status {vp} --json"))["pid"]
@@ -513,7 +523,10 @@ def _live_move(vm, vp):
     pids = counter_pids("cellctl")
     map_a = init_uid_map("cellctl")
     assert len(pids) == 1 and map_a[0] == "0", (pids, map_a)
-    mounts_a = len(run_in("cellctl", "cat /proc/self/mountinfo")[1].splitlines())
+    def mount_table(ctl):
+        # Mount points and their options (sources name each host's paths).
+        return sorted(filter(None, run_in(ctl, "cut -d\\  -f5,6 /proc/self/mountinfo")[1].splitlines()))
+    mounts_a = mount_table("cellctl")
 
     # Here: checkpointed into an archive (the VP stops here).
     out = vm.ok(f"cellctl checkpoint {vp} -o /tmp/{vp}.cellsvp", timeout=300)
@@ -538,13 +551,17 @@ def _live_move(vm, vp):
     c1 = count(B)
     assert c1 > 3, c1
     wait(lambda: count(B) > c1 + 3, 30, "the moved counter to go on")
-    assert run_in(B, "md5sum /data/blob")[1].split()[0] == blob
-    assert "keepme" in run_in(B, "cat /sys/power/wake_lock")[1]
+    moved = run_in(B, "md5sum /data/blob")[1]
+    assert moved.split()[0] == blob, (blob, moved)
+    locks = run_in(B, "cat /sys/power/wake_lock")[1]
+    assert "keepme" in locks, locks
     # This cellsd's ids, address and mounts; isolated as a fresh VP.
     map_b = init_uid_map(B)
     assert map_b[1] != map_a[1] and int(map_b[1]) >= 3000000, (map_a, map_b)
-    assert "10.48." in run_in(B, "ip -4 addr show eth0")[1]
-    assert len(run_in(B, "cat /proc/self/mountinfo")[1].splitlines()) == mounts_a
+    addr = run_in(B, "ip -4 addr show eth0")[1]
+    assert "10.48." in addr, addr
+    mounts_b = mount_table(B)
+    assert mounts_b == mounts_a, (sorted(set(mounts_a) - set(mounts_b)), sorted(set(mounts_b) - set(mounts_a)))
     locked = mounts_locked(vm, vp, B)
     assert locked[:-1] == ["own-ok"], f"the moved VP's masks are locked as a fresh VP's: {locked}"
     procs = run_in(B, "ls /proc | grep -c \"^[0-9]\"")[1].strip()
@@ -583,8 +600,7 @@ def prepare_guest_move(vm):
               f"</dev/null >/dev/null 2>&1 &\"")
         assert in_vp(vm, vp, "echo roaming > /sys/power/wake_lock")[0] == 0
         wait(lambda: int(in_vp(vm, vp, "cat /data/count")[1].strip() or 0) > 3, 20, "the counter to run")
-        pids = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
-                      if "while true" in l)
+        pids = loop_pids(vm, vp)
         assert len(pids) == 1, pids
         vm.ok(f"cellctl checkpoint {vp} -o {GUEST_MOVE}", timeout=300)
         vm.ok(f"echo '{json.dumps({'pids': pids})}' > {GUEST_MOVE}.json")
@@ -598,8 +614,7 @@ def check_restore_from_other_guest(vm):
     # Its template is built here from the same recipe (same content).
     out = vm.ok(f"cellctl restore {GUEST_MOVE}", timeout=900)
     assert "restored" in out, out
-    pids = sorted(l.split()[0] for l in in_vp(vm, vp, "ps -o pid,args")[1].splitlines()[1:]
-                  if "while true" in l)
+    pids = loop_pids(vm, vp)
     assert pids == was["pids"], (was, pids)
     c = int(in_vp(vm, vp, "cat /data/count")[1].strip())
     assert c > 3, c
