@@ -401,42 +401,61 @@ fn unpositioned_reg(reg: &[u8]) -> Option<Vec<u8>> {
 /// "leave it" (as CRIU does itself for /dev/kmsg). Rewrites `files.img` so
 /// for every external file. Returns how many entries changed.
 pub fn unposition_external_files(img: &[u8]) -> Result<(Vec<u8>, usize), String> {
-    let bad = |what: &str| format!("files.img: {what}");
-    let word = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(img.get(at..at + 4)?.try_into().ok()?))
-    };
-    if word(0) != Some(IMG_COMMON_MAGIC) || word(4) != Some(FILES_MAGIC) {
-        return Err(bad("not CRIU's files image"));
-    }
-    let mut out = img[..8].to_vec();
-    let mut at = 8;
     let mut changed = 0;
-    while at < img.len() {
-        let len = word(at).ok_or_else(|| bad("truncated entry size"))? as usize;
-        let entry = img
-            .get(at + 4..at + 4 + len)
-            .ok_or_else(|| bad("truncated entry"))?;
-        at += 4 + len;
-        let f = fields(entry).ok_or_else(|| bad("an entry is not protobuf"))?;
-        let mut new = Vec::with_capacity(entry.len() + 10);
+    let out = rewrite_entries(img, FILES_MAGIC, "files.img", &mut |f, new| {
         for (n, w, raw, value) in f {
             match (n == 3 && w == 2)
                 .then(|| unpositioned_reg(value))
                 .flatten()
             {
                 Some(reg) => {
-                    write_varint(&mut new, (3 << 3) | 2);
-                    write_varint(&mut new, reg.len() as u64);
+                    write_varint(new, (3 << 3) | 2);
+                    write_varint(new, reg.len() as u64);
                     new.extend_from_slice(&reg);
                     changed += 1;
                 }
                 None => new.extend_from_slice(raw),
             }
         }
+        Ok(())
+    })?;
+    Ok((out, changed))
+}
+
+/// Rewrites one entry of an image: its fields in, the new message out.
+type EntryRewrite<'r> = dyn FnMut(Vec<Field<'_>>, &mut Vec<u8>) -> Result<(), String> + 'r;
+
+/// A CRIU image (`IMG_COMMON_MAGIC`, `magic`, then entries of a u32 size
+/// and a protobuf message) with each entry rewritten by `entry(fields,
+/// out)`; errors are prefixed with `name`.
+fn rewrite_entries(
+    img: &[u8],
+    magic: u32,
+    name: &str,
+    entry: &mut EntryRewrite<'_>,
+) -> Result<Vec<u8>, String> {
+    let bad = |what: &str| format!("{name}: {what}");
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(img.get(at..at + 4)?.try_into().ok()?))
+    };
+    if word(0) != Some(IMG_COMMON_MAGIC) || word(4) != Some(magic) {
+        return Err(bad("not the CRIU image expected"));
+    }
+    let mut out = img[..8].to_vec();
+    let mut at = 8;
+    while at < img.len() {
+        let len = word(at).ok_or_else(|| bad("truncated entry size"))? as usize;
+        let e = img
+            .get(at + 4..at + 4 + len)
+            .ok_or_else(|| bad("truncated entry"))?;
+        at += 4 + len;
+        let f = fields(e).ok_or_else(|| bad("an entry is not protobuf"))?;
+        let mut new = Vec::with_capacity(e.len() + 10);
+        entry(f, &mut new).map_err(|m| bad(&m))?;
         out.extend_from_slice(&(new.len() as u32).to_le_bytes());
         out.extend_from_slice(&new);
     }
-    Ok((out, changed))
+    Ok(out)
 }
 
 /// CRIU's user namespace image (`userns-*.img`).
@@ -450,47 +469,31 @@ const USERNS_MAGIC: u32 = 0x5547_4906;
 /// changes nothing); any other is refused. Returns the image and how many
 /// extents moved.
 pub fn shift_userns(img: &[u8], old: u32, new: u32, size: u32) -> Result<(Vec<u8>, usize), String> {
-    let bad = |what: &str| format!("userns image: {what}");
-    let word = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(img.get(at..at + 4)?.try_into().ok()?))
-    };
-    if word(0) != Some(IMG_COMMON_MAGIC) || word(4) != Some(USERNS_MAGIC) {
-        return Err(bad("not CRIU's user namespace image"));
-    }
     let within = |x: u64, base: u32| x >= u64::from(base) && x < u64::from(base) + u64::from(size);
-    let mut out = img[..8].to_vec();
-    let mut at = 8;
     let mut moved = 0;
-    while at < img.len() {
-        let len = word(at).ok_or_else(|| bad("truncated entry size"))? as usize;
-        let entry = img
-            .get(at + 4..at + 4 + len)
-            .ok_or_else(|| bad("truncated entry"))?;
-        at += 4 + len;
-        let f = fields(entry).ok_or_else(|| bad("an entry is not protobuf"))?;
-        let mut new_entry = Vec::with_capacity(entry.len() + 8);
+    let out = rewrite_entries(img, USERNS_MAGIC, "userns image", &mut |f, new_entry| {
         for (n, w, raw, value) in f {
             if !((n == 1 || n == 2) && w == 2) {
                 new_entry.extend_from_slice(raw);
                 continue;
             }
             // A uid_gid_extent: first = 1, lower_first = 2, count = 3.
-            let ext = fields(value).ok_or_else(|| bad("an extent is not protobuf"))?;
+            let ext = fields(value).ok_or("an extent is not protobuf")?;
             let mut e = Vec::with_capacity(value.len() + 4);
             for (en, ew, eraw, _) in ext {
                 if en == 2 && ew == 0 {
                     let mut i = 0;
                     read_varint(eraw, &mut i);
-                    let lower = read_varint(eraw, &mut i).ok_or_else(|| bad("lower_first"))?;
+                    let lower = read_varint(eraw, &mut i).ok_or("lower_first")?;
                     let to = if within(lower, old) {
                         moved += 1;
                         lower - u64::from(old) + u64::from(new)
                     } else if within(lower, new) {
                         lower
                     } else {
-                        return Err(bad(&format!(
+                        return Err(format!(
                             "an id map to host id {lower}, outside the VP's range {old}+{size}"
-                        )));
+                        ));
                     };
                     write_varint(&mut e, 2 << 3);
                     write_varint(&mut e, to);
@@ -498,13 +501,12 @@ pub fn shift_userns(img: &[u8], old: u32, new: u32, size: u32) -> Result<(Vec<u8
                     e.extend_from_slice(eraw);
                 }
             }
-            write_varint(&mut new_entry, (n << 3) | 2);
-            write_varint(&mut new_entry, e.len() as u64);
+            write_varint(new_entry, (n << 3) | 2);
+            write_varint(new_entry, e.len() as u64);
             new_entry.extend_from_slice(&e);
         }
-        out.extend_from_slice(&(new_entry.len() as u32).to_le_bytes());
-        out.extend_from_slice(&new_entry);
-    }
+        Ok(())
+    })?;
     Ok((out, moved))
 }
 

@@ -493,21 +493,28 @@ mod tests {
         (m, f)
     }
 
+    /// Write `m` with `files`, read it back into `d/dst`: the stream's
+    /// length and that folder.
+    fn round_trip(m: &Manifest, files: &[std::fs::File], d: &Path) -> (usize, std::path::PathBuf) {
+        let mut out = Vec::new();
+        write(&mut out, m, files, &mut |_, _| {}).unwrap();
+        let mut r = &out[..];
+        let mut h = Xxh3::new();
+        let back = read_manifest(&mut r, &mut h).unwrap();
+        assert_eq!(&back, m);
+        let dst = d.join("dst");
+        std::fs::create_dir(&dst).unwrap();
+        read_files(&mut r, &mut h, &back, &dst, &mut |_, _| {}).unwrap();
+        (out.len(), dst)
+    }
+
     #[test]
     fn round_trip_keeps_data_and_holes() {
         let d = tmp("rt");
         let (m, f) = sample(&d);
         assert!(m.files[0].data_bytes() < 1 << 20, "only the data is listed");
-        let mut out = Vec::new();
-        write(&mut out, &m, &[f], &mut |_, _| {}).unwrap();
-        assert!(out.len() < 2 << 20, "the holes are not in the stream");
-        let mut r = &out[..];
-        let mut h = Xxh3::new();
-        let back = read_manifest(&mut r, &mut h).unwrap();
-        assert_eq!(back, m);
-        let dst = d.join("dst");
-        std::fs::create_dir(&dst).unwrap();
-        read_files(&mut r, &mut h, &back, &dst, &mut |_, _| {}).unwrap();
+        let (len, dst) = round_trip(&m, &[f], &d);
+        assert!(len < 2 << 20, "the holes are not in the stream");
         let a = std::fs::read(d.join("src.img")).unwrap();
         let b = std::fs::read(dst.join(crate::disk::IMAGE_FILE)).unwrap();
         assert!(a == b, "byte-identical");
@@ -633,21 +640,7 @@ mod tests {
             segments: vec![(0, 9)],
             zero: Vec::new(),
         });
-        let mut out = Vec::new();
-        write(
-            &mut out,
-            &m,
-            &[f, std::fs::File::open(&core).unwrap()],
-            &mut |_, _| {},
-        )
-        .unwrap();
-        let mut r = &out[..];
-        let mut h = Xxh3::new();
-        let back = read_manifest(&mut r, &mut h).unwrap();
-        assert_eq!(back, m);
-        let dst = d.join("dst");
-        std::fs::create_dir(&dst).unwrap();
-        read_files(&mut r, &mut h, &back, &dst, &mut |_, _| {}).unwrap();
+        let (_, dst) = round_trip(&m, &[f, std::fs::File::open(&core).unwrap()], &d);
         assert_eq!(
             std::fs::read(dst.join("checkpoint/images/core-1.img")).unwrap(),
             b"criu core"
