@@ -16,6 +16,7 @@ mod console;
 mod doctor;
 mod logcat;
 mod relay;
+mod remote;
 mod table;
 
 /// Byte that detaches `cellctl console` (Ctrl-]).
@@ -33,6 +34,17 @@ struct Cli {
     /// Path of cellsd's control socket.
     #[arg(long, global = true, env = "CELLS_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Drive the cellsd of another host over SSH, ssh://[USER@]HOST[:PORT]
+    /// (as `docker -H ssh://`; CELLS_SSH_COMMAND for ssh's options): there,
+    /// `cellctl dial-stdio` connects to it as the SSH user.
+    #[arg(long, global = true, env = "CELLS_HOST", value_name = "URL")]
+    host: Option<String>,
+    /// With --host: that cellsd's socket, if not the default.
+    #[arg(long, global = true, value_name = "PATH")]
+    host_socket: Option<String>,
+    /// With --host: the cellctl program there (default: cellctl on its PATH).
+    #[arg(long, global = true, value_name = "PATH", default_value = "cellctl")]
+    host_cellctl: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +64,20 @@ enum SnapshotCmd {
         vp: String,
         #[arg(value_name = "NAME")]
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FarmCmd {
+    /// The VPs of every host given (`local` for this one's cellsd, or
+    /// ssh://[USER@]HOST[:PORT]; default: the hosts in CELLS_FARM, separated
+    /// by spaces), with a HOST column; a host that cannot be reached is
+    /// named on stderr and the others are listed.
+    List {
+        #[arg(value_name = "HOST")]
+        hosts: Vec<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -296,6 +322,13 @@ enum Command {
     },
     /// Print the web console's URL (with its access token): cellsd --web.
     Web,
+    /// Several cells hosts at once.
+    #[command(subcommand)]
+    Farm(FarmCmd),
+    /// Relay this host's cellsd socket on stdin/stdout (what `cellctl --host
+    /// ssh://…` runs here through ssh).
+    #[command(name = "dial-stdio", hide = true)]
+    DialStdio,
     /// Put a stopped VP's writable layer and /data back to a snapshot.
     Rollback {
         #[arg(value_name = "VP")]
@@ -680,7 +713,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     if let Command::Doctor { state_dir, json } = &cli.command {
         return Ok(doctor::print(state_dir, *json));
     }
-    let conn = connect(&socket_path(&cli.socket)).await?;
+    if let Command::DialStdio = &cli.command {
+        return remote::dial_stdio(&socket_path(&cli.socket)).await;
+    }
+    if let Command::Farm(FarmCmd::List { hosts, json }) = &cli.command {
+        return farm_list(&cli, hosts, *json).await;
+    }
+    let (conn, _ssh) = match &cli.host {
+        Some(url) => {
+            if remote::passes_fds(&cli.command) {
+                return Err(Failure(format!(
+                    "this command hands cellsd a file (a terminal, a pipe, an archive), which cannot cross SSH: run it there (`ssh {} cellctl …`)",
+                    remote::parse(url)?.0
+                )));
+            }
+            let (c, child) =
+                remote::connect(url, cli.host_socket.as_deref(), &cli.host_cellctl).await?;
+            (c, Some(child))
+        }
+        None => (connect(&socket_path(&cli.socket)).await?, None),
+    };
     let p = proxy(&conn).await?;
     match cli.command {
         Command::Doctor { state_dir, json } => Ok(doctor::print(&state_dir, json)),
@@ -1014,6 +1066,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             move_vp(&p, &vp, &to, o).await
         }
+        Command::DialStdio | Command::Farm(_) => Ok(0),
         Command::Web => {
             let url = p.web().await?;
             if url.is_empty() {
@@ -1575,6 +1628,76 @@ async fn drive<T, S: futures_util::Stream + Unpin>(
     }
 }
 
+/// `cellctl farm list`: every host's VPs, with the host.
+async fn farm_list(cli: &Cli, hosts: &[String], json: bool) -> Result<u8, Failure> {
+    let hosts: Vec<String> = if hosts.is_empty() {
+        std::env::var("CELLS_FARM")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    } else {
+        hosts.to_vec()
+    };
+    if hosts.is_empty() {
+        return Err(Failure(
+            "no hosts: give them (`cellctl farm list local ssh://root@phone2`) or set CELLS_FARM"
+                .into(),
+        ));
+    }
+    let mut all = Vec::new();
+    let mut failed = 0u8;
+    for h in &hosts {
+        let got = async {
+            let (conn, ssh) = if h == "local" {
+                (connect(&socket_path(&cli.socket)).await?, None)
+            } else {
+                let (c, s) =
+                    remote::connect(h, cli.host_socket.as_deref(), &cli.host_cellctl).await?;
+                (c, Some(s))
+            };
+            let list: Vec<VpInfo> = proxy(&conn).await?.list().await?;
+            drop(ssh);
+            Ok::<_, Failure>(list)
+        }
+        .await;
+        match got {
+            Ok(list) => all.extend(list.into_iter().map(|v| (h.clone(), v))),
+            Err(e) => {
+                eprintln!("cellctl: {h}: {}", e.0);
+                failed = 1;
+            }
+        }
+    }
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(h, v)| {
+                let mut j = v.to_json();
+                j["host"] = serde_json::Value::String(h.clone());
+                j
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        // One table (its columns as wide as all hosts' rows need), in the
+        // order given, each line after its host.
+        let vps: Vec<VpInfo> = all.iter().map(|(_, v)| v.clone()).collect();
+        let width = all.iter().map(|(h, _)| h.len()).max().unwrap_or(0).max(4);
+        if vps.is_empty() {
+            print!("{}", table::vps(&vps));
+        } else {
+            let text = table::vps(&vps);
+            let mut lines = text.lines();
+            println!("{:<width$}  {}", "HOST", lines.next().unwrap_or(""));
+            for ((h, _), l) in all.iter().zip(lines) {
+                println!("{h:<width$}  {l}");
+            }
+        }
+    }
+    Ok(failed)
+}
+
 /// `cellctl import FILE|-`: the imported VP's name.
 async fn import_archive(
     p: &Manager1Proxy<'_>,
@@ -1650,46 +1773,23 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
         live,
     } = o;
     let remote_cellctl = remote_cellctl.as_str();
-    let rest = to.strip_prefix("ssh://").ok_or_else(|| {
-        Failure(format!(
-            "--to {to}: give the other host as ssh://[USER@]HOST[:PORT]"
-        ))
-    })?;
-    let rest = rest.trim_end_matches('/');
-    let (userhost, port) = match rest.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => {
-            (h, Some(port))
-        }
-        _ => (rest, None),
-    };
-    if userhost.is_empty() || userhost.contains('/') {
-        return Err(Failure(format!(
-            "--to {to}: give the other host as ssh://[USER@]HOST[:PORT]"
-        )));
-    }
-    let ssh_cmd = std::env::var("CELLS_SSH_COMMAND").unwrap_or_else(|_| "ssh".into());
-    let mut words = ssh_cmd.split_whitespace();
-    let prog = words.next().unwrap_or("ssh");
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(words).arg("-o").arg("BatchMode=yes");
-    if let Some(port) = port {
-        cmd.arg("-p").arg(port);
-    }
     // The remote command line, each word quoted for its shell.
-    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-    let mut remote = Vec::new();
+    let q = remote::quote;
+    let mut words = Vec::new();
     if let Some(sock) = &remote_socket {
-        remote.push(format!("CELLS_SOCKET={}", q(sock)));
+        words.push(format!("CELLS_SOCKET={}", q(sock)));
     }
-    remote.push(q(remote_cellctl));
-    remote.push(if live { "restore" } else { "import" }.into());
-    remote.push("-".into());
-    remote.push("--name".into());
-    remote.push(q(name.as_deref().unwrap_or(vp)));
+    words.push(q(remote_cellctl));
+    words.push(if live { "restore" } else { "import" }.into());
+    words.push("-".into());
+    words.push("--name".into());
+    words.push(q(name.as_deref().unwrap_or(vp)));
     if any_build {
-        remote.push("--any-build".into());
+        words.push("--any-build".into());
     }
-    cmd.arg(userhost).arg("--").arg(remote.join(" "));
+    let (mut cmd, prog) = remote::ssh(to, &words).map_err(|e| Failure(format!("--to {}", e.0)))?;
+    let prog = prog.as_str();
+    let userhost = remote::parse(to)?.0;
     let was_running = p
         .status(vp)
         .await
