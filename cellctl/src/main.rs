@@ -1773,20 +1773,17 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
         live,
     } = o;
     let remote_cellctl = remote_cellctl.as_str();
-    // The remote command line, each word quoted for its shell.
-    let q = remote::quote;
-    let mut words = Vec::new();
-    if let Some(sock) = &remote_socket {
-        words.push(format!("CELLS_SOCKET={}", q(sock)));
-    }
-    words.push(q(remote_cellctl));
-    words.push(if live { "restore" } else { "import" }.into());
-    words.push("-".into());
-    words.push("--name".into());
-    words.push(q(name.as_deref().unwrap_or(vp)));
+    let there = name.as_deref().unwrap_or(vp);
+    let mut args = vec![
+        if live { "restore" } else { "import" },
+        "-",
+        "--name",
+        there,
+    ];
     if any_build {
-        words.push("--any-build".into());
+        args.push("--any-build");
     }
+    let words = remote::cellctl_line(remote_socket.as_deref(), remote_cellctl, &args);
     let (mut cmd, prog) = remote::ssh(to, &words).map_err(|e| Failure(format!("--to {}", e.0)))?;
     let prog = prog.as_str();
     let userhost = remote::parse(to)?.0;

@@ -58,14 +58,15 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The remote command line of `dial-stdio`.
-pub fn dial_command(socket: Option<&str>, cellctl: &str) -> Vec<String> {
+/// The remote command line: `cellctl ARGS` there (with its cellsd's socket
+/// if given), each word quoted for the remote shell.
+pub fn cellctl_line(socket: Option<&str>, cellctl: &str, args: &[&str]) -> Vec<String> {
     let mut remote = Vec::new();
     if let Some(sock) = socket {
         remote.push(format!("CELLS_SOCKET={}", quote(sock)));
     }
     remote.push(quote(cellctl));
-    remote.push("dial-stdio".into());
+    remote.extend(args.iter().map(|a| quote(a)));
     remote
 }
 
@@ -76,7 +77,7 @@ pub async fn connect(
     socket: Option<&str>,
     cellctl: &str,
 ) -> Result<(zbus::Connection, tokio::process::Child), Failure> {
-    let (mut cmd, prog) = ssh(url, &dial_command(socket, cellctl))?;
+    let (mut cmd, prog) = ssh(url, &cellctl_line(socket, cellctl, &["dial-stdio"]))?;
     let (ours, theirs) =
         std::os::unix::net::UnixStream::pair().map_err(|e| Failure(format!("socketpair: {e}")))?;
     let theirs_out: OwnedFd = theirs

@@ -62,16 +62,24 @@ pub(super) fn kernel_steps(plan: Vec<Step>, root: &Path) -> Vec<Step> {
         .collect()
 }
 
-/// Mount points below `rootfs`'s /proc and /sys in the monitor's mount
-/// table that the plan does not make (what devices mounted there
-/// themselves, e.g. the power device's /sys/power), as paths relative to
-/// `rootfs`, in mount order.
-pub(super) fn extra_mounts(mountinfo: &str, rootfs: &Path, planned: &[Step]) -> Vec<PathBuf> {
-    let made: HashSet<PathBuf> = planned
+/// The plan's mount targets relative to the tree's `root`.
+fn planned(steps: &[Step], root: &Path) -> HashSet<PathBuf> {
+    steps
         .iter()
         .filter_map(target)
-        .filter_map(|t| t.strip_prefix(rootfs).ok().map(Path::to_path_buf))
-        .collect();
+        .filter_map(|t| t.strip_prefix(root).ok().map(Path::to_path_buf))
+        .collect()
+}
+
+/// Mount points below `rootfs`'s /proc and /sys in the monitor's mount
+/// table that the plan does not make (`made`: relative paths; what devices
+/// mounted there themselves, e.g. the power device's /sys/power), as paths
+/// relative to `rootfs`, in mount order.
+pub(super) fn extra_mounts(
+    mountinfo: &str,
+    rootfs: &Path,
+    made: &HashSet<PathBuf>,
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for m in criu::parse_mountinfo(mountinfo) {
         let Ok(rel) = Path::new(&m.mount_point).strip_prefix(rootfs) else {
@@ -197,7 +205,7 @@ fn relock_inner(
     let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
         MonitorError::Failed(format!("locking the restored VP's mounts: mountinfo: {e}"))
     })?;
-    for rel in extra_mounts(&info, rootfs, steps_for(rootfs, steps, relock).as_slice()) {
+    for rel in extra_mounts(&info, rootfs, &planned(steps, relock)) {
         let (src, dst) = (rootfs.join(&rel), relock.join(&rel));
         mount(
             Some(&src),
@@ -292,20 +300,6 @@ fn relock_inner(
     bound
 }
 
-/// The planned steps as if made under `rootfs` (to tell the device mounts
-/// in the monitor's tree from the plan's).
-fn steps_for(rootfs: &Path, steps: &[Step], relock: &Path) -> Vec<Step> {
-    steps
-        .iter()
-        .filter_map(|s| {
-            let t = target(s)?.strip_prefix(relock).ok()?;
-            Some(Step::ReadOnly {
-                path: rootfs.join(t),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,11 +369,15 @@ mod tests {
 26 25 0:11 / /run/v/rootfs/dev/input rw - fuse input rw
 27 1 0:6 / /proc rw - proc proc rw
 ";
-        let planned = vec![Step::Mask {
-            path: "/run/v/rootfs/proc/acpi".into(),
+        let plan = vec![Step::Mask {
+            path: "/r/proc/acpi".into(),
         }];
         assert_eq!(
-            extra_mounts(info, Path::new("/run/v/rootfs"), &planned),
+            extra_mounts(
+                info,
+                Path::new("/run/v/rootfs"),
+                &planned(&plan, Path::new("/r"))
+            ),
             [PathBuf::from("sys/power")]
         );
     }

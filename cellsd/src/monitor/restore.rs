@@ -12,8 +12,8 @@
 //! `--restore-detached`).
 
 use super::start::{
-    abandon_cgroup, claim_cgroup, detach_stdio, prepare_vp, publish, run_state, Groundwork,
-    StartedVp,
+    abandon_cgroup, claim_cgroup, detach_stdio, device_mounts, prepare_vp, publish, run_state,
+    Groundwork, StartedVp,
 };
 use super::*;
 use crate::criu;
@@ -99,17 +99,7 @@ pub(super) fn restore(
             })
     });
     served.map_err(&fail0)?;
-    let mounts = rootfs::DeviceMounts {
-        nodes: device_nodes,
-        dirs: device_dirs,
-        ro_dirs: req
-            .adb_keys
-            .iter()
-            .map(|d| (d.clone(), VP_ADB_DIR.to_string()))
-            .chain(device_ro_dirs)
-            .collect(),
-        binderfs,
-    };
+    let mounts = device_mounts(req, device_nodes, device_dirs, device_ro_dirs, binderfs);
     let steps = rootfs::plan(&cfg.runtime, &rootfs, &mounts, owner).map_err(|e| fail0(e.into()))?;
     let applied = rootfs::apply(&rootfs, &steps, owner, &mut host_kernel_mounts)
         .map_err(|e| fail0(e.into()))?;

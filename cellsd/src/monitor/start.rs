@@ -222,17 +222,7 @@ pub(super) fn start(
     phase("maps, template, overlay");
     // The VP's whole tree, built here as host root: in the init's copy of
     // this namespace every mount is locked.
-    let mounts = rootfs::DeviceMounts {
-        nodes: device_nodes,
-        dirs: device_dirs,
-        ro_dirs: req
-            .adb_keys
-            .iter()
-            .map(|d| (d.clone(), VP_ADB_DIR.to_string()))
-            .chain(device_ro_dirs)
-            .collect(),
-        binderfs,
-    };
+    let mounts = device_mounts(req, device_nodes, device_dirs, device_ro_dirs, binderfs);
     let steps = rootfs::plan(&cfg.runtime, &rootfs, &mounts, owner).map_err(|e| fail(e.into()))?;
     let applied = rootfs::apply(&rootfs, &steps, owner, &mut |k| vp_kernel_mounts(pid, k))
         .map_err(|e| fail(e.into()))?;
@@ -380,6 +370,27 @@ pub(super) fn detach_stdio() {
 /// host credentials that mounts them into the monitor's namespace and
 /// exits. It exists while the VP's init still waits for "go": no code of
 /// the VP runs meanwhile. Only raw system calls after the fork.
+/// What the VP's tree binds of its devices and the host (its adb keys, read-only).
+pub(super) fn device_mounts(
+    req: &MonitorRequest,
+    nodes: Vec<(PathBuf, String)>,
+    dirs: Vec<(PathBuf, String)>,
+    ro_dirs: Vec<(PathBuf, String)>,
+    binderfs: bool,
+) -> rootfs::DeviceMounts {
+    rootfs::DeviceMounts {
+        nodes,
+        dirs,
+        ro_dirs: req
+            .adb_keys
+            .iter()
+            .map(|d| (d.clone(), VP_ADB_DIR.to_string()))
+            .chain(ro_dirs)
+            .collect(),
+        binderfs,
+    }
+}
+
 pub(super) fn vp_kernel_mounts(
     init: i32,
     mounts: &[rootfs::KernelMount],
