@@ -327,6 +327,26 @@ pub trait Manager1 {
         name: &str,
         options: HashMap<&str, zbus::zvariant::Value<'_>>,
     ) -> zbus::Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn oci_create(
+        &self,
+        name: &str,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+        oci: &str,
+        monitor_in: zbus::zvariant::Fd<'_>,
+        monitor_out: zbus::zvariant::Fd<'_>,
+        monitor: zbus::zvariant::Fd<'_>,
+    ) -> zbus::Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn oci_exec(
+        &self,
+        name: &str,
+        argv: &[&str],
+        env: &[&str],
+        cwd: &str,
+        helper: zbus::zvariant::Fd<'_>,
+        stdio: Vec<zbus::zvariant::Fd<'_>>,
+    ) -> zbus::Result<()>;
     fn start(&self, name: &str) -> zbus::Result<()>;
     fn stop(&self, name: &str, timeout_secs: u32) -> zbus::Result<()>;
     fn destroy(&self, name: &str) -> zbus::Result<()>;

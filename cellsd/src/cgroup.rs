@@ -395,7 +395,7 @@ impl VpCgroup {
     }
 
     /// Write the resource limits (the cgroup exists).
-    fn apply_limits(&self, res: Option<&LinuxResources>) -> Result<(), CgroupError> {
+    pub fn apply_limits(&self, res: Option<&LinuxResources>) -> Result<(), CgroupError> {
         if let Some(res) = res {
             for (controller, file, value) in limit_writes(self.hierarchy.is_v2(), res) {
                 let Some(dir) = self.hierarchy.controller_dir(controller, &self.rel) else {
@@ -480,6 +480,44 @@ impl VpCgroup {
         };
         for d in self.hierarchy.v1_dirs(parent) {
             let p = d.join("cgroup.procs");
+            std::fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Move a process out of the cgroup in every hierarchy: to the parent
+    /// in v1, to the root in v2 (a v2 parent with controllers for its
+    /// children may hold no process).
+    pub fn leave(&self, pid: i32) -> Result<(), CgroupError> {
+        self.move_to_parent_v1(pid)?;
+        if let Some(d) = self.hierarchy.v2_dir(Path::new("")) {
+            let p = d.join("cgroup.procs");
+            std::fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Move a process into the cgroup's v1 hierarchies but the freezer's
+    /// (an OCI container's monitor: containerd's shim reads the container's
+    /// statistics from its cgroups, but the monitor serves the VP's FUSE
+    /// devices and must never be frozen with it). Nothing on pure v2, where
+    /// the freezer is every controller's cgroup.
+    pub fn add_unfrozen(&self, pid: i32) -> Result<(), CgroupError> {
+        let Hierarchy::V1 { controllers, .. } = &self.hierarchy else {
+            return Ok(());
+        };
+        let freezer: Vec<&PathBuf> = controllers
+            .iter()
+            .filter(|(c, _)| c == "freezer")
+            .map(|(_, mp)| mp)
+            .collect();
+        let mut done: Vec<&PathBuf> = Vec::new();
+        for (_, mp) in controllers {
+            if freezer.contains(&mp) || done.contains(&mp) {
+                continue;
+            }
+            done.push(mp);
+            let p = mp.join(&self.rel).join("cgroup.procs");
             std::fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
         }
         Ok(())

@@ -230,6 +230,9 @@ pub struct CreateOptions {
     pub seccomp: Option<Seccomp>,
     /// Its device policies (default: every device's own).
     pub devices: Option<DevicePolicies>,
+    /// A VP from an OCI bundle (`cells-runtime create`): its root, process
+    /// and mounts come from there; `template` is unused.
+    pub oci: Option<crate::oci::OciSource>,
 }
 
 /// A VP's seccomp filter (see [`crate::seccomp`]): stored in vp.json as
@@ -420,6 +423,9 @@ pub struct CellsSettings {
     /// writable layer and /data; None: they are folders of the state fs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
+    /// The OCI bundle the VP was made from (`cells-runtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<crate::oci::OciSource>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -489,7 +495,9 @@ pub fn validate_hostname(h: &str) -> Result<(), ConfigError> {
 
 impl CreateOptions {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        name::validate("template", &self.template)?;
+        if self.oci.is_none() {
+            name::validate("template", &self.template)?;
+        }
         if let Some(d) = &self.devices {
             d.check()?;
         }
@@ -561,19 +569,38 @@ pub fn build_spec(
         .inheritable(Capabilities::new())
         .ambient(Capabilities::new())
         .build()?;
+    let oci = opts.oci.as_ref();
+    let (user, args, env, cwd) = match oci {
+        Some(o) => {
+            let mut env = o.env.clone();
+            env.retain(|e| !e.starts_with("CELLS_VP="));
+            env.push(format!("CELLS_VP={name}"));
+            let mut user = UserBuilder::default().uid(o.uid).gid(o.gid);
+            if !o.additional_gids.is_empty() {
+                user = user.additional_gids(o.additional_gids.clone());
+            }
+            (user.build()?, o.args.clone(), env, o.cwd.clone())
+        }
+        None => (
+            UserBuilder::default().uid(0u32).gid(0u32).build()?,
+            vec!["/init".to_string()],
+            vec![
+                "PATH=/system/bin:/system/xbin:/bin".to_string(),
+                "HOME=/data".to_string(),
+                "TERM=linux".to_string(),
+                "ANDROID_ROOT=/system".to_string(),
+                "ANDROID_DATA=/data".to_string(),
+                format!("CELLS_VP={name}"),
+            ],
+            "/".to_string(),
+        ),
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
-        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
-        .args(vec!["/init".to_string()])
-        .env(vec![
-            "PATH=/system/bin:/system/xbin:/bin".to_string(),
-            "HOME=/data".to_string(),
-            "TERM=linux".to_string(),
-            "ANDROID_ROOT=/system".to_string(),
-            "ANDROID_DATA=/data".to_string(),
-            format!("CELLS_VP={name}"),
-        ])
-        .cwd("/")
+        .user(user)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
         .no_new_privileges(false)
         .capabilities(capabilities)
         .build()?;
@@ -586,7 +613,7 @@ pub fn build_spec(
             .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .build()
     };
-    let mounts = vec![
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
             "/sys",
@@ -625,6 +652,26 @@ pub fn build_spec(
             ])
             .build()?,
     ];
+    if let Some(o) = oci {
+        // No /data of cells' own: the image's root has what it needs.
+        mounts.pop();
+        for b in &o.binds {
+            let mut options = vec![
+                "rbind".to_string(),
+                "nosuid".to_string(),
+                "nodev".to_string(),
+            ];
+            options.push(if b.readonly { "ro" } else { "rw" }.to_string());
+            mounts.push(
+                MountBuilder::default()
+                    .destination(&b.destination)
+                    .typ("bind")
+                    .source(&b.source)
+                    .options(options)
+                    .build()?,
+            );
+        }
+    }
 
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
@@ -637,9 +684,27 @@ pub fn build_spec(
     if !opts.privileged {
         namespaces.push(LinuxNamespaceType::User);
     }
+    let joined = |t: LinuxNamespaceType| {
+        let kind = match t {
+            LinuxNamespaceType::Network => "network",
+            LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Uts => "uts",
+            _ => return None,
+        };
+        oci?.join
+            .iter()
+            .find(|j| j.kind == kind)
+            .map(|j| j.path.clone())
+    };
     let namespaces = namespaces
         .into_iter()
-        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .map(|t| {
+            let b = LinuxNamespaceBuilder::default().typ(t);
+            match joined(t) {
+                Some(p) => b.path(p).build(),
+                None => b.build(),
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let devices = DEVICES
@@ -702,7 +767,19 @@ pub fn build_spec(
 
     let mut annotations = HashMap::new();
     annotations.insert("org.cells.vp".to_string(), name.to_string());
-    annotations.insert("org.cells.template".to_string(), opts.template.clone());
+    match oci {
+        Some(o) => {
+            annotations.insert("org.cells.oci.id".to_string(), o.id.clone());
+        }
+        None => {
+            annotations.insert("org.cells.template".to_string(), opts.template.clone());
+        }
+    }
+    let hostname = opts
+        .hostname
+        .clone()
+        .or_else(|| oci.and_then(|o| o.hostname.clone()))
+        .unwrap_or_else(|| name.to_string());
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
@@ -712,7 +789,7 @@ pub fn build_spec(
                 .readonly(false)
                 .build()?,
         )
-        .hostname(opts.hostname.clone().unwrap_or_else(|| name.to_string()))
+        .hostname(hostname)
         .process(process)
         .mounts(mounts)
         .linux(linux.build()?)
@@ -753,6 +830,7 @@ impl VpConfig {
                 seccomp: opts.seccomp.clone().unwrap_or_default(),
                 disk: opts.disk.filter(|d| *d != NO_LIMIT),
                 devices: opts.devices.clone().unwrap_or_default(),
+                oci: opts.oci.clone(),
             },
             runtime: build_spec(name, opts, host_id, data_dir)?,
         })
@@ -843,6 +921,7 @@ impl VpConfig {
             seccomp: Some(self.cells.seccomp.clone()),
             disk: Some(self.cells.disk.unwrap_or(NO_LIMIT)),
             devices: Some(self.cells.devices.clone()),
+            oci: self.cells.oci.clone(),
         }
     }
 

@@ -21,6 +21,7 @@ pub mod execer;
 pub mod idshift;
 pub mod layout;
 pub mod monitor;
+pub mod oci;
 pub use cells_api::name;
 pub mod rootfs;
 pub mod seccomp;

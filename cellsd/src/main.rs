@@ -306,6 +306,15 @@ fn helper_log() {
 fn main() {
     // Helpers first: they are single-threaded and must stay so.
     let argv: Vec<String> = std::env::args().collect();
+    // Called as `cells-runtime` (a link to cellsd): the OCI runtime CLI.
+    let called = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str());
+    if called == Some(cellsd::oci::runtime::NAME) {
+        helper_log();
+        std::process::exit(cellsd::oci::runtime::main(argv[1..].to_vec()))
+    }
     match argv.get(1).map(String::as_str) {
         Some("__monitor") => {
             helper_log();

@@ -45,6 +45,22 @@ impl ManagerIface {
     }
 }
 
+impl ManagerIface {
+    /// Root alone may `what` (an OCI container's process gets fds and
+    /// paths the caller chose).
+    fn check_root(&self, what: &str) -> Result<(), CellsError> {
+        self.check()?;
+        if self.peer.uid == 0 {
+            Ok(())
+        } else {
+            Err(CellsError::AccessDenied(format!(
+                "only root may {what} (uid {} asked): run cells-runtime as root",
+                self.peer.uid
+            )))
+        }
+    }
+}
+
 #[zbus::interface(name = "org.cells.Manager1")]
 impl ManagerIface {
     /// The cellsd version.
@@ -62,6 +78,58 @@ impl ManagerIface {
         self.check()?;
         let opts = create_options(&options)?;
         Ok(self.mgr.create(name, opts)?)
+    }
+
+    /// Create and start the VP of an OCI container (`cells-runtime create`;
+    /// root only): `oci` is its [`crate::oci::OciSource`] (JSON), options as
+    /// for Create (without template); the monitor is one the caller
+    /// spawned (`cellsd __monitor --oci-stdio`): its stdin, its stdout and a
+    /// pidfd of it. Returns once the container's init waits to be started.
+    async fn oci_create(
+        &self,
+        name: &str,
+        options: HashMap<String, OwnedValue>,
+        oci: &str,
+        monitor_in: zvariant::OwnedFd,
+        monitor_out: zvariant::OwnedFd,
+        monitor: zvariant::OwnedFd,
+    ) -> Result<(), CellsError> {
+        self.check_root("make a VP of an OCI bundle")?;
+        let mut opts = crate::daemon::oci_options(&options)?;
+        let source: crate::oci::OciSource = serde_json::from_str(oci)
+            .map_err(|e| CellsError::InvalidArgument(format!("bad OCI source: {e}")))?;
+        opts.oci = Some(source);
+        Ok(self
+            .mgr
+            .oci_create(
+                name,
+                opts,
+                monitor_in.into(),
+                monitor_out.into(),
+                monitor.into(),
+            )
+            .await?)
+    }
+
+    /// Run a process of an OCI container (`cells-runtime exec`; root only)
+    /// through the exec helper the caller spawned (`helper`: the other end
+    /// of its request socket) on the caller's three stdio fds.
+    #[allow(clippy::too_many_arguments)]
+    async fn oci_exec(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: &str,
+        helper: zvariant::OwnedFd,
+        stdio: Vec<zvariant::OwnedFd>,
+    ) -> Result<(), CellsError> {
+        self.check_root("run a process of an OCI container")?;
+        let stdio = stdio.into_iter().map(std::os::fd::OwnedFd::from).collect();
+        Ok(self
+            .mgr
+            .oci_exec(name, argv, env, cwd.to_string(), helper.into(), stdio)
+            .await?)
     }
 
     /// Start a VP; returns once its init runs.

@@ -17,6 +17,7 @@ pub use serde_json::Value;
 pub mod adb;
 pub mod browser;
 pub mod modem;
+pub mod oci;
 pub mod sip;
 pub mod sound;
 pub mod ssh;

@@ -407,7 +407,7 @@ impl Manager {
             framebuffer: manifest.framebuffer.then(|| dir.join(criu::FRAMEBUFFER)),
             log: dir.join("restore.log"),
         };
-        self.start_inner(vp, Some(req)).await?;
+        self.start_inner(vp, Some(req), None).await?;
         // The wakelocks it held, taken again in its new power file system
         // (the monitor's mount, not a path of the VP's).
         let monitor = {

@@ -15,47 +15,7 @@ impl Manager {
         cwd: String,
         tty: Option<Winsize>,
     ) -> Result<(u64, Vec<OwnedFd>), Error> {
-        name::validate("VP", name)?;
-        if args.is_empty() {
-            return Err(Error::InvalidArgument(
-                "no command given: `cellctl exec VP -- COMMAND [ARGS...]`".into(),
-            ));
-        }
-        let (config, state) = {
-            let inner = self.lock();
-            let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
-            match (&vp.run, vp.phase) {
-                (Some(r), Phase::Running) => (vp.config.clone(), r.state.clone()),
-                _ => return Err(Error::not_running(name)),
-            }
-        };
-        // An exec is activity: a frozen VP thaws for it, and a VP running
-        // one is not frozen by its policy.
-        self.thaw_for_exec(name)?;
-        let mut full_env = config
-            .runtime
-            .process()
-            .as_ref()
-            .and_then(|p| p.env().clone())
-            .unwrap_or_default();
-        for e in self.runtime_env(&config).into_iter().chain(env) {
-            let key = e.split('=').next().unwrap_or("").to_string();
-            full_env.retain(|x| x.split('=').next() != Some(key.as_str()));
-            full_env.push(e);
-        }
-        let req = ExecRequest {
-            vp: name.to_string(),
-            init_pid: state.init_pid,
-            init_start_time: state.init_start_time,
-            userns: config.host_root_id().is_some(),
-            cgroup: self.cgroup_of(&config),
-            args,
-            env: full_env,
-            cwd: if cwd.is_empty() { "/".into() } else { cwd },
-            bounding: bounding_set(&config),
-            tty,
-            seccomp: config.seccomp_filter()?,
-        };
+        let req = self.exec_request(name, args, env, cwd, tty)?;
         // The command's pipes: the VP ends go to the helper, ours to the caller.
         let pipe = || {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| failed("pipe")(e.into()))
@@ -138,6 +98,58 @@ impl Manager {
                 .remove(&id);
         });
         Ok((id, fds))
+    }
+
+    /// What the exec helper is told to run (a running VP thaws for it).
+    pub(super) fn exec_request(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        env: Vec<String>,
+        cwd: String,
+        tty: Option<Winsize>,
+    ) -> Result<ExecRequest, Error> {
+        name::validate("VP", name)?;
+        if args.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no command given: `cellctl exec VP -- COMMAND [ARGS...]`".into(),
+            ));
+        }
+        let (config, state) = {
+            let inner = self.lock();
+            let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
+            match (&vp.run, vp.phase) {
+                (Some(r), Phase::Running) => (vp.config.clone(), r.state.clone()),
+                _ => return Err(Error::not_running(name)),
+            }
+        };
+        // An exec is activity: a frozen VP thaws for it, and a VP running
+        // one is not frozen by its policy.
+        self.thaw_for_exec(name)?;
+        let mut full_env = config
+            .runtime
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default();
+        for e in self.runtime_env(&config).into_iter().chain(env) {
+            let key = e.split('=').next().unwrap_or("").to_string();
+            full_env.retain(|x| x.split('=').next() != Some(key.as_str()));
+            full_env.push(e);
+        }
+        Ok(ExecRequest {
+            vp: name.to_string(),
+            init_pid: state.init_pid,
+            init_start_time: state.init_start_time,
+            userns: config.host_root_id().is_some(),
+            cgroup: self.cgroup_of(&config),
+            args,
+            env: full_env,
+            cwd: if cwd.is_empty() { "/".into() } else { cwd },
+            bounding: bounding_set(&config),
+            tty,
+            seccomp: config.seccomp_filter()?,
+        })
     }
 
     pub async fn exec_wait(&self, id: u64) -> Result<i32, Error> {

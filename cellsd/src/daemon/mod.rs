@@ -18,6 +18,7 @@ mod error;
 mod exec;
 mod foreground;
 mod net;
+mod oci;
 mod options;
 mod reserve;
 mod snapshot;
@@ -31,7 +32,7 @@ mod writer;
 use foreground::next_running;
 pub use foreground::Point;
 pub use net::PortInfo;
-pub use options::{check_state_dir, create_options};
+pub use options::{check_state_dir, create_options, oci_options};
 use templates::BuildPin;
 
 use crate::api::VpState;
@@ -187,9 +188,30 @@ const SPARE_PREFIX: &str = ".spare-";
 
 /// A monitor process and its pipes.
 struct Monitor {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    events: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    proc: MonitorProc,
+    stdin: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    events: tokio::io::Lines<BufReader<Box<dyn tokio::io::AsyncRead + Send + Unpin>>>,
+}
+
+enum MonitorProc {
+    /// Spawned by cellsd (reaped by tokio).
+    Child(tokio::process::Child),
+    /// Spawned by a client (`cells-runtime create`, whose parent, containerd's
+    /// shim, reaps it): a pidfd of it.
+    Foreign(OwnedFd),
+}
+
+impl Monitor {
+    async fn kill(&mut self) {
+        match &mut self.proc {
+            MonitorProc::Child(c) => {
+                let _ = c.kill().await;
+            }
+            MonitorProc::Foreign(fd) => {
+                let _ = sys::pidfd_send_signal(fd, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 struct ExecEntry {
@@ -803,7 +825,9 @@ impl Manager {
         }
         opts.validate()
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        self.check_template_known(&opts.template)?;
+        if opts.oci.is_none() {
+            self.check_template_known(&opts.template)?;
+        }
         let layout = &self.cfg.layout;
         let mut inner = self.lock();
         if inner.vps.contains_key(name) || layout.vp_dir(name).exists() {
@@ -938,7 +962,7 @@ impl Manager {
 
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<(), Error> {
         let t0 = std::time::Instant::now();
-        let r = self.start_inner(name, None).await;
+        let r = self.start_inner(name, None, None).await;
         tracing::debug!(
             vp = name,
             us = t0.elapsed().as_micros() as u64,
@@ -952,6 +976,7 @@ impl Manager {
         self: &Arc<Self>,
         name: &str,
         restore: Option<crate::monitor::RestoreRequest>,
+        monitor: Option<Monitor>,
     ) -> Result<(), Error> {
         let op = self.op_lock(name)?;
         let _guard = op.lock().await;
@@ -976,7 +1001,7 @@ impl Manager {
                 return Err(e);
             }
         };
-        let started = self.spawn_vp(&config, restore).await;
+        let started = self.spawn_vp(&config, restore, monitor).await;
         let mgr = Arc::clone(self);
         tokio::spawn(async move { mgr.refill_spare().await });
         match started {
@@ -1011,6 +1036,7 @@ impl Manager {
         self: &Arc<Self>,
         config: &VpConfig,
         restore: Option<crate::monitor::RestoreRequest>,
+        given: Option<Monitor>,
     ) -> Result<Running, Error> {
         let name = config.name.as_str();
         if let Some(id) = config.host_root_id() {
@@ -1018,9 +1044,16 @@ impl Manager {
         }
         let layout = &self.cfg.layout;
         let t = &config.cells.template;
-        let pin = BuildPin::take(&self.pinned, layout, t);
+        let oci = config.cells.oci.is_some();
+        let pin = if oci {
+            None
+        } else {
+            BuildPin::take(&self.pinned, layout, t)
+        };
         let build = match pin.as_ref().map(|p| p.build.clone()) {
             Some(b) => b,
+            // An OCI container's root is its bundle's (no template).
+            None if oci => String::new(),
             None => {
                 self.check_template_known(t)?;
                 return Err(Error::TemplateNotBuilt(format!(
@@ -1083,7 +1116,10 @@ impl Manager {
             ksm: self.cfg.ksm,
             restore,
         };
-        let monitor = self.take_monitor().await;
+        let monitor = match given {
+            Some(m) => Ok(m),
+            None => self.take_monitor().await,
+        };
         let line = serde_json::to_string(&req).map_err(|e| Error::Failed(e.to_string()));
         let (mut monitor, mut line) = match (monitor, line) {
             (Ok(m), Ok(l)) => (m, l),
@@ -1143,7 +1179,7 @@ impl Manager {
                 Ok(running)
             }
             Err(e) => {
-                let _ = monitor.child.kill().await;
+                monitor.kill().await;
                 self.devices.unprepare(name, &req.devices);
                 let _ = std::fs::remove_file(layout.vp_run_state(name));
                 let cg = self.cgroup_of(config);
@@ -1270,7 +1306,7 @@ fn start_failed(name: &str, error: &str) -> Error {
 }
 
 async fn next_event(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    lines: &mut tokio::io::Lines<BufReader<Box<dyn tokio::io::AsyncRead + Send + Unpin>>>,
 ) -> Result<MonitorEvent, Error> {
     match lines.next_line().await {
         Ok(Some(l)) => serde_json::from_str(&l)

@@ -142,3 +142,25 @@ pub fn check_state_dir(p: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Parse the `a{sv}` options of `OciCreate`: those of `Create` but the
+/// template (an OCI container's root is its bundle's).
+pub fn oci_options(
+    opts: &HashMap<String, zbus::zvariant::OwnedValue>,
+) -> Result<CreateOptions, Error> {
+    if opts.contains_key("template") {
+        return Err(Error::InvalidArgument(
+            "an OCI container has no template: its root is the bundle's".into(),
+        ));
+    }
+    let mut with = opts.clone();
+    with.insert(
+        "template".into(),
+        zbus::zvariant::Value::from("oci")
+            .try_to_owned()
+            .map_err(|e| Error::Failed(e.to_string()))?,
+    );
+    let mut o = create_options(&with)?;
+    o.template = String::new();
+    Ok(o)
+}

@@ -36,9 +36,11 @@ impl Manager {
             return Err(Error::Failed("monitor pipes missing".into()));
         };
         Ok(Monitor {
-            child,
-            stdin,
-            events: BufReader::new(stdout).lines(),
+            proc: MonitorProc::Child(child),
+            stdin: Box::new(stdin),
+            events:
+                BufReader::new(Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)
+                    .lines(),
         })
     }
 

@@ -9,6 +9,7 @@ pub(super) fn init_child(
     go: OwnedFd,
     err: OwnedFd,
     seccomp: Option<&crate::seccomp::Filter>,
+    fifo: Option<RawFd>,
 ) -> ! {
     let mut b = [0u8; 1];
     let run_dir = match sys::recv_fds(&go, &mut b, 1) {
@@ -17,10 +18,16 @@ pub(super) fn init_child(
         // SAFETY: _exit is always safe.
         _ => unsafe { libc::_exit(1) },
     };
-    let e = match setup_and_exec(req, run_dir, seccomp) {
+    let e = match setup_and_exec(req, run_dir, seccomp, fifo.map(|f| (f, &err))) {
         Ok(never) => match never {},
         Err(e) => e,
     };
+    if req.config.cells.oci.is_some() {
+        // After "created" nobody reads the error pipe: the container's
+        // stderr (containerd's log of it) says why.
+        let msg = format!("cells-runtime: {e}\n");
+        let _ = nix::unistd::write(std::io::stderr(), msg.as_bytes());
+    }
     let _ = nix::unistd::write(&err, e.to_string().as_bytes());
     // SAFETY: _exit is always safe.
     unsafe { libc::_exit(127) }
@@ -30,8 +37,15 @@ pub(super) fn setup_and_exec(
     req: &MonitorRequest,
     run_dir: OwnedFd,
     seccomp: Option<&crate::seccomp::Filter>,
+    fifo: Option<(RawFd, &OwnedFd)>,
 ) -> Result<std::convert::Infallible, MonitorError> {
     let cfg = &req.config;
+    let joined = |kind: &str| {
+        cfg.cells
+            .oci
+            .as_ref()
+            .is_some_and(|o| o.join.iter().any(|j| j.kind == kind))
+    };
     // Into the VP's run dir by fd (no path walk as VP ids); the new mount
     // namespace keeps the working directory, on its copy of the tree.
     nix::unistd::fchdir(&run_dir).map_err(step("fchdir to the VP's run dir"))?;
@@ -62,29 +76,52 @@ pub(super) fn setup_and_exec(
     }
     rootfs::pivot(Path::new("."))?;
     phase("child: namespaces, pivot_root");
-    nix::unistd::sethostname(cfg.hostname()).map_err(step("sethostname"))?;
-    loopback_up().map_err(step("bring up lo"))?;
+    // A joined UTS or network namespace is its owner's to set up.
+    if !joined("uts") {
+        nix::unistd::sethostname(cfg.hostname()).map_err(step("sethostname"))?;
+    }
+    if !joined("network") {
+        loopback_up().map_err(step("bring up lo"))?;
+    }
     if BinderRequest::of(&req.devices) == BinderRequest::Binderfs {
         rootfs::apply(Path::new("/"), &rootfs::binderfs_steps(), None, &mut |_| {
             Ok(())
         })?;
     }
     nix::unistd::setsid().map_err(step("setsid"))?;
-    let console = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open("/dev/console")
-        .map_err(step("open /dev/console"))?;
-    // SAFETY: dup2 of a valid fd onto 0, 1, 2.
-    unsafe {
-        for fd in 0..3 {
-            if libc::dup2(console.as_raw_fd(), fd) < 0 {
-                return Err(step("dup2 console")(std::io::Error::last_os_error()));
+    match OCI_STDIO
+        .get()
+        .filter(|_| cfg.cells.oci.as_ref().is_some_and(|o| o.stdio))
+    {
+        // An OCI container's stdio: what containerd's shim made for it.
+        Some(fds) => {
+            for (to, from) in fds.iter().enumerate() {
+                // SAFETY: dup2 of the container's stdio onto 0, 1, 2.
+                if unsafe { libc::dup2(*from, to as RawFd) } < 0 {
+                    return Err(step("dup2 the container's stdio")(
+                        std::io::Error::last_os_error(),
+                    ));
+                }
             }
         }
+        None => {
+            let console = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open("/dev/console")
+                .map_err(step("open /dev/console"))?;
+            // SAFETY: dup2 of a valid fd onto 0, 1, 2.
+            unsafe {
+                for fd in 0..3 {
+                    if libc::dup2(console.as_raw_fd(), fd) < 0 {
+                        return Err(step("dup2 console")(std::io::Error::last_os_error()));
+                    }
+                }
+            }
+            drop(console);
+        }
     }
-    drop(console);
     // Nothing of the keyring cellsd runs with is the VP's.
     sys::join_new_session_keyring().map_err(step("a session keyring of the VP's own"))?;
     restrict_bounding_set(&bounding_set(cfg)).map_err(step("drop capabilities"))?;
@@ -111,10 +148,40 @@ pub(super) fn setup_and_exec(
         env.retain(|x| x.split('=').next() != Some(key));
         env.push(e.clone());
     }
+    if let Some((fd, err)) = fifo {
+        // Created: tell the monitor, then wait for `cells-runtime start`.
+        nix::unistd::write(err, &[0u8]).map_err(step("report created"))?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{fd}"))
+            .map_err(step("open the exec fifo"))?;
+        nix::unistd::write(&f, b"0").map_err(step("write the exec fifo"))?;
+    }
+    if let Some(o) = &cfg.cells.oci {
+        set_user(o).map_err(step("set the container's user"))?;
+    }
     // Last: the filter applies to the init's exec and everything after.
     if let Some(f) = seccomp {
         crate::seccomp::install(f)?;
     }
     let e = exec_in_path(&args, &env);
     Err(step(&format!("exec {:?} in the VP", args.first()))(e))
+}
+
+/// An OCI container's user (uid, gid, additional groups), within the VP.
+fn set_user(o: &crate::oci::OciSource) -> nix::Result<()> {
+    if (o.uid, o.gid) == (0, 0) && o.additional_gids.is_empty() {
+        return Ok(());
+    }
+    let groups: Vec<Gid> = o
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups)?;
+    let g = Gid::from_raw(o.gid);
+    nix::unistd::setresgid(g, g, g)?;
+    let u = Uid::from_raw(o.uid);
+    nix::unistd::setresuid(u, u, u)
 }

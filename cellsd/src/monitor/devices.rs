@@ -33,6 +33,20 @@ pub(super) fn make_devices(req: &MonitorRequest) -> Result<Made, MonitorError> {
     Ok(made)
 }
 
+/// The lower layer whose /etc the VP sees: the template, or the topmost
+/// layer of an OCI container's root that has one.
+pub(super) fn lower_with_etc(req: &MonitorRequest) -> PathBuf {
+    match &req.config.cells.oci {
+        Some(o) => o
+            .layers
+            .iter()
+            .find(|l| std::fs::symlink_metadata(l.join("etc")).is_ok())
+            .cloned()
+            .unwrap_or_default(),
+        None => req.template_rootfs.clone(),
+    }
+}
+
 /// Where the template keeps /etc, as a path in the VP: Android's layout
 /// has `/etc -> /system/etc` (binds must not go through a symlink).
 pub(super) fn vp_etc(template_rootfs: &Path) -> String {
@@ -79,7 +93,7 @@ pub(super) fn runtime_files(
     chown(&store)?;
     dirs.push((props, "/dev/__properties__".to_string()));
     if let Some(net) = &req.network {
-        let etc = vp_etc(&req.template_rootfs);
+        let etc = vp_etc(&lower_with_etc(req));
         let dir = dev.join("net");
         std::fs::create_dir_all(&dir).map_err(step("mkdir net"))?;
         for (name, text) in [("resolv.conf", &net.resolv_conf), ("hosts", &net.hosts)] {

@@ -101,7 +101,8 @@ pub fn clone_flags(cfg: &VpConfig) -> CloneFlags {
         .as_ref()
         .and_then(|l| l.namespaces().clone())
         .unwrap_or_default();
-    for n in ns {
+    // A namespace given by path is joined (by the monitor, before the clone).
+    for n in ns.iter().filter(|n| n.path().is_none()) {
         flags |= match n.typ() {
             LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
             LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
@@ -204,12 +205,60 @@ pub fn exec_in_path(args: &[String], env: &[String]) -> std::io::Error {
     last
 }
 
-/// Entry point of `cellsd __monitor [SPARE-SETUP-JSON]`. Returns the exit code.
+/// The container's stdin, stdout and stderr (`cellsd __monitor
+/// --oci-stdio`: `cells-runtime create` passes its own as fds 3, 4, 5, made
+/// by containerd's shim for this container), moved out of the way.
+static OCI_STDIO: std::sync::OnceLock<[RawFd; 3]> = std::sync::OnceLock::new();
+
+/// Take fds 3, 4, 5 as the container's stdio (close-on-exec copies).
+fn take_oci_stdio() -> Result<(), std::io::Error> {
+    let mut fds = [-1; 3];
+    for (i, fd) in fds.iter_mut().enumerate() {
+        // SAFETY: duplicating an fd the runtime passed us; 3..5 are closed after.
+        let d = unsafe { libc::fcntl(3 + i as RawFd, libc::F_DUPFD_CLOEXEC, 10) };
+        if d < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        *fd = d;
+    }
+    for i in 3..6 {
+        // SAFETY: closing the originals (the copies above stay).
+        unsafe { libc::close(i) };
+    }
+    let _ = OCI_STDIO.set(fds);
+    Ok(())
+}
+
+/// The monitor keeps no copy of the container's stdio once the init has it
+/// (the shim sees the end of the output when the container's last copy goes).
+fn close_oci_stdio() {
+    if let Some(fds) = OCI_STDIO.get() {
+        for fd in fds {
+            // SAFETY: our own copies, closed once (the child was cloned with them).
+            unsafe { libc::close(*fd) };
+        }
+    }
+}
+
+/// Entry point of `cellsd __monitor [SPARE-SETUP-JSON | --oci-stdio]`.
+/// Returns the exit code.
 pub fn main(spare_arg: Option<&str>) -> i32 {
     // Own session: a Ctrl-C at the terminal that started cellsd must not
     // reach the VPs, and the VP outlives cellsd.
     let _ = nix::unistd::setsid();
     crate::sys::lean_malloc();
+    let spare_arg = match spare_arg {
+        Some("--oci-stdio") => {
+            if let Err(e) = take_oci_stdio() {
+                emit(&MonitorEvent::Failed {
+                    error: format!("the container's stdio (fds 3-5): {e}"),
+                });
+                return 1;
+            }
+            None
+        }
+        other => other,
+    };
     let spare = spare_arg
         .and_then(|a| serde_json::from_str::<SpareSetup>(a).ok())
         .and_then(|s| match s.cgroup.prepare_spare() {
@@ -267,9 +316,19 @@ pub fn main(spare_arg: Option<&str>) -> i32 {
     });
     match started {
         Ok(vp) => {
-            let code = supervise(&req, vp);
-            log(&format!("VP {} ended ({code})", req.config.name));
-            0
+            let status = supervise(&req, vp);
+            log(&format!(
+                "VP {} ended ({})",
+                req.config.name,
+                describe_status(status)
+            ));
+            // An OCI container's monitor is what containerd's shim reaps:
+            // it ends with the init's status (128+N for signal N).
+            match &req.config.cells.oci {
+                Some(_) if libc::WIFEXITED(status) => libc::WEXITSTATUS(status),
+                Some(_) if libc::WIFSIGNALED(status) => 128 + libc::WTERMSIG(status),
+                _ => 0,
+            }
         }
         Err(e) => {
             log(&format!("start failed: {e}"));
@@ -278,6 +337,17 @@ pub fn main(spare_arg: Option<&str>) -> i32 {
             });
             1
         }
+    }
+}
+
+/// A wait status in words.
+pub(crate) fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
     }
 }
 

@@ -48,6 +48,53 @@ pub(super) struct StartedVp {
     pub(super) state: RunState,
 }
 
+/// The file an OCI container's init waits at (`<run>/vps/NAME/exec.fifo`,
+/// VP root's, 0600): opened here as a path only; the init opens it for
+/// writing through /proc/self/fd and blocks until `cells-runtime start`
+/// opens it for reading.
+pub(super) fn exec_fifo(req: &MonitorRequest, owner: Option<u32>) -> Result<OwnedFd, MonitorError> {
+    let path = req.run_dir.join(crate::oci::runtime::EXEC_FIFO);
+    let _ = std::fs::remove_file(&path);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(step(&format!("mkfifo {}", path.display())))?;
+    if let Some(id) = owner {
+        std::os::unix::fs::lchown(&path, Some(id), Some(id))
+            .map_err(step(&format!("chown {}", path.display())))?;
+    }
+    let fd = nix::fcntl::open(
+        &path,
+        OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(step(&format!("open {}", path.display())))?;
+    Ok(fd)
+}
+
+/// Join the namespaces an OCI container names by path (a pod's network,
+/// IPC and UTS namespaces): the monitor enters them, the init inherits
+/// them through the clone (which makes no new one of those kinds).
+fn join_namespaces(oci: &crate::oci::OciSource) -> Result<(), MonitorError> {
+    for j in &oci.join {
+        let flag = match j.kind.as_str() {
+            "network" => CloneFlags::CLONE_NEWNET,
+            "ipc" => CloneFlags::CLONE_NEWIPC,
+            "uts" => CloneFlags::CLONE_NEWUTS,
+            other => return Err(format!("cannot join a {other} namespace").into()),
+        };
+        let f = std::fs::File::open(&j.path).map_err(step(&format!(
+            "open the {} namespace {}",
+            j.kind,
+            j.path.display()
+        )))?;
+        nix::sched::setns(&f, flag).map_err(step(&format!(
+            "join the {} namespace {}",
+            j.kind,
+            j.path.display()
+        )))?;
+    }
+    Ok(())
+}
+
 /// What a monitor sets up before it knows which VP it starts: its private
 /// mount namespace, its signalfd and the channels to the init. A spare
 /// monitor does this while it waits.
@@ -148,6 +195,21 @@ pub(super) fn start(
         end_devices();
         leave_cgroup(e.into())
     })?;
+    // An OCI container: the init waits at its exec fifo until
+    // `cells-runtime start`; the namespaces it joins are joined here.
+    let fifo = match &cfg.cells.oci {
+        Some(o) => {
+            let f = exec_fifo(req, owner).and_then(|f| {
+                join_namespaces(o)?;
+                Ok(f)
+            });
+            Some(f.map_err(|e| {
+                end_devices();
+                leave_cgroup(e)
+            })?)
+        }
+        None => None,
+    };
     let flags = clone_flags(cfg).bits();
     // The VP's user namespace is created with VP root's host uid as the
     // effective uid: it then belongs to that uid, and the kernel charges
@@ -174,9 +236,17 @@ pub(super) fn start(
         std::mem::forget(euid);
         drop(go_parent);
         drop(err_r);
-        init_child(req, go_child, err_w, seccomp.as_ref());
+        init_child(
+            req,
+            go_child,
+            err_w,
+            seccomp.as_ref(),
+            fifo.as_ref().map(|f| f.as_raw_fd()),
+        );
     }
     drop(euid);
+    drop(fifo);
+    close_oci_stdio();
     let pid = cloned.map_err(|e| {
         end_devices();
         leave_cgroup(step("clone the VP's init")(e))
@@ -254,9 +324,19 @@ pub(super) fn start(
     }
     phase("released");
 
-    // The error pipe is close-on-exec in the child: EOF means exec succeeded.
+    // The error pipe is close-on-exec in the child: EOF means exec
+    // succeeded. An OCI container's init writes one NUL byte instead when
+    // it is ready and waits at its exec fifo ("created").
+    let mut err_file = std::fs::File::from(err_r);
+    let mut first = [0u8; 1];
     let mut err = String::new();
-    let _ = std::fs::File::from(err_r).read_to_string(&mut err);
+    if let Ok(1) = err_file.read(&mut first) {
+        if first[0] != 0 {
+            err.push(first[0] as char);
+            let _ = err_file.read_to_string(&mut err);
+        }
+    }
+    drop(err_file);
     if !err.is_empty() {
         return Err(fail(err.into()));
     }
@@ -264,8 +344,16 @@ pub(super) fn start(
     let me = std::process::id() as i32;
     let state = run_state(req, pid, device_fds);
     let console = publish(req, &state).map_err(&fail)?;
-    // The monitor itself does not belong to the VP (its pids, memory, freezer).
-    if let Err(e) = req.cgroup.move_to_parent_v1(me) {
+    if cfg.cells.oci.is_some() {
+        // An OCI container's monitor is the process containerd's shim
+        // knows: its cgroups are the ones the shim reads the container's
+        // statistics from (all but the freezer: the monitor serves the
+        // VP's FUSE devices, it must not freeze with the VP).
+        if let Err(e) = req.cgroup.add_unfrozen(me) {
+            log(&format!("joining the VP's cgroup: {e}"));
+        }
+    } else if let Err(e) = req.cgroup.move_to_parent_v1(me) {
+        // The monitor itself does not belong to the VP (its pids, memory, freezer).
         log(&format!("leaving the VP's cgroup: {e}"));
     }
     detach_stdio();
@@ -512,6 +600,29 @@ pub(super) fn vp_kernel_mounts(
 
 /// Monitor side of the start, between clone and releasing the init: id
 /// maps, the template and the overlay root.
+/// Attach `layer` read-only at `at`, idmapped into `userns` if there is one.
+fn attach_lower(layer: &Path, at: &Path, userns: Option<&OwnedFd>) -> Result<(), MonitorError> {
+    let tree = sys::open_tree_clone(layer, false)
+        .map_err(step(&format!("open_tree {}", layer.display())))?;
+    let mut attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV;
+    if userns.is_some() {
+        attrs |= sys::MOUNT_ATTR_IDMAP;
+    }
+    sys::mount_setattr(&tree, attrs, userns, false).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) && userns.is_some() {
+            MonitorError::Failed(format!(
+                "idmapped mount of {} failed ({e}): its filesystem does not support idmapped mounts; \
+                 put the state dir on ext4, xfs, btrfs or tmpfs (Linux 6.3+), or create the VP with --privileged",
+                layer.display()
+            ))
+        } else {
+            step(&format!("mount_setattr {}", layer.display()))(e)
+        }
+    })?;
+    sys::move_mount(&tree, at).map_err(step("attach the template"))?;
+    Ok(())
+}
+
 pub(super) fn prepare_vp(
     req: &MonitorRequest,
     pid: i32,
@@ -543,31 +654,28 @@ pub(super) fn prepare_vp(
 
     // The template, read-only and (with a user namespace) idmapped so that
     // its root-owned files appear owned by VP root. One shared copy on disk.
-    let tree = sys::open_tree_clone(&req.template_rootfs, false).map_err(step(&format!(
-        "open_tree {}",
-        req.template_rootfs.display()
-    )))?;
-    let mut attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV;
-    if userns.is_some() {
-        attrs |= sys::MOUNT_ATTR_IDMAP;
-    }
-    sys::mount_setattr(&tree, attrs, userns.as_ref(), false).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EINVAL) && userns.is_some() {
-            MonitorError::Failed(format!(
-                "idmapped mount of {} failed ({e}): its filesystem does not support idmapped mounts; \
-                 put the state dir on ext4, xfs, btrfs or tmpfs (Linux 6.3+), or create the VP with --privileged",
-                req.template_rootfs.display()
-            ))
+    // An OCI container's layers are attached the same way, each one.
+    let layers = match &cfg.cells.oci {
+        Some(o) => o.layers.clone(),
+        None => vec![req.template_rootfs.clone()],
+    };
+    let mut lowers = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let at = if i == 0 {
+            lower.to_path_buf()
         } else {
-            step(&format!("mount_setattr {}", req.template_rootfs.display()))(e)
-        }
-    })?;
-    sys::move_mount(&tree, lower).map_err(step("attach the template"))?;
+            let p = req.run_dir.join(format!("lower{i}"));
+            std::fs::create_dir_all(&p).map_err(step(&format!("mkdir {}", p.display())))?;
+            p
+        };
+        attach_lower(layer, &at, userns.as_ref())?;
+        lowers.push(at.display().to_string());
+    }
     phase("template attached");
 
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lowers.join(":"),
         req.upper.display(),
         req.work.display()
     );

@@ -87,7 +87,8 @@ pub(super) fn set_nonblocking(fd: RawFd) {
 
 /// Relay the console and wait for the init to end. Returns its wait status
 /// as a shell would print it.
-pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
+/// Returns the init's wait status.
+pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> i32 {
     // The monitor lives as long as the VP: what setting up used goes back.
     crate::sys::release_setup_memory();
     let mut log_file = ConsoleLog::open(&req.console_log);
@@ -274,13 +275,7 @@ pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
             log(&format!("writing {}: {e}", marker.display()));
         }
     }
-    let how = if libc::WIFEXITED(status) {
-        format!("exit status {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("wait status {status}")
-    };
+    let how = describe_status(status);
     log_file.write(
         format!(
             "\r\n[cells] init of VP {} ended: {how}\r\n",
@@ -293,9 +288,15 @@ pub(super) fn supervise(req: &MonitorRequest, mut vp: StartedVp) -> String {
     for d in vp.devices.iter_mut().rev() {
         d.ended();
     }
+    if req.config.cells.oci.is_some() {
+        // The monitor of an OCI container sat in its cgroup: out first.
+        if let Err(e) = req.cgroup.leave(std::process::id() as i32) {
+            log(&format!("leaving the VP's cgroup: {e}"));
+        }
+    }
     if let Err(e) = req.cgroup.destroy(Duration::from_secs(10)) {
         log(&format!("removing cgroup: {e}"));
     }
     let _ = std::fs::remove_file(&req.run_state);
-    how
+    status
 }

@@ -1,0 +1,328 @@
+//! OCI helpers for the cells-runtime tests and benchmark: bundles whose
+//! root is an overlay mount (as containerd's snapshotter makes it), OCI
+//! image archives made from a template's build (for `ctr images import`),
+//! and Debian's containerd (unpacked into target/containerd by
+//! scripts/install-deps) run with its config, state and socket in a temp
+//! folder, ended by pid with the shims it started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Cells;
+
+/// `cells-runtime`: a link to this build's cellsd in `dir` (its name
+/// selects the runtime CLI).
+pub fn runtime_link(bin: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let link = dir.join("cells-runtime");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(bin.join("cellsd"), &link).unwrap();
+    link
+}
+
+/// The current build of template `t` of this cellsd.
+pub fn template_rootfs(c: &Cells, t: &str) -> PathBuf {
+    let builds = c.state.join("templates").join(t).join("builds");
+    let current = std::fs::read_link(c.state.join("templates").join(t).join("current"))
+        .ok()
+        .map(|p| builds.join(p.file_name().unwrap()));
+    let dir = current.unwrap_or_else(|| {
+        std::fs::read_dir(&builds)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("rootfs").is_dir())
+            .expect("a build of the template")
+    });
+    dir.join("rootfs")
+}
+
+/// A bundle at `dir` whose root is an overlay of `lower` (a fresh upper
+/// layer, as containerd's snapshotter mounts it) and whose config is
+/// `config` (root.path "rootfs"). Unmounted on drop.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub upper: PathBuf,
+}
+
+impl Bundle {
+    pub fn new(dir: &Path, lower: &Path, config: &serde_json::Value) -> Bundle {
+        for d in ["rootfs", "upper", "work"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(dir.join("rootfs"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount the bundle's overlay");
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_vec_pretty(config).unwrap(),
+        )
+        .unwrap();
+        Bundle {
+            dir: dir.to_path_buf(),
+            upper: dir.join("upper"),
+        }
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.join("rootfs"))
+            .status();
+    }
+}
+
+/// A runtime config (what `runc spec` gives, trimmed) running `args`.
+pub fn config(args: &[&str], env: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": "oci-box",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": env,
+            "cwd": "/"
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "resources": {"memory": {"limit": 268435456}}
+        }
+    })
+}
+
+fn sha256_file(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    assert!(o.status.success());
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// An OCI image archive (an image layout in a tar, what `ctr images
+/// import` takes) of `rootfs` as one layer, named `name` (fully qualified,
+/// e.g. `docker.io/cells/minimal:1`), with `cmd` as its command.
+pub fn image_archive(rootfs: &Path, name: &str, cmd: &[&str], work: &Path) -> PathBuf {
+    let layout = work.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let layer = work.join("layer.tar");
+    let st = Command::new("tar")
+        .args(["--numeric-owner", "--xattrs", "-C"])
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar the layer");
+    let layer_sum = sha256_file(&layer);
+    let layer_size = std::fs::metadata(&layer).unwrap().len();
+    std::fs::rename(&layer, blobs.join(&layer_sum)).unwrap();
+    let put = |v: &serde_json::Value| -> (String, u64) {
+        let data = serde_json::to_vec(v).unwrap();
+        let f = work.join("blob.tmp");
+        std::fs::write(&f, &data).unwrap();
+        let sum = sha256_file(&f);
+        std::fs::rename(&f, blobs.join(&sum)).unwrap();
+        (sum, data.len() as u64)
+    };
+    let (cfg_sum, cfg_size) = put(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": cmd, "Env": ["PATH=/system/bin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_sum}")]}
+    }));
+    let (man_sum, man_size) = put(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{cfg_sum}"), "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": format!("sha256:{layer_sum}"), "size": layer_size}]
+    }));
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "digest": format!("sha256:{man_sum}"), "size": man_size,
+                           "annotations": {"io.containerd.image.name": name,
+                                           "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap()}}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = work.join("image.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&out)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar the image");
+    out
+}
+
+pub fn containerd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/containerd")
+}
+
+pub fn containerd_available() -> bool {
+    containerd_dir().join("usr/bin/containerd").exists()
+}
+
+/// A containerd of the test's own.
+pub struct Containerd {
+    child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Containerd {
+    /// Start containerd with `extra` appended to its config (TOML), and
+    /// `cells_socket` as the CELLS_SOCKET its shims (and so cells-runtime)
+    /// get.
+    pub fn start(dir: &Path, cells_socket: &Path, extra: &str) -> Containerd {
+        let bin = containerd_dir().join("usr/bin");
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             [grpc]\n  address = \"{sock}\"\n\
+             [ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [debug]\n  address = \"{sock}.debug\"\n\
+             {extra}\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            sock = socket.display(),
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let path = format!(
+            "{}:{}:{}",
+            bin.display(),
+            containerd_dir().join("usr/sbin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new(bin.join("containerd"))
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .env("CELLS_SOCKET", cells_socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd {
+            child,
+            dir: dir.to_path_buf(),
+            socket,
+        };
+        let up = Cells::wait_until(Duration::from_secs(20), || {
+            c.ctr(&["version"]).status.success()
+        });
+        assert!(up, "containerd did not come up: {}", c.log());
+        c
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new(containerd_dir().join("usr/bin/ctr"))
+            .arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The shims this containerd started (their -address is its socket).
+    fn shims(&self) -> Vec<i32> {
+        let want = self.socket.to_string_lossy().to_string();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| {
+                        let args: Vec<String> = c
+                            .split(|b| *b == 0)
+                            .map(|a| String::from_utf8_lossy(a).into_owned())
+                            .collect();
+                        args.first().is_some_and(|a| a.contains("containerd-shim"))
+                            && args.iter().any(|a| *a == want)
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let shims = self.shims();
+        // SAFETY: signalling the containerd this helper started, by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for p in shims {
+            // SAFETY: a shim of this containerd (matched by its socket), by pid.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        // Whatever containerd left mounted under its root.
+        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root = self.dir.to_string_lossy().to_string();
+            let mut points: Vec<&str> = mi
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
