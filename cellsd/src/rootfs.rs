@@ -586,7 +586,16 @@ pub fn apply(
                 remount,
             } => {
                 check_no_symlink(rootfs, target)?;
-                make_dirs(target, owner)?;
+                // A bind of a file (an OCI bundle's /etc/hosts) needs a
+                // file to mount on.
+                let file_bind = fstype.is_none()
+                    && flags.contains(MsFlags::MS_BIND)
+                    && std::fs::metadata(source).is_ok_and(|m| !m.is_dir());
+                if file_bind {
+                    make_file(target, owner)?;
+                } else {
+                    make_dirs(target, owner)?;
+                }
                 mount(
                     Some(source.as_str()),
                     target,

@@ -326,3 +326,47 @@ impl Drop for Containerd {
         }
     }
 }
+
+pub fn cri_client_available() -> bool {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/pylib/cri_api")
+        .exists()
+}
+
+/// containerd's CRI plugin: runtime handlers `cells` (cells-runtime) and
+/// `runc` (Debian's runc), the sandbox image, no CNI (pods on the host's
+/// network); this VM lacks CAP_SYS_RESOURCE, hence restrict_oom_score_adj.
+pub fn cri_config(work: &Path, runtime: &Path, sandbox_image: &str) -> String {
+    let runc = containerd_dir().join("usr/sbin/runc");
+    for d in ["cni-bin", "cni-conf"] {
+        std::fs::create_dir_all(work.join(d)).unwrap();
+    }
+    format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        Root = "{runc_root}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cells]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cells.options]
+        BinaryName = "{runtime}"
+        Root = "{cells_root}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin}"
+    conf_dir = "{cni_conf}"
+"#,
+        runc = runc.display(),
+        runc_root = work.join("runc-root").display(),
+        runtime = runtime.display(),
+        cells_root = work.join("cells-root").display(),
+        cni_bin = work.join("cni-bin").display(),
+        cni_conf = work.join("cni-conf").display(),
+    )
+}

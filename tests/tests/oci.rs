@@ -405,3 +405,140 @@ fn containerd_runs_a_vp() {
         .code
         != 0));
 }
+
+/// A CRI client call (tests/cri/cri.py): its JSON answer.
+fn cri(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cri/cri.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "cri.py {args:?}: {text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("cri.py {args:?}: {e}: {text}"))
+}
+
+#[test]
+fn a_kubernetes_pod_through_cri() {
+    if !oci::containerd_available() || !oci::cri_client_available() {
+        eprintln!("SKIP: containerd or the CRI client not unpacked (scripts/install-deps)");
+        return;
+    }
+    let c = Cells::new();
+    let work = c.root.join("cri");
+    let runtime = oci::runtime_link(&c.bin, &work.join("bin"));
+    let rootfs = oci::template_rootfs(&c, "minimal");
+    let app = oci::image_archive(
+        &rootfs,
+        "docker.io/cells/minimal:1",
+        &["/init"],
+        &work.join("app"),
+    );
+    let pause = oci::image_archive(
+        &rootfs,
+        "docker.io/cells/pause:1",
+        &[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+        &work.join("pause"),
+    );
+    let ctrd = Containerd::start(
+        &work.join("containerd"),
+        &c.socket,
+        &oci::cri_config(&work, &runtime, "docker.io/cells/pause:1"),
+    );
+    for img in [&app, &pause] {
+        let o = ctrd.ctr(&["-n", "k8s.io", "images", "import", img.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let sock = &ctrd.socket;
+    assert_eq!(cri(sock, &["version"])["runtimeName"], "containerd");
+
+    // The pod's sandbox is a VP without devices (it holds the pod's
+    // namespaces); the container is a VP with its devices.
+    let pod = cri(sock, &["runp", "phone-pod", "cells"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = c.ok(&["list"]);
+    assert!(list.contains("phone-pod-"), "{list}");
+    let cid = cri(
+        sock,
+        &[
+            "create",
+            &pod,
+            "persona",
+            "docker.io/cells/minimal:1",
+            "--",
+            "/init",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cri(sock, &["start", &cid]);
+    let vps: Vec<serde_json::Value> = serde_json::from_str(&c.ok(&["list", "--json"])).unwrap();
+    let vp = vps
+        .iter()
+        .find(|v| v["name"].as_str().unwrap_or("").starts_with("persona-"))
+        .unwrap_or_else(|| panic!("no persona VP in {vps:?}"))
+        .clone();
+    let name = vp["name"].as_str().unwrap().to_string();
+    assert_eq!(vp["state"], "running");
+    // The sandbox never took the screen; the persona shows.
+    assert!(Cells::wait_until(Duration::from_secs(10), || c
+        .ctl(&["screenshot", "--vp", &name, "-o", "/dev/null"])
+        .code
+        == 0));
+    let sandbox = vps
+        .iter()
+        .find(|v| v["name"].as_str().unwrap_or("").starts_with("phone-pod-"))
+        .unwrap();
+    assert_eq!(sandbox["foreground"], false);
+
+    // ExecSync runs in the VP (the shim reaps the exec helper).
+    let r = cri(
+        sock,
+        &["exec", &cid, "/bin/sh", "-c", "echo in-$CELLS_VP; exit 4"],
+    );
+    assert_eq!(r["code"], 4, "{r}");
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), format!("in-{name}"));
+    let st = cri(sock, &["status", &cid]);
+    assert_eq!(st["status"]["state"], "CONTAINER_RUNNING", "{st}");
+    let stats = cri(sock, &["stats", &cid]);
+    let mem = stats["stats"]["memory"]["workingSetBytes"]["value"]
+        .as_str()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(mem > 0, "{stats}");
+    cri(sock, &["update", &cid, "400000000"]);
+    let limit = c
+        .vp_cgroup_dirs(&name)
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).ok())
+        .unwrap();
+    let limit: u64 = limit.trim().parse().unwrap();
+    assert!((399_990_000..=400_000_000).contains(&limit), "{limit}");
+
+    cri(sock, &["stop", &cid]);
+    let st = cri(sock, &["status", &cid]);
+    assert_eq!(st["status"]["state"], "CONTAINER_EXITED", "{st}");
+    cri(sock, &["rm", &cid]);
+    assert!(Cells::wait_until(Duration::from_secs(10), || c
+        .ctl(&["status", &name])
+        .code
+        != 0));
+    cri(sock, &["stopp", &pod]);
+    cri(sock, &["rmp", &pod]);
+    assert!(Cells::wait_until(Duration::from_secs(10), || !c
+        .ok(&["list"])
+        .contains("phone-pod-")));
+}

@@ -1011,7 +1011,10 @@ impl Manager {
                     vp.phase = Phase::Running;
                     vp.run = Some(running);
                 }
-                if inner.foreground.is_none() {
+                // The first VP to run takes the screen (one without a
+                // display, e.g. a pod's sandbox, never does).
+                let shows = config.cells.devices.has(crate::devices::model::DISPLAY);
+                if inner.foreground.is_none() && shows {
                     self.set_foreground(&mut inner, Some(name.to_string()));
                 } else {
                     // Started in the background: its policy applies from now.

@@ -247,6 +247,55 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `dest` (a path in the container) with the symlinks of the image under
+/// `root` resolved, never leaving `root` (as runc's secure join does): the
+/// VP's mounts never go through a symlink, and the image may have
+/// `/etc -> /system/etc`. Read before the container ever ran (nothing of it
+/// is the VP's yet).
+pub fn resolve_in(root: &Path, dest: &str) -> Result<String, BundleError> {
+    let mut todo: std::collections::VecDeque<String> = dest.split('/').map(String::from).collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                out.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let here = out
+            .iter()
+            .fold(root.to_path_buf(), |p, c| p.join(c))
+            .join(&c);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(unsupported(
+                        &format!("mount {dest}"),
+                        "goes through more than 40 symlinks in the image",
+                    ));
+                }
+                let target = std::fs::read_link(&here).map_err(|source| BundleError::Read {
+                    path: here.clone(),
+                    source,
+                })?;
+                let t = target.to_string_lossy();
+                if t.starts_with('/') {
+                    out.clear();
+                }
+                for (i, part) in t.split('/').enumerate() {
+                    todo.insert(i, part.to_string());
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
+}
+
 /// The VP name of container `id`: the id itself where it is a VP name,
 /// else the CRI container's (or pod's) name, made a name, with a hash of
 /// the id (containerd's ids are 64 hex digits; names are at most 32).
@@ -295,6 +344,21 @@ mod tests {
         );
         let mi2 = "91 22 8:1 /x /a\\040b rw - ext4 /dev/sda1 rw\n";
         assert_eq!(layers(mi2, Path::new("/a b")), vec![PathBuf::from("/a b")]);
+    }
+
+    #[test]
+    fn destinations_resolve_inside_the_image() {
+        let d = std::env::temp_dir().join(format!("cells-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("system/etc")).unwrap();
+        std::os::unix::fs::symlink("system/etc", d.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/../../etc", d.join("up")).unwrap();
+        std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
+        assert_eq!(resolve_in(&d, "/etc/hosts").unwrap(), "/system/etc/hosts");
+        assert_eq!(resolve_in(&d, "/up/x").unwrap(), "/system/etc/x");
+        assert_eq!(resolve_in(&d, "/new/dir").unwrap(), "/new/dir");
+        assert!(resolve_in(&d, "/loop/x").is_err());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -72,6 +72,9 @@ struct Record {
     created: String,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    /// The VP's monitor (the pid containerd knows the container by).
+    #[serde(default)]
+    monitor: i32,
 }
 
 /// The OCI state of a container (`state`).
@@ -537,7 +540,11 @@ fn create(g: &Global, p: &Parsed) -> Result<i32, Failure> {
             bad.display()
         ));
     }
-    let source = bundle::source(&id, &bundle, &spec, layers)?;
+    let mut source = bundle::source(&id, &bundle, &spec, layers)?;
+    for b in source.binds.iter_mut() {
+        b.destination = bundle::resolve_in(&root, &b.destination)?;
+    }
+    resolve_joins(g, &mut source)?;
     let vp = bundle::vp_name(&id, &source.annotations);
     let mut opts = crate::config::CreateOptions::default();
     bundle::resource_options(&spec, &mut opts);
@@ -589,6 +596,14 @@ fn create(g: &Global, p: &Parsed) -> Result<i32, Failure> {
     if let Some(n) = opts.pids {
         options.insert("pids", zbus::zvariant::Value::from(n));
     }
+    if source.is_sandbox() {
+        // A pod's sandbox only holds the pod's namespaces: no devices (and
+        // so never the foreground).
+        let none: Vec<String> = crate::devices::registry::specs()
+            .map(|d| format!("{}=none", d.name))
+            .collect();
+        options.insert("devices", zbus::zvariant::Value::from(none.join(",")));
+    }
     if source.join.iter().any(|j| j.kind == "network") {
         // The pod's network namespace is its network (CNI's).
         options.insert("network", zbus::zvariant::Value::from("none"));
@@ -619,6 +634,7 @@ fn create(g: &Global, p: &Parsed) -> Result<i32, Failure> {
         bundle: bundle.clone(),
         created: now_rfc3339(),
         annotations: source.annotations.clone(),
+        monitor: pid,
     };
     std::fs::create_dir_all(&g.root)?;
     std::fs::create_dir(&dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
@@ -633,6 +649,64 @@ fn create(g: &Global, p: &Parsed) -> Result<i32, Failure> {
     // Not waited for: the shim reaps it.
     std::mem::forget(child);
     Ok(0)
+}
+
+/// The namespaces a container joins, checked: `/proc/PID/ns/KIND` of a
+/// cells container's monitor (the pid containerd knows a sandbox by) means
+/// that VP's namespace (its init's); a namespace of the host (this
+/// runtime's own) is refused: a VP never shares one.
+fn resolve_joins(g: &Global, source: &mut super::OciSource) -> Result<(), Failure> {
+    let records: Vec<Record> = std::fs::read_dir(&g.root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("state.json")).ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect();
+    let ns_id = |p: &Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+    };
+    for j in source.join.iter_mut() {
+        let proc_kind = match j.kind.as_str() {
+            "network" => "net",
+            other => other,
+        };
+        let pid = j
+            .path
+            .strip_prefix("/proc")
+            .ok()
+            .and_then(|rest| rest.iter().next())
+            .and_then(|p| p.to_str())
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(r) = pid.and_then(|p| records.iter().find(|r| r.monitor == p)) {
+            let (_, init) = status_of(g, r)?;
+            if init == 0 {
+                return fail(format!(
+                    "the {} namespace to join is container {}'s, which is not running",
+                    j.kind, r.id
+                ));
+            }
+            j.path = PathBuf::from(format!("/proc/{init}/ns/{proc_kind}"));
+        }
+        let theirs = ns_id(&j.path).ok_or_else(|| {
+            Failure(format!(
+                "the {} namespace {} does not exist",
+                j.kind,
+                j.path.display()
+            ))
+        })?;
+        if ns_id(Path::new(&format!("/proc/self/ns/{proc_kind}"))) == Some(theirs) {
+            return fail(format!(
+                "the bundle joins the host's {} namespace ({}): a VP never shares the host's namespaces",
+                j.kind,
+                j.path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn start(g: &Global, id: &str) -> Result<i32, Failure> {
@@ -743,7 +817,8 @@ fn kill(g: &Global, id: &str, sig: i32, all: bool) -> Result<i32, Failure> {
     let r = load_record(g, id)?;
     let (status, pid) = status_of(g, &r)?;
     if status == "stopped" || pid == 0 {
-        return fail(format!("container {id} is not running"));
+        // runc's words: containerd's shim takes them for "already ended".
+        return fail(format!("container not running: {id} has ended"));
     }
     let targets = if all { pids_of(pid) } else { vec![pid as i32] };
     for p in targets {
@@ -823,7 +898,8 @@ fn update(g: &Global, p: &Parsed) -> Result<i32, Failure> {
     let r = load_record(g, id)?;
     let (status, pid) = status_of(g, &r)?;
     if status == "stopped" {
-        return fail(format!("container {id} is not running"));
+        // runc's words: containerd's shim takes them for "already ended".
+        return fail(format!("container not running: {id} has ended"));
     }
     let mut res: oci_spec::runtime::LinuxResources =
         match p.flags.get("resources").map(String::as_str) {
