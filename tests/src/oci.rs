@@ -203,6 +203,11 @@ pub fn containerd_available() -> bool {
 /// A containerd of the test's own.
 pub struct Containerd {
     child: Child,
+    /// /run/containerd was not there before (ctr and the shims make
+    /// folders there whatever the config says): removed again.
+    made_run_dir: bool,
+    /// One containerd at a time in a test process (they share /run/containerd).
+    _one: std::sync::MutexGuard<'static, ()>,
     pub dir: PathBuf,
     pub socket: PathBuf,
 }
@@ -213,6 +218,9 @@ impl Containerd {
     /// get.
     pub fn start(dir: &Path, cells_socket: &Path, extra: &str) -> Containerd {
         let bin = containerd_dir().join("usr/bin");
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+        let made_run_dir = !Path::new("/run/containerd").exists();
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("containerd.sock");
         let config = format!(
@@ -245,6 +253,8 @@ impl Containerd {
             .unwrap();
         let c = Containerd {
             child,
+            made_run_dir,
+            _one: one,
             dir: dir.to_path_buf(),
             socket,
         };
@@ -285,7 +295,7 @@ impl Containerd {
                             .map(|a| String::from_utf8_lossy(a).into_owned())
                             .collect();
                         args.first().is_some_and(|a| a.contains("containerd-shim"))
-                            && args.iter().any(|a| *a == want)
+                            && args.contains(&want)
                     })
                     .unwrap_or(false)
             })
@@ -323,6 +333,11 @@ impl Drop for Containerd {
             for p in points {
                 let _ = Command::new("umount").arg("-l").arg(p).status();
             }
+        }
+        if self.made_run_dir {
+            // Made by this containerd, its ctr and its shims alone (one
+            // containerd at a time here): shim sockets of killed shims too.
+            let _ = std::fs::remove_dir_all("/run/containerd");
         }
     }
 }

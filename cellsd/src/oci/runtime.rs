@@ -923,7 +923,7 @@ fn update(g: &Global, p: &Parsed) -> Result<i32, Failure> {
             .transpose()
     };
     if let Some(m) = num("memory")? {
-        let mut mem = res.memory().clone().unwrap_or_default();
+        let mut mem = (*res.memory()).unwrap_or_default();
         mem.set_limit(Some(m));
         res.set_memory(Some(mem));
     }
