@@ -321,7 +321,7 @@ fn containerd_runs_a_vp() {
         eprintln!("SKIP: containerd not unpacked (scripts/install-deps)");
         return;
     }
-    let c = Cells::new();
+    let mut c = Cells::new();
     let work = c.root.join("ctrd");
     let runtime = oci::runtime_link(&c.bin, &work.join("bin"));
     let image = oci::image_archive(
@@ -360,6 +360,14 @@ fn containerd_runs_a_vp() {
     ]);
     // The container is a VP: cellctl lists it, it runs its persona, execs work.
     assert_eq!(c.status(&id)["state"], "running");
+    // cellsd may restart meanwhile (its VPs run on): it adopts the
+    // container's VP from its definition and run state.
+    c.end_daemon(libc::SIGTERM);
+    c.start_daemon();
+    assert_eq!(c.status(&id)["state"], "running", "{}", c.daemon_log());
+    // What only containerd may do is refused to cellctl, naming why.
+    let e = c.fails(&["checkpoint", &id]);
+    assert!(e.contains("OCI container"), "{e}");
     let tasks = ok(&["task", "ls"]);
     assert!(tasks.contains(&id) && tasks.contains("RUNNING"), "{tasks}");
     assert_eq!(c.sh_ok(&id, "echo $CELLS_VP").trim(), id);

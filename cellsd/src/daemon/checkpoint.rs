@@ -210,6 +210,10 @@ impl Manager {
                 run.ended.clone(),
             )
         };
+        oci::refuse(
+            &config,
+            "checkpointed (containerd owns its life: `ctr task checkpoint` is runc's)",
+        )?;
         if !criu_found(&self.cfg.criu) {
             return Err(Error::Failed(format!(
                 "no criu at '{}': install CRIU (Debian: apt install criu) or give cellsd --criu PATH; the VP was not touched",

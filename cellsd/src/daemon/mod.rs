@@ -961,6 +961,12 @@ impl Manager {
     }
 
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<(), Error> {
+        if let Some(cfg) = self.lock().vps.get(name).map(|v| v.config.clone()) {
+            oci::refuse(
+                &cfg,
+                "started by cellsd (containerd starts it: `ctr task start`, or its pod)",
+            )?;
+        }
         let t0 = std::time::Instant::now();
         let r = self.start_inner(name, None, None).await;
         tracing::debug!(

@@ -29,6 +29,17 @@ fn runs_this_program(pidfd: &OwnedFd) -> Result<i32, Error> {
     }
 }
 
+/// An OCI container's VP cannot be `what`: an error naming why.
+pub(super) fn refuse(config: &VpConfig, what: &str) -> Result<(), Error> {
+    match &config.cells.oci {
+        Some(o) => Err(Error::InvalidArgument(format!(
+            "VP '{}' is OCI container {} (cells-runtime): it cannot be {what}",
+            config.name, o.id
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Manager {
     /// Create the VP `name` of an OCI container and start it with the
     /// monitor the caller spawned (its stdin, stdout and pidfd): it returns

@@ -83,6 +83,10 @@ impl Manager {
             }
             v.config.clone()
         };
+        oci::refuse(
+            &config,
+            "exported (it moves with its image: run it from the image there)",
+        )?;
         if config.cells.disk.is_none() {
             return Err(Error::InvalidArgument(format!(
                 "VP '{vp}' has no disk image of its own (created with --disk none): only a VP with one can be exported"
