@@ -34,7 +34,6 @@ def stub(sock):
 def pod_config(name):
     return api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name=name, namespace="default", uid=str(uuid.uuid4()), attempt=0),
-        hostname=name,
         log_directory="",
         linux=api.LinuxPodSandboxConfig(
             security_context=api.LinuxSandboxSecurityContext(

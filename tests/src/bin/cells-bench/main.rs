@@ -20,6 +20,7 @@ use cells_tests::Cells;
 
 mod adbtools;
 mod audio;
+mod cri;
 mod display;
 mod network;
 mod phone;
@@ -66,6 +67,10 @@ fn main() {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
             web::bench(n)
         }
+        Some("cri") => {
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+            cri::bench(n)
+        }
         Some("power") => {
             let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
             power::bench(n)
@@ -76,7 +81,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N] | phone [N] | snapshot [MiB] | web [N]"
+                "usage: cells-bench start [N] | exec [N] | display [N] | power [N] | network [N] | adb [N] | audio [N] | phone [N] | snapshot [MiB] | web [N] | cri [N]"
             );
             2
         }
