@@ -344,6 +344,7 @@ pub trait Manager1 {
         argv: &[&str],
         env: &[&str],
         cwd: &str,
+        user: &(u32, u32, Vec<u32>),
         helper: zbus::zvariant::Fd<'_>,
         stdio: Vec<zbus::zvariant::Fd<'_>>,
     ) -> zbus::Result<()>;

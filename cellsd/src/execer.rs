@@ -57,6 +57,10 @@ pub struct ExecRequest {
     /// The VP's seccomp filter, installed just before the exec.
     #[serde(default)]
     pub seccomp: Option<crate::seccomp::Filter>,
+    /// Run as this user of the VP (uid, gid, groups) instead of VP root
+    /// (an OCI exec's `process.user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<(u32, u32, Vec<u32>)>,
 }
 
 /// The helper's answer, once the command is forked (or could not be).
@@ -356,6 +360,19 @@ fn run_child(req: &ExecRequest, fds: [RawFd; 3], tty: bool) -> i32 {
     if let Some(f) = &req.seccomp {
         if let Err(e) = crate::seccomp::install(f) {
             say(e.to_string());
+            return 125;
+        }
+    }
+    // After the filter (installing one takes CAP_SYS_ADMIN, which a user
+    // other than VP root lacks; the filter allows these calls).
+    if let Some((uid, gid, groups)) = &req.user {
+        let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        let (g, u) = (Gid::from_raw(*gid), Uid::from_raw(*uid));
+        let set = nix::unistd::setgroups(&groups)
+            .and_then(|_| nix::unistd::setresgid(g, g, g))
+            .and_then(|_| nix::unistd::setresuid(u, u, u));
+        if let Err(e) = set {
+            say(format!("become uid {uid} gid {gid}: {e}"));
             return 125;
         }
     }

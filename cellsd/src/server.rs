@@ -113,7 +113,8 @@ impl ManagerIface {
 
     /// Run a process of an OCI container (`cells-runtime exec`; root only)
     /// through the exec helper the caller spawned (`helper`: the other end
-    /// of its request socket) on the caller's three stdio fds.
+    /// of its request socket) on the caller's three stdio fds, as `user`
+    /// (uid, gid, groups) of the VP.
     #[allow(clippy::too_many_arguments)]
     async fn oci_exec(
         &self,
@@ -121,6 +122,7 @@ impl ManagerIface {
         argv: Vec<String>,
         env: Vec<String>,
         cwd: &str,
+        user: (u32, u32, Vec<u32>),
         helper: zvariant::OwnedFd,
         stdio: Vec<zvariant::OwnedFd>,
     ) -> Result<(), CellsError> {
@@ -128,7 +130,15 @@ impl ManagerIface {
         let stdio = stdio.into_iter().map(std::os::fd::OwnedFd::from).collect();
         Ok(self
             .mgr
-            .oci_exec(name, argv, env, cwd.to_string(), helper.into(), stdio)
+            .oci_exec(
+                name,
+                argv,
+                env,
+                cwd.to_string(),
+                Some(user),
+                helper.into(),
+                stdio,
+            )
             .await?)
     }
 

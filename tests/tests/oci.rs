@@ -217,6 +217,33 @@ fn a_bundle_is_a_vp_through_the_runtime_cli() {
     assert!(std::fs::read_to_string(&eout)
         .unwrap()
         .contains("exec-out-made"));
+    // The process's user: uid 1000 of the VP (not run detached: the
+    // runtime waits and exits with the command's status).
+    std::fs::write(
+        &proc_json,
+        serde_json::to_vec(&serde_json::json!({
+            "args": ["/bin/sh", "-c", "id -u; id -g"],
+            "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 1000, "gid": 1001}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let code = rt.run_to(
+        &["exec", "--process", proc_json.to_str().unwrap(), "c1"],
+        &eout,
+    );
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        std::fs::read_to_string(&eout).unwrap_or_default()
+    );
+    let ids = std::fs::read_to_string(&eout).unwrap();
+    assert_eq!(
+        ids.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "1001"],
+        "{ids}"
+    );
 
     // ps: the VP's processes (its init among them), not the monitor.
     let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "c1"])).unwrap();
@@ -273,12 +300,18 @@ fn a_bundle_is_a_vp_through_the_runtime_cli() {
     );
     rt.ok(&["delete", "--force", "c1"]);
 
-    // A container's own exit status: the monitor ends with it.
-    let b2 = Bundle::new(
-        &work.join("b2"),
-        &lower,
-        &oci::config(&["/bin/sh", "-c", "exit 3"], &["PATH=/bin"]),
+    // A container's own exit status: the monitor ends with it. Its
+    // process runs as the bundle's user (3 only as uid 1000, gid 1001).
+    let mut cfg2 = oci::config(
+        &[
+            "/bin/sh",
+            "-c",
+            "[ $(id -u):$(id -g) = 1000:1001 ] && exit 3; exit 9",
+        ],
+        &["PATH=/bin"],
     );
+    cfg2["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
+    let b2 = Bundle::new(&work.join("b2"), &lower, &cfg2);
     let pf2 = work.join("c2.pid");
     let code = rt.run_to(
         &[

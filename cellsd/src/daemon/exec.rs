@@ -149,6 +149,7 @@ impl Manager {
             bounding: bounding_set(&config),
             tty,
             seccomp: config.seccomp_filter()?,
+            user: None,
         })
     }
 

@@ -95,6 +95,7 @@ impl Manager {
         args: Vec<String>,
         env: Vec<String>,
         cwd: String,
+        user: Option<(u32, u32, Vec<u32>)>,
         helper: OwnedFd,
         stdio: Vec<OwnedFd>,
     ) -> Result<(), Error> {
@@ -116,7 +117,8 @@ impl Manager {
                 "an OCI exec takes three stdio fds (stdin, stdout, stderr)".into(),
             ));
         }
-        let req: ExecRequest = self.exec_request(name, args, env, cwd, None)?;
+        let mut req: ExecRequest = self.exec_request(name, args, env, cwd, None)?;
+        req.user = user.filter(|(u, g, groups)| (*u, *g) != (0, 0) || !groups.is_empty());
         let sock = std::os::unix::net::UnixStream::from(helper);
         let vp = name.to_string();
         let reply = tokio::task::spawn_blocking(move || {

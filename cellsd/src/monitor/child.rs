@@ -158,12 +158,14 @@ pub(super) fn setup_and_exec(
             .map_err(step("open the exec fifo"))?;
         nix::unistd::write(&f, b"0").map_err(step("write the exec fifo"))?;
     }
-    if let Some(o) = &cfg.cells.oci {
-        set_user(o).map_err(step("set the container's user"))?;
-    }
     // Last: the filter applies to the init's exec and everything after.
     if let Some(f) = seccomp {
         crate::seccomp::install(f)?;
+    }
+    // After the filter: installing one takes CAP_SYS_ADMIN, which another
+    // user than VP root lacks (the filter allows these calls).
+    if let Some(o) = &cfg.cells.oci {
+        set_user(o).map_err(step("set the container's user"))?;
     }
     let e = exec_in_path(&args, &env);
     Err(step(&format!("exec {:?} in the VP", args.first()))(e))

@@ -964,7 +964,7 @@ fn exec(g: &Global, p: &Parsed) -> Result<i32, Failure> {
         return fail("a terminal for exec is not supported: run it without -t/--console-socket");
     }
     let r = load_record(g, id)?;
-    let (args, env, cwd) = match p.flags.get("process") {
+    let (args, env, cwd, user) = match p.flags.get("process") {
         Some(f) => {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| Failure(format!("the process file {f}: {e}")))?;
@@ -973,17 +973,38 @@ fn exec(g: &Global, p: &Parsed) -> Result<i32, Failure> {
             if proc.terminal() == Some(true) {
                 return fail("the process asks for a terminal, which is not supported");
             }
+            let u = proc.user();
             (
                 proc.args().clone().unwrap_or_default(),
                 proc.env().clone().unwrap_or_default(),
                 proc.cwd().to_string_lossy().to_string(),
+                (
+                    u.uid(),
+                    u.gid(),
+                    u.additional_gids().clone().unwrap_or_default(),
+                ),
             )
         }
-        None => (
-            p.positional[1..].to_vec(),
-            p.flags.get("env").cloned().into_iter().collect(),
-            p.flags.get("cwd").cloned().unwrap_or_else(|| "/".into()),
-        ),
+        None => {
+            let user = match p.flags.get("user") {
+                Some(spec) => {
+                    let (u, g) = spec.split_once(':').unwrap_or((spec, "0"));
+                    let num = |s: &str| {
+                        s.parse::<u32>().map_err(|_| {
+                            Failure(format!("--user takes UID[:GID] (numbers), not {spec:?}"))
+                        })
+                    };
+                    (num(u)?, num(g)?, Vec::new())
+                }
+                None => (0, 0, Vec::new()),
+            };
+            (
+                p.positional[1..].to_vec(),
+                p.flags.get("env").cloned().into_iter().collect(),
+                p.flags.get("cwd").cloned().unwrap_or_else(|| "/".into()),
+                user,
+            )
+        }
     };
     if args.is_empty() {
         return fail("no command to run: give --process FILE or the command after the id");
@@ -1009,6 +1030,7 @@ fn exec(g: &Global, p: &Parsed) -> Result<i32, Failure> {
             &argv,
             &envv,
             &cwd,
+            &user,
             zbus::zvariant::Fd::from(&ours),
             stdio.iter().map(zbus::zvariant::Fd::from).collect(),
         )
