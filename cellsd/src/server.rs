@@ -132,10 +132,12 @@ impl ManagerIface {
             .mgr
             .oci_exec(
                 name,
-                argv,
-                env,
-                cwd.to_string(),
-                Some(user),
+                crate::daemon::OciProcess {
+                    args: argv,
+                    env,
+                    cwd: cwd.to_string(),
+                    user: Some(user),
+                },
                 helper.into(),
                 stdio,
             )

@@ -19,6 +19,7 @@ mod exec;
 mod foreground;
 mod net;
 mod oci;
+pub use oci::OciProcess;
 mod options;
 mod reserve;
 mod snapshot;

@@ -29,6 +29,15 @@ fn runs_this_program(pidfd: &OwnedFd) -> Result<i32, Error> {
     }
 }
 
+/// A process to run in an OCI container's VP (`cells-runtime exec`).
+pub struct OciProcess {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// uid, gid, groups (of the VP).
+    pub user: Option<(u32, u32, Vec<u32>)>,
+}
+
 /// An OCI container's VP cannot be `what`: an error naming why.
 pub(super) fn refuse(config: &VpConfig, what: &str) -> Result<(), Error> {
     match &config.cells.oci {
@@ -92,13 +101,16 @@ impl Manager {
     pub async fn oci_exec(
         self: &Arc<Self>,
         name: &str,
-        args: Vec<String>,
-        env: Vec<String>,
-        cwd: String,
-        user: Option<(u32, u32, Vec<u32>)>,
+        process: OciProcess,
         helper: OwnedFd,
         stdio: Vec<OwnedFd>,
     ) -> Result<(), Error> {
+        let OciProcess {
+            args,
+            env,
+            cwd,
+            user,
+        } = process;
         let is_oci = {
             let inner = self.lock();
             let vp = inner.vps.get(name).ok_or_else(|| self.missing(name))?;
