@@ -348,6 +348,14 @@ pub trait Manager1 {
         helper: zbus::zvariant::Fd<'_>,
         stdio: Vec<zbus::zvariant::Fd<'_>>,
     ) -> zbus::Result<()>;
+    /// An OCI image as a template: its config (JSON) and its layers,
+    /// bottom first; returns the new build's id.
+    fn template_import_oci(
+        &self,
+        name: &str,
+        config: &str,
+        layers: Vec<zbus::zvariant::Fd<'_>>,
+    ) -> zbus::Result<String>;
     fn start(&self, name: &str) -> zbus::Result<()>;
     fn stop(&self, name: &str, timeout_secs: u32) -> zbus::Result<()>;
     fn destroy(&self, name: &str) -> zbus::Result<()>;

@@ -14,6 +14,7 @@ use cells_api::{CellsError, Manager1Proxy, TemplateInfo, VpInfo};
 
 mod console;
 mod doctor;
+mod image;
 mod logcat;
 mod relay;
 mod remote;
@@ -452,14 +453,19 @@ enum TemplateCmd {
     /// Build a template from rootfs-templates/NAME (a new immutable build;
     /// running VPs keep the build they started with).
     Build { name: String },
-    /// Import an Android build's images as a template: raw or sparse ext4,
-    /// or erofs, as an AOSP or emulator build writes them. The VP boots the
-    /// image's own /init. See docs/ADB.md.
+    /// Import an image as a template: an OCI image (`oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]`, `docker-archive:FILE`: its layers applied
+    /// with their whiteouts), or an Android build's images (`--android
+    /// SYSTEM_IMG`: raw or sparse ext4, or erofs, as an AOSP or emulator
+    /// build writes them; docs/ADB.md). The VP boots the image's /init.
     Import {
         name: String,
+        /// The OCI image: oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE.
+        #[arg(required_unless_present = "system", conflicts_with = "system")]
+        image: Option<String>,
         /// The system image (system.img).
         #[arg(long = "android", value_name = "SYSTEM_IMG")]
-        system: PathBuf,
+        system: Option<PathBuf>,
         #[arg(long)]
         vendor: Option<PathBuf>,
         #[arg(long)]
@@ -469,6 +475,10 @@ enum TemplateCmd {
         #[arg(long)]
         odm: Option<PathBuf>,
     },
+    /// Pull an OCI image from a registry as a template:
+    /// HOST[:PORT]/REPO[:TAG|@DIGEST] (plain HTTP for localhost and
+    /// 127.0.0.1 or with http://, else HTTPS; anonymous access).
+    Pull { name: String, reference: String },
     /// List templates: recipes and builds.
     List {
         /// Print JSON.
@@ -620,6 +630,7 @@ struct ExecArgs {
 }
 
 /// A failure, printed as `cellctl: MESSAGE` with exit status 1.
+#[derive(Debug)]
 struct Failure(String);
 
 impl From<CellsError> for Failure {
@@ -739,15 +750,37 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Template(TemplateCmd::Build { name }) => template_build(&p, &name).await,
         Command::Template(TemplateCmd::Import {
             name,
+            image: Some(image),
+            ..
+        }) => {
+            let img = image::open(&image)?;
+            template_import_oci(&p, &name, img).await
+        }
+        Command::Template(TemplateCmd::Pull { name, reference }) => {
+            let bar = new_bar(
+                "{prefix} [{bar:40}] {bytes}/{total_bytes} {wide_msg}",
+                format!("pulling {reference}"),
+            );
+            let img = image::pull(&reference, |done, total, what| {
+                bar.set_length(total);
+                bar.set_position(done);
+                bar.set_message(what.to_string());
+            });
+            bar.finish_and_clear();
+            template_import_oci(&p, &name, img?).await
+        }
+        Command::Template(TemplateCmd::Import {
+            name,
             system,
             vendor,
             product,
             system_ext,
             odm,
+            ..
         }) => {
             let mut images = HashMap::new();
             for (role, path) in [
-                ("system", Some(system)),
+                ("system", system),
                 ("vendor", vendor),
                 ("product", product),
                 ("system_ext", system_ext),
@@ -1854,6 +1887,18 @@ async fn move_vp(p: &Manager1Proxy<'_>, vp: &str, to: &str, o: MoveOpts) -> Resu
         eprintln!("{vp} is on {userhost} now, and gone from here");
     }
     Ok(0)
+}
+
+/// Hand an OCI image (its config, a fd per layer) to cellsd.
+async fn template_import_oci(
+    p: &Manager1Proxy<'_>,
+    name: &str,
+    img: image::Image,
+) -> Result<u8, Failure> {
+    let layers: Vec<zbus::zvariant::Fd<'_>> =
+        img.layers.iter().map(zbus::zvariant::Fd::from).collect();
+    let call = p.template_import_oci(name, &img.config, layers);
+    template_progress(p, name, "importing", call).await
 }
 
 async fn template_progress(

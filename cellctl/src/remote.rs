@@ -174,6 +174,7 @@ pub fn passes_fds(cmd: &crate::Command) -> bool {
         | C::Console { .. }
         | C::Logcat(_)
         | C::Template(crate::TemplateCmd::Import { .. })
+        | C::Template(crate::TemplateCmd::Pull { .. })
         | C::Checkpoint {
             output: Some(_), ..
         } => true,

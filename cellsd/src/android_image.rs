@@ -253,7 +253,7 @@ fn tool(names: &[&'static str]) -> Option<&'static str> {
 
 /// The extractor's jail: a private mount namespace in which every mount is
 /// made read-only but the staging folder ($1), then the tool is exec'd.
-const JAIL: &str = r#"set -e
+pub const JAIL: &str = r#"set -e
 stage="$1"; shift
 mount --make-rprivate /
 mount --bind "$stage" "$stage"

@@ -144,6 +144,19 @@ impl ManagerIface {
             .await?)
     }
 
+    /// An OCI image as template `name`: its config (JSON) and its layers
+    /// (files the caller opened, bottom first). Returns the build's id.
+    async fn template_import_oci(
+        &self,
+        name: &str,
+        config: String,
+        layers: Vec<zvariant::OwnedFd>,
+    ) -> Result<String, CellsError> {
+        self.check()?;
+        let layers = layers.into_iter().map(std::os::fd::OwnedFd::from).collect();
+        Ok(self.mgr.template_import_oci(name, config, layers).await?)
+    }
+
     /// Start a VP; returns once its init runs.
     async fn start(&self, name: &str) -> Result<(), CellsError> {
         self.check()?;

@@ -385,3 +385,103 @@ pub fn cri_config(work: &Path, runtime: &Path, sandbox_image: &str) -> String {
         cni_conf = work.join("cni-conf").display(),
     )
 }
+
+/// A `docker save` archive made by hand: each folder of `layers` (bottom
+/// first) tarred as one uncompressed layer, names kept as they are (a
+/// `.wh.NAME` file is a whiteout), numeric owners kept; `cmd` the image's
+/// command.
+pub fn docker_archive(layers: &[&Path], cmd: &[&str], work: &Path) -> PathBuf {
+    let dir = work.join("docker");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut names = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let name = format!("layer{i}.tar");
+        let st = Command::new("tar")
+            .args(["--numeric-owner", "-C"])
+            .arg(l)
+            .arg("-cf")
+            .arg(dir.join(&name))
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar layer {i}");
+        diff_ids.push(format!("sha256:{}", sha256_file(&dir.join(&name))));
+        names.push(name);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": cmd},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::json!([{"Config": "config.json", "RepoTags": ["cells/test:1"], "Layers": names}])
+            .to_string(),
+    )
+    .unwrap();
+    let out = work.join("image-docker.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&out)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+pub fn registry_available() -> bool {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/registry/usr/bin/docker-registry")
+        .exists()
+        && Path::new("/usr/bin/skopeo").exists()
+}
+
+/// Debian's docker-registry on a free loopback port, storage in `dir`;
+/// ended by pid.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+}
+
+impl Registry {
+    pub fn start(dir: &Path) -> Registry {
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let port = crate::sip::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nlog:\n  level: warn\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.yml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/registry/usr/bin/docker-registry"),
+        )
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+        let r = Registry { child, addr };
+        let up = Cells::wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&r.addr).is_ok()
+        });
+        assert!(up, "the registry did not come up");
+        r
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

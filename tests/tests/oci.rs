@@ -583,3 +583,276 @@ fn a_kubernetes_pod_through_cri() {
         .ok(&["list"])
         .contains("phone-pod-")));
 }
+
+/// The build's root of template `t`.
+fn build_root(c: &Cells, t: &str) -> std::path::PathBuf {
+    oci::template_rootfs(c, t)
+}
+
+#[test]
+fn oci_images_become_templates() {
+    let c = Cells::new();
+    let work = c.root.join("img");
+    let minimal = oci::template_rootfs(&c, "minimal");
+    // Layer 1: the minimal persona plus files the next layer removes.
+    let l1 = work.join("l1");
+    std::fs::create_dir_all(&l1).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", minimal.display()))
+        .arg(&l1)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::create_dir_all(l1.join("opq")).unwrap();
+    for f in ["opq/x", "opq/y", "del-me", "keep-me"] {
+        std::fs::write(l1.join(f), f).unwrap();
+    }
+    std::os::unix::fs::chown(l1.join("keep-me"), Some(1234), Some(1234)).unwrap();
+    // Layer 2: whiteouts (a file, and an opaque folder) and additions.
+    let l2 = work.join("l2");
+    std::fs::create_dir_all(l2.join("opq")).unwrap();
+    std::fs::write(l2.join(".wh.del-me"), "").unwrap();
+    std::fs::write(l2.join("opq/.wh..wh..opq"), "").unwrap();
+    std::fs::write(l2.join("opq/z"), "z").unwrap();
+    std::fs::write(l2.join("added"), "from layer 2").unwrap();
+    let archive = oci::docker_archive(&[&l1, &l2], &["/init"], &work);
+
+    let check = |t: &str| {
+        let root = build_root(&c, t);
+        assert!(!root.join("del-me").exists(), "{t}: whiteout");
+        assert!(
+            !root.join("opq/x").exists() && !root.join("opq/y").exists(),
+            "{t}: opaque"
+        );
+        assert_eq!(std::fs::read_to_string(root.join("opq/z")).unwrap(), "z");
+        assert_eq!(
+            std::fs::read_to_string(root.join("added")).unwrap(),
+            "from layer 2"
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(root.join("keep-me")).unwrap().uid(),
+            1234,
+            "{t}: owner"
+        );
+        assert!(!root.join(".wh.del-me").exists() && !root.join("opq/.wh..wh..opq").exists());
+    };
+    c.ok(&[
+        "template",
+        "import",
+        "fromdocker",
+        &format!("docker-archive:{}", archive.display()),
+    ]);
+    check("fromdocker");
+    // A VP of it boots the image's /init (the persona).
+    c.ok(&["create", "d1", "--template", "fromdocker", "--disk", "none"]);
+    c.ok(&["start", "d1"]);
+    assert_eq!(c.sh_ok("d1", "cat /added").trim(), "from layer 2");
+    assert!(c.sh("d1", "test -e /del-me").code != 0);
+
+    // The same image as OCI (skopeo's conversion: gzip layers), from an
+    // archive and from a layout folder.
+    let oci_tar = work.join("image-oci.tar");
+    let layout = work.join("layout");
+    for dest in [
+        format!("oci-archive:{}:1", oci_tar.display()),
+        format!("oci:{}:1", layout.display()),
+    ] {
+        let o = Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                &format!("docker-archive:{}", archive.display()),
+                &dest,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    c.ok(&[
+        "template",
+        "import",
+        "fromoci",
+        &format!("oci-archive:{}:1", oci_tar.display()),
+    ]);
+    check("fromoci");
+    c.ok(&[
+        "template",
+        "import",
+        "fromdir",
+        &format!("oci:{}:1", layout.display()),
+    ]);
+    check("fromdir");
+    let e = c.fails(&[
+        "template",
+        "import",
+        "x",
+        &format!("oci:{}:nope", layout.display()),
+    ]);
+    assert!(e.contains("no manifest tagged 'nope'"), "{e}");
+    // A damaged blob is refused before cellsd sees it.
+    let blobs = layout.join("blobs/sha256");
+    let biggest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let mut data = std::fs::read(&biggest).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&biggest, data).unwrap();
+    let e = c.fails(&[
+        "template",
+        "import",
+        "x",
+        &format!("oci:{}:1", layout.display()),
+    ]);
+    assert!(e.contains("damaged"), "{e}");
+
+    // Escape: a layer whose members climb out (`../`), are absolute, or go
+    // through a symlink of an earlier member to the host's root is applied
+    // without writing outside the build (control: its plain member lands).
+    let marker = format!("cells-escape-{}", std::process::id());
+    let evil = work.join("evil.tar");
+    let py = format!(
+        r#"import tarfile, io
+t = tarfile.open("{evil}", "w")
+def add(name, data=b"x", kind=tarfile.REGTYPE, link=""):
+    i = tarfile.TarInfo(name); i.type = kind; i.linkname = link
+    i.size = len(data) if kind == tarfile.REGTYPE else 0
+    t.addfile(i, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+add("plain-file", b"ok")
+add("../../../../../../tmp/{marker}-dotdot")
+add("/tmp/{marker}-abs")
+add("hostroot", kind=tarfile.SYMTYPE, link="/")
+add("hostroot/tmp/{marker}-link")
+add("hostlink", kind=tarfile.LNKTYPE, link="/etc/hostname")
+t.close()
+"#,
+        evil = evil.display()
+    );
+    let st = Command::new("python3").args(["-c", &py]).status().unwrap();
+    assert!(st.success());
+    let evil_dir = work.join("evil-docker");
+    std::fs::create_dir_all(&evil_dir).unwrap();
+    std::fs::copy(&evil, evil_dir.join("layer1.tar")).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(work.join("docker"))
+        .arg("-cf")
+        .arg(evil_dir.join("base.tar"))
+        .arg("layer0.tar")
+        .arg("config.json")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&evil_dir)
+        .arg("-xf")
+        .arg(evil_dir.join("base.tar"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        evil_dir.join("manifest.json"),
+        serde_json::json!([{"Config": "config.json", "Layers": ["layer0.tar", "layer1.tar"]}])
+            .to_string(),
+    )
+    .unwrap();
+    let evil_archive = work.join("evil-image.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&evil_dir)
+        .arg("-cf")
+        .arg(&evil_archive)
+        .args(["manifest.json", "config.json", "layer0.tar", "layer1.tar"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = c.ctl(&[
+        "template",
+        "import",
+        "evil",
+        &format!("docker-archive:{}", evil_archive.display()),
+    ]);
+    for suffix in ["dotdot", "abs", "link"] {
+        let p = std::path::PathBuf::from(format!("/tmp/{marker}-{suffix}"));
+        assert!(
+            !p.exists(),
+            "{} was written on the host ({out:?})",
+            p.display()
+        );
+    }
+    if out.code == 0 {
+        // Applied: its plain member is there, the hard link is no link to
+        // the host's file.
+        let root = build_root(&c, "evil");
+        assert_eq!(
+            std::fs::read_to_string(root.join("plain-file")).unwrap(),
+            "ok"
+        );
+        use std::os::unix::fs::MetadataExt;
+        let host = std::fs::metadata("/etc/hostname").unwrap();
+        if let Ok(m) = std::fs::metadata(root.join("hostlink")) {
+            assert!(
+                m.ino() != host.ino() || m.dev() != host.dev(),
+                "hard link to the host's file"
+            );
+        }
+    } else {
+        assert!(out.stderr.contains("layer 2"), "{out:?}");
+    }
+}
+
+#[test]
+fn a_template_pulled_from_a_registry() {
+    if !oci::registry_available() {
+        eprintln!("SKIP: docker-registry or skopeo missing (scripts/install-deps)");
+        return;
+    }
+    let c = Cells::new();
+    let work = c.root.join("reg");
+    let registry = oci::Registry::start(&work.join("registry"));
+    let image = oci::image_archive(
+        &oci::template_rootfs(&c, "minimal"),
+        "docker.io/cells/minimal:1",
+        &["/init"],
+        &work.join("image"),
+    );
+    let dest = format!("docker://{}/cells/minimal:1", registry.addr);
+    let o = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}:1", image.display()))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo push: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let reference = format!("{}/cells/minimal:1", registry.addr);
+    c.ok(&["template", "pull", "pulled", &reference]);
+    let list = c.ok(&["template", "list"]);
+    assert!(list.contains("pulled"), "{list}");
+    c.ok(&["create", "p1", "--template", "pulled", "--disk", "none"]);
+    c.ok(&["start", "p1"]);
+    assert_eq!(c.sh_ok("p1", "echo $CELLS_VP").trim(), "p1");
+    // Errors name what was wrong.
+    let e = c.fails(&[
+        "template",
+        "pull",
+        "x",
+        &format!("{}/cells/minimal:nope", registry.addr),
+    ]);
+    assert!(e.contains("404"), "{e}");
+    let e = c.fails(&["template", "pull", "x", "not a reference"]);
+    assert!(e.contains("not an image reference"), "{e}");
+}

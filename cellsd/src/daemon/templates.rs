@@ -104,6 +104,49 @@ impl Manager {
         Ok(info.build)
     }
 
+    /// Make template `t` of an OCI image: its config (JSON) and its layers
+    /// (files, bottom first). Returns the new build's id.
+    pub async fn template_import_oci(
+        self: &Arc<Self>,
+        t: &str,
+        config: String,
+        layers: Vec<OwnedFd>,
+    ) -> Result<String, Error> {
+        name::validate("template", t)?;
+        if template::recipe_path(&self.cfg.sources, t).is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "template '{t}' has a recipe (rootfs-templates/{t}): import the image under another name"
+            )));
+        }
+        if layers.is_empty() {
+            return Err(Error::InvalidArgument("the image has no layers".into()));
+        }
+        let _guard = self.build_guard()?;
+        let layout = self.cfg.layout.clone();
+        let mgr = Arc::clone(self);
+        let tname = t.to_string();
+        let info = tokio::task::spawn_blocking(move || {
+            remove_unfinished(&layout, &tname);
+            crate::oci::image::import(&layout, &tname, &config, layers, progress(&mgr, &tname))
+        })
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?
+        .map_err(|e| match e {
+            crate::oci::image::ImageError::Layer { .. }
+            | crate::oci::image::ImageError::Config(_)
+            | crate::oci::image::ImageError::NoInit => Error::InvalidArgument(e.to_string()),
+            other => Error::Failed(other.to_string()),
+        })?;
+        tracing::info!(
+            template = t,
+            build = info.build.as_str(),
+            files = info.files,
+            "OCI image imported"
+        );
+        self.template_gc().await;
+        Ok(info.build)
+    }
+
     /// The build lock (one build or import at a time), or Busy.
     fn build_guard(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
         self.build_lock.try_lock().map_err(|_| {

@@ -14,6 +14,7 @@
 //! CLI).
 
 pub mod bundle;
+pub mod image;
 pub mod runtime;
 
 use std::collections::BTreeMap;
