@@ -562,6 +562,16 @@ pub fn build_spec(
             .copied()
             .filter(|c| !DROPPED_CAPS.contains(c))
     };
+    // An OCI bundle's own set narrows cells' (never widens it).
+    let given: Option<Vec<String>> = opts.oci.as_ref().and_then(|o| o.capabilities.clone());
+    let kept = || {
+        kept().filter(|c| {
+            given.as_ref().is_none_or(|g| {
+                g.iter()
+                    .any(|x| x == c || x.strip_prefix("CAP_") == Some(c))
+            })
+        })
+    };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps(kept()))
         .effective(caps(kept()))
@@ -655,6 +665,20 @@ pub fn build_spec(
     if let Some(o) = oci {
         // No /data of cells' own: the image's root has what it needs.
         mounts.pop();
+        for t in &o.tmpfs {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(&t.destination)
+                    .typ("tmpfs")
+                    .source(if t.source.is_empty() {
+                        "tmpfs"
+                    } else {
+                        &t.source
+                    })
+                    .options(t.options.clone())
+                    .build()?,
+            );
+        }
         for b in &o.binds {
             let mut options = vec![
                 "rbind".to_string(),

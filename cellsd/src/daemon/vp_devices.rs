@@ -58,11 +58,18 @@ impl Manager {
     /// the definition: its colour and framebuffer, and a PATH that also
     /// finds a Debian template's programs (Android's folders first).
     pub(super) fn runtime_env(&self, cfg: &VpConfig) -> Vec<String> {
-        vec![
-            "PATH=/system/bin:/system/xbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-                .to_string(),
+        let mut env = vec![
             format!("CELLS_COLOR={}", cfg.color().hex()),
             format!("CELLS_FB={}", crate::devices::display::VP_FB_PATHS[0]),
-        ]
+        ];
+        // An OCI container's PATH is its image's.
+        if cfg.cells.oci.is_none() {
+            env.insert(
+                0,
+                "PATH=/system/bin:/system/xbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                    .to_string(),
+            );
+        }
+        env
     }
 }

@@ -126,6 +126,14 @@ pub(super) fn setup_and_exec(
     sys::join_new_session_keyring().map_err(step("a session keyring of the VP's own"))?;
     restrict_bounding_set(&bounding_set(cfg)).map_err(step("drop capabilities"))?;
     sys::apply_vp_rlimits().map_err(step("the VP's resource limits"))?;
+    if let Some(o) = &cfg.cells.oci {
+        for r in &o.rlimits {
+            sys::set_rlimit(&r.kind, r.soft, r.hard).map_err(step(&format!(
+                "the container's {} ({}/{})",
+                r.kind, r.soft, r.hard
+            )))?;
+        }
+    }
     if req.ksm {
         const PR_SET_MEMORY_MERGE: libc::c_int = 67;
         // SAFETY: prctl with integer arguments. Failure (a kernel before

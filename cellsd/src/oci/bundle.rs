@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use sha2::{Digest, Sha256};
 
-use super::{OciBind, OciJoin, OciSource, CRI_CONTAINER_NAME, CRI_SANDBOX_NAME};
+use super::{
+    OciBind, OciJoin, OciRlimit, OciSource, OciTmpfs, CRI_CONTAINER_NAME, CRI_SANDBOX_NAME,
+};
 use crate::config::CreateOptions;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +91,39 @@ pub fn source(
     }
     let user = process.user();
     let mut binds = Vec::new();
+    let mut tmpfs = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let dest = m.destination().to_string_lossy().to_string();
         let opts = m.options().clone().unwrap_or_default();
         let bind =
             m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
-        if !bind || OWN_MOUNTS.contains(&dest.as_str()) {
+        if OWN_MOUNTS.contains(&dest.as_str()) {
+            continue;
+        }
+        if !bind && m.typ().as_deref() == Some("tmpfs") {
+            if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
+                return Err(unsupported(
+                    &format!("mount {dest}"),
+                    "needs an absolute destination without '..'",
+                ));
+            }
+            tmpfs.push(OciTmpfs {
+                source: m
+                    .source()
+                    .as_ref()
+                    .and_then(|s| s.to_str())
+                    .filter(|s| !s.is_empty() && !s.contains(','))
+                    .unwrap_or("tmpfs")
+                    .to_string(),
+                destination: dest,
+                options: opts
+                    .into_iter()
+                    .filter(|o| super::tmpfs_option_ok(o))
+                    .collect(),
+            });
+            continue;
+        }
+        if !bind {
             continue;
         }
         let source = m
@@ -161,6 +190,30 @@ pub fn source(
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        capabilities: process
+            .capabilities()
+            .as_ref()
+            .and_then(|c| c.bounding().as_ref())
+            .map(|set| {
+                set.iter()
+                    .filter_map(|c| serde_json::to_value(c).ok())
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            }),
+        rlimits: process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|r| OciRlimit {
+                kind: serde_json::to_value(r.typ())
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                soft: r.soft(),
+                hard: r.hard(),
+            })
+            .collect(),
+        tmpfs,
         stdio: true,
     })
 }

@@ -47,6 +47,16 @@ pub struct OciSource {
     pub join: Vec<OciJoin>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The bundle's bounding capabilities (None: not given): the VP gets
+    /// those of them that cells' own set has, never more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    /// The bundle's resource limits, set on the init after cells' own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<OciRlimit>,
+    /// The bundle's tmpfs mounts (e.g. /dev/shm).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<OciTmpfs>,
     /// The container's stdin/stdout/stderr are the runtime's own (no
     /// terminal): the init gets them instead of the VP's console.
     #[serde(default)]
@@ -60,6 +70,35 @@ pub struct OciBind {
     pub source: PathBuf,
     pub destination: String,
     pub readonly: bool,
+}
+
+/// A resource limit (`RLIMIT_NOFILE`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciRlimit {
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// A tmpfs of the bundle: its destination and the options cells passes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciTmpfs {
+    pub destination: String,
+    /// The mount's source name (e.g. `shm`).
+    #[serde(default)]
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// The tmpfs options a bundle may give (flags and size, mode; not uid/gid,
+/// which cells sets to VP root).
+pub fn tmpfs_option_ok(o: &str) -> bool {
+    matches!(
+        o,
+        "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "relatime" | "noatime" | "strictatime"
+    ) || o.starts_with("size=")
+        || o.starts_with("mode=")
+        || o.starts_with("nr_inodes=")
 }
 
 /// A namespace the VP joins instead of making its own.
