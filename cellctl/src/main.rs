@@ -461,7 +461,7 @@ enum TemplateCmd {
     Import {
         name: String,
         /// The OCI image: oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE.
-        #[arg(required_unless_present = "system", conflicts_with = "system")]
+        #[arg(conflicts_with = "system")]
         image: Option<String>,
         /// The system image (system.img).
         #[arg(long = "android", value_name = "SYSTEM_IMG")]
@@ -778,6 +778,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             odm,
             ..
         }) => {
+            if system.is_none() {
+                return Err(Failure(
+                    "no image given: an OCI image (oci:DIR[:TAG], oci-archive:FILE[:TAG] or \
+                     docker-archive:FILE) or an Android build's system image (--android SYSTEM_IMG)"
+                        .into(),
+                ));
+            }
             let mut images = HashMap::new();
             for (role, path) in [
                 ("system", system),
