@@ -67,6 +67,8 @@ fn empty(t: &str) -> Option<Value<'static>> {
         "ad" => Value::from(Vec::<f64>::new()),
         "a{sv}" => Value::from(HashMap::<String, Value<'static>>::new()),
         "a{sh}" => Value::from(HashMap::<String, zbus::zvariant::Fd<'static>>::new()),
+        "ah" => Value::from(Vec::<zbus::zvariant::Fd<'static>>::new()),
+        "(uuau)" => Value::from((0u32, 0u32, Vec::<u32>::new())),
         // An fd: /dev/null (read: nothing; written: dropped).
         "h" => {
             let f = std::fs::OpenOptions::new()
