@@ -346,6 +346,137 @@ fn a_bundle_is_a_vp_through_the_runtime_cli() {
     let (code, _, err) = rt.out(&["create", "--bundle", b3.dir.to_str().unwrap(), "c3"]);
     assert!(code != 0 && err.contains("joins only network"), "{err}");
     assert!(c.fails(&["status", "c3"]).contains("no VP named"));
+
+    // Hooks that run in the runtime's namespaces, in the lifecycle's order,
+    // with the container's state on stdin; one inside the container is
+    // refused.
+    let log = work.join("hooks.log");
+    let hook = |name: &str| {
+        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c",
+            format!("read -r s; echo \"{name} $s\" >> {}", log.display())]})
+    };
+    let mut cfg = oci::config(&["/bin/sh", "-c", "exit 0"], &["PATH=/bin"]);
+    cfg["hooks"] = serde_json::json!({
+        "createRuntime": [hook("createRuntime")], "prestart": [hook("prestart")],
+        "poststart": [hook("poststart")], "poststop": [hook("poststop")]
+    });
+    let b6 = Bundle::new(&work.join("b6"), &lower, &cfg);
+    let pf6 = work.join("c6.pid");
+    let code = rt.run_to(
+        &[
+            "create",
+            "--bundle",
+            b6.dir.to_str().unwrap(),
+            "--pid-file",
+            pf6.to_str().unwrap(),
+            "c6",
+        ],
+        &work.join("c6.out"),
+    );
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        std::fs::read_to_string(work.join("c6.out")).unwrap_or_default()
+    );
+    rt.ok(&["start", "c6"]);
+    let m6: i32 = std::fs::read_to_string(&pf6)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(reap(m6, Duration::from_secs(20)), Some(0));
+    rt.ok(&["delete", "c6"]);
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["createRuntime", "prestart", "poststart", "poststop"],
+        "{lines:?}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(lines[0].split_once(' ').unwrap().1).unwrap();
+    assert_eq!(
+        (state["id"].as_str(), state["status"].as_str()),
+        (Some("c6"), Some("created"))
+    );
+    assert!(state["pid"].as_u64().unwrap() > 0, "{state}");
+    let mut cfg = oci::config(&["/bin/sh"], &[]);
+    cfg["hooks"] = serde_json::json!({"startContainer": [{"path": "/bin/true"}]});
+    let b7 = Bundle::new(&work.join("b7"), &lower, &cfg);
+    let (code, _, err) = rt.out(&["create", "--bundle", b7.dir.to_str().unwrap(), "c7"]);
+    assert!(code != 0 && err.contains("inside the container"), "{err}");
+
+    // Escape: a bundle that joins a namespace of the host (here the host's
+    // network and IPC, this test's own) is refused; a VP never shares one.
+    // Control: joining another container's namespace works (c5 joins c4's
+    // IPC namespace by the path containerd would give: c4's pid-file pid).
+    let me = std::process::id();
+    for (kind, path) in [
+        ("network", format!("/proc/{me}/ns/net")),
+        ("ipc", format!("/proc/{me}/ns/ipc")),
+    ] {
+        let mut cfg = oci::config(&["/bin/sh"], &[]);
+        cfg["linux"]["namespaces"] = serde_json::json!([{"type": kind, "path": path}]);
+        let b = Bundle::new(&work.join(format!("b-{kind}")), &lower, &cfg);
+        let (code, _, err) = rt.out(&["create", "--bundle", b.dir.to_str().unwrap(), "host-ns"]);
+        assert!(
+            code != 0 && err.contains("never shares the host"),
+            "{kind}: {err}"
+        );
+        assert!(c.fails(&["status", "host-ns"]).contains("no VP named"));
+    }
+    let b4 = Bundle::new(
+        &work.join("b4"),
+        &lower,
+        &oci::config(&["/bin/sh", "-c", "exec sleep 1000"], &["PATH=/bin"]),
+    );
+    let pf4 = work.join("c4.pid");
+    let code = rt.run_to(
+        &[
+            "create",
+            "--bundle",
+            b4.dir.to_str().unwrap(),
+            "--pid-file",
+            pf4.to_str().unwrap(),
+            "c4",
+        ],
+        &work.join("c4.out"),
+    );
+    assert_eq!(code, 0);
+    rt.ok(&["start", "c4"]);
+    let m4 = std::fs::read_to_string(&pf4).unwrap().trim().to_string();
+    let mut cfg = oci::config(&["/bin/sh", "-c", "exec sleep 1000"], &["PATH=/bin"]);
+    cfg["linux"]["namespaces"] =
+        serde_json::json!([{"type": "pid"}, {"type": "ipc", "path": format!("/proc/{m4}/ns/ipc")}]);
+    let b5 = Bundle::new(&work.join("b5"), &lower, &cfg);
+    let code = rt.run_to(
+        &["create", "--bundle", b5.dir.to_str().unwrap(), "c5"],
+        &work.join("c5.out"),
+    );
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        std::fs::read_to_string(work.join("c5.out")).unwrap_or_default()
+    );
+    let ns = |pid: u64| std::fs::read_link(format!("/proc/{pid}/ns/ipc")).unwrap();
+    let (i4, i5) = (
+        c.status("c4")["pid"].as_u64().unwrap(),
+        c.status("c5")["pid"].as_u64().unwrap(),
+    );
+    assert_eq!(ns(i4), ns(i5), "c5 shares c4's IPC namespace");
+    assert_ne!(ns(i4), std::fs::read_link("/proc/self/ns/ipc").unwrap());
+    for id in ["c5", "c4"] {
+        rt.ok(&["delete", "--force", id]);
+        assert!(c.fails(&["status", id]).contains("no VP named"));
+    }
+    let m4: i32 = m4.parse().unwrap();
+    assert_eq!(reap(m4, Duration::from_secs(20)), Some(137));
 }
 
 #[test]

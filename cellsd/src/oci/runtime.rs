@@ -226,7 +226,7 @@ fn features() -> Result<i32, Failure> {
     let f = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.0.2",
-        "hooks": [],
+        "hooks": ["createRuntime", "prestart", "poststart", "poststop"],
         "mountOptions": ["ro", "rw", "bind", "rbind", "nosuid", "nodev", "noexec"],
         "linux": {
             "namespaces": ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"],
@@ -525,6 +525,16 @@ fn create(g: &Global, p: &Parsed) -> Result<i32, Failure> {
         .canonicalize()
         .map_err(|e| Failure(format!("bundle {}: {e}", bundle.display())))?;
     let spec = bundle::load(&bundle)?;
+    if let Some(h) = spec.hooks() {
+        let inside = h.create_container().as_ref().is_some_and(|v| !v.is_empty())
+            || h.start_container().as_ref().is_some_and(|v| !v.is_empty());
+        if inside {
+            return fail(
+                "the bundle has createContainer/startContainer hooks, which run inside the container: \
+                 cells-runtime does not run host programs in a VP; use createRuntime/prestart/poststart hooks",
+            );
+        }
+    }
     let root = bundle::root_path(&bundle, &spec);
     let root = root
         .canonicalize()
@@ -646,6 +656,15 @@ fn create(g: &Global, p: &Parsed) -> Result<i32, Failure> {
     if let Some(pf) = p.flags.get("pid-file") {
         write_atomic(Path::new(pf), pid.to_string().as_bytes())?;
     }
+    let (_, init) = status_of(g, &record)?;
+    if let Err(e) = run_hooks(&record, "createRuntime", "created", init) {
+        // A failing hook: the container is ended and removed, naming why.
+        let _ = crate::sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+        let mut child = child;
+        let _ = child.wait();
+        let _ = delete(g, &id, true);
+        return Err(e);
+    }
     // Not waited for: the shim reaps it.
     std::mem::forget(child);
     Ok(0)
@@ -709,13 +728,105 @@ fn resolve_joins(g: &Global, source: &mut super::OciSource) -> Result<(), Failur
     Ok(())
 }
 
+/// The bundle's hooks of `kind` (`createRuntime`, `prestart`, `poststart`,
+/// `poststop`), run here in order with the container's state on stdin,
+/// each within its timeout. cells-runtime runs the hooks that run in the
+/// runtime's namespaces; `createContainer` and `startContainer` (which run
+/// inside the container) are refused at create.
+fn run_hooks(r: &Record, kind: &str, status: &'static str, pid: u32) -> Result<(), Failure> {
+    let Ok(spec) = bundle::load(&r.bundle) else {
+        return Ok(());
+    };
+    let Some(hooks) = spec.hooks().as_ref() else {
+        return Ok(());
+    };
+    #[allow(deprecated)]
+    let list = match kind {
+        "createRuntime" => hooks.create_runtime().clone(),
+        "prestart" => hooks.prestart().clone(),
+        "poststart" => hooks.poststart().clone(),
+        "poststop" => hooks.poststop().clone(),
+        _ => None,
+    };
+    let state = serde_json::to_vec(&State {
+        oci_version: "1.0.2",
+        id: r.id.clone(),
+        status,
+        pid,
+        rootfs: r.bundle.join("rootfs"),
+        bundle: r.bundle.clone(),
+        created: r.created.clone(),
+        owner: "",
+        annotations: r.annotations.clone(),
+    })?;
+    for h in list.unwrap_or_default() {
+        let path = h.path();
+        let args = h.args().clone().unwrap_or_default();
+        let mut cmd = std::process::Command::new(path);
+        if let Some((arg0, rest)) = args.split_first() {
+            cmd.arg0(arg0).args(rest);
+        }
+        cmd.env_clear()
+            .envs(h.env().iter().flatten().filter_map(|e| e.split_once('=')))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Failure(format!("{kind} hook {}: {e}", path.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&state);
+        }
+        let deadline = h
+            .timeout()
+            .filter(|t| *t > 0)
+            .map(|t| std::time::Instant::now() + Duration::from_secs(t as u64));
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return fail(format!("{kind} hook {} timed out", path.display()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if !status.success() {
+            return fail(format!("{kind} hook {} failed ({status})", path.display()));
+        }
+    }
+    Ok(())
+}
+
 fn start(g: &Global, id: &str) -> Result<i32, Failure> {
     let r = load_record(g, id)?;
     let fifo = vp_run_dir(g, &r.vp).join(EXEC_FIFO);
+    if !fifo.exists() {
+        return fail(format!(
+            "container {id} is not in the created state (already started, or stopped)"
+        ));
+    }
+    let (_, pid) = status_of(g, &r)?;
+    // Before the program runs; a failing hook ends the container.
+    if let Err(e) = run_hooks(&r, "prestart", "created", pid) {
+        if let Ok(fd) = crate::sys::pidfd_open(pid as i32) {
+            let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+        }
+        return Err(e);
+    }
+    let code = open_exec_fifo(g, id, &r, &fifo)?;
+    if let Err(e) = run_hooks(&r, "poststart", "running", pid) {
+        // The container runs on (the spec: a warning).
+        eprintln!("{NAME}: warning: {}", e.0);
+    }
+    Ok(code)
+}
+
+fn open_exec_fifo(g: &Global, id: &str, r: &Record, fifo: &Path) -> Result<i32, Failure> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&fifo)
+        .open(fifo)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Failure(format!(
@@ -725,7 +836,7 @@ fn start(g: &Global, id: &str) -> Result<i32, Failure> {
                 Failure(format!("opening {}: {e}", fifo.display()))
             }
         })?;
-    let _ = std::fs::remove_file(&fifo);
+    let _ = std::fs::remove_file(fifo);
     // The init writes one byte once it has the fifo open; it may have died.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -858,6 +969,9 @@ fn delete(g: &Global, id: &str, force: bool) -> Result<i32, Failure> {
             Err(e) if std::time::Instant::now() > deadline => return Err(dbus_err(e)),
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+    if let Err(e) = run_hooks(&r, "poststop", "stopped", 0) {
+        eprintln!("{NAME}: warning: {}", e.0);
     }
     let _ = std::fs::remove_dir_all(record_dir(g, id));
     Ok(0)
