@@ -133,7 +133,8 @@ pub struct Mount {
     pub fstype: String,
 }
 
-fn unescape(s: &str) -> String {
+/// A mount table's octal escapes (`\040` for a space) undone.
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

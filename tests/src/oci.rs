@@ -485,3 +485,42 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A Kubernetes node for the CRI test and benchmark: containerd with its
+/// CRI plugin (runtime handlers `cells` and `runc`) for the cellsd of `c`,
+/// with the `minimal` template imported as `docker.io/cells/minimal:1` and
+/// a sandbox ("pause") image made of it.
+pub fn cri_node(c: &Cells, work: &Path) -> Containerd {
+    let runtime = runtime_link(&c.bin, &work.join("bin"));
+    let rootfs = template_rootfs(c, "minimal");
+    let app = image_archive(
+        &rootfs,
+        "docker.io/cells/minimal:1",
+        &["/init"],
+        &work.join("app"),
+    );
+    let pause = image_archive(
+        &rootfs,
+        "docker.io/cells/pause:1",
+        &[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+        &work.join("pause"),
+    );
+    let ctrd = Containerd::start(
+        &work.join("containerd"),
+        &c.socket,
+        &cri_config(work, &runtime, "docker.io/cells/pause:1"),
+    );
+    for img in [&app, &pause] {
+        let o = ctrd.ctr(&["-n", "k8s.io", "images", "import", img.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    ctrd
+}

@@ -603,34 +603,7 @@ fn a_kubernetes_pod_through_cri() {
         return;
     }
     let c = Cells::new();
-    let work = c.root.join("cri");
-    let runtime = oci::runtime_link(&c.bin, &work.join("bin"));
-    let rootfs = oci::template_rootfs(&c, "minimal");
-    let app = oci::image_archive(
-        &rootfs,
-        "docker.io/cells/minimal:1",
-        &["/init"],
-        &work.join("app"),
-    );
-    let pause = oci::image_archive(
-        &rootfs,
-        "docker.io/cells/pause:1",
-        &[
-            "/bin/sh",
-            "-c",
-            "trap 'exit 0' TERM; while :; do sleep 1; done",
-        ],
-        &work.join("pause"),
-    );
-    let ctrd = Containerd::start(
-        &work.join("containerd"),
-        &c.socket,
-        &oci::cri_config(&work, &runtime, "docker.io/cells/pause:1"),
-    );
-    for img in [&app, &pause] {
-        let o = ctrd.ctr(&["-n", "k8s.io", "images", "import", img.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let ctrd = oci::cri_node(&c, &c.root.join("cri"));
     let sock = &ctrd.socket;
     assert_eq!(cri(sock, &["version"])["runtimeName"], "containerd");
 

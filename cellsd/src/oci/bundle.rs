@@ -255,7 +255,7 @@ pub fn layers(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
         let Some(point) = left.split(' ').nth(4) else {
             continue;
         };
-        if Path::new(&unescape(point)) != root {
+        if Path::new(&crate::criu::unescape(point)) != root {
             continue;
         }
         let mut r = right.split(' ');
@@ -272,32 +272,15 @@ pub fn layers(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
     let mut lower = Vec::new();
     for o in opts.split(',') {
         if let Some(u) = o.strip_prefix("upperdir=") {
-            upper.push(PathBuf::from(unescape(u)));
+            upper.push(PathBuf::from(crate::criu::unescape(u)));
         } else if let Some(l) = o.strip_prefix("lowerdir=") {
-            lower.extend(l.split(':').map(|p| PathBuf::from(unescape(p))));
+            lower.extend(
+                l.split(':')
+                    .map(|p| PathBuf::from(crate::criu::unescape(p))),
+            );
         }
     }
     upper.into_iter().chain(lower).collect()
-}
-
-/// A mount table's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `dest` (a path in the container) with the symlinks of the image under

@@ -77,6 +77,23 @@ struct Record {
     monitor: i32,
 }
 
+impl Record {
+    /// The container's OCI state with `status` and init `pid`.
+    fn state(&self, status: &'static str, pid: u32) -> State {
+        State {
+            oci_version: "1.0.2",
+            id: self.id.clone(),
+            status,
+            pid,
+            rootfs: self.bundle.join("rootfs"),
+            bundle: self.bundle.clone(),
+            created: self.created.clone(),
+            owner: "",
+            annotations: self.annotations.clone(),
+        }
+    }
+}
+
 /// The OCI state of a container (`state`).
 #[derive(Debug, Serialize)]
 struct State {
@@ -748,17 +765,7 @@ fn run_hooks(r: &Record, kind: &str, status: &'static str, pid: u32) -> Result<(
         "poststop" => hooks.poststop().clone(),
         _ => None,
     };
-    let state = serde_json::to_vec(&State {
-        oci_version: "1.0.2",
-        id: r.id.clone(),
-        status,
-        pid,
-        rootfs: r.bundle.join("rootfs"),
-        bundle: r.bundle.clone(),
-        created: r.created.clone(),
-        owner: "",
-        annotations: r.annotations.clone(),
-    })?;
+    let state = serde_json::to_vec(&r.state(status, pid))?;
     for h in list.unwrap_or_default() {
         let path = h.path();
         let args = h.args().clone().unwrap_or_default();
@@ -885,17 +892,7 @@ fn status_of(g: &Global, r: &Record) -> Result<(&'static str, u32), Failure> {
 fn state(g: &Global, id: &str) -> Result<i32, Failure> {
     let r = load_record(g, id)?;
     let (status, pid) = status_of(g, &r)?;
-    let s = State {
-        oci_version: "1.0.2",
-        id: r.id.clone(),
-        status,
-        pid,
-        rootfs: r.bundle.join("rootfs"),
-        bundle: r.bundle.clone(),
-        created: r.created.clone(),
-        owner: "",
-        annotations: r.annotations.clone(),
-    };
+    let s = r.state(status, pid);
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(0)
 }

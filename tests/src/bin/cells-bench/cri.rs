@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use cells_tests::oci::{self, Containerd};
+use cells_tests::oci;
 use cells_tests::stats::summarize;
 use cells_tests::Cells;
 
@@ -52,43 +52,7 @@ pub fn bench(n: usize) -> i32 {
         return 1;
     }
     let c = Cells::new();
-    let work = c.root.join("cri");
-    let runtime = oci::runtime_link(&c.bin, &work.join("bin"));
-    let rootfs = oci::template_rootfs(&c, "minimal");
-    let app = oci::image_archive(
-        &rootfs,
-        "docker.io/cells/minimal:1",
-        &["/init"],
-        &work.join("app"),
-    );
-    let pause = oci::image_archive(
-        &rootfs,
-        "docker.io/cells/pause:1",
-        &[
-            "/bin/sh",
-            "-c",
-            "trap 'exit 0' TERM; while :; do sleep 1; done",
-        ],
-        &work.join("pause"),
-    );
-    let ctrd = Containerd::start(
-        &work.join("containerd"),
-        &c.socket,
-        &oci::cri_config(&work, &runtime, "docker.io/cells/pause:1"),
-    );
-    for img in [&app, &pause] {
-        let o = ctrd.ctr(&[
-            "-n",
-            "k8s.io",
-            "images",
-            "import",
-            img.to_str().unwrap_or(""),
-        ]);
-        if !o.status.success() {
-            eprintln!("import: {}", String::from_utf8_lossy(&o.stderr));
-            return 1;
-        }
-    }
+    let ctrd = oci::cri_node(&c, &c.root.join("cri"));
     // One untimed pod each first (images unpacked into snapshots, caches warm).
     let (Some(_), Some(_)) = (run(&ctrd.socket, "cells", 1), run(&ctrd.socket, "runc", 1)) else {
         return 1;
