@@ -328,14 +328,14 @@ pub(super) fn start(
     // succeeded. An OCI container's init writes one NUL byte instead when
     // it is ready and waits at its exec fifo ("created").
     let mut err_file = std::fs::File::from(err_r);
-    let mut first = [0u8; 1];
-    let mut err = String::new();
-    if let Ok(1) = err_file.read(&mut first) {
-        if first[0] != 0 {
-            err.push(first[0] as char);
-            let _ = err_file.read_to_string(&mut err);
+    let mut bytes = vec![0u8; 1];
+    let err = match err_file.read(&mut bytes) {
+        Ok(1) if bytes[0] != 0 => {
+            let _ = err_file.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
         }
-    }
+        _ => String::new(),
+    };
     drop(err_file);
     if !err.is_empty() {
         return Err(fail(err.into()));
