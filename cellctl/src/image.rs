@@ -153,12 +153,17 @@ fn sha256_of(f: &mut File) -> Result<String, Failure> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A blob of an OCI layout by digest, its content checked.
-fn blob(dir: &Path, digest: &str) -> Result<File, Failure> {
-    let hex = digest
+/// The hex of a `sha256:` digest (the only algorithm read).
+fn sha256_hex(digest: &str) -> Result<&str, Failure> {
+    digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| Failure(format!("unsupported digest '{digest}' (sha256 only)")))?;
+        .ok_or_else(|| Failure(format!("unsupported digest '{digest}' (sha256 only)")))
+}
+
+/// A blob of an OCI layout by digest, its content checked.
+fn blob(dir: &Path, digest: &str) -> Result<File, Failure> {
+    let hex = sha256_hex(digest)?;
     let path = dir.join("blobs/sha256").join(hex);
     let mut f = open_plain(&path)?;
     if sha256_of(&mut f)? != hex.to_ascii_lowercase() {
@@ -501,10 +506,7 @@ pub fn pull(reference: &str, mut progress: impl FnMut(u64, u64, &str)) -> Result
     let mut done = 0u64;
     for d in &wanted {
         let digest = d["digest"].as_str().unwrap_or("");
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| Failure(format!("unsupported digest '{digest}'")))?;
+        let hex = sha256_hex(digest)?;
         let url = format!("{}/v2/{}/blobs/{digest}", r.base, r.repo);
         let resp = reg.get(&url, "*/*")?;
         let mut out =

@@ -253,7 +253,7 @@ fn tool(names: &[&'static str]) -> Option<&'static str> {
 
 /// The extractor's jail: a private mount namespace in which every mount is
 /// made read-only but the staging folder ($1), then the tool is exec'd.
-pub const JAIL: &str = r#"set -e
+const JAIL: &str = r#"set -e
 stage="$1"; shift
 mount --make-rprivate /
 mount --bind "$stage" "$stage"
@@ -273,19 +273,18 @@ umount "$2" 2>/dev/null || true
 exit $rc
 "#;
 
-/// Extract a raw image read from `image` (fd 3 in the extractor) into the
-/// new folder `out` (under `stage`, the only place it may write).
-pub fn extract(
-    fmt: Format,
-    role: Role,
-    image: &OwnedFd,
+/// Run `tool` (program and arguments) in the extraction jail of `stage`
+/// (everything but `stage` read-only) with `input` as its fd 3; its output.
+pub fn run_in_jail(
     stage: &Path,
-    out: &Path,
-) -> Result<(), ImportError> {
-    let unshare = tool(&["/usr/bin/unshare", "/bin/unshare"]).ok_or(ImportError::MissingTool {
-        tool: "unshare",
-        kind: "all",
-        package: "util-linux",
+    argv: &[std::ffi::OsString],
+    input: &OwnedFd,
+) -> std::io::Result<std::process::Output> {
+    let unshare = tool(&["/usr/bin/unshare", "/bin/unshare"]).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no unshare: apt install util-linux",
+        )
     })?;
     let mut cmd = std::process::Command::new(unshare);
     cmd.args([
@@ -297,8 +296,38 @@ pub fn extract(
         JAIL,
         "jail",
     ])
-    .arg(stage);
-    match fmt {
+    .arg(stage)
+    .args(argv);
+    let fd = input.as_raw_fd();
+    // SAFETY: between fork and exec the child only calls dup2 (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.stdin(std::process::Stdio::null()).output()
+}
+
+/// Extract a raw image read from `image` (fd 3 in the extractor) into the
+/// new folder `out` (under `stage`, the only place it may write).
+pub fn extract(
+    fmt: Format,
+    role: Role,
+    image: &OwnedFd,
+    stage: &Path,
+    out: &Path,
+) -> Result<(), ImportError> {
+    if tool(&["/usr/bin/unshare", "/bin/unshare"]).is_none() {
+        return Err(ImportError::MissingTool {
+            tool: "unshare",
+            kind: "all",
+            package: "util-linux",
+        });
+    }
+    let argv: Vec<std::ffi::OsString> = match fmt {
         Format::Ext4 => {
             let t = tool(&["/usr/bin/fuse2fs", "/sbin/fuse2fs", "/usr/sbin/fuse2fs"]).ok_or(
                 ImportError::MissingTool {
@@ -313,10 +342,15 @@ pub fn extract(
             // fuse2fs reads the image in user space (in this jail); `cp -a`
             // keeps owners, every mode bit and the xattrs. The mount is the
             // jail's own and goes with it.
-            cmd.args(["/bin/sh", "-c", EXT4_COPY, "ext4"])
-                .arg(t)
-                .arg(&mnt)
-                .arg(out);
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                EXT4_COPY.into(),
+                "ext4".into(),
+                t.into(),
+                mnt.into_os_string(),
+                out.as_os_str().to_owned(),
+            ]
         }
         Format::Erofs => {
             let t = tool(&["/usr/bin/fsck.erofs", "/usr/sbin/fsck.erofs"]).ok_or(
@@ -326,10 +360,12 @@ pub fn extract(
                     package: "erofs-utils",
                 },
             )?;
-            cmd.arg(t)
-                .arg(format!("--extract={}", out.display()))
-                .arg("--preserve")
-                .arg("/dev/fd/3");
+            vec![
+                t.into(),
+                format!("--extract={}", out.display()).into(),
+                "--preserve".into(),
+                "/dev/fd/3".into(),
+            ]
         }
         Format::Sparse => {
             return Err(ImportError::Extract {
@@ -337,21 +373,8 @@ pub fn extract(
                 why: "a sparse image must be made raw first".into(),
             })
         }
-    }
-    let fd = image.as_raw_fd();
-    // SAFETY: between fork and exec the child only calls dup2 (async-signal-safe).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let o = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(io(format!("run {unshare}")))?;
+    };
+    let o = run_in_jail(stage, &argv, image).map_err(io("run unshare"))?;
     if fmt == Format::Ext4 {
         let _ = std::fs::remove_dir(stage.join(format!("m-{}", role.name())));
     }

@@ -76,32 +76,19 @@ impl Manager {
             }
             roles.push((r, fd));
         }
-        let _guard = self.build_guard()?;
-        let layout = self.cfg.layout.clone();
-        let mgr = Arc::clone(self);
-        let tname = t.to_string();
-        let info = tokio::task::spawn_blocking(move || {
-            remove_unfinished(&layout, &tname);
-            crate::android_image::import(&layout, &tname, roles, progress(&mgr, &tname))
+        self.import_build(t, "Android images", move |layout, t, progress| {
+            crate::android_image::import(layout, t, roles, progress).map_err(|e| match e {
+                crate::android_image::ImportError::Role(_)
+                | crate::android_image::ImportError::NoSystem
+                | crate::android_image::ImportError::Format { .. }
+                | crate::android_image::ImportError::Sparse { .. }
+                | crate::android_image::ImportError::NoInit => {
+                    Error::InvalidArgument(e.to_string())
+                }
+                other => Error::Failed(other.to_string()),
+            })
         })
         .await
-        .map_err(|e| Error::Failed(e.to_string()))?
-        .map_err(|e| match e {
-            crate::android_image::ImportError::Role(_)
-            | crate::android_image::ImportError::NoSystem
-            | crate::android_image::ImportError::Format { .. }
-            | crate::android_image::ImportError::Sparse { .. }
-            | crate::android_image::ImportError::NoInit => Error::InvalidArgument(e.to_string()),
-            other => Error::Failed(other.to_string()),
-        })?;
-        tracing::info!(
-            template = t,
-            build = info.build.as_str(),
-            files = info.files,
-            "Android images imported"
-        );
-        self.template_gc().await;
-        Ok(info.build)
     }
 
     /// Make template `t` of an OCI image: its config (JSON) and its layers
@@ -121,27 +108,50 @@ impl Manager {
         if layers.is_empty() {
             return Err(Error::InvalidArgument("the image has no layers".into()));
         }
+        self.import_build(t, "OCI image", move |layout, t, progress| {
+            crate::oci::image::import(layout, t, &config, layers, progress).map_err(|e| match e {
+                crate::oci::image::ImageError::Layer { .. }
+                | crate::oci::image::ImageError::Config(_)
+                | crate::oci::image::ImageError::NoInit => Error::InvalidArgument(e.to_string()),
+                other => Error::Failed(other.to_string()),
+            })
+        })
+        .await
+    }
+
+    /// An import into a new build of template `t` (`run`, on the blocking
+    /// pool, under the build lock, with progress signals); the build's id.
+    async fn import_build<F>(
+        self: &Arc<Self>,
+        t: &str,
+        what: &'static str,
+        run: F,
+    ) -> Result<String, Error>
+    where
+        F: FnOnce(
+                &Layout,
+                &str,
+                &mut dyn FnMut(u64, u64, &str),
+            ) -> Result<template::BuildInfo, Error>
+            + Send
+            + 'static,
+    {
         let _guard = self.build_guard()?;
         let layout = self.cfg.layout.clone();
         let mgr = Arc::clone(self);
         let tname = t.to_string();
         let info = tokio::task::spawn_blocking(move || {
             remove_unfinished(&layout, &tname);
-            crate::oci::image::import(&layout, &tname, &config, layers, progress(&mgr, &tname))
+            let mut p = progress(&mgr, &tname);
+            run(&layout, &tname, &mut p)
         })
         .await
-        .map_err(|e| Error::Failed(e.to_string()))?
-        .map_err(|e| match e {
-            crate::oci::image::ImageError::Layer { .. }
-            | crate::oci::image::ImageError::Config(_)
-            | crate::oci::image::ImageError::NoInit => Error::InvalidArgument(e.to_string()),
-            other => Error::Failed(other.to_string()),
-        })?;
+        .map_err(|e| Error::Failed(e.to_string()))??;
         tracing::info!(
             template = t,
             build = info.build.as_str(),
             files = info.files,
-            "OCI image imported"
+            "{what} imported"
         );
         self.template_gc().await;
         Ok(info.build)

@@ -89,10 +89,7 @@ pub(super) fn setup_and_exec(
         })?;
     }
     nix::unistd::setsid().map_err(step("setsid"))?;
-    match OCI_STDIO
-        .get()
-        .filter(|_| cfg.cells.oci.as_ref().is_some_and(|o| o.stdio))
-    {
+    match OCI_STDIO.get().filter(|_| cfg.cells.oci.is_some()) {
         // An OCI container's stdio: what containerd's shim made for it.
         Some(fds) => {
             for (to, from) in fds.iter().enumerate() {

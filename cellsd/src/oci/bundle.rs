@@ -214,7 +214,6 @@ pub fn source(
             })
             .collect(),
         tmpfs,
-        stdio: true,
     })
 }
 

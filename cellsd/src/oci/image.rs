@@ -12,12 +12,10 @@
 //! template is attached `nodev`).
 
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use crate::android_image::JAIL;
 use crate::layout::Layout;
 use crate::template::{self, BuildInfo, TemplateError};
 
@@ -201,33 +199,15 @@ fn apply(stage: &Path, rootfs: &Path, layer: usize, fd: &OwnedFd) -> Result<(), 
             "zstd -dc"
         }
     };
-    let mut cmd = std::process::Command::new("/usr/bin/unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "/bin/sh",
-        "-c",
-        JAIL,
-        "jail",
-    ])
-    .arg(stage)
-    .args(["/bin/bash", "-c", APPLY, "apply"])
-    .arg(rootfs)
-    .arg(dec);
-    let raw = f.as_raw_fd();
-    // SAFETY: between fork and exec the child only calls dup2 (async-signal-safe).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let o = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
+    let argv: Vec<std::ffi::OsString> = vec![
+        "/bin/bash".into(),
+        "-c".into(),
+        APPLY.into(),
+        "apply".into(),
+        rootfs.as_os_str().to_owned(),
+        dec.into(),
+    ];
+    let o = crate::android_image::run_in_jail(stage, &argv, &OwnedFd::from(f))
         .map_err(io("run unshare (util-linux)"))?;
     if !o.status.success() {
         let err = String::from_utf8_lossy(&o.stderr);

@@ -57,10 +57,6 @@ pub struct OciSource {
     /// The bundle's tmpfs mounts (e.g. /dev/shm).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<OciTmpfs>,
-    /// The container's stdin/stdout/stderr are the runtime's own (no
-    /// terminal): the init gets them instead of the VP's console.
-    #[serde(default)]
-    pub stdio: bool,
 }
 
 /// A bind mount of the bundle (a host path containerd chose, e.g. a pod's
